@@ -1,0 +1,209 @@
+"""The node's TOML configuration, validated so that every error names the bad key.
+
+Relative paths in the file are relative to the file itself, so a node's directory can be moved
+or copied whole.  Unknown keys are errors (with a "did you mean" hint): a typo in a config must
+never silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from p2pstore.errors import ConfigError
+from p2pstore.net.address import parse_address
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything ``p2pstore node run`` needs, resolved and checked."""
+
+    path: Path
+    listen: str
+    advertise: str | None
+    data_dir: Path
+    key: Path
+    certificate: Path
+    ca_certificate: Path
+    revocation_list: Path | None
+    bootstrap_peers: tuple[str, ...]
+    log_level: str
+    log_format: str
+
+
+_SCHEMA: dict[str, dict[str, bool]] = {
+    # section -> key -> required
+    "node": {"listen": True, "advertise": False, "data_dir": True},
+    "identity": {
+        "key": True,
+        "certificate": True,
+        "ca_certificate": True,
+        "revocation_list": False,
+    },
+    "bootstrap": {"peers": False},
+    "log": {"level": False, "format": False},
+}
+
+
+class _Reader:
+    def __init__(self, path: Path, document: Mapping[str, Any]) -> None:
+        self.path = path
+        self.document = document
+        self._check_known(document, _SCHEMA, "")
+        for section, keys in _SCHEMA.items():
+            value = document.get(section, {})
+            if not isinstance(value, dict):
+                raise self.error(f"[{section}]", "must be a table")
+            self._check_known(value, keys, section)
+
+    def error(self, where: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {where}: {problem}")
+
+    def _check_known(
+        self, table: Mapping[str, Any], known: Mapping[str, Any], section: str
+    ) -> None:
+        for key in table:
+            if key not in known:
+                hint = difflib.get_close_matches(key, list(known), n=1)
+                where = f"[{section}] {key}" if section else f"[{key}]"
+                suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise self.error(where, f"unknown key{suffix}")
+
+    def get(self, section: str, key: str) -> Any:
+        table = self.document.get(section, {})
+        if key not in table:
+            if _SCHEMA[section][key]:
+                raise self.error(f"[{section}] {key}", "is required")
+            return None
+        return table[key]
+
+    def string(self, section: str, key: str) -> str | None:
+        value = self.get(section, key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise self.error(f"[{section}] {key}", f"expected a non-empty string, got {value!r}")
+        return value
+
+    def address(self, section: str, key: str) -> str | None:
+        value = self.string(section, key)
+        if value is not None:
+            try:
+                parse_address(value)
+            except ConfigError as exc:
+                raise self.error(f"[{section}] {key}", str(exc)) from exc
+        return value
+
+    def path_value(self, section: str, key: str) -> Path | None:
+        value = self.string(section, key)
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.path.parent / path)
+
+    def existing_file(self, section: str, key: str) -> Path | None:
+        path = self.path_value(section, key)
+        if path is not None and not path.is_file():
+            raise self.error(f"[{section}] {key}", f"no such file: {path}")
+        return path
+
+    def choice(self, section: str, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.string(section, key)
+        if value is None:
+            return default
+        if value not in choices:
+            raise self.error(
+                f"[{section}] {key}", f"expected one of {', '.join(choices)}, got {value!r}"
+            )
+        return value
+
+
+def load_node_config(path: Path) -> NodeConfig:
+    """Read and check a node's TOML file; :class:`ConfigError` names the file and the key."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such configuration file") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    reader = _Reader(path, document)
+    peers = reader.get("bootstrap", "peers") or []
+    if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+        raise reader.error("[bootstrap] peers", 'expected a list of "host:port" strings')
+    for index, peer in enumerate(peers):
+        try:
+            _host, port = parse_address(peer)
+        except ConfigError as exc:
+            raise reader.error(f"[bootstrap] peers[{index}]", str(exc)) from exc
+        if port == 0:
+            raise reader.error(f"[bootstrap] peers[{index}]", f"{peer!r}: port 0 cannot be dialled")
+    listen = reader.address("node", "listen")
+    data_dir = reader.path_value("node", "data_dir")
+    key = reader.existing_file("identity", "key")
+    certificate = reader.existing_file("identity", "certificate")
+    ca_certificate = reader.existing_file("identity", "ca_certificate")
+    assert listen and data_dir and key and certificate and ca_certificate  # required keys
+    return NodeConfig(
+        path=path,
+        listen=listen,
+        advertise=reader.address("node", "advertise"),
+        data_dir=data_dir,
+        key=key,
+        certificate=certificate,
+        ca_certificate=ca_certificate,
+        revocation_list=reader.existing_file("identity", "revocation_list"),
+        bootstrap_peers=tuple(peers),
+        log_level=reader.choice("log", "level", LOG_LEVELS, "info"),
+        log_format=reader.choice("log", "format", LOG_FORMATS, "text"),
+    )
+
+
+def render_node_config(
+    *,
+    listen: str,
+    data_dir: str,
+    key: str,
+    certificate: str,
+    ca_certificate: str,
+    revocation_list: str | None = None,
+    bootstrap_peers: tuple[str, ...] = (),
+    advertise: str | None = None,
+    log_level: str = "info",
+    log_format: str = "text",
+) -> str:
+    """A node.toml with these values (used by the local mesh and the operator's tools)."""
+
+    def q(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["[node]", f"listen = {q(listen)}"]
+    if advertise:
+        lines.append(f"advertise = {q(advertise)}")
+    lines += [
+        f"data_dir = {q(data_dir)}",
+        "",
+        "[identity]",
+        f"key = {q(key)}",
+        f"certificate = {q(certificate)}",
+        f"ca_certificate = {q(ca_certificate)}",
+    ]
+    if revocation_list:
+        lines.append(f"revocation_list = {q(revocation_list)}")
+    lines += [
+        "",
+        "[bootstrap]",
+        "peers = [" + ", ".join(q(p) for p in bootstrap_peers) + "]",
+        "",
+        "[log]",
+        f"level = {q(log_level)}",
+        f"format = {q(log_format)}",
+        "",
+    ]
+    return "\n".join(lines)

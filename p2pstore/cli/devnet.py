@@ -1,0 +1,421 @@
+"""``p2pstore devnet``: a throw-away mesh of real node processes on loopback.
+
+It does what an operator would: creates a mesh CA, issues one identity per node spread over
+datacenters and regions, writes each node's TOML, starts ``p2pstore node run`` processes, then
+watches them over mutual TLS with a client certificate of its own, asking each node whom it sees.
+Ctrl-C (or ``--exit-when-ready``) stops every node with SIGTERM and reports how they exited.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import trio
+from rich.console import Console
+from rich.table import Table
+
+from p2pstore.cli.config import render_node_config
+from p2pstore.errors import P2PStoreError
+from p2pstore.identity import (
+    MeshCA,
+    NodeCredentials,
+    PeerIdentity,
+    Role,
+    TrustAnchor,
+    short_id,
+)
+from p2pstore.net.session import Session, SessionSettings
+from p2pstore.net.tls import TlsSettings, TlsTransport
+from p2pstore.wire import PROTOCOL_VERSION, ErrorReply, Hello, Message, StatusReply, StatusRequest
+
+POLL_INTERVAL = 0.5
+STOP_GRACE = 10.0
+
+
+@dataclass
+class DevnetNode:
+    """One node of the local mesh, as the devnet set it up and last saw it."""
+
+    index: int
+    name: str
+    datacenter: str
+    region: str
+    address: str
+    directory: Path
+    node_id: bytes = b""
+    process: trio.Process | None = None
+    exit_code: int | None = None
+    sees: frozenset[bytes] = field(default_factory=frozenset)
+    answered: bool = False
+
+
+def plan_layout(nodes: int, datacenters: int, regions: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(datacenter, region) of each node: nodes round-robin over datacenters, datacenters over
+    regions, so every region and datacenter gets its share."""
+    return [
+        (f"dc-{(i % datacenters) + 1}", regions[(i % datacenters) % len(regions)])
+        for i in range(nodes)
+    ]
+
+
+def free_loopback_ports(count: int) -> list[int]:
+    """Ports the OS says are free now (a node that loses the race fails loudly at bind)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def create_mesh(
+    directory: Path, nodes: int, datacenters: int, regions: tuple[str, ...]
+) -> tuple[MeshCA, list[DevnetNode], NodeCredentials]:
+    """CA, node identities and configs, and the observer's client identity, under ``directory``."""
+    now = datetime.now(UTC)
+    authority = MeshCA.create(directory / "ca", mesh_name="devnet", now=now)
+    ports = free_loopback_ports(nodes)
+    members: list[DevnetNode] = []
+    for index, ((datacenter, region), port) in enumerate(
+        zip(plan_layout(nodes, datacenters, regions), ports, strict=True)
+    ):
+        name = f"node-{index + 1}"
+        node_dir = directory / name
+        node_dir.mkdir(parents=True)
+        credentials = authority.issue(
+            node_dir, "node", datacenter=datacenter, region=region, now=now
+        )
+        members.append(
+            DevnetNode(
+                index,
+                name,
+                datacenter,
+                region,
+                f"127.0.0.1:{port}",
+                node_dir,
+                node_id=credentials.identity.node_id,
+            )
+        )
+    for member in members:
+        others = tuple(m.address for m in members if m is not member)
+        (member.directory / "node.toml").write_text(
+            render_node_config(
+                listen=member.address,
+                data_dir="data",
+                key="node.key",
+                certificate="node.crt",
+                ca_certificate="../ca/ca.crt",
+                revocation_list="../ca/crl.pem",
+                bootstrap_peers=others,
+            ),
+            encoding="utf-8",
+        )
+    observer = authority.issue(
+        directory / "ca",
+        "observer",
+        datacenter="devnet",
+        region=regions[0],
+        role=Role.CLIENT,
+        now=now,
+    )
+    return authority, members, observer
+
+
+async def _terminate(process: trio.Process) -> None:
+    """How a node is stopped: SIGTERM, then SIGKILL if it is still there after the grace."""
+    process.terminate()
+    with trio.move_on_after(STOP_GRACE):
+        await process.wait()
+        return
+    process.kill()
+
+
+async def _run_node(member: DevnetNode, *, task_status: trio.TaskStatus[trio.Process]) -> None:
+    """One node process, its output in its own node.log; cancelling this stops it."""
+    command = [
+        sys.executable,
+        "-m",
+        "p2pstore",
+        "node",
+        "run",
+        "--config",
+        str(member.directory / "node.toml"),
+    ]
+    with (member.directory / "node.log").open("ab") as log_file:
+        await trio.run_process(
+            command,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            deliver_cancel=_terminate,
+            task_status=task_status,
+        )
+
+
+async def _refuse(peer: PeerIdentity, message: Message) -> Message:
+    return ErrorReply(code="unsupported", message="the devnet observer serves nothing")
+
+
+class Observer:
+    """Watches every node over mutual TLS with a client certificate, asking whom it sees."""
+
+    def __init__(self, credentials: NodeCredentials, trust: TrustAnchor, ca_path: Path) -> None:
+        self.transport = TlsTransport(
+            credentials,
+            trust,
+            str(ca_path),
+            settings=TlsSettings(connect_timeout=2, handshake_timeout=2),
+        )
+        self.hello = Hello(
+            protocol_version=PROTOCOL_VERSION, listen_address="", software="p2pstore-devnet"
+        )
+        self.changed = trio.Event()
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def watch(self, member: DevnetNode) -> None:
+        """Poll ``member`` forever; ``member.sees`` and ``member.answered`` follow its answers."""
+        while True:
+            try:
+                link = await self.transport.connect(member.address, member.node_id)
+                session = Session(link, self.hello, _refuse, SessionSettings(request_timeout=5))
+                await session.greet()
+            except P2PStoreError:
+                await trio.sleep(POLL_INTERVAL)
+                continue
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._serve_quietly, session)
+                await self._poll(session, member)
+                nursery.cancel_scope.cancel()
+            member.answered = False
+            self._notify()
+            await trio.sleep(POLL_INTERVAL)
+
+    @staticmethod
+    async def _serve_quietly(session: Session) -> None:
+        try:
+            await session.serve()
+        except P2PStoreError:
+            return  # _poll sees the same failure on its next request
+
+    async def _poll(self, session: Session, member: DevnetNode) -> None:
+        while True:
+            try:
+                reply = await session.request(StatusRequest())
+            except P2PStoreError:
+                return
+            if isinstance(reply, StatusReply):
+                sees = frozenset(peer.node_id for peer in reply.peers)
+                if sees != member.sees or not member.answered:
+                    member.sees, member.answered = sees, True
+                    self._notify()
+            await trio.sleep(POLL_INTERVAL)
+
+
+def mesh_ready(members: list[DevnetNode]) -> bool:
+    """Every node answers and sees every other node."""
+    everyone = {m.node_id for m in members}
+    return all(m.answered and m.sees >= everyone - {m.node_id} for m in members)
+
+
+def peer_table(members: list[DevnetNode]) -> Table:
+    """Rows: nodes; columns: whom each sees (✓), authenticated by mutual TLS."""
+    table = Table(title="who sees whom (authenticated by mutual TLS)", title_justify="left")
+    for column in ("node", "node id", "datacenter", "region", "address", "state"):
+        table.add_column(column)
+    for member in members:
+        table.add_column(member.name.removeprefix("node-"), justify="center")
+    for member in members:
+        state = (
+            ("exited " + str(member.exit_code))
+            if member.exit_code is not None
+            else ("up" if member.answered else "starting")
+        )
+        marks = [
+            "-" if other is member else ("✓" if other.node_id in member.sees else "·")
+            for other in members
+        ]
+        table.add_row(
+            member.name,
+            short_id(member.node_id),
+            member.datacenter,
+            member.region,
+            member.address,
+            state,
+            *marks,
+        )
+    return table
+
+
+async def run_devnet(
+    directory: Path,
+    members: list[DevnetNode],
+    observer: Observer,
+    *,
+    exit_when_ready: bool,
+    ready_timeout: float,
+    console: Console,
+) -> bool:
+    """Start the nodes, show the table until ready (and then until Ctrl-C unless
+    ``exit_when_ready``), stop them all.  Returns whether the mesh became ready."""
+    ready = False
+    started = trio.current_time()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            for member in members:
+                member.process = await nursery.start(_run_node, member)
+            console.print(f"started {len(members)} node processes; files in {directory}")
+            for member in members:
+                nursery.start_soon(observer.watch, member)
+            nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope, console)
+            with trio.move_on_after(ready_timeout):
+                while not mesh_ready(members):
+                    if _any_exited(members):
+                        break
+                    await observer.changed.wait()
+            ready = mesh_ready(members)
+            for member in members:
+                member.exit_code = member.process.returncode if member.process else None
+            console.print(peer_table(members))
+            if ready:
+                console.print(
+                    f"[bold green]mesh ready[/] in {trio.current_time() - started:.1f}s: "
+                    f"{len(members)} nodes, each authenticated the other {len(members) - 1} "
+                    "over mutual TLS"
+                )
+            else:
+                console.print("[bold red]the mesh did not come up[/]; node logs:")
+                for member in members:
+                    console.print(f"  {member.directory / 'node.log'}")
+            if ready and not exit_when_ready:
+                console.print("Ctrl-C stops every node.")
+                await _follow(members, observer, console)
+            nursery.cancel_scope.cancel()
+    for member in members:
+        code = member.process.returncode if member.process else None
+        console.print(f"{member.name} stopped (exit code {code})")
+    return ready
+
+
+def _any_exited(members: list[DevnetNode]) -> bool:
+    return any(m.process is not None and m.process.returncode is not None for m in members)
+
+
+async def _stop_on_signal(
+    signals: AsyncIterator[int], scope: trio.CancelScope, console: Console
+) -> None:
+    async for signum in signals:
+        console.print(f"\n{signal.Signals(signum).name}: stopping every node")
+        scope.cancel()
+        return
+
+
+async def _follow(members: list[DevnetNode], observer: Observer, console: Console) -> None:
+    """Reprint the table whenever who-sees-whom changes."""
+    last = [(m.answered, m.sees) for m in members]
+    while True:
+        await observer.changed.wait()
+        now = [(m.answered, m.sees) for m in members]
+        if now != last:
+            last = now
+            console.print(peer_table(members))
+
+
+@click.command()
+@click.option("--nodes", "-n", default=5, show_default=True, help="Node processes to start.")
+@click.option(
+    "--datacenters", type=int, help="Datacenters to spread them over [default: one per node]."
+)
+@click.option(
+    "--regions",
+    default="FR-GES,FR-IDF",
+    show_default=True,
+    help="Comma-separated region codes to spread the datacenters over.",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the mesh's files here [default: a temporary directory, removed on exit].",
+)
+@click.option(
+    "--exit-when-ready",
+    is_flag=True,
+    help="Stop every node as soon as they all see each other (for scripts and CI).",
+)
+@click.option(
+    "--timeout",
+    "ready_timeout",
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for every node to see every other.",
+)
+def devnet(
+    nodes: int,
+    datacenters: int | None,
+    regions: str,
+    directory: Path | None,
+    exit_when_ready: bool,
+    ready_timeout: float,
+) -> None:
+    """Start a local mesh of NODES node processes on loopback and show who sees whom.
+
+    It creates a throw-away mesh CA, issues each node an identity in its datacenter and
+    region, starts `p2pstore node run` for each, and watches them over mutual TLS.
+    Ctrl-C stops them all.
+    """
+    if nodes < 2:
+        raise click.BadParameter("a mesh needs at least 2 nodes", param_hint="--nodes")
+    region_codes = tuple(r.strip() for r in regions.split(",") if r.strip())
+    if not region_codes:
+        raise click.BadParameter("give at least one region code", param_hint="--regions")
+    datacenter_count = datacenters or nodes
+    if datacenter_count < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--datacenters")
+    temporary = directory is None
+    root = Path(tempfile.mkdtemp(prefix="p2pstore-devnet-")) if directory is None else directory
+    if not temporary:
+        root.mkdir(parents=True, exist_ok=True)
+        if any(root.iterdir()):
+            raise click.BadParameter(f"{root} is not empty", param_hint="--dir")
+    # Off a terminal (CI, pipes) rich assumes 80 columns and would cut the table.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    try:
+        authority, members, observer_credentials = create_mesh(
+            root, nodes, datacenter_count, region_codes
+        )
+        observer = Observer(observer_credentials, authority.trust_anchor(), root / "ca" / "ca.crt")
+        ready = trio.run(
+            functools.partial(
+                run_devnet,
+                root,
+                members,
+                observer,
+                exit_when_ready=exit_when_ready,
+                ready_timeout=ready_timeout,
+                console=console,
+            )
+        )
+    finally:
+        if temporary:
+            shutil.rmtree(root, ignore_errors=True)
+    if not ready:
+        sys.exit(1)

@@ -1,0 +1,67 @@
+"""The ``p2pstore`` command.
+
+Every P2PStoreError reaching the top is printed as one line on stderr with exit code 1 (2 for
+usage and configuration errors): the messages are written for the person at the terminal, so no
+traceback is shown unless ``--debug`` asks for it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from p2pstore import __version__
+from p2pstore.errors import ConfigError, P2PStoreError
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, as trio's nurseries raise them."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+class _Main(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (P2PStoreError, BaseExceptionGroup) as error:
+            leaves = _leaves(error)
+            if ctx.params.get("debug") or not all(isinstance(e, P2PStoreError) for e in leaves):
+                raise
+            for leaf in leaves:
+                click.echo(f"p2pstore: error: {leaf}", err=True)
+            sys.exit(2 if all(isinstance(e, ConfigError) for e in leaves) else 1)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="p2pstore")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+def cli(debug: bool) -> None:
+    """p2pstore: a sovereign peer-to-peer storage mesh.
+
+    \b
+    Start here:
+      p2pstore devnet            a local mesh of node processes on loopback
+      p2pstore ca --help         create the mesh CA, issue and revoke certificates
+      p2pstore node run --help   run a datacenter node from its TOML config
+    """
+
+
+def _register() -> None:
+    from p2pstore.cli.ca_commands import ca
+    from p2pstore.cli.devnet import devnet
+    from p2pstore.cli.node_commands import node
+
+    cli.add_command(ca)
+    cli.add_command(node)
+    cli.add_command(devnet)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()

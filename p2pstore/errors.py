@@ -1,0 +1,80 @@
+"""The one tree of errors p2pstore raises.
+
+Strategy: every error says *what* went wrong and *what to do*, and its class tells the caller
+which side is at fault.  ``ProtocolError`` splits like h11's: ``LocalProtocolError`` means we
+misused the protocol (a bug here), ``RemoteProtocolError`` means the peer sent garbage (drop
+that peer's session, keep serving everyone else).  Drivers translate trio and OS exceptions into
+these once, at the boundary, with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+
+class P2PStoreError(Exception):
+    """Base of every error p2pstore raises on purpose."""
+
+
+class ConfigError(P2PStoreError):
+    """A configuration file, option or argument is invalid; the message names the key."""
+
+
+class IdentityError(P2PStoreError):
+    """A key, certificate, CA or revocation list is missing, unreadable or inconsistent."""
+
+
+class ProtocolError(P2PStoreError):
+    """A protocol rule was broken."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to send something the protocol forbids (a bug on this side)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something malformed, oversized or out of order."""
+
+
+class PeerRefused(P2PStoreError):
+    """A peer failed authentication: wrong CA, expired or revoked certificate, wrong node id,
+    or no TLS at all.  ``reason`` is the short machine-greppable cause."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PeerUnreachable(P2PStoreError):
+    """A peer could not be reached, or the connection to it broke."""
+
+
+class RequestTimeout(PeerUnreachable):
+    """A request got no answer within its deadline."""
+
+
+class RemoteError(P2PStoreError):
+    """The peer understood the request and answered with an error of its own."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class IntegrityError(P2PStoreError):
+    """Bytes do not match the id or authentication tag that vouches for them."""
+
+
+class NotEnoughFragments(P2PStoreError):
+    """Fewer than ``needed`` fragments of a chunk could be fetched."""
+
+    def __init__(self, message: str, *, needed: int, found: int) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.found = found
+
+
+class StoreError(P2PStoreError):
+    """The local fragment store cannot do what was asked (disk error, read-only, ...)."""
+
+
+class QuotaExceeded(StoreError):
+    """The fragment store is full: storing more would pass its configured quota."""

@@ -1,0 +1,351 @@
+"""A peer of the mesh: a transport, its sessions, and the handlers that answer requests.
+
+Strategy: the node owns one nursery.  The transport's listener and one dialer per bootstrap peer
+run in it; every authenticated link becomes a :class:`Session` run in the task that received it.
+One session per peer pair: when both sides dial each other at once, both keep the connection
+dialled by the smaller node id, so they agree without talking.  Whatever a peer sends can end
+that peer's session, never the node: protocol errors and broken links are logged and the session
+is dropped, and the dialers reconnect to bootstrap peers with capped exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from p2pstore import __version__
+from p2pstore.errors import PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError
+from p2pstore.identity import NodeCredentials, PeerIdentity, Role, TrustAnchor, short_id
+from p2pstore.net.link import FrameLink, Transport
+from p2pstore.net.session import Session, SessionSettings
+from p2pstore.wire import (
+    PROTOCOL_VERSION,
+    ErrorReply,
+    Hello,
+    Message,
+    PeerSummary,
+    Ping,
+    Pong,
+    StatusReply,
+    StatusRequest,
+)
+
+log = logging.getLogger("p2pstore.node")
+
+Handler = Callable[[PeerIdentity, Message], Awaitable[Message]]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    """Timings of a node; the defaults suit a datacenter, tests shrink them."""
+
+    session: SessionSettings = field(default_factory=SessionSettings)
+    reconnect_initial: float = 1.0
+    reconnect_max: float = 60.0
+    stop_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerView:
+    """What this node knows of one connected peer."""
+
+    identity: PeerIdentity
+    address: str
+    outbound: bool
+    connected_since: float
+
+
+class Node:
+    """One mesh peer.  Start with ``await nursery.start(node.run)``; stop with :meth:`stop`."""
+
+    def __init__(
+        self,
+        credentials: NodeCredentials,
+        transport: Transport,
+        *,
+        bootstrap: tuple[str, ...] = (),
+        advertise: str | None = None,
+        settings: NodeSettings | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self.identity = credentials.identity
+        self.transport = transport
+        self.bootstrap = bootstrap
+        self.settings = settings or NodeSettings()
+        self._advertise = advertise
+        self._sessions: dict[bytes, Session] = {}
+        self._since: dict[bytes, float] = {}
+        self._changed = trio.Event()
+        self._scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._handlers: dict[type[Message], Handler] = {
+            Ping: self._on_ping,
+            StatusRequest: self._on_status,
+        }
+
+    # -- service ----------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The address peers should dial to reach this node."""
+        return self._advertise or self.transport.listen_address
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, dial the bootstrap peers, and serve until cancelled or :meth:`stop`."""
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.transport.listen, self._accept)
+                log.info(
+                    "node %s (%s, %s) listening on %s",
+                    short_id(self.identity.node_id),
+                    self.identity.datacenter,
+                    self.identity.region,
+                    self.address,
+                    extra={"event": "listening", "address": self.address},
+                )
+                for address in self.bootstrap:
+                    if address != self.address:
+                        nursery.start_soon(self._keep_connected, address)
+                task_status.started()
+
+    async def stop(self, reason: str = "node shutting down") -> None:
+        """Say goodbye to every peer (bounded by ``stop_timeout``), then end :meth:`run`."""
+        with trio.move_on_after(self.settings.stop_timeout):
+            async with trio.open_nursery() as nursery:
+                for session in list(self._sessions.values()):
+                    nursery.start_soon(session.close, reason)
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def apply_trust(self, trust: TrustAnchor) -> None:
+        """Close the sessions of peers whose certificates ``trust`` now revokes."""
+        for session in list(self._sessions.values()):
+            if session.peer.serial in trust.revoked_serials:
+                log.warning(
+                    "closing session with %s: its certificate was revoked",
+                    session.describe(),
+                    extra={"event": "peer_revoked", "peer": session.peer.node_id.hex()},
+                )
+                self._spawn(session.close, "certificate revoked")
+
+    # -- peers ------------------------------------------------------------------------------
+
+    def peers(self) -> list[PeerView]:
+        """The peers this node has a session with, sorted by node id."""
+        views = []
+        for node_id in sorted(self._sessions):
+            session = self._sessions[node_id]
+            hello = session.peer_hello
+            views.append(
+                PeerView(
+                    identity=session.peer,
+                    address=(hello.listen_address if hello else "") or session.link.remote_address,
+                    outbound=session.link.outbound,
+                    connected_since=self._since[node_id],
+                )
+            )
+        return views
+
+    async def wait_peers_changed(self) -> None:
+        """Return the next time a peer connects or disconnects."""
+        await self._changed.wait()
+
+    async def request(
+        self, node_id: bytes, message: Message, *, timeout: float | None = None
+    ) -> Message:
+        """Ask a connected peer; raises :class:`PeerUnreachable` if there is no session."""
+        session = self._sessions.get(node_id)
+        if session is None:
+            raise PeerUnreachable(f"no session with node {short_id(node_id)}")
+        return await session.request(message, timeout=timeout)
+
+    async def ping(self, node_id: bytes, *, timeout: float | None = None) -> None:
+        reply = await self.request(node_id, Ping(nonce=1, padding=b""), timeout=timeout)
+        if not isinstance(reply, Pong):
+            raise RemoteError(f"expected Pong, got {type(reply).__name__}", code="bad-reply")
+
+    async def connect(self, address: str, expected_id: bytes | None = None) -> PeerIdentity:
+        """Dial a peer and keep a session with it in the background; returns who answered."""
+        if self._scope is None:
+            raise PeerUnreachable("the node is not running")
+        link = await self.transport.connect(address, expected_id)
+        started = trio.Event()
+        identity = link.peer
+        self._spawn(self._run_session, link, started)
+        await started.wait()
+        if identity.node_id not in self._sessions:
+            raise PeerUnreachable(f"session with {address} ended during its greeting")
+        return identity
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        if self._nursery is None:
+            raise PeerUnreachable("the node is not running")
+        self._nursery.start_soon(fn, *args)
+
+    async def _accept(self, link: FrameLink) -> None:
+        await self._run_session(link, None)
+
+    async def _keep_connected(self, address: str) -> None:
+        """Keep a session with the peer at ``address``: dial it, and redial with capped
+        exponential backoff whenever no session with it is left (whoever dialled)."""
+        delay = self.settings.reconnect_initial
+        known_id: bytes | None = None
+        while True:
+            while known_id is not None and known_id in self._sessions:
+                await self.wait_peers_changed()
+            try:
+                link = await self.transport.connect(address)
+            except PeerRefused as refused:
+                log.warning(
+                    "bootstrap peer %s refused: %s",
+                    address,
+                    refused,
+                    extra={"event": "peer_refused", "remote": address, "reason": refused.reason},
+                )
+            except PeerUnreachable as lost:
+                log.info("bootstrap peer %s unreachable: %s", address, lost)
+            else:
+                known_id = link.peer.node_id
+                delay = self.settings.reconnect_initial
+                await self._run_session(link, None)
+                continue  # the session ended or lost the tie-break: check before redialling
+            await trio.sleep(delay)
+            delay = min(delay * 2, self.settings.reconnect_max)
+
+    async def _run_session(self, link: FrameLink, started: trio.Event | None) -> None:
+        """Run one session to its end, keeping the peer table right.
+
+        Whatever the peer does ends only this session: protocol errors and broken links are
+        logged; a bug in a handler is logged with its traceback as an internal error.
+        """
+        session = Session(link, self._hello(), self._dispatch, self.settings.session)
+        try:
+            await session.greet()
+            if not self._register(session):
+                await session.close("duplicate connection")
+                return
+            if started is not None:
+                started.set()
+            await session.serve()
+        except (RemoteProtocolError, PeerUnreachable) as error:
+            self._log_session_error(session, error)
+        except Exception:
+            # The boundary between one peer and the whole node: a bug triggered by one peer's
+            # input must not take the datacenter's node down with it.
+            log.exception(
+                "internal error in the session with %s",
+                session.describe(),
+                extra={"event": "internal_error", "peer": link.peer.node_id.hex()},
+            )
+        finally:
+            if started is not None:
+                started.set()
+            self._unregister(session)
+        if session.close_reason and session.close_reason != "duplicate connection":
+            log.info(
+                "peer %s disconnected: %s",
+                session.describe(),
+                session.close_reason,
+                extra={"event": "peer_disconnected", "peer": link.peer.node_id.hex()},
+            )
+
+    def _log_session_error(
+        self, session: Session, error: RemoteProtocolError | PeerUnreachable
+    ) -> None:
+        kind = type(error).__name__
+        log.warning(
+            "session with %s at %s ended: %s: %s",
+            session.describe(),
+            session.link.remote_address,
+            kind,
+            error,
+            extra={"event": "session_error", "peer": session.peer.node_id.hex(), "error": kind},
+        )
+
+    def _register(self, session: Session) -> bool:
+        """Add a greeted session; False if it loses the tie-break against an existing one."""
+        node_id = session.peer.node_id
+        existing = self._sessions.get(node_id)
+        if existing is not None and not existing.closed:
+            dialler_wanted = min(node_id, self.identity.node_id)
+            new_dialler = self.identity.node_id if session.link.outbound else node_id
+            old_dialler = self.identity.node_id if existing.link.outbound else node_id
+            if new_dialler != dialler_wanted or old_dialler == dialler_wanted:
+                return False
+            self._spawn(existing.close, "duplicate connection")
+        self._sessions[node_id] = session
+        self._since[node_id] = trio.current_time()
+        self._notify_changed()
+        peer = session.peer
+        log.info(
+            "peer %s (%s, %s) connected %s %s",
+            short_id(node_id),
+            peer.datacenter,
+            peer.region,
+            "to" if session.link.outbound else "from",
+            session.link.remote_address,
+            extra={
+                "event": "peer_connected",
+                "peer": node_id.hex(),
+                "datacenter": peer.datacenter,
+                "region": peer.region,
+            },
+        )
+        return True
+
+    def _unregister(self, session: Session) -> None:
+        node_id = session.peer.node_id
+        if self._sessions.get(node_id) is session:
+            del self._sessions[node_id]
+            del self._since[node_id]
+            self._notify_changed()
+
+    def _notify_changed(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _hello(self) -> Hello:
+        return Hello(
+            protocol_version=PROTOCOL_VERSION,
+            listen_address=self.address,
+            software=f"p2pstore/{__version__}",
+        )
+
+    async def _dispatch(self, peer: PeerIdentity, message: Message) -> Message:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            return ErrorReply(
+                code="unsupported",
+                message=f"this node does not serve {type(message).__name__} requests",
+            )
+        return await handler(peer, message)
+
+    async def _on_ping(self, peer: PeerIdentity, message: Message) -> Message:
+        assert isinstance(message, Ping)
+        return Pong(nonce=message.nonce, received=len(message.padding))
+
+    async def _on_status(self, peer: PeerIdentity, message: Message) -> Message:
+        return StatusReply(
+            node_id=self.identity.node_id,
+            datacenter=self.identity.datacenter,
+            region=self.identity.region,
+            listen_address=self.address,
+            peers=tuple(
+                PeerSummary(
+                    node_id=view.identity.node_id,
+                    datacenter=view.identity.datacenter,
+                    region=view.identity.region,
+                    address=view.address,
+                    connected=True,
+                )
+                for view in self.peers()
+                if view.identity.role is Role.NODE
+            ),
+        )

@@ -1,0 +1,298 @@
+"""Many concurrent requests over one authenticated link.
+
+Strategy: both ends send ``Hello`` first and check the protocol version.  After that every frame
+is an envelope: a REQUEST carries an id the answer repeats in its RESPONSE, so any number of
+requests share the link in any order; NOTICEs (``Goodbye``) need no answer.  Every request has a
+deadline.  Inbound requests run in tasks of this session, at most ``max_inbound`` at once; past
+that the peer is told "busy" at once rather than queued, so a flood costs bounded memory and a
+handler that itself waits on this peer can never deadlock the receive loop.  A malformed frame
+ends the session with :class:`RemoteProtocolError` (after a best-effort Goodbye naming it), which
+the owner records; it never reaches anyone else's session.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from p2pstore.errors import (
+    P2PStoreError,
+    PeerUnreachable,
+    RemoteError,
+    RemoteProtocolError,
+    RequestTimeout,
+)
+from p2pstore.identity import PeerIdentity, short_id
+from p2pstore.net.link import FrameLink
+from p2pstore.wire import (
+    Envelope,
+    ErrorReply,
+    Goodbye,
+    Hello,
+    Kind,
+    Message,
+    check_protocol_version,
+    decode_envelope,
+    encode_envelope,
+)
+
+log = logging.getLogger("p2pstore.net")
+
+RequestHandler = Callable[[PeerIdentity, Message], Awaitable[Message]]
+"""Answers one request from an authenticated peer; a raised P2PStoreError becomes an ErrorReply."""
+
+MAX_REQUEST_ID = 2**32 - 1
+ERROR_TEXT_LIMIT = 512
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """Deadlines and bounds of one session."""
+
+    hello_timeout: float = 10.0
+    request_timeout: float = 10.0
+    goodbye_timeout: float = 1.0
+    max_inbound: int = 32
+
+
+class _Pending:
+    __slots__ = ("done", "error", "reply")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.reply: Message | None = None
+        self.error: P2PStoreError | None = None
+
+
+class Session:
+    """The RPC session with one peer.  Run it with ``await nursery.start(session.run)``."""
+
+    def __init__(
+        self,
+        link: FrameLink,
+        hello: Hello,
+        handler: RequestHandler,
+        settings: SessionSettings | None = None,
+    ) -> None:
+        self.link = link
+        self.settings = settings or SessionSettings()
+        self.peer_hello: Hello | None = None
+        self._hello = hello
+        self._handler = handler
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.cycle(range(1, MAX_REQUEST_ID + 1))
+        self._inbound = 0
+        self._scope = trio.CancelScope()
+        self._greet_scope = trio.CancelScope()
+        self._closed = False
+        self.close_reason: str | None = None
+
+    @property
+    def peer(self) -> PeerIdentity:
+        return self.link.peer
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def describe(self) -> str:
+        peer = self.peer
+        return f"{short_id(peer.node_id)} ({peer.datacenter}, {peer.region})"
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """:meth:`greet`, report started, then :meth:`serve` (for ``nursery.start``)."""
+        await self.greet()
+        task_status.started()
+        await self.serve()
+
+    async def greet(self) -> None:
+        """Exchange Hellos and check the peer's protocol version.
+
+        Raises :class:`RemoteProtocolError` if the peer sends anything else or a version we do
+        not speak, and :class:`PeerUnreachable` if it says nothing in time or the link breaks;
+        the link is closed in both cases.
+        """
+        try:
+            with self._greet_scope:
+                try:
+                    await self._greet()
+                except RemoteProtocolError as exc:
+                    self.close_reason = f"protocol error: {exc}"
+                    await self._say_goodbye(self.close_reason)
+                    raise
+            if self.peer_hello is None:
+                raise PeerUnreachable(f"session with {self.describe()} closed during its greeting")
+        except BaseException:
+            self._closed = True
+            with trio.CancelScope(shield=True):
+                await self.link.aclose()
+            raise
+
+    async def serve(self) -> None:
+        """Answer requests and route answers until the link ends or :meth:`close` is called.
+
+        Returns normally on a graceful close from either side.  Raises
+        :class:`RemoteProtocolError` if the peer breaks the protocol and
+        :class:`PeerUnreachable` if the link breaks.  Pending requests fail with
+        :class:`PeerUnreachable` when the session ends, and the link is closed.
+        """
+        failure: RemoteProtocolError | PeerUnreachable | None = None
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    try:
+                        await self._receive_loop(nursery)
+                    except (RemoteProtocolError, PeerUnreachable) as exc:
+                        failure = exc
+                    nursery.cancel_scope.cancel()
+            if isinstance(failure, RemoteProtocolError):
+                self.close_reason = f"protocol error: {failure}"
+                await self._say_goodbye(self.close_reason)
+            elif failure is not None:
+                self.close_reason = str(failure)
+        finally:
+            self._closed = True
+            self._fail_pending(self.close_reason or "session closed")
+            with trio.CancelScope(shield=True):
+                await self.link.aclose()
+        if failure is not None:
+            raise failure
+
+    async def close(self, reason: str = "closing") -> None:
+        """Tell the peer goodbye (best effort, bounded) and end :meth:`run`."""
+        if self._closed:
+            return
+        self._closed = True
+        self.close_reason = reason
+        if self.peer_hello is not None:
+            await self._say_goodbye(reason)
+        self._greet_scope.cancel()
+        self._scope.cancel()
+
+    async def request(self, message: Message, *, timeout: float | None = None) -> Message:
+        """Send ``message`` and wait for its answer.
+
+        Raises :class:`RequestTimeout` after ``timeout`` seconds (default: the session's),
+        :class:`RemoteError` if the peer answered with an error, and
+        :class:`PeerUnreachable` if the session ends first.
+        """
+        if self._closed:
+            raise PeerUnreachable(f"session with {self.describe()} is closed")
+        deadline = self.settings.request_timeout if timeout is None else timeout
+        request_id = next(self._ids)
+        while request_id in self._pending:
+            request_id = next(self._ids)
+        pending = _Pending()
+        self._pending[request_id] = pending
+        try:
+            with trio.move_on_after(deadline) as scope:
+                await self.link.send_frame(
+                    encode_envelope(Envelope(Kind.REQUEST, request_id, message))
+                )
+                await pending.done.wait()
+        finally:
+            del self._pending[request_id]
+        if scope.cancelled_caught:
+            raise RequestTimeout(
+                f"{self.describe()} did not answer {type(message).__name__} within {deadline:g}s"
+            )
+        if pending.error is not None:
+            raise pending.error
+        reply = pending.reply
+        if isinstance(reply, ErrorReply):
+            raise RemoteError(
+                f"{self.describe()} refused {type(message).__name__}: {reply.message}",
+                code=reply.code,
+            )
+        assert reply is not None
+        return reply
+
+    async def notify(self, message: Message) -> None:
+        """Send a one-way notice."""
+        await self.link.send_frame(encode_envelope(Envelope(Kind.NOTICE, 0, message)))
+
+    async def _greet(self) -> None:
+        await self.notify(self._hello)
+        with trio.move_on_after(self.settings.hello_timeout) as scope:
+            payload = await self.link.receive_frame()
+        if scope.cancelled_caught:
+            raise PeerUnreachable(
+                f"{self.describe()} sent no Hello within {self.settings.hello_timeout:g}s"
+            )
+        if payload is None:
+            raise PeerUnreachable(f"{self.describe()} closed the connection before its Hello")
+        envelope = decode_envelope(payload)
+        if envelope.kind is not Kind.NOTICE or not isinstance(envelope.message, Hello):
+            raise RemoteProtocolError(
+                f"{self.describe()} sent {type(envelope.message).__name__} before Hello"
+            )
+        check_protocol_version(envelope.message)
+        self.peer_hello = envelope.message
+
+    async def _receive_loop(self, nursery: trio.Nursery) -> None:
+        while True:
+            payload = await self.link.receive_frame()
+            if payload is None:
+                self.close_reason = self.close_reason or "peer closed the connection"
+                return
+            envelope = decode_envelope(payload)
+            if envelope.kind is Kind.RESPONSE:
+                pending = self._pending.get(envelope.request_id)
+                if pending is not None and not pending.done.is_set():
+                    pending.reply = envelope.message
+                    pending.done.set()
+                # else: the answer came after its deadline; the requester has moved on.
+            elif envelope.kind is Kind.REQUEST:
+                if self._inbound >= self.settings.max_inbound:
+                    nursery.start_soon(self._reply_busy, envelope.request_id)
+                else:
+                    self._inbound += 1
+                    nursery.start_soon(self._answer, envelope.request_id, envelope.message)
+            elif isinstance(envelope.message, Goodbye):
+                self.close_reason = f"peer said goodbye: {envelope.message.reason}"
+                return
+            else:
+                raise RemoteProtocolError(
+                    f"{self.describe()} sent an unexpected {type(envelope.message).__name__} notice"
+                )
+
+    async def _answer(self, request_id: int, message: Message) -> None:
+        try:
+            try:
+                reply = await self._handler(self.peer, message)
+            except P2PStoreError as exc:
+                reply = ErrorReply(code=type(exc).__name__, message=str(exc)[:ERROR_TEXT_LIMIT])
+            await self._respond(request_id, reply)
+        finally:
+            self._inbound -= 1
+
+    async def _reply_busy(self, request_id: int) -> None:
+        reply = ErrorReply(code="busy", message=f"more than {self.settings.max_inbound} requests")
+        await self._respond(request_id, reply)
+
+    async def _respond(self, request_id: int, reply: Message) -> None:
+        try:
+            await self.link.send_frame(encode_envelope(Envelope(Kind.RESPONSE, request_id, reply)))
+        except PeerUnreachable:
+            # The link broke under us; the receive loop sees the same break and ends the session.
+            log.debug("could not answer request %d of %s: link broke", request_id, self.describe())
+
+    async def _say_goodbye(self, reason: str) -> None:
+        with trio.move_on_after(self.settings.goodbye_timeout) as scope:
+            scope.shield = True
+            try:
+                await self.notify(Goodbye(reason=reason[:ERROR_TEXT_LIMIT]))
+            except PeerUnreachable:
+                return  # nobody is left to hear it
+
+    def _fail_pending(self, reason: str) -> None:
+        for pending in self._pending.values():
+            if not pending.done.is_set():
+                pending.error = PeerUnreachable(
+                    f"session with {self.describe()} ended before answering: {reason}"
+                )
+                pending.done.set()

@@ -1,0 +1,340 @@
+"""TCP with mutual TLS 1.3 against the mesh CA: the transport datacenters run.
+
+Strategy: OpenSSL checks the chain against the mesh CA during the handshake (so a certificate
+from another CA never gets a session); then :class:`~p2pstore.identity.TrustAnchor` checks the
+same certificate again with our revocation list and reads the node id, datacenter and region
+from it.  Nothing a peer *says* about itself is trusted.  Every step that waits on the network
+has a deadline, and handshakes in progress are bounded, so a slow or hostile peer costs little.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import trio
+
+from p2pstore.errors import PeerRefused, PeerUnreachable, RemoteProtocolError
+from p2pstore.identity import NodeCredentials, PeerIdentity, TrustAnchor, short_id
+from p2pstore.net.address import format_address, parse_address
+from p2pstore.net.link import LinkHandler, check_dialled_peer
+from p2pstore.wire import DEFAULT_MAX_FRAME, FrameDecoder, frame_header
+
+log = logging.getLogger("p2pstore.net")
+
+RECEIVE_SIZE = 256 * 1024
+"""Bytes asked of the TLS stream per read: large reads keep trio's per-call cost small."""
+
+SMALL_FRAME = 64 * 1024
+"""Frames up to this size are sent header and payload in one write."""
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """Deadlines and bounds of the TLS transport."""
+
+    connect_timeout: float = 10.0
+    handshake_timeout: float = 10.0
+    max_concurrent_handshakes: int = 64
+    max_frame: int = DEFAULT_MAX_FRAME
+
+
+def make_ssl_contexts(
+    credentials: NodeCredentials, ca_certificate_path: str
+) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts: TLS 1.3 only, both sides present and verify certificates."""
+    if credentials.key_path is None or credentials.certificate_path is None:
+        raise ValueError("the TLS transport needs credentials loaded from files")
+    contexts = []
+    for purpose in (ssl.PROTOCOL_TLS_SERVER, ssl.PROTOCOL_TLS_CLIENT):
+        context = ssl.SSLContext(purpose)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.check_hostname = False  # peers are named by node id, checked after the handshake
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_cert_chain(str(credentials.certificate_path), str(credentials.key_path))
+        context.load_verify_locations(cafile=ca_certificate_path)
+        contexts.append(context)
+    return contexts[0], contexts[1]
+
+
+class TlsLink:
+    """A :class:`~p2pstore.net.link.FrameLink` over a ``trio.SSLStream``."""
+
+    def __init__(
+        self,
+        stream: trio.SSLStream[trio.SocketStream],
+        peer: PeerIdentity,
+        remote_address: str,
+        *,
+        outbound: bool,
+        max_frame: int,
+    ) -> None:
+        self._stream = stream
+        self._peer = peer
+        self._remote_address = remote_address
+        self._outbound = outbound
+        self._max_frame = max_frame
+        self._decoder = FrameDecoder(max_frame)
+        self._send_lock = trio.Lock()
+        self._closed = False
+
+    @property
+    def peer(self) -> PeerIdentity:
+        return self._peer
+
+    @property
+    def remote_address(self) -> str:
+        return self._remote_address
+
+    @property
+    def outbound(self) -> bool:
+        return self._outbound
+
+    async def send_frame(self, payload: bytes) -> None:
+        header = frame_header(len(payload), self._max_frame)
+        async with self._send_lock:
+            try:
+                if len(payload) <= SMALL_FRAME:
+                    await self._stream.send_all(header + payload)
+                else:
+                    await self._stream.send_all(header)
+                    await self._stream.send_all(payload)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise PeerUnreachable(
+                    f"connection to {self._describe()} broke while sending: {exc}"
+                ) from exc
+
+    async def receive_frame(self) -> bytes | None:
+        while True:
+            frame = self._decoder.next_frame()
+            if frame is not None:
+                return frame
+            try:
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise PeerUnreachable(
+                    f"connection to {self._describe()} broke: {_cause(exc)}"
+                ) from exc
+            if not data:
+                if self._decoder.at_frame_boundary():
+                    return None
+                raise RemoteProtocolError(
+                    f"{self._describe()} closed the connection in the middle of a frame"
+                )
+            self._decoder.feed(data)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            # If the peer went first the link is closed either way.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self._stream.aclose()
+
+    def _describe(self) -> str:
+        return f"{short_id(self._peer.node_id)} at {self._remote_address}"
+
+
+def _cause(exc: BaseException) -> str:
+    """The most specific reason a trio stream broke (often an ``ssl.SSLError`` alert)."""
+    cause = exc.__cause__ or exc.__context__
+    return str(cause) if cause is not None else str(exc) or type(exc).__name__
+
+
+class TlsTransport:
+    """:class:`~p2pstore.net.link.Transport` over TCP with mutual TLS 1.3."""
+
+    def __init__(
+        self,
+        credentials: NodeCredentials,
+        trust: TrustAnchor,
+        ca_certificate_path: str,
+        *,
+        listen_host: str = "127.0.0.1",
+        listen_port: int = 0,
+        settings: TlsSettings | None = None,
+        clock: Callable[[], datetime] = _wall_clock,
+    ) -> None:
+        self.credentials = credentials
+        self.trust = trust
+        self.settings = settings or TlsSettings()
+        self._server_context, self._client_context = make_ssl_contexts(
+            credentials, ca_certificate_path
+        )
+        self._listen_host = listen_host
+        self._listen_port = listen_port
+        self._bound_port: int | None = None
+        self._clock = clock
+        self._handshake_slots = trio.Semaphore(self.settings.max_concurrent_handshakes)
+
+    @property
+    def listen_address(self) -> str:
+        port = self._bound_port if self._bound_port is not None else self._listen_port
+        return format_address(self._listen_host, port)
+
+    def reload_trust(self, trust: TrustAnchor) -> None:
+        """Use a new revocation list for the connections made from now on."""
+        self.trust = trust
+
+    async def listen(
+        self, handler: LinkHandler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            listeners = await trio.open_tcp_listeners(self._listen_port, host=self._listen_host)
+        except OSError as exc:
+            raise PeerUnreachable(
+                f"cannot listen on {self.listen_address}: {exc.strerror or exc}"
+            ) from exc
+        sockname = listeners[0].socket.getsockname()
+        self._bound_port = int(sockname[1])
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener, handler, nursery)
+            task_status.started()
+
+    async def _accept_loop(
+        self,
+        listener: trio.SocketListener,
+        handler: LinkHandler,
+        nursery: trio.Nursery,
+    ) -> None:
+        async with listener:
+            while True:
+                stream = await listener.accept()
+                await self._handshake_slots.acquire()
+                nursery.start_soon(self._accept_one, stream, handler)
+
+    async def _accept_one(self, stream: trio.SocketStream, handler: LinkHandler) -> None:
+        remote = _peer_address(stream)
+        try:
+            link = await self._authenticate(stream, remote, server_side=True)
+        except PeerRefused as refused:
+            log.warning(
+                "refused peer at %s: %s",
+                remote,
+                refused,
+                extra={"event": "peer_refused", "remote": remote, "reason": refused.reason},
+            )
+            return
+        except PeerUnreachable as lost:
+            log.info("connection from %s lost during handshake: %s", remote, lost)
+            return
+        finally:
+            self._handshake_slots.release()
+        try:
+            await handler(link)
+        finally:
+            await link.aclose()
+
+    async def connect(self, address: str, expected_id: bytes | None = None) -> TlsLink:
+        host, port = parse_address(address)
+        try:
+            with trio.fail_after(self.settings.connect_timeout):
+                stream = await trio.open_tcp_stream(host, port)
+        except trio.TooSlowError as exc:
+            raise PeerUnreachable(
+                f"could not connect to {address} within {self.settings.connect_timeout:g}s"
+            ) from exc
+        except OSError as exc:
+            raise PeerUnreachable(f"could not connect to {address}: {exc.strerror or exc}") from exc
+        link = await self._authenticate(stream, address, server_side=False)
+        try:
+            check_dialled_peer(address, link.peer, expected_id)
+        except PeerRefused:
+            await link.aclose()
+            raise
+        return link
+
+    async def _authenticate(
+        self, stream: trio.SocketStream, remote: str, *, server_side: bool
+    ) -> TlsLink:
+        """Handshake and check the peer's certificate; closes ``stream`` on any failure."""
+        context = self._server_context if server_side else self._client_context
+        ssl_stream = trio.SSLStream(stream, context, server_side=server_side)
+        try:
+            with trio.fail_after(self.settings.handshake_timeout):
+                await ssl_stream.do_handshake()
+            der = ssl_stream.getpeercert(binary_form=True)
+            if der is None:
+                raise PeerRefused(f"{remote} presented no certificate", reason="no-certificate")
+            identity = self.trust.verify_der(der, self._clock())
+        except trio.TooSlowError as exc:
+            await trio.aclose_forcefully(ssl_stream)
+            raise PeerUnreachable(
+                f"TLS handshake with {remote} took longer than {self.settings.handshake_timeout:g}s"
+            ) from exc
+        except trio.BrokenResourceError as exc:
+            await trio.aclose_forcefully(ssl_stream)
+            raise _handshake_failure(remote, exc) from exc
+        except PeerRefused:
+            await trio.aclose_forcefully(ssl_stream)
+            raise
+        return TlsLink(
+            ssl_stream,
+            identity,
+            remote,
+            outbound=not server_side,
+            max_frame=self.settings.max_frame,
+        )
+
+
+_VERIFY_REASONS = {
+    # OpenSSL X509_V_ERR_* codes -> the reasons TrustAnchor gives for the same faults.
+    2: "wrong-ca",  # unable to get issuer certificate
+    7: "wrong-ca",  # certificate signature failure
+    9: "not-yet-valid",
+    10: "expired",
+    18: "wrong-ca",  # self-signed certificate
+    19: "wrong-ca",  # self-signed certificate in chain
+    20: "wrong-ca",  # unable to get local issuer certificate
+    21: "wrong-ca",  # unable to verify the first certificate
+    23: "revoked",
+    26: "not-a-node",  # unsupported certificate purpose: a client certificate serving
+}
+
+
+def _handshake_failure(remote: str, exc: trio.BrokenResourceError) -> PeerRefused | PeerUnreachable:
+    """Turn a failed handshake into a refusal that says why, or a plain network failure."""
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        reason = _VERIFY_REASONS.get(cause.verify_code, "bad-certificate")
+        return PeerRefused(
+            f"TLS handshake with {remote} failed: its certificate was refused "
+            f"({cause.verify_message}, reason {reason})",
+            reason=reason,
+        )
+    if isinstance(cause, ssl.SSLError):
+        text = str(cause)
+        if "WRONG_VERSION_NUMBER" in text or "HTTP_REQUEST" in text or "UNEXPECTED_RECORD" in text:
+            return PeerRefused(
+                f"{remote} does not speak TLS (plain TCP?): {text}", reason="not-tls"
+            )
+        if "CERTIFICATE_REQUIRED" in text or "PEER_DID_NOT_RETURN_A_CERTIFICATE" in text:
+            return PeerRefused(
+                f"{remote} presented no certificate: {text}", reason="no-certificate"
+            )
+        if "ALERT" in text:
+            return PeerRefused(
+                f"{remote} refused our certificate during the TLS handshake: {text}",
+                reason="rejected-by-peer",
+            )
+        return PeerRefused(f"TLS handshake with {remote} failed: {text}", reason="tls-error")
+    return PeerUnreachable(f"connection to {remote} broke during the TLS handshake: {exc}")
+
+
+def _peer_address(stream: trio.SocketStream) -> str:
+    try:
+        name = stream.socket.getpeername()
+    except OSError:
+        return "unknown"
+    return format_address(str(name[0]), int(name[1]))

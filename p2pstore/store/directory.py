@@ -1,0 +1,217 @@
+"""The data directory on disk: its layout, its lock, and atomic, durable fragment files.
+
+Layout::
+
+    <data_dir>/lock                  flock'ed by the one process that owns the directory
+    <data_dir>/index.sqlite3         the index (see index.py); a cache of what fragments/ holds
+    <data_dir>/tmp/<random>.part     writes in progress; anything here at open is garbage
+    <data_dir>/fragments/ab/ab12...  one file per fragment, named by the hex of its id
+
+Strategy: a fragment file appears under ``fragments/`` only by ``rename`` of a file that was
+completely written and fsynced in ``tmp/`` (same filesystem, so the rename is atomic), and the
+rename is made durable by fsyncing the parent directory.  So a crash at any instant leaves either
+no file or the whole file, never a partial one under a fragment's name; and because every read is
+hashed anyway, even a disk that lies about fsync cannot make us serve bad bytes.  The 256 prefix
+directories keep any one directory near 1/256 of the fragments, and let the open-time
+reconciliation work one prefix at a time in bounded memory.
+
+This module does I/O only: it raises ``OSError`` and leaves turning it into ``StoreError`` (and
+deciding what a refusal means) to the store.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from p2pstore.errors import StoreError
+
+PREFIXES = tuple(f"{p:02x}" for p in range(256))
+READ_BLOCK = 1 << 20
+"""Bytes per read while hashing a file in streaming mode (bounds scrub memory)."""
+
+# The streaming hash must be the one p2pstore.codec.fragment_ids uses (a test pins this).
+STREAM_HASH = "sha256"
+
+
+class DataDirectory:
+    """A locked data directory.  Methods may be called from several threads at once."""
+
+    def __init__(self, root: Path) -> None:
+        """Take the directory's lock, creating the directory if needed.
+
+        Raises StoreError if it cannot be created or another process holds it.
+        """
+        self.root = root
+        self.fragments = root / "fragments"
+        self.tmp = root / "tmp"
+        self.index_path = root / "index.sqlite3"
+        self.lock_path = root / "lock"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _open_lock_file(self.lock_path)
+        except OSError as error:
+            raise StoreError(
+                f"cannot open data directory {root}: {error.strerror or error}"
+            ) from error
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(self._lock_fd)
+            raise StoreError(
+                f"data directory {root} is in use by another store (its lock {self.lock_path} "
+                f"is held); stop the other node or give this one its own data directory"
+            ) from error
+
+    def close(self) -> None:
+        """Release the lock.  Idempotent."""
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # closing the only descriptor releases the flock
+            self._lock_fd = -1
+
+    def make_layout(self) -> None:
+        """Create ``tmp/``, ``fragments/`` and its 256 prefix directories if missing."""
+        self.tmp.mkdir(exist_ok=True)
+        created = False
+        if not self.fragments.is_dir():
+            self.fragments.mkdir()
+            created = True
+        for prefix in PREFIXES:
+            directory = self.fragments / prefix
+            if not directory.is_dir():
+                directory.mkdir()
+                created = True
+        if created:
+            fsync_directory(self.fragments)
+            fsync_directory(self.root)
+
+    def path_of(self, fragment_id: bytes) -> Path:
+        """Where the file of ``fragment_id`` lives."""
+        name = fragment_id.hex()
+        return self.fragments / name[:2] / name
+
+    def write_atomic(self, fragment_id: bytes, data: bytes) -> None:
+        """Write ``data`` as the file of ``fragment_id``: all of it, durably, or nothing.
+
+        Raises OSError; the temporary file is then removed (or left for the next open).
+        """
+        final = self.path_of(fragment_id)
+        temporary = self.tmp / f"{secrets.token_hex(8)}.part"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, final)
+        except OSError as error:
+            _unlink_noting(temporary, error)
+            raise
+        try:
+            fsync_directory(final.parent)
+        except OSError as error:
+            _unlink_noting(final, error)  # not known durable: do not leave it half-promised
+            raise
+
+    def read(self, fragment_id: bytes, limit: int) -> tuple[bytes, int]:
+        """At most ``limit`` bytes of the fragment's file, and the file's inode number.
+
+        Raises FileNotFoundError if there is no file, OSError if it cannot be read.
+        """
+        with open(self.path_of(fragment_id), "rb", buffering=0) as file:
+            inode = os.fstat(file.fileno()).st_ino
+            chunks = []
+            remaining = limit
+            while remaining > 0:
+                chunk = file.read(min(remaining, READ_BLOCK))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            return b"".join(chunks), inode
+
+    def digest(self, path: Path, limit: int) -> tuple[bytes, int, int]:
+        """Hash at most ``limit`` bytes of ``path`` in bounded memory.
+
+        Returns (digest, bytes read, inode).  Raises FileNotFoundError or OSError.
+        """
+        hasher = hashlib.new(STREAM_HASH)
+        read = 0
+        with open(path, "rb", buffering=0) as file:
+            inode = os.fstat(file.fileno()).st_ino
+            while read < limit:
+                chunk = file.read(min(limit - read, READ_BLOCK))
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                read += len(chunk)
+        return hasher.digest(), read, inode
+
+    def inode_of(self, fragment_id: bytes) -> int | None:
+        """The inode of the fragment's file, or None if there is none."""
+        try:
+            return self.path_of(fragment_id).stat().st_ino
+        except FileNotFoundError:
+            return None
+
+    def unlink(self, path: Path) -> bool:
+        """Remove ``path``; False if it was already gone.  Raises OSError."""
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def prefix_entries(self, prefix: str) -> Iterator[os.DirEntry[str]]:
+        """The entries of one prefix directory (none if it is missing).  Raises OSError."""
+        try:
+            with os.scandir(self.fragments / prefix) as entries:
+                yield from entries
+        except FileNotFoundError:
+            return
+
+    def tmp_entries(self) -> list[Path]:
+        """Everything left in ``tmp/`` (writes that never finished)."""
+        try:
+            return sorted(self.tmp.iterdir())
+        except FileNotFoundError:
+            return []
+
+
+def fsync_directory(path: Path) -> None:
+    """Make the entries of directory ``path`` (creations, renames, unlinks) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _open_lock_file(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        if not path.exists():
+            raise
+        # A read-only disk: an existing lock file can still be flock'ed through a read-only fd.
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _unlink_noting(path: Path, error: OSError) -> None:
+    """Remove ``path`` while handling ``error``; if that fails too, say so on ``error``."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as cleanup_error:
+        error.add_note(f"and {path} could not be removed: {cleanup_error}")

@@ -1,0 +1,52 @@
+"""Layer 2: typed messages, their msgpack encoding, and length-prefixed frames.
+
+Importing this package registers every message type; modules that add messages must be
+imported here.
+"""
+
+from .envelope import MAX_REQUEST_ID, Envelope, Kind, decode_envelope, encode_envelope
+from .framing import DEFAULT_MAX_FRAME, FRAME_HEADER, FrameDecoder, frame_header
+from .messages import (
+    MESSAGE_TYPES,
+    PROTOCOL_VERSION,
+    ErrorReply,
+    Goodbye,
+    Hello,
+    Message,
+    PeerSummary,
+    Ping,
+    Pong,
+    StatusReply,
+    StatusRequest,
+    check_protocol_version,
+    message,
+)
+from .schema import Bound, Record, record
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "FRAME_HEADER",
+    "MAX_REQUEST_ID",
+    "MESSAGE_TYPES",
+    "PROTOCOL_VERSION",
+    "Bound",
+    "Envelope",
+    "ErrorReply",
+    "FrameDecoder",
+    "Goodbye",
+    "Hello",
+    "Kind",
+    "Message",
+    "PeerSummary",
+    "Ping",
+    "Pong",
+    "Record",
+    "StatusReply",
+    "StatusRequest",
+    "check_protocol_version",
+    "decode_envelope",
+    "encode_envelope",
+    "frame_header",
+    "message",
+    "record",
+]

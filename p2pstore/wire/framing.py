@@ -1,0 +1,126 @@
+"""Length-prefixed frames over a byte stream, with no I/O.
+
+Strategy: a frame is a 4-byte big-endian unsigned payload length, then the payload.  Like h11's
+receive buffer, ``FrameDecoder`` takes whatever bytes the transport read (``feed``) and hands
+back whole payloads (``next_frame``), returning ``None`` when it needs more.  The length is
+checked against ``max_frame`` as soon as the header arrives, before any of the body is held, so
+a peer cannot make us buffer more than one legal frame plus one read.  Bytes accumulate in one
+``bytearray``; a finished frame is copied out once and deleted from the front (which CPython
+does without moving the rest), so a 16 MiB frame arriving in 64 KiB reads costs linear time.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from p2pstore.errors import LocalProtocolError, RemoteProtocolError
+
+FRAME_HEADER: Final = struct.Struct(">I")
+MAX_FRAME_LIMIT: Final = (1 << 32) - 1
+DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024 + 64 * 1024
+"""Room for a 16 MiB fragment plus its envelope."""
+
+
+def _check_max_frame(max_frame: int) -> None:
+    if type(max_frame) is not int or not 0 <= max_frame <= MAX_FRAME_LIMIT:
+        raise LocalProtocolError(
+            f"max_frame must be an int in [0, {MAX_FRAME_LIMIT}], not {max_frame!r}"
+        )
+
+
+def frame_header(payload_length: int, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """The 4-byte header announcing a payload of ``payload_length`` bytes.
+
+    Raises ``LocalProtocolError`` when the length is negative or above ``max_frame`` (the
+    peer would drop the connection; send less, e.g. smaller fragments).
+    """
+    _check_max_frame(max_frame)
+    if not 0 <= payload_length <= max_frame:
+        raise LocalProtocolError(
+            f"frame payload of {payload_length} bytes is outside [0, {max_frame}]: "
+            "split the data into smaller messages"
+        )
+    return FRAME_HEADER.pack(payload_length)
+
+
+class FrameDecoder:
+    """Splits a byte stream into frame payloads.
+
+    Call ``next_frame()`` until it returns ``None`` after each ``feed()``: then ``buffered``
+    never exceeds ``max_frame + FRAME_HEADER.size`` plus the size of one feed.  After a
+    ``RemoteProtocolError`` the stream is unusable: further input is discarded and every
+    ``next_frame()`` raises again.
+    """
+
+    __slots__ = ("_buffer", "_error", "_max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        _check_max_frame(max_frame)
+        self._max_frame = max_frame
+        self._buffer = bytearray()
+        self._error: str | None = None
+
+    @property
+    def max_frame(self) -> int:
+        return self._max_frame
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as frames."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes read from the stream."""
+        if self._error is None:
+            self._buffer += data
+
+    def next_frame(self) -> bytes | None:
+        """The next complete payload, or ``None`` if more bytes are needed.
+
+        Raises ``RemoteProtocolError`` as soon as a header announces more than ``max_frame``.
+        """
+        if self._error is not None:
+            raise RemoteProtocolError(self._error)
+        buffer = self._buffer
+        header_size = FRAME_HEADER.size
+        if len(buffer) < header_size:
+            return None
+        (length,) = FRAME_HEADER.unpack_from(buffer)
+        if length > self._max_frame:
+            self._error = (
+                f"peer announced a frame of {length} bytes, more than the limit of "
+                f"{self._max_frame}: dropping the connection"
+            )
+            self._buffer = bytearray()
+            raise RemoteProtocolError(self._error)
+        end = header_size + length
+        if len(buffer) < end:
+            return None
+        with memoryview(buffer) as view, view[header_size:end] as body:
+            frame = bytes(body)
+        del buffer[:end]
+        return frame
+
+    def at_frame_boundary(self) -> bool:
+        """True when the bytes held are whole frames only (none, usually).
+
+        At end of stream, ``False`` means the peer closed mid-frame: the caller should raise
+        ``RemoteProtocolError`` for a truncated frame.
+        """
+        if self._error is not None:
+            return False
+        buffer = self._buffer
+        offset = 0
+        header_size = FRAME_HEADER.size
+        while offset + header_size <= len(buffer):
+            (length,) = FRAME_HEADER.unpack_from(buffer, offset)
+            offset += header_size + length
+        return offset == len(buffer)
+
+    def check_eof(self) -> None:
+        """Call when the stream ended.  Raises ``RemoteProtocolError`` if it ended mid-frame."""
+        if not self.at_frame_boundary():
+            raise RemoteProtocolError(
+                f"connection closed in the middle of a frame ({self.buffered} bytes unread)"
+            )
