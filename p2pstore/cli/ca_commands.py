@@ -7,16 +7,34 @@ from pathlib import Path
 
 import click
 
-from p2pstore.identity import MeshCA, Role, identity_from_certificate, load_certificate
+from p2pstore.errors import IdentityError
+from p2pstore.identity import (
+    MeshCA,
+    Role,
+    format_serial,
+    identity_from_certificate,
+    load_certificate,
+    parse_serial,
+)
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _serial_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """``--serial`` as ``p2pstore ca issue`` printed it (decimal) or in 0x-prefixed hex."""
+    if value is None:
+        return None
+    try:
+        return parse_serial(value)
+    except IdentityError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @click.group()
 def ca() -> None:
-    """Create the mesh CA, issue and revoke node certificates.
+    """Create the mesh CA; issue, list and revoke node certificates.
 
     Keep the CA directory offline: only ca.crt and crl.pem are copied to nodes.
     """
@@ -90,7 +108,11 @@ def issue(
 
 @ca.command("revoke")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--serial", type=int, help="Serial number of the certificate to revoke.")
+@click.option(
+    "--serial",
+    callback=_serial_option,
+    help="Serial number of the certificate to revoke (as 'ca issue' and 'ca list' print it).",
+)
 @click.option(
     "--certificate",
     "certificate_path",
@@ -106,7 +128,35 @@ def revoke(directory: Path, serial: int | None, certificate_path: Path | None) -
     assert serial is not None
     authority = MeshCA.load(directory)
     crl_path = authority.revoke(serial, now=_now())
-    click.echo(f"revoked serial {serial}; copy {crl_path} to every node and send them SIGHUP")
+    click.echo(
+        f"revoked serial {format_serial(serial)}; copy {crl_path} to every node and send them "
+        "SIGHUP"
+    )
+
+
+@ca.command("list")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def list_issued(directory: Path) -> None:
+    """List the certificates the CA in DIRECTORY issued, and which are revoked."""
+    authority = MeshCA.load(directory)
+    revoked = {revocation.serial for revocation in authority.revocations()}
+    issued = authority.issued_certificates()
+    click.echo(f"mesh CA {authority.mesh_name!r}: {len(issued)} issued, {len(revoked)} revoked")
+    row = "{:>20}  {:<16} {:<6} {:<8}  {:<20} {:<8} {}"
+    click.echo(row.format("serial", "name", "role", "node id", "datacenter", "region", "state"))
+    for entry in issued:
+        state = "revoked" if entry.serial in revoked else f"valid to {entry.not_after:%Y-%m-%d}"
+        click.echo(
+            row.format(
+                format_serial(entry.serial),
+                entry.name or "-",
+                entry.role.value,
+                entry.node_id.hex()[:8],
+                entry.datacenter,
+                entry.region,
+                state,
+            )
+        )
 
 
 @ca.command("show")

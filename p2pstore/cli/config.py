@@ -90,13 +90,15 @@ class _Reader:
             raise self.error(f"[{section}] {key}", f"expected a non-empty string, got {value!r}")
         return value
 
-    def address(self, section: str, key: str) -> str | None:
+    def address(self, section: str, key: str, *, dialable: bool = False) -> str | None:
         value = self.string(section, key)
         if value is not None:
             try:
-                parse_address(value)
+                _host, port = parse_address(value)
             except ConfigError as exc:
                 raise self.error(f"[{section}] {key}", str(exc)) from exc
+            if dialable and port == 0:
+                raise self.error(f"[{section}] {key}", f"{value!r}: port 0 cannot be dialled")
         return value
 
     def path_value(self, section: str, key: str) -> Path | None:
@@ -131,6 +133,10 @@ def load_node_config(path: Path) -> NodeConfig:
         raise ConfigError(f"{path}: no such configuration file") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}): save the file as UTF-8"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     reader = _Reader(path, document)
@@ -153,7 +159,7 @@ def load_node_config(path: Path) -> NodeConfig:
     return NodeConfig(
         path=path,
         listen=listen,
-        advertise=reader.address("node", "advertise"),
+        advertise=reader.address("node", "advertise", dialable=True),
         data_dir=data_dir,
         key=key,
         certificate=certificate,
@@ -163,6 +169,18 @@ def load_node_config(path: Path) -> NodeConfig:
         log_level=reader.choice("log", "level", LOG_LEVELS, "info"),
         log_format=reader.choice("log", "format", LOG_FORMATS, "text"),
     )
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string: quote and backslash escaped, control characters (which
+    TOML forbids raw, newlines included) as ``\\uXXXX``."""
+
+    def escape(char: str) -> str:
+        if ord(char) < 0x20 or ord(char) == 0x7F:
+            return f"\\u{ord(char):04x}"
+        return "\\" + char if char in '"\\' else char
+
+    return '"' + "".join(escape(char) for char in text) + '"'
 
 
 def render_node_config(
@@ -179,10 +197,7 @@ def render_node_config(
     log_format: str = "text",
 ) -> str:
     """A node.toml with these values (used by the local mesh and the operator's tools)."""
-
-    def q(text: str) -> str:
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
+    q = _toml_string
     lines = ["[node]", f"listen = {q(listen)}"]
     if advertise:
         lines.append(f"advertise = {q(advertise)}")

@@ -354,7 +354,8 @@ async def _follow(members: list[DevnetNode], observer: Observer, console: Consol
     "--dir",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Keep the mesh's files here [default: a temporary directory, removed on exit].",
+    help="Keep the mesh's files here [default: a temporary directory, removed on exit "
+    "unless the mesh failed to come up].",
 )
 @click.option(
     "--exit-when-ready",
@@ -398,6 +399,7 @@ def devnet(
             raise click.BadParameter(f"{root} is not empty", param_hint="--dir")
     # Off a terminal (CI, pipes) rich assumes 80 columns and would cut the table.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    ready = False
     try:
         authority, members, observer_credentials = create_mesh(
             root, nodes, datacenter_count, region_codes
@@ -415,7 +417,9 @@ def devnet(
             )
         )
     finally:
-        if temporary:
+        if temporary and ready:
             shutil.rmtree(root, ignore_errors=True)
+        elif temporary:  # the node logs listed above are what the user needs next
+            console.print(f"kept {root} for inspection; remove it when done")
     if not ready:
         sys.exit(1)

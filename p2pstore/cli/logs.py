@@ -34,6 +34,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class TextFormatter(logging.Formatter):
+    """Human-readable lines that end with ``[event=...]`` when the record names its event, so
+    a text log can be grepped for events just like a JSON one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        event = getattr(record, "event", None)
+        return f"{line} [event={event}]" if event else line
+
+
 def configure_logging(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> None:
     """Send p2pstore's logs to ``stream`` (stderr by default) in the chosen format."""
     handler = logging.StreamHandler(stream or sys.stderr)

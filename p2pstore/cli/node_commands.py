@@ -98,11 +98,20 @@ async def serve_node(config: NodeConfig) -> None:
 
 
 def _reload_trust(config: NodeConfig, transport: TlsTransport, mesh_node: Node) -> None:
+    """SIGHUP: use the revocation list on disk now.  A changed CA certificate is refused: the
+    TLS contexts verify chains against the CA loaded at start, so only a restart can switch."""
     try:
         trust = _load_trust(config)
+        if trust.ca_certificate != transport.trust.ca_certificate:
+            raise IdentityError(
+                f"{config.ca_certificate} is not the mesh CA certificate this node started "
+                f"with: restart the node to use a new CA"
+            )
     except IdentityError as exc:  # a bad file must not stop a running node
         log.error(  # noqa: TRY400 - the message says all; a traceback would bury it
-            "could not reload the revocation list, keeping the old one: %s", exc
+            "could not reload the revocation list, keeping the old one: %s",
+            exc,
+            extra={"event": "trust_reload_failed"},
         )
         return
     transport.reload_trust(trust)

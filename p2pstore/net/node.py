@@ -10,14 +10,22 @@ is dropped, and the dialers reconnect to bootstrap peers with capped exponential
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
 from p2pstore import __version__
-from p2pstore.errors import PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError
+from p2pstore.errors import (
+    PeerRefused,
+    PeerUnreachable,
+    RemoteError,
+    RemoteProtocolError,
+    RequestTimeout,
+)
 from p2pstore.identity import NodeCredentials, PeerIdentity, Role, TrustAnchor, short_id
 from p2pstore.net.link import FrameLink, Transport
 from p2pstore.net.session import Session, SessionSettings
@@ -36,6 +44,20 @@ from p2pstore.wire import (
 log = logging.getLogger("p2pstore.node")
 
 Handler = Callable[[PeerIdentity, Message], Awaitable[Message]]
+
+
+class _SessionOutcome(enum.Enum):
+    DUPLICATE = "lost the tie-break against an existing session"
+    FAILED_GREETING = "ended before or during its greeting"
+    SERVED = "was registered and served until it ended"
+
+
+class PeerListener(Protocol):
+    """Told when a session with a peer comes up or goes away (e.g. the DHT's routing table)."""
+
+    def peer_up(self, peer: PeerIdentity, address: str) -> None: ...
+
+    def peer_down(self, peer: PeerIdentity) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +103,8 @@ class Node:
         self._changed = trio.Event()
         self._scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
+        self._listeners: list[PeerListener] = []
+        self._dialing: dict[bytes, trio.Event] = {}
         self._handlers: dict[type[Message], Handler] = {
             Ping: self._on_ping,
             StatusRequest: self._on_status,
@@ -133,6 +157,16 @@ class Node:
                 )
                 self._spawn(session.close, "certificate revoked")
 
+    def handle(self, message_type: type[Message], handler: Handler) -> None:
+        """Answer requests of ``message_type`` with ``handler`` (one handler per type)."""
+        if message_type in self._handlers:
+            raise ValueError(f"{message_type.__name__} already has a handler")
+        self._handlers[message_type] = handler
+
+    def add_listener(self, listener: PeerListener) -> None:
+        """Tell ``listener`` about every session that comes up or goes away from now on."""
+        self._listeners.append(listener)
+
     # -- peers ------------------------------------------------------------------------------
 
     def peers(self) -> list[PeerView]:
@@ -164,6 +198,39 @@ class Node:
             raise PeerUnreachable(f"no session with node {short_id(node_id)}")
         return await session.request(message, timeout=timeout)
 
+    async def call(
+        self, node_id: bytes, address: str, message: Message, *, timeout: float | None = None
+    ) -> Message:
+        """Ask the peer ``node_id``, dialling ``address`` first if there is no session with it.
+
+        Concurrent calls to the same peer share one dial.  Raises :class:`PeerRefused` if the
+        node at ``address`` is not ``node_id``, :class:`PeerUnreachable` (or its subclass
+        :class:`RequestTimeout`) if it cannot be reached or does not answer in time, and
+        :class:`RemoteError` if it refuses the request.
+        """
+        deadline = self.settings.session.request_timeout if timeout is None else timeout
+        with trio.move_on_after(deadline) as scope:
+            if node_id not in self._sessions:
+                await self._dial_once(node_id, address)
+            return await self.request(node_id, message, timeout=deadline)
+        assert scope.cancelled_caught
+        raise RequestTimeout(
+            f"node {short_id(node_id)} at {address} did not answer "
+            f"{type(message).__name__} within {deadline:g}s"
+        )
+
+    async def _dial_once(self, node_id: bytes, address: str) -> None:
+        pending = self._dialing.get(node_id)
+        if pending is not None:
+            await pending.wait()
+            return
+        pending = self._dialing[node_id] = trio.Event()
+        try:
+            await self.connect(address, expected_id=node_id)
+        finally:
+            del self._dialing[node_id]
+            pending.set()
+
     async def ping(self, node_id: bytes, *, timeout: float | None = None) -> None:
         reply = await self.request(node_id, Ping(nonce=1, padding=b""), timeout=timeout)
         if not isinstance(reply, Pong):
@@ -184,7 +251,7 @@ class Node:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+    def _spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
         if self._nursery is None:
             raise PeerUnreachable("the node is not running")
         self._nursery.start_soon(fn, *args)
@@ -210,27 +277,42 @@ class Node:
                     extra={"event": "peer_refused", "remote": address, "reason": refused.reason},
                 )
             except PeerUnreachable as lost:
-                log.info("bootstrap peer %s unreachable: %s", address, lost)
+                log.info(
+                    "bootstrap peer %s unreachable: %s",
+                    address,
+                    lost,
+                    extra={"event": "bootstrap_unreachable", "remote": address},
+                )
             else:
                 known_id = link.peer.node_id
-                delay = self.settings.reconnect_initial
-                await self._run_session(link, None)
-                continue  # the session ended or lost the tie-break: check before redialling
+                began = trio.current_time()
+                outcome = await self._run_session(link, None)
+                if outcome is _SessionOutcome.DUPLICATE:
+                    continue  # a session with that peer exists: wait for it to end
+                if outcome is _SessionOutcome.SERVED and (
+                    trio.current_time() - began >= self.settings.reconnect_max
+                ):
+                    delay = self.settings.reconnect_initial  # it was a healthy session
+            # Back off, also after a session that failed its greeting or ended quickly: a peer
+            # that drops us at once (e.g. it revoked our certificate) must not be redialled in
+            # a tight loop.
             await trio.sleep(delay)
             delay = min(delay * 2, self.settings.reconnect_max)
 
-    async def _run_session(self, link: FrameLink, started: trio.Event | None) -> None:
-        """Run one session to its end, keeping the peer table right.
+    async def _run_session(self, link: FrameLink, started: trio.Event | None) -> _SessionOutcome:
+        """Run one session to its end, keeping the peer table right; say how it went.
 
         Whatever the peer does ends only this session: protocol errors and broken links are
         logged; a bug in a handler is logged with its traceback as an internal error.
         """
         session = Session(link, self._hello(), self._dispatch, self.settings.session)
+        outcome = _SessionOutcome.FAILED_GREETING
         try:
             await session.greet()
             if not self._register(session):
                 await session.close("duplicate connection")
-                return
+                return _SessionOutcome.DUPLICATE
+            outcome = _SessionOutcome.SERVED
             if started is not None:
                 started.set()
             await session.serve()
@@ -255,6 +337,7 @@ class Node:
                 session.close_reason,
                 extra={"event": "peer_disconnected", "peer": link.peer.node_id.hex()},
             )
+        return outcome
 
     def _log_session_error(
         self, session: Session, error: RemoteProtocolError | PeerUnreachable
@@ -283,6 +366,10 @@ class Node:
         self._sessions[node_id] = session
         self._since[node_id] = trio.current_time()
         self._notify_changed()
+        hello = session.peer_hello
+        address = (hello.listen_address if hello else "") or session.link.remote_address
+        for listener in self._listeners:
+            listener.peer_up(session.peer, address)
         peer = session.peer
         log.info(
             "peer %s (%s, %s) connected %s %s",
@@ -306,6 +393,8 @@ class Node:
             del self._sessions[node_id]
             del self._since[node_id]
             self._notify_changed()
+            for listener in self._listeners:
+                listener.peer_down(session.peer)
 
     def _notify_changed(self) -> None:
         self._changed.set()

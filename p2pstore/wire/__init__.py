@@ -4,6 +4,18 @@ Importing this package registers every message type; modules that add messages m
 imported here.
 """
 
+from .dht import (
+    MAX_CONTACTS,
+    MAX_RECORD_VALUE,
+    ContactInfo,
+    FindNode,
+    FindNodeReply,
+    FindValue,
+    FindValueReply,
+    SignedRecord,
+    Store,
+    StoreReply,
+)
 from .envelope import MAX_REQUEST_ID, Envelope, Kind, decode_envelope, encode_envelope
 from .framing import DEFAULT_MAX_FRAME, FRAME_HEADER, FrameDecoder, frame_header
 from .messages import (
@@ -26,12 +38,19 @@ from .schema import Bound, Record, record
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "FRAME_HEADER",
+    "MAX_CONTACTS",
+    "MAX_RECORD_VALUE",
     "MAX_REQUEST_ID",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
     "Bound",
+    "ContactInfo",
     "Envelope",
     "ErrorReply",
+    "FindNode",
+    "FindNodeReply",
+    "FindValue",
+    "FindValueReply",
     "FrameDecoder",
     "Goodbye",
     "Hello",
@@ -41,8 +60,11 @@ __all__ = [
     "Ping",
     "Pong",
     "Record",
+    "SignedRecord",
     "StatusReply",
     "StatusRequest",
+    "Store",
+    "StoreReply",
     "check_protocol_version",
     "decode_envelope",
     "encode_envelope",

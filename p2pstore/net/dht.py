@@ -1,0 +1,445 @@
+"""The Kademlia DHT of a node: routing-table upkeep, iterative lookups, and signed records.
+
+Strategy: the decisions live in the sans-IO core (``RoutingTable``, ``Lookup``,
+``RecordStore``); this module only moves messages and time between them and the node.  A
+contact enters the routing table only when a session with it comes up, so its id, datacenter
+and region are the ones its certificate proves; contacts named in replies are only dialled,
+with their claimed id as the expected one.  Every RPC has a deadline; a failed one counts
+against the contact, which is dropped only after repeated failures.  Records carry their own
+proof (signature, expiry, kind rules), so holders can pass them on and readers check them
+whoever served them.  Refresh, republish and expiry run on trio's clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from p2pstore.core.contact import Contact
+from p2pstore.core.lookup import Lookup, LookupResult
+from p2pstore.core.records import RecordKind, RecordRejected, RecordStore, verify_record
+from p2pstore.core.routing import RoutingTable, UpdateKind
+from p2pstore.errors import (
+    PeerRefused,
+    PeerUnreachable,
+    RemoteError,
+    RemoteProtocolError,
+)
+from p2pstore.identity import PeerIdentity, Role, TrustAnchor, short_id
+from p2pstore.net.node import Node
+from p2pstore.wire import (
+    ContactInfo,
+    FindNode,
+    FindNodeReply,
+    FindValue,
+    FindValueReply,
+    Message,
+    Ping,
+    SignedRecord,
+    Store,
+    StoreReply,
+)
+
+log = logging.getLogger("p2pstore.dht")
+
+REPLY_VALUE_BUDGET = 12 * 1024 * 1024
+"""Record bytes one FIND_VALUE reply may carry: the rest of a 16 MiB frame is headroom."""
+
+
+@dataclass(frozen=True, slots=True)
+class DhtSettings:
+    """Kademlia's parameters and timers; the defaults suit a datacenter mesh."""
+
+    k: int = 20
+    alpha: int = 3
+    rpc_timeout: float = 5.0
+    max_failures: int = 3
+    refresh_interval: float = 3600.0
+    republish_interval: float = 1800.0
+    expire_interval: float = 60.0
+    max_records: int = 100_000
+    max_record_bytes: int = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LookupOutcome:
+    """A finished lookup: the core's result and, for FIND_VALUE, the valid records found."""
+
+    result: LookupResult
+    records: tuple[SignedRecord, ...] = ()
+
+
+_Outcome = Message | PeerRefused | PeerUnreachable | RemoteError | RemoteProtocolError
+
+
+class Dht:
+    """Kademlia over a :class:`Node`.  Start with ``await nursery.start(dht.run)``."""
+
+    def __init__(
+        self,
+        node: Node,
+        trust: Callable[[], TrustAnchor],
+        *,
+        rng: random.Random,
+        wall_clock: Callable[[], float],
+        settings: DhtSettings | None = None,
+    ) -> None:
+        self.node = node
+        self.settings = settings or DhtSettings()
+        self.node_id = node.identity.node_id
+        self.table = RoutingTable(
+            self.node_id,
+            k=self.settings.k,
+            max_failures=self.settings.max_failures,
+            now=trio.current_time(),
+        )
+        self.store = RecordStore(self.settings.max_records, self.settings.max_record_bytes)
+        self.published: dict[tuple[int, bytes], SignedRecord] = {}
+        self._trust = trust
+        self._rng = rng
+        self._wall_clock = wall_clock
+        self._nursery: trio.Nursery | None = None
+        node.add_listener(self)
+        node.handle(FindNode, self._on_find_node)
+        node.handle(FindValue, self._on_find_value)
+        node.handle(Store, self._on_store)
+
+    # -- service ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the table and the records fresh until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._every, self.settings.refresh_interval, self.refresh)
+            nursery.start_soon(self._every, self.settings.republish_interval, self.republish)
+            nursery.start_soon(self._every, self.settings.expire_interval, self._expire)
+            task_status.started()
+
+    @staticmethod
+    async def _every(interval: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await trio.sleep(interval)
+            await job()
+
+    async def join(self, bootstrap: Sequence[str]) -> int:
+        """Join through the first bootstrap peers that answer, then look ourselves up and
+        refresh every bucket.  Returns how many bootstrap peers answered.
+
+        Raises :class:`PeerUnreachable` naming every peer tried and why, if none answered.
+        """
+        answered = 0
+        problems: list[str] = []
+        for address in bootstrap:
+            if address == self.node.address:
+                continue
+            try:
+                await self.node.connect(address)
+                answered += 1
+            except (PeerRefused, PeerUnreachable) as exc:
+                problems.append(f"{address}: {exc}")
+                log.warning(
+                    "bootstrap peer %s did not answer: %s",
+                    address,
+                    exc,
+                    extra={"event": "bootstrap_failed", "remote": address},
+                )
+        if bootstrap and not answered:
+            raise PeerUnreachable(
+                f"none of the {len(bootstrap)} bootstrap peers answered:\n  "
+                + "\n  ".join(problems)
+                + "\ncheck the addresses in [bootstrap] and that those nodes are running"
+            )
+        await self.lookup(self.node_id)
+        now = trio.current_time()
+        for target in self.table.buckets_to_refresh(now, 0.0, self._rng):
+            await self.lookup(target)
+        log.info(
+            "joined the mesh through %d bootstrap peers; routing table holds %d contacts",
+            answered,
+            len(self.table),
+            extra={"event": "joined", "contacts": len(self.table)},
+        )
+        return answered
+
+    async def refresh(self) -> None:
+        """Look up a random id in every bucket not used for a refresh interval."""
+        now = trio.current_time()
+        for target in self.table.buckets_to_refresh(now, self.settings.refresh_interval, self._rng):
+            await self.lookup(target)
+
+    # -- lookups ----------------------------------------------------------------------------
+
+    async def lookup(self, target: bytes) -> LookupResult:
+        """The k closest live nodes to ``target`` that answered (FIND_NODE)."""
+        outcome = await self._lookup(target, FindNode(target=target), find_value=False)
+        return outcome.result
+
+    async def find_records(self, kind: RecordKind, key: bytes) -> list[SignedRecord]:
+        """Valid records of ``kind`` under ``key`` (FIND_VALUE), our own held ones first."""
+        now = self._wall_clock()
+        local = self.store.get(kind, key, now)
+        own = self.published.get((int(kind), key))
+        if own is not None and own.expires_at > now:
+            local = [own, *[r for r in local if r != own]]
+        outcome = await self._lookup(key, FindValue(kind=int(kind), key=key), find_value=True)
+        found = list(local)
+        for record in outcome.records:
+            if record not in found:
+                found.append(record)
+        return found
+
+    async def _lookup(self, target: bytes, request: Message, *, find_value: bool) -> LookupOutcome:
+        seeds = self.table.closest(target, self.settings.k, include_stale=False)
+        lookup = Lookup(
+            target,
+            seeds,
+            local_id=self.node_id,
+            k=self.settings.k,
+            alpha=self.settings.alpha,
+            find_value=find_value,
+        )
+        self.table.mark_refreshed(target, trio.current_time())
+        records: list[SignedRecord] = []
+        send, receive = trio.open_memory_channel[tuple[Contact, _Outcome]](math.inf)
+        async with trio.open_nursery() as nursery:
+            while True:
+                for contact in lookup.next_queries():
+                    nursery.start_soon(self._query, contact, request, send)
+                if lookup.done or not lookup.in_flight:
+                    break
+                contact, outcome = await receive.receive()
+                self._absorb(lookup, contact, outcome, records)
+            nursery.cancel_scope.cancel()
+        return LookupOutcome(lookup.result(), tuple(records))
+
+    async def _query(
+        self,
+        contact: Contact,
+        request: Message,
+        send: trio.MemorySendChannel[tuple[Contact, _Outcome]],
+    ) -> None:
+        outcome: _Outcome
+        try:
+            outcome = await self.node.call(
+                contact.id, contact.address, request, timeout=self.settings.rpc_timeout
+            )
+        except (PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError) as exc:
+            outcome = exc
+        await send.send((contact, outcome))
+
+    def _absorb(
+        self, lookup: Lookup, contact: Contact, outcome: _Outcome, records: list[SignedRecord]
+    ) -> None:
+        now = trio.current_time()
+        if isinstance(outcome, FindNodeReply | FindValueReply):
+            self.table.record_success(contact.id, now)
+            if isinstance(outcome, FindValueReply) and outcome.records:
+                valid = self._valid_records(outcome.records, contact)
+                if valid:
+                    records.extend(r for r in valid if r not in records)
+                    if not lookup.done:
+                        lookup.on_value(contact.id, valid[0].value)
+                    return
+            if not lookup.done:
+                lookup.on_reply(contact.id, self._contacts(outcome.contacts))
+            return
+        if isinstance(outcome, Message):
+            outcome = RemoteProtocolError(
+                f"{contact.address} answered a lookup with {type(outcome).__name__}"
+            )
+        if self.table.record_failure(contact.id, now):
+            log.info(
+                "dropped contact %s after repeated failures: %s",
+                short_id(contact.id),
+                outcome,
+                extra={"event": "contact_dropped", "peer": contact.id.hex()},
+            )
+        if not lookup.done:
+            lookup.on_failure(contact.id)
+
+    def _valid_records(
+        self, candidates: Sequence[SignedRecord], source: Contact
+    ) -> list[SignedRecord]:
+        now = self._wall_clock()
+        valid = []
+        for record in candidates:
+            try:
+                verify_record(record, now, trust=self._trust())
+            except RecordRejected as rejected:
+                log.warning(
+                    "%s served an invalid record: %s",
+                    short_id(source.id),
+                    rejected,
+                    extra={
+                        "event": "record_rejected",
+                        "peer": source.id.hex(),
+                        "reason": rejected.reason,
+                    },
+                )
+                continue
+            valid.append(record)
+        return valid
+
+    def _contacts(self, infos: Sequence[ContactInfo]) -> list[Contact]:
+        contacts = []
+        for info in infos:
+            if info.node_id == self.node_id or not (info.datacenter and info.region):
+                continue
+            contacts.append(Contact(info.node_id, info.address, info.datacenter, info.region))
+        return contacts
+
+    # -- records ----------------------------------------------------------------------------
+
+    async def publish(self, record: SignedRecord) -> int:
+        """Store ``record`` on the k closest nodes to its key; returns how many accepted it.
+
+        The record is remembered and republished every republish interval until it expires.
+        """
+        self.published[(record.kind, record.key)] = record
+        return await self._store_on_closest(record)
+
+    async def _store_on_closest(self, record: SignedRecord) -> int:
+        result = await self.lookup(record.key)
+        accepted = 0
+
+        async def store_one(contact: Contact) -> None:
+            nonlocal accepted
+            if await self._store_on(contact, record):
+                accepted += 1
+
+        async with trio.open_nursery() as nursery:
+            for contact in result.closest:
+                nursery.start_soon(store_one, contact)
+        return accepted
+
+    async def _store_on(self, contact: Contact, record: SignedRecord) -> bool:
+        try:
+            reply = await self.node.call(
+                contact.id,
+                contact.address,
+                Store(record=record),
+                timeout=self.settings.rpc_timeout,
+            )
+        except (PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError) as exc:
+            self.table.record_failure(contact.id, trio.current_time())
+            log.debug("storing on %s failed: %s", short_id(contact.id), exc)
+            return False
+        self.table.record_success(contact.id, trio.current_time())
+        if isinstance(reply, StoreReply) and not reply.stored:
+            log.info(
+                "%s refused a record: %s",
+                short_id(contact.id),
+                reply.reason,
+                extra={"event": "store_refused", "peer": contact.id.hex()},
+            )
+        return isinstance(reply, StoreReply) and reply.stored
+
+    async def republish(self) -> None:
+        """Store our own unexpired records again, so they survive the churn of their holders."""
+        now = self._wall_clock()
+        for slot, record in list(self.published.items()):
+            if record.expires_at <= now:
+                del self.published[slot]
+                continue
+            await self._store_on_closest(record)
+
+    async def _expire(self) -> None:
+        await trio.lowlevel.checkpoint()
+        removed = self.store.expire(self._wall_clock())
+        if removed:
+            log.debug("expired %d records", removed)
+
+    # -- what the node hears ----------------------------------------------------------------
+
+    def peer_up(self, peer: PeerIdentity, address: str) -> None:
+        """A session came up: its certificate vouches for the contact."""
+        if peer.role is not Role.NODE or not address:
+            return
+        contact = Contact(peer.node_id, address, peer.datacenter, peer.region)
+        update = self.table.update(contact, trio.current_time())
+        if self._nursery is None:
+            return
+        if update.kind is UpdateKind.PING_NEEDED and update.ping is not None:
+            self._nursery.start_soon(self._check_oldest, update.ping)
+        elif update.kind is UpdateKind.ADDED:
+            self._nursery.start_soon(self._hand_over_records, contact)
+
+    def peer_down(self, peer: PeerIdentity) -> None:
+        """Nothing to do: a closed session is not a dead peer; failed requests decide that."""
+
+    async def _check_oldest(self, oldest: Contact) -> None:
+        try:
+            await self.node.call(
+                oldest.id,
+                oldest.address,
+                Ping(nonce=0, padding=b""),
+                timeout=self.settings.rpc_timeout,
+            )
+            alive = True
+        except (PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError):
+            alive = False
+        self.table.ping_result(oldest.id, alive, trio.current_time())
+
+    async def _hand_over_records(self, newcomer: Contact) -> None:
+        """Give a node that joined closer to some keys than we are the records it should hold."""
+        now = self._wall_clock()
+        mine = int.from_bytes(self.node_id, "big")
+        theirs = int.from_bytes(newcomer.id, "big")
+        for record in self.store.records_for_refresh(now):
+            key = int.from_bytes(record.key, "big")
+            if theirs ^ key < mine ^ key:
+                await self._store_on(newcomer, record)
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def _contact_infos(self, target: bytes, exclude: bytes) -> tuple[ContactInfo, ...]:
+        return tuple(
+            ContactInfo(node_id=c.id, address=c.address, datacenter=c.datacenter, region=c.region)
+            for c in self.table.closest(
+                target, self.settings.k, exclude=(exclude,), include_stale=False
+            )
+        )
+
+    async def _on_find_node(self, peer: PeerIdentity, message: Message) -> Message:
+        assert isinstance(message, FindNode)
+        return FindNodeReply(contacts=self._contact_infos(message.target, peer.node_id))
+
+    async def _on_find_value(self, peer: PeerIdentity, message: Message) -> Message:
+        assert isinstance(message, FindValue)
+        now = self._wall_clock()
+        held = self.store.get(message.kind, message.key, now)
+        own = self.published.get((message.kind, message.key))
+        if own is not None and own.expires_at > now and own not in held:
+            held = [own, *held]
+        chosen: list[SignedRecord] = []
+        budget = REPLY_VALUE_BUDGET
+        for record in held:
+            if len(record.value) > budget or len(chosen) >= 16:
+                break
+            chosen.append(record)
+            budget -= len(record.value)
+        contacts = () if chosen else self._contact_infos(message.key, peer.node_id)
+        return FindValueReply(records=tuple(chosen), contacts=contacts)
+
+    async def _on_store(self, peer: PeerIdentity, message: Message) -> Message:
+        assert isinstance(message, Store)
+        try:
+            self.store.put(message.record, self._wall_clock(), trust=self._trust())
+        except RecordRejected as rejected:
+            log.info(
+                "refused a record from %s: %s",
+                short_id(peer.node_id),
+                rejected,
+                extra={
+                    "event": "record_refused",
+                    "peer": peer.node_id.hex(),
+                    "reason": rejected.reason,
+                },
+            )
+            return StoreReply(stored=False, reason=str(rejected)[:500])
+        return StoreReply(stored=True, reason="")

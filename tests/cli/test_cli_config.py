@@ -1,0 +1,303 @@
+"""node.toml validation: every mistake is refused with the file and the key named."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pstore.cli.config import _SCHEMA, NodeConfig, load_node_config, render_node_config
+from p2pstore.errors import ConfigError
+from p2pstore.identity import MeshCA
+
+
+@pytest.fixture(scope="module")
+def node_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding a node's identity files, as ``p2pstore ca`` writes them."""
+    directory = tmp_path_factory.mktemp("node")
+    authority = MeshCA.create(directory / "ca", mesh_name="test", now=datetime.now(UTC))
+    authority.issue(directory, "node", datacenter="dc-1", region="FR-GES", now=datetime.now(UTC))
+    return directory
+
+
+GOOD = {
+    "node": {"listen": "127.0.0.1:7400", "advertise": "node1.example.org:7400", "data_dir": "data"},
+    "identity": {
+        "key": "node.key",
+        "certificate": "node.crt",
+        "ca_certificate": "ca/ca.crt",
+        "revocation_list": "ca/crl.pem",
+    },
+    "bootstrap": {"peers": ["10.0.0.2:7400", "[2001:db8::1]:7400"]},
+    "log": {"level": "debug", "format": "json"},
+}
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return str(value)
+
+
+def write(directory: Path, document: dict[str, object], name: str = "node.toml") -> Path:
+    lines = []
+    for section, table in document.items():
+        if isinstance(table, dict):
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+        else:
+            lines.insert(0, f"{section} = {toml_value(table)}")
+    path = directory / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def changed(section: str, key: str, value: object) -> dict[str, object]:
+    """GOOD with one key replaced (or removed when ``value`` is None)."""
+    document = {name: dict(table) for name, table in GOOD.items()}
+    if value is None:
+        del document[section][key]
+    else:
+        document[section][key] = value
+    return document
+
+
+def refusal(node_dir: Path, document: dict[str, object]) -> str:
+    path = write(node_dir, document, "bad.toml")
+    with pytest.raises(ConfigError) as caught:
+        load_node_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: "), message  # names the file
+    assert "\n" not in message
+    return message
+
+
+def test_a_full_config_loads_with_paths_relative_to_the_file(node_dir):
+    config = load_node_config(write(node_dir, GOOD))
+    assert config == NodeConfig(
+        path=node_dir / "node.toml",
+        listen="127.0.0.1:7400",
+        advertise="node1.example.org:7400",
+        data_dir=node_dir / "data",
+        key=node_dir / "node.key",
+        certificate=node_dir / "node.crt",
+        ca_certificate=node_dir / "ca" / "ca.crt",
+        revocation_list=node_dir / "ca" / "crl.pem",
+        bootstrap_peers=("10.0.0.2:7400", "[2001:db8::1]:7400"),
+        log_level="debug",
+        log_format="json",
+    )
+
+
+def test_optional_keys_take_their_defaults(node_dir):
+    document = {
+        "node": {"listen": "0.0.0.0:7400", "data_dir": "/var/lib/p2pstore"},
+        "identity": {"key": "node.key", "certificate": "node.crt", "ca_certificate": "ca/ca.crt"},
+    }
+    config = load_node_config(write(node_dir, document))
+    assert config.advertise is None
+    assert config.revocation_list is None
+    assert config.bootstrap_peers == ()
+    assert (config.log_level, config.log_format) == ("info", "text")
+    assert config.data_dir == Path("/var/lib/p2pstore")
+
+
+@pytest.mark.parametrize(
+    ("section", "typo", "meant"),
+    [
+        ("node", "lisen", "listen"),
+        ("identity", "certificat", "certificate"),
+        ("log", "lvl", "level"),
+        ("log", "colour", None),
+    ],
+)
+def test_an_unknown_key_is_named_with_a_suggestion(node_dir, section, typo, meant):
+    document = changed(section, typo, "x")
+    message = refusal(node_dir, document)
+    assert f"[{section}] {typo}: unknown key" in message
+    if meant:
+        assert message.endswith(f"did you mean {meant!r}?")
+    else:
+        assert "did you mean" not in message
+
+
+def test_an_unknown_section_is_named_with_a_suggestion(node_dir):
+    document = {**GOOD, "bootstap": {"peers": []}}
+    assert "[bootstap]: unknown key; did you mean 'bootstrap'?" in refusal(node_dir, document)
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [("node", "listen"), ("node", "data_dir"), ("identity", "key"), ("identity", "ca_certificate")],
+)
+def test_a_missing_required_key_is_named(node_dir, section, key):
+    assert f"[{section}] {key}: is required" in refusal(node_dir, changed(section, key, None))
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("node", "listen", 7400),
+        ("node", "data_dir", ""),
+        ("identity", "key", ["node.key"]),
+        ("log", "level", True),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_named(node_dir, section, key, value):
+    message = refusal(node_dir, changed(section, key, value))
+    assert f"[{section}] {key}: expected a non-empty string, got {value!r}" in message
+
+
+def test_a_section_that_is_not_a_table_is_named(node_dir):
+    document = {**GOOD, "log": "debug"}
+    assert "[log]: must be a table" in refusal(node_dir, document)
+
+
+@pytest.mark.parametrize("peers", ["10.0.0.2:7400", [7400]])
+def test_bootstrap_peers_must_be_a_list_of_strings(node_dir, peers):
+    message = refusal(node_dir, changed("bootstrap", "peers", peers))
+    assert '[bootstrap] peers: expected a list of "host:port" strings' in message
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("node", "listen", "127.0.0.1"),
+        ("node", "listen", "localhost:http"),
+        ("node", "advertise", "node1.example.org:99999"),
+        ("node", "listen", ":7400"),
+    ],
+)
+def test_a_bad_address_is_named(node_dir, section, key, value):
+    message = refusal(node_dir, changed(section, key, value))
+    assert f"[{section}] {key}: bad address {value!r}" in message
+
+
+def test_a_bad_bootstrap_address_is_named_with_its_index(node_dir):
+    message = refusal(node_dir, changed("bootstrap", "peers", ["10.0.0.2:7400", "10.0.0.3"]))
+    assert "[bootstrap] peers[1]: bad address '10.0.0.3'" in message
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "where"),
+    [
+        ("bootstrap", "peers", ["10.0.0.2:0"], "[bootstrap] peers[0]: '10.0.0.2:0'"),
+        ("node", "advertise", "node1.example.org:0", "[node] advertise: 'node1.example.org:0'"),
+    ],
+)
+def test_port_zero_cannot_be_dialled(node_dir, section, key, value, where):
+    message = refusal(node_dir, changed(section, key, value))
+    assert f"{where}: port 0 cannot be dialled" in message
+
+
+def test_listening_on_port_zero_is_allowed(node_dir):
+    assert load_node_config(write(node_dir, changed("node", "listen", "127.0.0.1:0"))).listen == (
+        "127.0.0.1:0"
+    )
+
+
+@pytest.mark.parametrize("key", ["key", "certificate", "ca_certificate", "revocation_list"])
+def test_a_missing_identity_file_is_named(node_dir, key):
+    message = refusal(node_dir, changed("identity", key, "nowhere/missing.pem"))
+    assert f"[identity] {key}: no such file: {node_dir / 'nowhere' / 'missing.pem'}" in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("level", "verbose"), ("level", "INFO"), ("format", "xml")]
+)
+def test_a_bad_log_choice_lists_the_good_ones(node_dir, key, value):
+    message = refusal(node_dir, changed("log", key, value))
+    assert f"[log] {key}: expected one of " in message
+    assert f"got {value!r}" in message
+    assert ("debug, info, warning, error" if key == "level" else "text, json") in message
+
+
+def test_invalid_toml_is_refused_with_its_position(node_dir):
+    path = node_dir / "broken.toml"
+    path.write_text('[node]\nlisten = "127.0.0.1:7400\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_node_config(path)
+    assert str(caught.value).startswith(f"{path}: not valid TOML: ")
+    assert "line 2" in str(caught.value)
+
+
+def test_a_file_that_is_not_utf8_is_refused(node_dir):
+    path = node_dir / "latin1.toml"
+    path.write_bytes('[node]\nlisten = "café:7400"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_node_config(path)
+
+
+def test_a_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"missing\.toml: no such configuration file"):
+        load_node_config(tmp_path / "missing.toml")
+
+
+def test_a_rendered_config_loads_back_as_given(node_dir):
+    text = render_node_config(
+        listen="127.0.0.1:7401",
+        advertise="node2.example.org:7401",
+        data_dir="data-2",
+        key="node.key",
+        certificate="node.crt",
+        ca_certificate="ca/ca.crt",
+        revocation_list="ca/crl.pem",
+        bootstrap_peers=("127.0.0.1:7400", "127.0.0.1:7402"),
+        log_level="warning",
+        log_format="json",
+    )
+    (node_dir / "rendered.toml").write_text(text, encoding="utf-8")
+    config = load_node_config(node_dir / "rendered.toml")
+    assert config.listen == "127.0.0.1:7401"
+    assert config.advertise == "node2.example.org:7401"
+    assert config.data_dir == node_dir / "data-2"
+    assert config.revocation_list == node_dir / "ca" / "crl.pem"
+    assert config.bootstrap_peers == ("127.0.0.1:7400", "127.0.0.1:7402")
+    assert (config.log_level, config.log_format) == ("warning", "json")
+
+
+def test_a_minimal_rendered_config_loads_back_with_defaults(node_dir):
+    text = render_node_config(
+        listen="127.0.0.1:0",
+        data_dir="data",
+        key="node.key",
+        certificate="node.crt",
+        ca_certificate="ca/ca.crt",
+    )
+    (node_dir / "minimal.toml").write_text(text, encoding="utf-8")
+    config = load_node_config(node_dir / "minimal.toml")
+    assert (config.advertise, config.revocation_list, config.bootstrap_peers) == (None, None, ())
+
+
+def test_the_renderer_writes_only_known_keys():
+    text = render_node_config(
+        listen="a:1", data_dir="d", key="k", certificate="c", ca_certificate="ca",
+        revocation_list="r", advertise="b:2", bootstrap_peers=("e:3",),
+    )  # fmt: skip
+    document = tomllib.loads(text)
+    assert {s: set(t) for s, t in document.items()} == {s: set(k) for s, k in _SCHEMA.items()}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    path=st.text(min_size=1, max_size=30),
+    peers=st.lists(st.text(max_size=20), max_size=3),
+)
+def test_any_string_survives_rendering(path, peers):
+    """Quotes, backslashes, newlines and other control characters are escaped, not written raw."""
+    text = render_node_config(
+        listen=path, data_dir=path, key=path, certificate=path, ca_certificate=path,
+        revocation_list=path, advertise=path, bootstrap_peers=tuple(peers),
+    )  # fmt: skip
+    document = tomllib.loads(text)
+    assert document["node"] == {"listen": path, "advertise": path, "data_dir": path}
+    assert document["identity"]["revocation_list"] == path
+    assert document["bootstrap"]["peers"] == peers

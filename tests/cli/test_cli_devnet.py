@@ -1,0 +1,161 @@
+"""``p2pstore devnet``: a local mesh of real node processes that all see each other, then stop
+cleanly; and the help texts that lead a newcomer there."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from p2pstore.cli.config import load_node_config
+from p2pstore.cli.main import cli
+from p2pstore.identity import TrustAnchor
+
+DEADLINE = 90.0
+
+
+def devnet(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "p2pstore", "devnet", "--exit-when-ready", "--timeout", "60"]
+    return subprocess.run(
+        [*command, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        timeout=DEADLINE,
+    )
+
+
+def table_rows(output: str) -> dict[str, list[str]]:
+    """The rows of the who-sees-whom table, by node name, as lists of cell texts."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in re.split(r"[│|┃]", line)[1:-1]]
+        if cells and re.fullmatch(r"node-\d+", cells[0]):
+            rows[cells[0]] = cells
+    return rows
+
+
+@pytest.mark.integration
+def test_devnet_brings_up_five_nodes_that_see_each_other_and_stops_them():
+    result = devnet("--nodes", "5")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "mesh ready" in result.stdout
+    rows = table_rows(result.stdout)
+    assert sorted(rows) == [f"node-{i}" for i in range(1, 6)]
+    for index, name in enumerate(sorted(rows)):
+        cells = rows[name]
+        _node, node_id, datacenter, region, address, state, *marks = cells
+        assert re.fullmatch(r"[0-9a-f]{8}", node_id)
+        assert datacenter == f"dc-{index + 1}"
+        assert region == ("FR-GES", "FR-IDF")[index % 2]
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", address)
+        assert state == "up"
+        assert marks == ["✓" if other != index else "-" for other in range(5)]
+    for i in range(1, 6):
+        assert f"node-{i} stopped (exit code 0)" in result.stdout
+    # Without --dir the mesh lived in a temporary directory, removed on exit.
+    match = re.search(r"files in (\S+)", result.stdout)
+    assert match is not None
+    assert not Path(match.group(1)).exists()
+
+
+@pytest.mark.integration
+def test_devnet_keeps_its_files_with_dir(tmp_path):
+    directory = tmp_path / "mesh"
+    result = devnet("--nodes", "2", "--regions", "FR-ARA", "--dir", str(directory))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"files in {directory}" in result.stdout
+    ca_dir = directory / "ca"
+    assert {"ca.key", "ca.crt", "crl.pem"} <= {p.name for p in ca_dir.iterdir()}
+    TrustAnchor.load(ca_dir / "ca.crt", ca_dir / "crl.pem")
+    for name in ("node-1", "node-2"):
+        config = load_node_config(directory / name / "node.toml")
+        assert config.revocation_list == directory / name / ".." / "ca" / "crl.pem"
+        assert len(config.bootstrap_peers) == 1
+        log = (directory / name / "node.log").read_text(encoding="utf-8")
+        assert f"listening on {config.listen}" in log
+        assert "(dc-" in log and "FR-ARA" in log
+        assert log.rstrip().endswith("node stopped")
+
+
+@pytest.mark.integration
+def test_a_devnet_that_did_not_come_up_keeps_its_logs():
+    result = devnet("--nodes", "2", "--timeout", "0.01")
+    match = re.search(r"kept (\S+) for inspection", result.stdout)
+    assert match is not None, result.stdout + result.stderr
+    kept = Path(match.group(1))
+    try:
+        assert result.returncode == 1
+        assert "the mesh did not come up" in result.stdout
+        for name in ("node-1", "node-2"):
+            assert str(kept / name / "node.log") in result.stdout
+            assert (kept / name / "node.log").is_file()
+    finally:
+        shutil.rmtree(kept)
+
+
+def test_devnet_refuses_a_directory_that_is_not_empty(tmp_path):
+    (tmp_path / "something").write_text("x", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["devnet", "--dir", str(tmp_path), "--exit-when-ready"])
+    assert result.exit_code == 2
+    assert "is not empty" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["something"]
+
+
+def test_devnet_needs_two_nodes():
+    result = CliRunner().invoke(cli, ["devnet", "--nodes", "1"])
+    assert result.exit_code == 2
+    assert "at least 2 nodes" in result.stderr
+
+
+def help_text(*command: str) -> str:
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())  # unwrapped, so phrases do not depend on width
+
+
+def test_top_level_help_points_to_the_first_commands():
+    text = help_text()
+    for phrase in ("p2pstore devnet", "p2pstore ca --help", "p2pstore node run --help", "--debug"):
+        assert phrase in text
+    assert "storage mesh" in text
+
+
+def test_devnet_help_explains_what_it_starts():
+    text = help_text("devnet")
+    for phrase in ("local mesh", "loopback", "mutual TLS", "--nodes", "--exit-when-ready", "--dir"):
+        assert phrase in text
+    assert "[default: 5]" in text
+
+
+def test_node_run_help_names_the_config_and_signals():
+    text = help_text("node", "run")
+    for phrase in ("--config", "SIGTERM", "SIGHUP reloads the revocation list", "node.toml"):
+        assert phrase in text
+
+
+def test_ca_issue_help_gives_examples_of_datacenter_and_region():
+    text = help_text("ca", "issue")
+    for phrase in ("--datacenter", "--region", "FR-GES", "NAME.key and NAME.crt", "--client"):
+        assert phrase in text
+
+
+def test_ca_help_lists_the_ceremony():
+    text = help_text("ca")
+    for command in ("init", "issue", "revoke", "list", "show"):
+        assert re.search(rf"\b{command}\b", text)
+    assert "offline" in text
+
+
+def test_version():
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert re.fullmatch(r"p2pstore, version \d+\.\d+\.\d+\S*\n", result.output)

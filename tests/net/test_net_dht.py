@@ -1,0 +1,73 @@
+"""The DHT on the in-memory network under the mock clock, checked against a global oracle."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+from dht_mesh import DhtMesh, wall_clock
+
+from p2pstore.core.records import RecordKind, sign_record
+from p2pstore.errors import PeerUnreachable
+
+K = 20
+
+
+@pytest.fixture
+def clock(autojump_clock):
+    return autojump_clock
+
+
+async def test_a_record_is_found_by_every_peer_and_outlives_its_publisher(clock):
+    mesh = DhtMesh(60, seed=3)
+    with trio.fail_after(24 * 3600):
+        async with trio.open_nursery() as nursery:
+            await mesh.start(nursery)
+            publisher = mesh.members[17]
+            value = b"placement of object 42"
+            key = random.Random(1).randbytes(20)
+            record = sign_record(
+                publisher.credentials,
+                RecordKind.PLACEMENT,
+                key,
+                value,
+                sequence=1,
+                expires_at=int(wall_clock()) + 2 * 3600,
+            )
+            stored = await publisher.dht.publish(record)
+            assert stored >= K // 2
+            for member in mesh.members:
+                found = await member.dht.find_records(RecordKind.PLACEMENT, key)
+                assert [r.value for r in found][:1] == [value], member.name
+
+            mesh.vanish(publisher)
+            await trio.sleep(3600)  # an hour later, the publisher long gone
+            for member in mesh.live():
+                found = await member.dht.find_records(RecordKind.PLACEMENT, key)
+                assert value in [r.value for r in found], member.name
+
+            await trio.sleep(3600 + 120)  # past its expiry: gone everywhere
+            for member in mesh.live()[:10]:
+                assert await member.dht.find_records(RecordKind.PLACEMENT, key) == []
+            nursery.cancel_scope.cancel()
+
+
+async def test_joining_tries_every_bootstrap_peer_and_says_when_none_answers(clock):
+    mesh = DhtMesh(4, seed=2)
+    with trio.fail_after(3600):
+        async with trio.open_nursery() as nursery:
+            for member in mesh.members:
+                await nursery.start(mesh._run_member, member)
+            first, second, third, newcomer = mesh.members
+            mesh.vanish(first)
+            answered = await newcomer.dht.join(
+                ["nobody-here", first.node.address, second.node.address]
+            )
+            assert answered == 1
+            assert second.node_id in {c.id for c in newcomer.dht.table.contacts()}
+
+            with pytest.raises(PeerUnreachable, match="none of the 2 bootstrap peers") as error:
+                await third.dht.join(["nobody-here", first.node.address])
+            assert "nobody-here" in str(error.value) and first.node.address in str(error.value)
+            nursery.cancel_scope.cancel()
