@@ -76,5 +76,29 @@ class StoreError(P2PStoreError):
     """The local fragment store cannot do what was asked (disk error, read-only, ...)."""
 
 
+class FragmentNotFound(StoreError):
+    """The store holds no fragment with this id (it was never stored, deleted, or lost)."""
+
+
 class QuotaExceeded(StoreError):
     """The fragment store is full: storing more would pass its configured quota."""
+
+
+class RecordRejected(P2PStoreError):
+    """A DHT record was refused; ``reason`` is one of ``p2pstore.core.records.RejectReason``.
+
+    Unless ``sender_at_fault`` is False (a store that is full, a newer version held, no mesh CA
+    to check against), the record broke a rule: drop it, note the peer that sent it, keep
+    serving everyone else.
+    """
+
+    NOT_THE_SENDERS_FAULT = frozenset({"unverifiable", "stale", "full"})
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    @property
+    def sender_at_fault(self) -> bool:
+        """True when the record itself is invalid, False when only this holder declined it."""
+        return self.reason not in self.NOT_THE_SENDERS_FAULT

@@ -10,7 +10,6 @@ from p2pstore.core.records import (
     PutResult,
     RecordInfo,
     RecordKind,
-    RecordRejected,
     RecordStore,
     RejectReason,
     manifest_key,
@@ -19,6 +18,7 @@ from p2pstore.core.records import (
     verify_record,
 )
 from p2pstore.core.routing import Liveness, RoutingTable, Update, UpdateKind
+from p2pstore.errors import RecordRejected
 
 __all__ = [
     "RULES",

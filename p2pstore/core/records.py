@@ -45,7 +45,7 @@ from p2pstore.core.announcements import Announcement, decode_announcement, verif
 from p2pstore.errors import (
     IntegrityError,
     LocalProtocolError,
-    P2PStoreError,
+    RecordRejected,
     RemoteProtocolError,
 )
 from p2pstore.identity import (
@@ -115,21 +115,6 @@ class RejectReason(enum.StrEnum):
     """A store holds a newer version from the same publisher (or a conflicting one as new)."""
     FULL = "full"
     """A store has no room (records, bytes, or publishers for this key): try the next peer."""
-
-
-class RecordRejected(P2PStoreError):
-    """A record was refused; ``reason`` says why.  Unless ``sender_at_fault`` is False (a
-    store that is full, a newer version held, no mesh CA to check against), the record broke a
-    rule: drop it, note the peer that sent it, keep serving everyone else."""
-
-    def __init__(self, message: str, *, reason: RejectReason) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-    @property
-    def sender_at_fault(self) -> bool:
-        """True when the record itself is invalid, False when only this holder declined it."""
-        return self.reason not in (RejectReason.UNVERIFIABLE, RejectReason.STALE, RejectReason.FULL)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

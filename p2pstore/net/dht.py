@@ -22,11 +22,12 @@ import trio
 
 from p2pstore.core.contact import Contact
 from p2pstore.core.lookup import Lookup, LookupResult
-from p2pstore.core.records import RecordKind, RecordRejected, RecordStore, verify_record
+from p2pstore.core.records import RecordKind, RecordStore, verify_record
 from p2pstore.core.routing import RoutingTable, UpdateKind
 from p2pstore.errors import (
     PeerRefused,
     PeerUnreachable,
+    RecordRejected,
     RemoteError,
     RemoteProtocolError,
 )

@@ -192,11 +192,23 @@ class Node:
     async def request(
         self, node_id: bytes, message: Message, *, timeout: float | None = None
     ) -> Message:
-        """Ask a connected peer; raises :class:`PeerUnreachable` if there is no session."""
+        """Ask a connected peer; raises :class:`PeerUnreachable` if there is no session.
+
+        If the session breaks because a simultaneous connection replaced it (both sides keep
+        the same one of two), the request is sent again once, on the session that won.
+        """
         session = self._sessions.get(node_id)
         if session is None:
             raise PeerUnreachable(f"no session with node {short_id(node_id)}")
-        return await session.request(message, timeout=timeout)
+        try:
+            return await session.request(message, timeout=timeout)
+        except RequestTimeout:
+            raise
+        except PeerUnreachable:
+            current = self._sessions.get(node_id)
+            if current is None or current is session:
+                raise
+            return await current.request(message, timeout=timeout)
 
     async def call(
         self, node_id: bytes, address: str, message: Message, *, timeout: float | None = None

@@ -15,7 +15,6 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
 
 import trio
 
@@ -28,8 +27,10 @@ from p2pstore.wire import DEFAULT_MAX_FRAME, FrameDecoder, frame_header
 log = logging.getLogger("p2pstore.net")
 
 RECEIVE_SIZE = 256 * 1024
-"""Bytes asked of the socket per read, and most plaintext returned per read: large reads keep
-trio's per-call cost small."""
+"""Bytes asked of the TLS stream per read: large reads keep trio's per-call cost small."""
+
+SMALL_FRAME = 64 * 1024
+"""Frames up to this size are sent header and payload in one write."""
 
 
 def _wall_clock() -> datetime:
@@ -66,153 +67,12 @@ def make_ssl_contexts(
     return contexts[0], contexts[1]
 
 
-class _TlsChannel(trio.abc.AsyncResource):
-    """TLS 1.3 over a trio socket stream, through OpenSSL memory BIOs.
-
-    Why not ``trio.SSLStream``: its ``receive_some`` returns one TLS record (16 KiB) per call, so
-    a 1 MiB frame cost 64 trips through trio's scheduler and as many allocations; the benchmark
-    (benchmarks/transport.py) measured that as most of a node's CPU.  Here one socket read of
-    up to ``RECEIVE_SIZE`` is decrypted, every record at once, into one reused buffer; a write
-    encrypts header and payload into the outgoing BIO and sends them in one ``send_all``.
-
-    Bytes leave the outgoing BIO only under ``_wire_lock`` (strict FIFO), so they reach the socket
-    in the order OpenSSL produced them.  ``receive_some`` must be called by one task at a time.
-    Every failure (TLS error, broken socket, a send cut short by cancellation) raises
-    ``trio.BrokenResourceError`` with the cause chained, and leaves the channel broken.
-    """
-
-    def __init__(
-        self, stream: trio.SocketStream, context: ssl.SSLContext, *, server_side: bool
-    ) -> None:
-        self.transport_stream = stream
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
-        self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side)
-        self._wire_lock = trio.StrictFIFOLock()
-        self._buffer = bytearray(RECEIVE_SIZE)
-        self._broken = False
-        self._closed = False
-
-    def peer_certificate(self) -> bytes | None:
-        """The peer's certificate in DER, once the handshake is done."""
-        return self._ssl.getpeercert(binary_form=True)
-
-    async def do_handshake(self) -> None:
-        """Run the TLS handshake; raises ``trio.BrokenResourceError`` if it fails."""
-        while True:
-            try:
-                self._ssl.do_handshake()
-            except ssl.SSLWantReadError:
-                await self._flush()
-                await self._fill()
-                continue
-            except (ssl.SSLError, ssl.CertificateError) as exc:
-                self._broken = True
-                raise trio.BrokenResourceError from exc
-            await self._flush()
-            return
-
-    def _check(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("the TLS channel is closed")
-        if self._broken:
-            raise trio.BrokenResourceError("the TLS channel broke earlier")
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Encrypt ``data`` into the outgoing buffer; :meth:`flush` sends it."""
-        self._check()
-        try:
-            self._ssl.write(data)
-        except (ssl.SSLError, ssl.CertificateError) as exc:
-            self._broken = True
-            raise trio.BrokenResourceError from exc
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Encrypt and send ``data``."""
-        if data:
-            self.write(data)
-        await self.flush()
-
-    async def flush(self) -> None:
-        """Send whatever OpenSSL has produced so far."""
-        self._check()
-        await self._flush()
-
-    async def _flush(self) -> None:
-        async with self._wire_lock:
-            data = self._outgoing.read()
-            if not data:
-                return
-            try:
-                await self.transport_stream.send_all(data)
-            except BaseException:
-                self._broken = True  # some unknown part was sent: the stream is unusable
-                raise
-
-    async def _fill(self) -> None:
-        """Read from the socket into the incoming BIO (EOF included)."""
-        data = await self.transport_stream.receive_some(RECEIVE_SIZE)
-        if data:
-            self._incoming.write(data)
-        else:
-            self._incoming.write_eof()
-
-    async def receive_some(self) -> bytes | memoryview:
-        """Some plaintext, or ``b""`` once the peer sent close_notify.
-
-        The memoryview returned is valid until the next call only.  A connection that ends
-        without close_notify raises ``trio.BrokenResourceError``.
-        """
-        self._check()
-        while True:
-            filled = self._decrypt()
-            if self._outgoing.pending:
-                await self._flush()  # OpenSSL answered something while reading
-            if filled:
-                return memoryview(self._buffer)[:filled]
-            if filled is None:
-                return b""
-            await self._fill()
-
-    def _decrypt(self) -> int | None:
-        """Plaintext bytes decrypted into the buffer; None at close_notify."""
-        view = memoryview(self._buffer)
-        filled = 0
-        with view:
-            while filled < len(view):
-                try:
-                    count = cast(int, self._ssl.read(len(view) - filled, view[filled:]))
-                except ssl.SSLWantReadError:
-                    break
-                except (ssl.SSLError, ssl.CertificateError) as exc:
-                    self._broken = True
-                    raise trio.BrokenResourceError from exc
-                if count == 0:
-                    return filled or None
-                filled += count
-        return filled
-
-    async def aclose(self) -> None:
-        """Send close_notify (best effort) and close the socket."""
-        if self._closed:
-            return
-        try:
-            if not self._broken:
-                with contextlib.suppress(ssl.SSLError):
-                    self._ssl.unwrap()
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await self._flush()
-        finally:
-            self._closed = True
-            await self.transport_stream.aclose()
-
-
 class TlsLink:
     """A :class:`~p2pstore.net.link.FrameLink` over a ``trio.SSLStream``."""
 
     def __init__(
         self,
-        stream: _TlsChannel,
+        stream: trio.SSLStream[trio.SocketStream],
         peer: PeerIdentity,
         remote_address: str,
         *,
@@ -244,9 +104,11 @@ class TlsLink:
         header = frame_header(len(payload), self._max_frame)
         async with self._send_lock:
             try:
-                self._stream.write(header)
-                self._stream.write(payload)
-                await self._stream.flush()
+                if len(payload) <= SMALL_FRAME:
+                    await self._stream.send_all(header + payload)
+                else:
+                    await self._stream.send_all(header)
+                    await self._stream.send_all(payload)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise PeerUnreachable(
                     f"connection to {self._describe()} broke while sending: {exc}"
@@ -258,7 +120,7 @@ class TlsLink:
             if frame is not None:
                 return frame
             try:
-                data = await self._stream.receive_some()
+                data = await self._stream.receive_some(RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise PeerUnreachable(
                     f"connection to {self._describe()} broke: {_cause(exc)}"
@@ -405,11 +267,11 @@ class TlsTransport:
     ) -> TlsLink:
         """Handshake and check the peer's certificate; closes ``stream`` on any failure."""
         context = self._server_context if server_side else self._client_context
-        ssl_stream = _TlsChannel(stream, context, server_side=server_side)
+        ssl_stream = trio.SSLStream(stream, context, server_side=server_side)
         try:
             with trio.fail_after(self.settings.handshake_timeout):
                 await ssl_stream.do_handshake()
-            der = ssl_stream.peer_certificate()
+            der = ssl_stream.getpeercert(binary_form=True)
             if der is None:
                 raise PeerRefused(f"{remote} presented no certificate", reason="no-certificate")
             identity = self.trust.verify_der(der, self._clock())

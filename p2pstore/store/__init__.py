@@ -5,9 +5,9 @@
 (tests/store/test_store_conformance.py) holds both to the same contract.
 """
 
+from p2pstore.errors import FragmentNotFound
 from p2pstore.store.api import (
     MAX_PAGE,
-    FragmentNotFound,
     FragmentStore,
     ScrubReport,
     StoreUsage,

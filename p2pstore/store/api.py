@@ -24,14 +24,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from p2pstore.codec.fragment_ids import FRAGMENT_ID_BYTES
-from p2pstore.errors import StoreError
 
 MAX_PAGE = 10_000
 """The most ids one :meth:`FragmentStore.ids` call returns (bounded everything)."""
-
-
-class FragmentNotFound(StoreError):
-    """The store holds no fragment with this id (it was never stored, deleted, or lost)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from p2pstore.codec.fragment_ids import check_fragment
-from p2pstore.errors import IntegrityError, StoreError
+from p2pstore.errors import FragmentNotFound, IntegrityError, StoreError
 from p2pstore.store.api import (
-    FragmentNotFound,
     ScrubReport,
     StoreUsage,
     check_id,
