@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 
 import click
@@ -41,7 +42,32 @@ def run(config_path: Path) -> None:
     """
     config = load_node_config(config_path)
     configure_logging(config.log_level, config.log_format)
-    trio.run(serve_node, config)
+    # While the node runs, trio's signal receiver turns SIGINT/SIGTERM into a clean stop.  Before
+    # it opens and after it closes (startup, the last moments of a stop) a stop signal must not
+    # kill the process outright: a Ctrl-C in a terminal reaches every node of a local mesh at
+    # once, and the mesh's own SIGTERM may follow while a node is already stopping.
+    signal.signal(signal.SIGTERM, _interrupt)
+    stopped = trio.Event()
+    try:
+        trio.run(serve_node, config, stopped)
+        _ignore_stop_signals()
+    except KeyboardInterrupt:
+        _ignore_stop_signals()
+        if not stopped.is_set():
+            log.warning(
+                "interrupted before the node was running or stopped", extra={"event": "interrupted"}
+            )
+            sys.exit(130)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _ignore_stop_signals() -> None:
+    """The node has stopped: further stop signals must not change how the process exits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _prepare_data_dir(config: NodeConfig) -> None:
@@ -59,7 +85,7 @@ def _load_trust(config: NodeConfig) -> TrustAnchor:
     return TrustAnchor.load(config.ca_certificate, config.revocation_list)
 
 
-async def serve_node(config: NodeConfig) -> None:
+async def serve_node(config: NodeConfig, stopped: trio.Event | None = None) -> None:
     """The daemon: start the node, then wait for signals; returns after a clean stop."""
     _prepare_data_dir(config)
     credentials = NodeCredentials.load(config.key, config.certificate)
@@ -94,7 +120,11 @@ async def serve_node(config: NodeConfig) -> None:
                 )
                 await mesh_node.stop()
                 break
-    log.info("node stopped", extra={"event": "stopped"})
+        # Still inside the receiver: a second stop signal (a terminal's Ctrl-C reaches every
+        # process of a local mesh, which then sends its own SIGTERM) is absorbed, not fatal.
+        log.info("node stopped", extra={"event": "stopped"})
+        if stopped is not None:
+            stopped.set()
 
 
 def _reload_trust(config: NodeConfig, transport: TlsTransport, mesh_node: Node) -> None:

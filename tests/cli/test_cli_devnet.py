@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,37 @@ def table_rows(output: str) -> dict[str, list[str]]:
         if cells and re.fullmatch(r"node-\d+", cells[0]):
             rows[cells[0]] = cells
     return rows
+
+
+@pytest.mark.integration
+def test_ctrl_c_in_a_terminal_stops_every_node_cleanly(tmp_path):
+    """A terminal's Ctrl-C sends SIGINT to the whole process group: the devnet and every node
+    at once, and the devnet then sends its own SIGTERM to nodes already stopping."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "p2pstore", "devnet", "--nodes", "3", "--dir", str(tmp_path / "m")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        start_new_session=True,  # its own process group, like a shell job
+    )
+    try:
+        assert process.stdout is not None
+        seen = []
+        for line in process.stdout:  # bounded: the devnet gives up after its --timeout (60 s)
+            seen.append(line)
+            if "Ctrl-C stops every node" in line:
+                break
+        assert any("mesh ready" in line for line in seen), "".join(seen)
+        os.killpg(process.pid, signal.SIGINT)
+        rest, _ = process.communicate(timeout=DEADLINE)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, rest
+    codes = re.findall(r"node-\d+ stopped \(exit code (-?\d+)\)", rest)
+    assert codes == ["0", "0", "0"], rest
 
 
 @pytest.mark.integration
