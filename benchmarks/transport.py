@@ -39,7 +39,7 @@ from pathlib import Path
 import trio
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from p2pstore.cli.config import render_node_config
+from p2pstore.cli.config import write_local_node_config
 from p2pstore.errors import P2PStoreError
 from p2pstore.identity import MeshCA, NodeCredentials, PeerIdentity, TrustAnchor
 from p2pstore.net.session import Session, SessionSettings
@@ -256,19 +256,7 @@ def create_mesh(directory: Path) -> Mesh:
     node = authority.issue(node_dir, "node", datacenter="dc-1", region="FR", now=now)
     mine = authority.issue(directory / "bench", "bench", datacenter="dc-2", region="FR", now=now)
     address = f"127.0.0.1:{_free_port()}"
-    config = node_dir / "node.toml"
-    config.write_text(
-        render_node_config(
-            listen=address,
-            data_dir="data",
-            key="node.key",
-            certificate="node.crt",
-            ca_certificate="../ca/ca.crt",
-            revocation_list="../ca/crl.pem",
-            log_level="warning",
-        ),
-        encoding="utf-8",
-    )
+    config = write_local_node_config(node_dir, listen=address, log_level="warning")
     return Mesh(
         directory=directory,
         node_address=address,

@@ -222,3 +222,32 @@ def render_node_config(
         "",
     ]
     return "\n".join(lines)
+
+
+def write_local_node_config(
+    node_dir: Path,
+    *,
+    listen: str,
+    bootstrap_peers: tuple[str, ...] = (),
+    log_level: str = "info",
+    log_format: str = "text",
+) -> Path:
+    """Write ``node_dir/node.toml`` for the local-mesh layout: the node's ``node.key`` and
+    ``node.crt`` beside it, the CA's ``ca.crt`` and ``crl.pem`` in ``../ca``, data in ``data``.
+    Returns the file's path."""
+    path = node_dir / "node.toml"
+    path.write_text(
+        render_node_config(
+            listen=listen,
+            data_dir="data",
+            key="node.key",
+            certificate="node.crt",
+            ca_certificate="../ca/ca.crt",
+            revocation_list="../ca/crl.pem",
+            bootstrap_peers=bootstrap_peers,
+            log_level=log_level,
+            log_format=log_format,
+        ),
+        encoding="utf-8",
+    )
+    return path

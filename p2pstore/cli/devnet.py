@@ -9,13 +9,15 @@ Ctrl-C (or ``--exit-when-ready``) stops every node with SIGTERM and reports how 
 from __future__ import annotations
 
 import functools
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,19 +27,22 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
-from p2pstore.cli.config import render_node_config
+from p2pstore.cli.config import write_local_node_config
+from p2pstore.core.contact import Contact
+from p2pstore.core.records import RecordKind
 from p2pstore.errors import P2PStoreError
 from p2pstore.identity import (
     MeshCA,
     NodeCredentials,
-    PeerIdentity,
     Role,
     TrustAnchor,
     short_id,
 )
-from p2pstore.net.session import Session, SessionSettings
+from p2pstore.net.dht import Dht, DhtSettings
+from p2pstore.net.node import Node, NodeSettings
+from p2pstore.net.session import SessionSettings
 from p2pstore.net.tls import TlsSettings, TlsTransport
-from p2pstore.wire import PROTOCOL_VERSION, ErrorReply, Hello, Message, StatusReply, StatusRequest
+from p2pstore.wire import StatusReply, StatusRequest
 
 POLL_INTERVAL = 0.5
 STOP_GRACE = 10.0
@@ -112,19 +117,9 @@ def create_mesh(
             )
         )
     for member in members:
-        others = tuple(m.address for m in members if m is not member)
-        (member.directory / "node.toml").write_text(
-            render_node_config(
-                listen=member.address,
-                data_dir="data",
-                key="node.key",
-                certificate="node.crt",
-                ca_certificate="../ca/ca.crt",
-                revocation_list="../ca/crl.pem",
-                bootstrap_peers=others,
-            ),
-            encoding="utf-8",
-        )
+        # Every node joins the mesh through the first one; the DHT does the rest.
+        others = () if member is members[0] else (members[0].address,)
+        write_local_node_config(member.directory, listen=member.address, bootstrap_peers=others)
     observer = authority.issue(
         directory / "ca",
         "observer",
@@ -168,24 +163,40 @@ async def _run_node(member: DevnetNode, *, task_status: trio.TaskStatus[trio.Pro
         )
 
 
-async def _refuse(peer: PeerIdentity, message: Message) -> Message:
-    return ErrorReply(code="unsupported", message="the devnet observer serves nothing")
-
-
 class Observer:
-    """Watches every node over mutual TLS with a client certificate, asking whom it sees."""
+    """A client of the mesh (its own client certificate, no listening port): asks every node
+    whom it sees, and checks through the DHT that each node's announcement can be found
+    starting from every other node."""
 
     def __init__(self, credentials: NodeCredentials, trust: TrustAnchor, ca_path: Path) -> None:
-        self.transport = TlsTransport(
+        transport = TlsTransport(
             credentials,
             trust,
             str(ca_path),
             settings=TlsSettings(connect_timeout=2, handshake_timeout=2),
         )
-        self.hello = Hello(
-            protocol_version=PROTOCOL_VERSION, listen_address="", software="p2pstore-devnet"
+        self.node = Node(
+            credentials,
+            transport,
+            listen=False,
+            settings=NodeSettings(session=SessionSettings(request_timeout=5)),
+        )
+        self.dht = Dht(
+            self.node,
+            lambda: trust,
+            rng=random.Random(0),  # noqa: S311 - bucket-refresh targets, not secrets
+            wall_clock=time.time,
+            settings=DhtSettings(rpc_timeout=3.0),
         )
         self.changed = trio.Event()
+        self.records_found = 0
+        self.records_wanted = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.node.run)
+            await nursery.start(self.dht.run)
+            task_status.started()
 
     def _notify(self) -> None:
         self.changed.set()
@@ -195,39 +206,36 @@ class Observer:
         """Poll ``member`` forever; ``member.sees`` and ``member.answered`` follow its answers."""
         while True:
             try:
-                link = await self.transport.connect(member.address, member.node_id)
-                session = Session(link, self.hello, _refuse, SessionSettings(request_timeout=5))
-                await session.greet()
+                reply = await self.node.call(member.node_id, member.address, StatusRequest())
             except P2PStoreError:
-                await trio.sleep(POLL_INTERVAL)
-                continue
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._serve_quietly, session)
-                await self._poll(session, member)
-                nursery.cancel_scope.cancel()
-            member.answered = False
-            self._notify()
-            await trio.sleep(POLL_INTERVAL)
-
-    @staticmethod
-    async def _serve_quietly(session: Session) -> None:
-        try:
-            await session.serve()
-        except P2PStoreError:
-            return  # _poll sees the same failure on its next request
-
-    async def _poll(self, session: Session, member: DevnetNode) -> None:
-        while True:
-            try:
-                reply = await session.request(StatusRequest())
-            except P2PStoreError:
-                return
+                reply = None
             if isinstance(reply, StatusReply):
                 sees = frozenset(peer.node_id for peer in reply.peers)
                 if sees != member.sees or not member.answered:
                     member.sees, member.answered = sees, True
                     self._notify()
+            elif member.answered:
+                member.answered = False
+                self._notify()
             await trio.sleep(POLL_INTERVAL)
+
+    async def check_records(self, members: list[DevnetNode]) -> bool:
+        """From each node as the only entry point, look up every other node's announcement."""
+        found = 0
+        for entry in members:
+            seed = Contact(entry.node_id, entry.address, entry.datacenter, entry.region)
+            for other in members:
+                if other is entry:
+                    continue
+                try:
+                    records = await self.dht.find_records(
+                        RecordKind.ANNOUNCEMENT, other.node_id, seeds=[seed]
+                    )
+                except P2PStoreError:
+                    records = []
+                found += any(record.key == other.node_id for record in records)
+        self.records_found, self.records_wanted = found, len(members) * (len(members) - 1)
+        return found == self.records_wanted
 
 
 def mesh_ready(members: list[DevnetNode]) -> bool:
@@ -268,7 +276,7 @@ def peer_table(members: list[DevnetNode]) -> Table:
 async def run_devnet(
     directory: Path,
     members: list[DevnetNode],
-    observer: Observer,
+    make_observer: Callable[[], Observer],
     *,
     exit_when_ready: bool,
     ready_timeout: float,
@@ -278,28 +286,28 @@ async def run_devnet(
     ``exit_when_ready``), stop them all.  Returns whether the mesh became ready."""
     ready = False
     started = trio.current_time()
+    observer = make_observer()  # its DHT reads trio's clock: made inside the run
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             for member in members:
                 member.process = await nursery.start(_run_node, member)
             console.print(f"started {len(members)} node processes; files in {directory}")
+            await nursery.start(observer.run)
             for member in members:
                 nursery.start_soon(observer.watch, member)
             nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope, console)
             with trio.move_on_after(ready_timeout):
-                while not mesh_ready(members):
-                    if _any_exited(members):
-                        break
-                    await observer.changed.wait()
-            ready = mesh_ready(members)
+                ready = await _wait_until_ready(members, observer)
             for member in members:
                 member.exit_code = member.process.returncode if member.process else None
             console.print(peer_table(members))
             if ready:
                 console.print(
                     f"[bold green]mesh ready[/] in {trio.current_time() - started:.1f}s: "
-                    f"{len(members)} nodes, each authenticated the other {len(members) - 1} "
-                    "over mutual TLS"
+                    f"{len(members)} nodes joined through {members[0].name}, each authenticated "
+                    f"the other {len(members) - 1} over mutual TLS; from every node's entry "
+                    f"point the DHT found every other node's signed announcement "
+                    f"({observer.records_found}/{observer.records_wanted} lookups)"
                 )
             else:
                 console.print("[bold red]the mesh did not come up[/]; node logs:")
@@ -313,6 +321,20 @@ async def run_devnet(
         code = member.process.returncode if member.process else None
         console.print(f"{member.name} stopped (exit code {code})")
     return ready
+
+
+async def _wait_until_ready(members: list[DevnetNode], observer: Observer) -> bool:
+    """Every node answers and sees every other, and (nodes announce themselves once joined)
+    every announcement is found from every node; False if a node process exited."""
+    while True:
+        while not mesh_ready(members):
+            if _any_exited(members):
+                return False
+            await observer.changed.wait()
+        if await observer.check_records(members) and mesh_ready(members):
+            return True
+        # Other processes' state: asking again is the only way to see it change.
+        await trio.sleep(POLL_INTERVAL)
 
 
 def _any_exited(members: list[DevnetNode]) -> bool:
@@ -404,13 +426,14 @@ def devnet(
         authority, members, observer_credentials = create_mesh(
             root, nodes, datacenter_count, region_codes
         )
-        observer = Observer(observer_credentials, authority.trust_anchor(), root / "ca" / "ca.crt")
         ready = trio.run(
             functools.partial(
                 run_devnet,
                 root,
                 members,
-                observer,
+                functools.partial(
+                    Observer, observer_credentials, authority.trust_anchor(), root / "ca" / "ca.crt"
+                ),
                 exit_when_ready=exit_when_ready,
                 ready_timeout=ready_timeout,
                 console=console,

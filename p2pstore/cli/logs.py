@@ -50,7 +50,7 @@ def configure_logging(level: str = "info", fmt: str = "text", stream: TextIO | N
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger("p2pstore")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

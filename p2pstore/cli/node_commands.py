@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -13,9 +16,10 @@ import trio
 
 from p2pstore.cli.config import NodeConfig, load_node_config
 from p2pstore.cli.logs import configure_logging
-from p2pstore.errors import ConfigError, IdentityError
+from p2pstore.errors import ConfigError, IdentityError, PeerUnreachable
 from p2pstore.identity import NodeCredentials, TrustAnchor, short_id
 from p2pstore.net.address import parse_address
+from p2pstore.net.dht import Dht
 from p2pstore.net.node import Node
 from p2pstore.net.tls import TlsTransport
 
@@ -94,8 +98,12 @@ async def serve_node(config: NodeConfig, stopped: trio.Event | None = None) -> N
     transport = TlsTransport(
         credentials, trust, str(config.ca_certificate), listen_host=host, listen_port=port
     )
-    mesh_node = Node(
-        credentials, transport, bootstrap=config.bootstrap_peers, advertise=config.advertise
+    mesh_node = Node(credentials, transport, advertise=config.advertise)
+    dht = Dht(
+        mesh_node,
+        lambda: transport.trust,
+        rng=random.Random(),  # noqa: S311 - picks bucket-refresh targets, not secrets
+        wall_clock=time.time,
     )
     identity = credentials.identity
     log.info(
@@ -109,6 +117,8 @@ async def serve_node(config: NodeConfig, stopped: trio.Event | None = None) -> N
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(mesh_node.run)
+            await nursery.start(dht.run)
+            nursery.start_soon(_join_and_announce, config, dht)
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     _reload_trust(config, transport, mesh_node)
@@ -118,13 +128,49 @@ async def serve_node(config: NodeConfig, stopped: trio.Event | None = None) -> N
                     signal.Signals(signum).name,
                     extra={"event": "stopping"},
                 )
-                await mesh_node.stop()
+                await mesh_node.stop()  # goodbyes first, bounded
+                nursery.cancel_scope.cancel()  # then the DHT and the announcer
                 break
         # Still inside the receiver: a second stop signal (a terminal's Ctrl-C reaches every
         # process of a local mesh, which then sends its own SIGTERM) is absorbed, not fatal.
         log.info("node stopped", extra={"event": "stopped"})
         if stopped is not None:
             stopped.set()
+
+
+JOIN_RETRY_INITIAL = 1.0
+JOIN_RETRY_MAX = 60.0
+
+
+async def _join_and_announce(config: NodeConfig, dht: Dht) -> None:
+    """Join the mesh through the bootstrap peers, retrying with backoff while none answers,
+    then announce this node and keep the announcement fresh."""
+    delay = JOIN_RETRY_INITIAL
+    while True:
+        try:
+            await dht.join(config.bootstrap_peers)
+            break
+        except PeerUnreachable as exc:
+            log.error(
+                "could not join the mesh, retrying in %gs: %s",
+                delay,
+                exc,
+                extra={"event": "join_failed"},
+            )
+        await trio.sleep(delay)
+        delay = min(2 * delay, JOIN_RETRY_MAX)
+    while True:
+        stored = await dht.announce(free_bytes=shutil.disk_usage(config.data_dir).free)
+        log.info(
+            "announced this node to %d peers",
+            stored,
+            extra={"event": "announced", "stored_on": stored},
+        )
+        await trio.sleep(ANNOUNCE_INTERVAL)
+
+
+ANNOUNCE_INTERVAL = 15 * 60.0
+"""Announcements live an hour; a fresh one (new free space) every 15 minutes."""
 
 
 def _reload_trust(config: NodeConfig, transport: TlsTransport, mesh_node: Node) -> None:
@@ -138,7 +184,7 @@ def _reload_trust(config: NodeConfig, transport: TlsTransport, mesh_node: Node) 
                 f"with: restart the node to use a new CA"
             )
     except IdentityError as exc:  # a bad file must not stop a running node
-        log.error(  # noqa: TRY400 - the message says all; a traceback would bury it
+        log.error(
             "could not reload the revocation list, keeping the old one: %s",
             exc,
             extra={"event": "trust_reload_failed"},

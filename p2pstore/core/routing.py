@@ -202,6 +202,7 @@ class RoutingTable:
         self.buckets: list[Bucket] = [Bucket(0, ID_SPACE, k, self.replacement_cache, now)]
         self._local_long = long_id(self.local_id)
         self._health: dict[bytes, _Health] = {}  # contacts in buckets and in replacement caches
+        self._stale: set[bytes] = set()  # ids whose health shows failures: closest() skips them
         self._pinging: set[bytes] = set()
 
     # -- queries -------------------------------------------------------------------------------
@@ -254,7 +255,7 @@ class RoutingTable:
         key = long_id(check_node_id(target, "the target"))
         skip = set(exclude)
         if not include_stale:
-            skip.update(node_id for node_id, health in self._health.items() if health.failures)
+            skip.update(self._stale)
         found: list[Contact] = []
         if wanted <= 0:
             return found
@@ -310,6 +311,7 @@ class RoutingTable:
         pushed_out = bucket.wait(contact)
         if pushed_out is not None:
             del self._health[pushed_out.id]
+            self._stale.discard(pushed_out.id)
         if any(node_id in self._pinging for node_id in bucket.nodes):
             return Update(UpdateKind.QUEUED)
         oldest: Contact = next(iter(bucket.nodes.values()))
@@ -339,11 +341,13 @@ class RoutingTable:
         if node_id in bucket.replacement_nodes:
             del bucket.replacement_nodes[node_id]
             self._health.pop(node_id, None)
+            self._stale.discard(node_id)
             return False
         if health is None or node_id not in bucket.nodes:
             return False
         health.failures += 1
         health.last_failure = now
+        self._stale.add(node_id)
         if health.failures < self.max_failures:
             return False
         self._drop(bucket, node_id)
@@ -365,6 +369,7 @@ class RoutingTable:
         if node_id in bucket.replacement_nodes:
             del bucket.replacement_nodes[node_id]
             self._health.pop(node_id, None)
+            self._stale.discard(node_id)
         if node_id not in bucket.nodes:
             return False
         self._drop(bucket, node_id)
@@ -385,13 +390,16 @@ class RoutingTable:
         else:
             health.failures = 0
             health.last_seen = now
+            self._stale.discard(node_id)
         self._pinging.discard(node_id)
 
     def _drop(self, bucket: Bucket, node_id: bytes) -> None:
         del bucket.nodes[node_id]
         self._health.pop(node_id, None)
+        self._stale.discard(node_id)
         self._pinging.discard(node_id)
         if bucket.replacement_nodes:
             waiting_id, waiting = bucket.replacement_nodes.popitem()
             bucket.nodes[waiting_id] = waiting
             self._health[waiting_id].failures = 0
+            self._stale.discard(waiting_id)

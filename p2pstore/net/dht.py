@@ -20,9 +20,18 @@ from dataclasses import dataclass
 
 import trio
 
+from p2pstore.core.announcements import Announcement
 from p2pstore.core.contact import Contact
 from p2pstore.core.lookup import Lookup, LookupResult
-from p2pstore.core.records import RecordKind, RecordStore, verify_record
+from p2pstore.core.records import (
+    RULES,
+    RecordKind,
+    RecordStore,
+    next_sequence,
+    renew,
+    sign_record,
+    verify_record,
+)
 from p2pstore.core.routing import RoutingTable, UpdateKind
 from p2pstore.errors import (
     PeerRefused,
@@ -63,6 +72,7 @@ class DhtSettings:
     refresh_interval: float = 3600.0
     republish_interval: float = 1800.0
     expire_interval: float = 60.0
+    probe_concurrency: int = 16
     max_records: int = 100_000
     max_record_bytes: int = 512 * 1024 * 1024
 
@@ -168,10 +178,59 @@ class Dht:
         return answered
 
     async def refresh(self) -> None:
-        """Look up a random id in every bucket not used for a refresh interval."""
+        """Probe contacts silent since about the last round, then look up a random id in every
+        bucket not used for a refresh interval."""
+        await self._probe_silent_contacts()
         now = trio.current_time()
         for target in self.table.buckets_to_refresh(now, self.settings.refresh_interval, self._rng):
             await self.lookup(target)
+
+    async def _probe_silent_contacts(self) -> None:
+        """Ping every contact not heard from for half a refresh interval, a few at a time.
+
+        Why: a contact is marked stale only by a failed request, and only stale contacts are
+        left out of our FIND_NODE answers.  Without probing, a peer that vanished stays in the
+        answers of every node that never happened to query it, and those dead contacts hide
+        the live peers just beyond the k nearest from everyone's lookups.
+        """
+        now = trio.current_time()
+        silent = []
+        for contact in self.table.contacts():
+            liveness = self.table.liveness(contact.id)
+            # Half an interval: everything not heard from since about the previous round.
+            if (
+                liveness is not None
+                and now - liveness.last_seen >= self.settings.refresh_interval / 2
+            ):
+                silent.append(contact)
+        limiter = trio.CapacityLimiter(self.settings.probe_concurrency)
+        async with trio.open_nursery() as nursery:
+            for contact in silent:
+                nursery.start_soon(self._probe, contact, limiter)
+
+    async def _probe(self, contact: Contact, limiter: trio.CapacityLimiter) -> None:
+        async with limiter:
+            try:
+                await self.node.call(
+                    contact.id,
+                    contact.address,
+                    Ping(nonce=0, padding=b""),
+                    timeout=self.settings.rpc_timeout,
+                )
+            except (PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError):
+                if self.table.record_failure(contact.id, trio.current_time()):
+                    log.info(
+                        "dropped contact %s: silent through repeated probes",
+                        short_id(contact.id),
+                        extra={"event": "contact_dropped", "peer": contact.id.hex()},
+                    )
+                return
+            self.table.record_success(contact.id, trio.current_time())
+
+    def _heard_from(self, peer: PeerIdentity) -> None:
+        """A request from a node proves it is alive."""
+        if peer.role is Role.NODE:
+            self.table.record_success(peer.node_id, trio.current_time())
 
     # -- lookups ----------------------------------------------------------------------------
 
@@ -180,22 +239,37 @@ class Dht:
         outcome = await self._lookup(target, FindNode(target=target), find_value=False)
         return outcome.result
 
-    async def find_records(self, kind: RecordKind, key: bytes) -> list[SignedRecord]:
-        """Valid records of ``kind`` under ``key`` (FIND_VALUE), our own held ones first."""
+    async def find_records(
+        self, kind: RecordKind, key: bytes, *, seeds: Sequence[Contact] | None = None
+    ) -> list[SignedRecord]:
+        """Valid records of ``kind`` under ``key`` (FIND_VALUE), our own held ones first.
+
+        ``seeds`` start the lookup from chosen contacts instead of our table's closest (e.g. to
+        check what the mesh answers from one node's point of view)."""
         now = self._wall_clock()
         local = self.store.get(kind, key, now)
         own = self.published.get((int(kind), key))
         if own is not None and own.expires_at > now:
             local = [own, *[r for r in local if r != own]]
-        outcome = await self._lookup(key, FindValue(kind=int(kind), key=key), find_value=True)
+        outcome = await self._lookup(
+            key, FindValue(kind=int(kind), key=key), find_value=True, seeds=seeds
+        )
         found = list(local)
         for record in outcome.records:
             if record not in found:
                 found.append(record)
         return found
 
-    async def _lookup(self, target: bytes, request: Message, *, find_value: bool) -> LookupOutcome:
-        seeds = self.table.closest(target, self.settings.k, include_stale=False)
+    async def _lookup(
+        self,
+        target: bytes,
+        request: Message,
+        *,
+        find_value: bool,
+        seeds: Sequence[Contact] | None = None,
+    ) -> LookupOutcome:
+        if seeds is None:
+            seeds = self.table.closest(target, self.settings.k, include_stale=False)
         lookup = Lookup(
             target,
             seeds,
@@ -341,13 +415,37 @@ class Dht:
         return isinstance(reply, StoreReply) and reply.stored
 
     async def republish(self) -> None:
-        """Store our own unexpired records again, so they survive the churn of their holders."""
+        """Store our own records again, so they survive the churn of their holders; a record
+        that would expire before the next two rounds is renewed (re-signed, same sequence)."""
         now = self._wall_clock()
-        for slot, record in list(self.published.items()):
-            if record.expires_at <= now:
-                del self.published[slot]
-                continue
+        for slot, held in list(self.published.items()):
+            record = held
+            if held.expires_at - now < 2 * self.settings.republish_interval:
+                record = self.published[slot] = renew(held, self.node.credentials, now)
             await self._store_on_closest(record)
+
+    async def announce(self, free_bytes: int) -> int:
+        """Publish this node's signed announcement (address, datacenter, region, free space and
+        certificate), which placement reads; returns how many peers stored it."""
+        now = self._wall_clock()
+        identity = self.node.identity
+        previous = self.published.get((int(RecordKind.ANNOUNCEMENT), self.node_id))
+        value = Announcement(
+            address=self.node.address,
+            datacenter=identity.datacenter,
+            region=identity.region,
+            free_bytes=free_bytes,
+            certificate_der=self.node.credentials.certificate_der(),
+        ).encode()
+        record = sign_record(
+            self.node.credentials,
+            RecordKind.ANNOUNCEMENT,
+            self.node_id,
+            value,
+            sequence=next_sequence(previous.sequence if previous else None, now),
+            expires_at=int(now) + RULES[RecordKind.ANNOUNCEMENT].max_ttl,
+        )
+        return await self.publish(record)
 
     async def _expire(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -408,10 +506,12 @@ class Dht:
 
     async def _on_find_node(self, peer: PeerIdentity, message: Message) -> Message:
         assert isinstance(message, FindNode)
+        self._heard_from(peer)
         return FindNodeReply(contacts=self._contact_infos(message.target, peer.node_id))
 
     async def _on_find_value(self, peer: PeerIdentity, message: Message) -> Message:
         assert isinstance(message, FindValue)
+        self._heard_from(peer)
         now = self._wall_clock()
         held = self.store.get(message.kind, message.key, now)
         own = self.published.get((message.kind, message.key))

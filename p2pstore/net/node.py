@@ -91,6 +91,7 @@ class Node:
         bootstrap: tuple[str, ...] = (),
         advertise: str | None = None,
         settings: NodeSettings | None = None,
+        listen: bool = True,
     ) -> None:
         self.credentials = credentials
         self.identity = credentials.identity
@@ -98,6 +99,7 @@ class Node:
         self.bootstrap = bootstrap
         self.settings = settings or NodeSettings()
         self._advertise = advertise
+        self._listen = listen
         self._sessions: dict[bytes, Session] = {}
         self._since: dict[bytes, float] = {}
         self._changed = trio.Event()
@@ -115,6 +117,8 @@ class Node:
     @property
     def address(self) -> str:
         """The address peers should dial to reach this node."""
+        if not self._listen:
+            return ""  # a client: peers cannot dial it
         return self._advertise or self.transport.listen_address
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -123,7 +127,8 @@ class Node:
             self._scope = scope
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await nursery.start(self.transport.listen, self._accept)
+                if self._listen:
+                    await nursery.start(self.transport.listen, self._accept)
                 log.info(
                     "node %s (%s, %s) listening on %s",
                     short_id(self.identity.node_id),
@@ -136,6 +141,7 @@ class Node:
                     if address != self.address:
                         nursery.start_soon(self._keep_connected, address)
                 task_status.started()
+                await trio.sleep_forever()  # sessions come and go; the node lives until stopped
 
     async def stop(self, reason: str = "node shutting down") -> None:
         """Say goodbye to every peer (bounded by ``stop_timeout``), then end :meth:`run`."""

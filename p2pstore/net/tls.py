@@ -45,6 +45,8 @@ class TlsSettings:
     handshake_timeout: float = 10.0
     max_concurrent_handshakes: int = 64
     max_frame: int = DEFAULT_MAX_FRAME
+    send_timeout: float = 30.0
+    """Longest one frame may take to leave; past it the link is considered dead."""
 
 
 def make_ssl_contexts(
@@ -78,8 +80,10 @@ class TlsLink:
         *,
         outbound: bool,
         max_frame: int,
+        send_timeout: float = 30.0,
     ) -> None:
         self._stream = stream
+        self._send_timeout = send_timeout
         self._peer = peer
         self._remote_address = remote_address
         self._outbound = outbound
@@ -101,18 +105,31 @@ class TlsLink:
         return self._outbound
 
     async def send_frame(self, payload: bytes) -> None:
+        """Send one whole frame or none: the caller's cancellation never cuts a frame in half.
+
+        Why: ``SSLStream.send_all`` interrupted midway leaves the stream broken for every later
+        send, while its receiving side keeps waiting, so one request's deadline would turn the
+        shared connection into a zombie.  The write is shielded and bounded by ``send_timeout``
+        instead; a send that fails or times out closes the link, which ends its session.
+        """
         header = frame_header(len(payload), self._max_frame)
         async with self._send_lock:
-            try:
-                if len(payload) <= SMALL_FRAME:
-                    await self._stream.send_all(header + payload)
-                else:
-                    await self._stream.send_all(header)
-                    await self._stream.send_all(payload)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise PeerUnreachable(
-                    f"connection to {self._describe()} broke while sending: {exc}"
-                ) from exc
+            failure: str | None = None
+            with trio.CancelScope(shield=True), trio.move_on_after(self._send_timeout) as scope:
+                try:
+                    if len(payload) <= SMALL_FRAME:
+                        await self._stream.send_all(header + payload)
+                    else:
+                        await self._stream.send_all(header)
+                        await self._stream.send_all(payload)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    failure = f"broke while sending: {_cause(exc)}"
+            if scope.cancelled_caught:
+                failure = f"could not send a frame within {self._send_timeout:g}s"
+            if failure is not None:
+                await trio.aclose_forcefully(self._stream)
+                raise PeerUnreachable(f"connection to {self._describe()} {failure}")
+        await trio.lowlevel.checkpoint_if_cancelled()
 
     async def receive_frame(self) -> bytes | None:
         while True:
@@ -292,6 +309,7 @@ class TlsTransport:
             remote,
             outbound=not server_side,
             max_frame=self.settings.max_frame,
+            send_timeout=self.settings.send_timeout,
         )
 
 

@@ -45,6 +45,20 @@ def table_rows(output: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.integration
+def test_eight_nodes_join_through_one_bootstrap_peer_and_find_each_others_records():
+    """The DHT on real processes: every node but the first is given only node-1's address, and
+    from each node as the entry point every other node's signed announcement is found."""
+    result = devnet("--nodes", "8")
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = " ".join(result.stdout.split())
+    assert "8 nodes joined through node-1" in text
+    assert "(56/56 lookups)" in text
+    rows = table_rows(result.stdout)
+    assert len(rows) == 8 and all(cells[5] == "up" for cells in rows.values())
+    assert re.findall(r"exit code (-?\d+)", result.stdout) == ["0"] * 8
+
+
+@pytest.mark.integration
 def test_ctrl_c_in_a_terminal_stops_every_node_cleanly(tmp_path):
     """A terminal's Ctrl-C sends SIGINT to the whole process group: the devnet and every node
     at once, and the devnet then sends its own SIGTERM to nodes already stopping."""
@@ -80,6 +94,7 @@ def test_devnet_brings_up_five_nodes_that_see_each_other_and_stops_them():
     result = devnet("--nodes", "5")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "mesh ready" in result.stdout
+    assert "(20/20 lookups)" in " ".join(result.stdout.split())
     rows = table_rows(result.stdout)
     assert sorted(rows) == [f"node-{i}" for i in range(1, 6)]
     for index, name in enumerate(sorted(rows)):
@@ -108,14 +123,16 @@ def test_devnet_keeps_its_files_with_dir(tmp_path):
     ca_dir = directory / "ca"
     assert {"ca.key", "ca.crt", "crl.pem"} <= {p.name for p in ca_dir.iterdir()}
     TrustAnchor.load(ca_dir / "ca.crt", ca_dir / "crl.pem")
+    first = load_node_config(directory / "node-1" / "node.toml")
     for name in ("node-1", "node-2"):
         config = load_node_config(directory / name / "node.toml")
         assert config.revocation_list == directory / name / ".." / "ca" / "crl.pem"
-        assert len(config.bootstrap_peers) == 1
+        # node-1 starts the mesh; every other node joins through it.
+        assert config.bootstrap_peers == (() if name == "node-1" else (first.listen,))
         log = (directory / name / "node.log").read_text(encoding="utf-8")
         assert f"listening on {config.listen}" in log
         assert "(dc-" in log and "FR-ARA" in log
-        assert log.rstrip().endswith("node stopped")
+        assert "node stopped" in log.rstrip().splitlines()[-1]
 
 
 @pytest.mark.integration

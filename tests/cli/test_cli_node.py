@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pstore.cli.config import render_node_config
+from p2pstore.cli.config import write_local_node_config
 from p2pstore.cli.devnet import DevnetNode, create_mesh
 from p2pstore.errors import PeerRefused, PeerUnreachable
 from p2pstore.identity import MeshCA, NodeCredentials, TrustAnchor
@@ -117,20 +117,7 @@ async def node_process(config: Path) -> AsyncIterator[NodeProcess]:
 
 def write_config(member: DevnetNode, log_format: str, listen: str = "127.0.0.1:0") -> Path:
     """node.toml of ``member``, created by devnet.create_mesh, with no bootstrap peers."""
-    path = member.directory / "node.toml"
-    path.write_text(
-        render_node_config(
-            listen=listen,
-            data_dir="data",
-            key="node.key",
-            certificate="node.crt",
-            ca_certificate="../ca/ca.crt",
-            revocation_list="../ca/crl.pem",
-            log_format=log_format,
-        ),
-        encoding="utf-8",
-    )
-    return path
+    return write_local_node_config(member.directory, listen=listen, log_format=log_format)
 
 
 @pytest.fixture
@@ -232,8 +219,9 @@ async def test_node_logs_text_and_stops_on_sigint(mesh):
             with trio.fail_after(STOP_DEADLINE):
                 assert await daemon.process.wait() == 0
             lines = await daemon.read_to_end()
-    assert "received SIGINT: stopping" in lines[-2]
-    assert lines[-1].endswith("node stopped")
+    stopping = [i for i, line in enumerate(lines) if "received SIGINT: stopping" in line]
+    assert len(stopping) == 1 and stopping[0] < len(lines) - 1
+    assert lines[-1].endswith("node stopped [event=stopped]"), lines[-3:]
     assert not any(line.lstrip().startswith("{") for line in lines)
     assert (first.directory / "data").is_dir()
 

@@ -154,6 +154,13 @@ class RoutingTableMachine(RuleBasedStateMachine):
             key=lambda c: c.long_id ^ long_id(target_id),
         )[:count]
         assert self.table.closest(target_id, count, exclude=exclude) == expected
+        # Without stale contacts: those whose failures the model counts since last heard from.
+        live = [c for c in contents if c.id not in exclude and not self.failures.get(c.id)]
+        expected_live = sorted(live, key=lambda c: c.long_id ^ long_id(target_id))[:count]
+        assert (
+            self.table.closest(target_id, count, exclude=exclude, include_stale=False)
+            == expected_live
+        )
 
     @invariant()
     def buckets_are_well_formed(self):

@@ -109,8 +109,11 @@ class DhtMesh:
     def live(self) -> list[Member]:
         return [m for m in self.members if m.node_id not in self.gone]
 
-    def oracle(self, target: bytes, k: int, *, live_only: bool = True) -> list[bytes]:
-        """The true k closest node ids to ``target`` (by XOR distance)."""
-        pool = self.live() if live_only else self.members
+    def oracle(
+        self, target: bytes, k: int, *, asker: Member, live_only: bool = True
+    ) -> list[bytes]:
+        """The true k closest node ids to ``target`` (by XOR distance) other than the asker's:
+        a lookup answers with other peers, never with the node that asks."""
+        pool = [m for m in (self.live() if live_only else self.members) if m is not asker]
         key = int.from_bytes(target, "big")
         return sorted((m.node_id for m in pool), key=lambda i: int.from_bytes(i, "big") ^ key)[:k]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 import pytest
@@ -17,6 +18,46 @@ K = 20
 @pytest.fixture
 def clock(autojump_clock):
     return autojump_clock
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs(caplog):
+    """Hundreds of peers log every session; capturing warnings and errors (internal errors
+    included) is what these tests need, and formatting the rest costs more than the mesh."""
+    caplog.set_level(logging.WARNING, logger="p2pstore")
+
+
+async def test_lookups_find_the_true_k_closest_and_survive_vanishing_peers(clock):
+    """300 peers: >= 99% exact lookups; after 30% vanish without warning, >= 95% find the k
+    closest live peers within one refresh interval."""
+    mesh = DhtMesh(300, seed=11)
+    rng = random.Random(5)
+    with trio.fail_after(24 * 3600):  # virtual time: a hang is a failure, not a stalled CI
+        async with trio.open_nursery() as nursery:
+            await mesh.start(nursery)
+
+            exact = 0
+            lookups = 200
+            for _ in range(lookups):
+                member = rng.choice(mesh.members)
+                target = rng.randbytes(20)
+                result = await member.dht.lookup(target)
+                exact += [c.id for c in result.closest] == mesh.oracle(target, K, asker=member)
+            assert exact / lookups >= 0.99, f"{exact}/{lookups} exact lookups"
+
+            for member in rng.sample(mesh.members[1:], 90):
+                mesh.vanish(member)
+            # Within one refresh interval: every node's refresh meets the silent peers.
+            await trio.sleep(mesh.settings.refresh_interval + 60)
+
+            exact = 0
+            for _ in range(lookups):
+                member = rng.choice(mesh.live())
+                target = rng.randbytes(20)
+                result = await member.dht.lookup(target)
+                exact += [c.id for c in result.closest] == mesh.oracle(target, K, asker=member)
+            assert exact / lookups >= 0.95, f"{exact}/{lookups} exact lookups after churn"
+            nursery.cancel_scope.cancel()
 
 
 async def test_a_record_is_found_by_every_peer_and_outlives_its_publisher(clock):

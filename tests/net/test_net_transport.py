@@ -139,6 +139,35 @@ async def test_a_request_without_answer_times_out_and_others_still_work(net, clo
         nursery.cancel_scope.cancel()
 
 
+async def test_a_send_cancelled_mid_frame_leaves_the_link_usable(net, clock):
+    """A caller's deadline must not cut a frame in half: the link is shared by every request.
+    The receiver stops reading until the sender's frame is stuck in full kernel buffers."""
+    server_transport = net.transport()
+    big = bytes(16 * 1024 * 1024)
+    received: list[bytes] = []
+    all_read = trio.Event()
+
+    async def slow_reader(link) -> None:
+        await trio.sleep(1.0)  # the scenario: a receiver that reads late, after the deadline
+        while len(received) < 2:
+            frame = await link.receive_frame()
+            assert frame is not None
+            received.append(frame)
+        all_read.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server_transport.listen, slow_reader)
+        link = await net.transport().connect(server_transport.listen_address)
+        with trio.move_on_after(0.5):
+            await link.send_frame(big)  # blocks in full buffers until the reader wakes up
+        await link.send_frame(b"after")
+        with trio.fail_after(30):
+            await all_read.wait()
+        assert [len(f) for f in received] == [len(big), 5] and received[1] == b"after"
+        await link.aclose()
+        nursery.cancel_scope.cancel()
+
+
 async def test_too_many_inbound_requests_get_busy_not_queued(net, clock):
     server_transport = net.transport()
     async with trio.open_nursery() as nursery:
