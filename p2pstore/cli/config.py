@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from p2pstore.cli.seeds import Seed, load_seed_file
 from p2pstore.errors import ConfigError
 from p2pstore.net.address import parse_address
 
@@ -25,6 +26,10 @@ LOG_FORMATS = ("text", "json")
 class NodeConfig:
     """Everything ``p2pstore node run`` needs, resolved and checked."""
 
+    def join_through(self) -> tuple[Seed, ...]:
+        """Whom to join the mesh through: ``[bootstrap] peers``, then the seed file's seeds."""
+        return tuple(Seed(address) for address in self.bootstrap_peers) + self.seeds
+
     path: Path
     listen: str
     advertise: str | None
@@ -34,6 +39,7 @@ class NodeConfig:
     ca_certificate: Path
     revocation_list: Path | None
     bootstrap_peers: tuple[str, ...]
+    seeds: tuple[Seed, ...]
     log_level: str
     log_format: str
 
@@ -47,7 +53,7 @@ _SCHEMA: dict[str, dict[str, bool]] = {
         "ca_certificate": True,
         "revocation_list": False,
     },
-    "bootstrap": {"peers": False},
+    "bootstrap": {"peers": False, "seed_file": False},
     "log": {"level": False, "format": False},
 }
 
@@ -166,6 +172,7 @@ def load_node_config(path: Path) -> NodeConfig:
         ca_certificate=ca_certificate,
         revocation_list=reader.existing_file("identity", "revocation_list"),
         bootstrap_peers=tuple(peers),
+        seeds=_seeds(reader),
         log_level=reader.choice("log", "level", LOG_LEVELS, "info"),
         log_format=reader.choice("log", "format", LOG_FORMATS, "text"),
     )
@@ -183,6 +190,11 @@ def _toml_string(text: str) -> str:
     return '"' + "".join(escape(char) for char in text) + '"'
 
 
+def _seeds(reader: _Reader) -> tuple[Seed, ...]:
+    path = reader.existing_file("bootstrap", "seed_file")
+    return load_seed_file(path) if path is not None else ()
+
+
 def render_node_config(
     *,
     listen: str,
@@ -192,6 +204,7 @@ def render_node_config(
     ca_certificate: str,
     revocation_list: str | None = None,
     bootstrap_peers: tuple[str, ...] = (),
+    seed_file: str | None = None,
     advertise: str | None = None,
     log_level: str = "info",
     log_format: str = "text",
@@ -215,6 +228,7 @@ def render_node_config(
         "",
         "[bootstrap]",
         "peers = [" + ", ".join(q(p) for p in bootstrap_peers) + "]",
+        *([f"seed_file = {q(seed_file)}"] if seed_file else []),
         "",
         "[log]",
         f"level = {q(log_level)}",

@@ -148,7 +148,11 @@ async def _join_and_announce(config: NodeConfig, dht: Dht) -> None:
     delay = JOIN_RETRY_INITIAL
     while True:
         try:
-            await dht.join(config.bootstrap_peers)
+            seeds = config.join_through()
+            await dht.join(
+                [seed.address for seed in seeds],
+                {seed.address: seed.node_id for seed in seeds if seed.node_id is not None},
+            )
             break
         except PeerUnreachable as exc:
             log.error(

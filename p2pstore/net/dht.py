@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -137,9 +137,12 @@ class Dht:
             await trio.sleep(interval)
             await job()
 
-    async def join(self, bootstrap: Sequence[str]) -> int:
-        """Join through the first bootstrap peers that answer, then look ourselves up and
-        refresh every bucket.  Returns how many bootstrap peers answered.
+    async def join(
+        self, bootstrap: Sequence[str], pinned: Mapping[str, bytes] | None = None
+    ) -> int:
+        """Join through the bootstrap peers that answer, then look ourselves up and refresh
+        every bucket.  Returns how many bootstrap peers answered.  ``pinned`` maps addresses to
+        the node id their certificate must carry.
 
         Raises :class:`PeerUnreachable` naming every peer tried and why, if none answered.
         """
@@ -149,7 +152,7 @@ class Dht:
             if address == self.node.address:
                 continue
             try:
-                await self.node.connect(address)
+                await self.node.connect(address, (pinned or {}).get(address))
                 answered += 1
             except (PeerRefused, PeerUnreachable) as exc:
                 problems.append(f"{address}: {exc}")

@@ -63,6 +63,7 @@ def test_the_example_loads_next_to_real_identity_files(tmp_path):
     for name in ("ca.crt", "crl.pem"):
         shutil.copy(tmp_path / "mesh-ca" / name, tmp_path / name)
     shutil.copy(EXAMPLE, tmp_path / "node.toml")
+    shutil.copy(EXAMPLE.parent / "seeds.toml", tmp_path / "seeds.toml")
     config = load_node_config(tmp_path / "node.toml")
     assert config.key == tmp_path / "node.key"
     assert config.revocation_list == tmp_path / "crl.pem"
@@ -70,6 +71,9 @@ def test_the_example_loads_next_to_real_identity_files(tmp_path):
     assert config.listen == "0.0.0.0:7400"
     assert config.advertise is not None
     assert len(config.bootstrap_peers) >= 2
+    assert [seed.address for seed in config.join_through()][-2:] == [
+        seed.address for seed in config.seeds
+    ]
     assert (config.log_level, config.log_format) == ("info", "text")  # the defaults, spelled out
 
 

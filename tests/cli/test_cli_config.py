@@ -92,6 +92,7 @@ def test_a_full_config_loads_with_paths_relative_to_the_file(node_dir):
         ca_certificate=node_dir / "ca" / "ca.crt",
         revocation_list=node_dir / "ca" / "crl.pem",
         bootstrap_peers=("10.0.0.2:7400", "[2001:db8::1]:7400"),
+        seeds=(),
         log_level="debug",
         log_format="json",
     )
@@ -280,7 +281,7 @@ def test_a_minimal_rendered_config_loads_back_with_defaults(node_dir):
 def test_the_renderer_writes_only_known_keys():
     text = render_node_config(
         listen="a:1", data_dir="d", key="k", certificate="c", ca_certificate="ca",
-        revocation_list="r", advertise="b:2", bootstrap_peers=("e:3",),
+        revocation_list="r", advertise="b:2", bootstrap_peers=("e:3",), seed_file="s",
     )  # fmt: skip
     document = tomllib.loads(text)
     assert {s: set(t) for s, t in document.items()} == {s: set(k) for s, k in _SCHEMA.items()}
