@@ -399,7 +399,7 @@ def devnet(
     exit_when_ready: bool,
     ready_timeout: float,
 ) -> None:
-    """Start a local mesh of NODES node processes on loopback and show who sees whom.
+    """Start a local mesh of node processes on loopback and show who sees whom.
 
     It creates a throw-away mesh CA, issues each node an identity in its datacenter and
     region, starts `p2pstore node run` for each, and watches them over mutual TLS.

@@ -42,7 +42,10 @@ def node() -> None:
 def run(config_path: Path) -> None:
     """Run a node until SIGINT or SIGTERM; SIGHUP reloads the revocation list.
 
-    See bootstrap/node.toml for every key of the configuration.
+    The node listens for peers over mutual TLS, joins the mesh's DHT through the peers of
+    [bootstrap] (and its seed file), retrying while none answers, and announces itself.
+    See bootstrap/node.toml for every key of the configuration and bootstrap/README.md for
+    the operator's guide.
     """
     config = load_node_config(config_path)
     configure_logging(config.log_level, config.log_format)

@@ -11,8 +11,12 @@ from dht_mesh import DhtMesh, wall_clock
 
 from p2pstore.core.records import RecordKind, sign_record
 from p2pstore.errors import PeerUnreachable
+from p2pstore.net.dht import DhtSettings
 
 K = 20
+SLOW_MAINTENANCE = DhtSettings(
+    rpc_timeout=2.0, refresh_interval=3600.0, republish_interval=1800.0, expire_interval=300.0
+)
 
 
 @pytest.fixture
@@ -57,11 +61,33 @@ async def test_lookups_find_the_true_k_closest_and_survive_vanishing_peers(clock
                 result = await member.dht.lookup(target)
                 exact += [c.id for c in result.closest] == mesh.oracle(target, K, asker=member)
             assert exact / lookups >= 0.95, f"{exact}/{lookups} exact lookups after churn"
+
+            # A record stored by one peer is found by every other, outlives its publisher's
+            # departure, and is gone everywhere after its expiry.
+            publisher = rng.choice(mesh.live())
+            key = rng.randbytes(20)
+            record = sign_record(
+                publisher.credentials, RecordKind.PLACEMENT, key, b"where object 7 lives",
+                sequence=1, expires_at=int(wall_clock()) + 900,
+            )
+            assert await publisher.dht.publish(record) >= K // 2
+            for member in mesh.live():
+                found = await member.dht.find_records(RecordKind.PLACEMENT, key)
+                assert record in found, member.name
+            mesh.vanish(publisher)
+            await trio.sleep(450)  # the publisher is gone; holders keep serving it
+            for member in rng.sample(mesh.live(), 60):
+                found = await member.dht.find_records(RecordKind.PLACEMENT, key)
+                assert record in found, member.name
+            await trio.sleep(500)  # past its expiry
+            for member in mesh.live()[:20]:
+                assert await member.dht.find_records(RecordKind.PLACEMENT, key) == []
             nursery.cancel_scope.cancel()
 
 
 async def test_a_record_is_found_by_every_peer_and_outlives_its_publisher(clock):
-    mesh = DhtMesh(60, seed=3)
+    # Hours of virtual time: slower maintenance keeps the run cheap (300 peers do it fast).
+    mesh = DhtMesh(60, seed=3, settings=SLOW_MAINTENANCE)
     with trio.fail_after(24 * 3600):
         async with trio.open_nursery() as nursery:
             await mesh.start(nursery)
@@ -111,4 +137,9 @@ async def test_joining_tries_every_bootstrap_peer_and_says_when_none_answers(clo
             with pytest.raises(PeerUnreachable, match="none of the 2 bootstrap peers") as error:
                 await third.dht.join(["nobody-here", first.node.address])
             assert "nobody-here" in str(error.value) and first.node.address in str(error.value)
+
+            # A seed pinned to another node id is refused, even with a valid certificate.
+            with pytest.raises(PeerUnreachable, match="expected node") as error:
+                await third.dht.join([second.node.address], {second.node.address: first.node_id})
+            assert third.dht.table.get(second.node_id) is None
             nursery.cancel_scope.cancel()
