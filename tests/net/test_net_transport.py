@@ -170,13 +170,27 @@ async def test_a_send_cancelled_mid_frame_leaves_the_link_usable(net, clock):
 
 async def test_too_many_inbound_requests_get_busy_not_queued(net, clock):
     server_transport = net.transport()
+    in_progress = 0
+    both_in_progress = trio.Event()
+
+    async def hang(peer: PeerIdentity, message: Message) -> Message:
+        nonlocal in_progress
+        in_progress += 1
+        if in_progress == 2:
+            both_in_progress.set()
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
     async with trio.open_nursery() as nursery:
-        await start_server(nursery, server_transport, settings=SessionSettings(max_inbound=2))
+        await start_server(
+            nursery, server_transport, handler=hang, settings=SessionSettings(max_inbound=2)
+        )
         session = await open_session(nursery, net.transport(), server_transport.listen_address)
         async with trio.open_nursery() as hanging:
             for _ in range(2):
                 hanging.start_soon(lambda: session.request(Ping(nonce=-1, padding=b""), timeout=60))
-            await trio.sleep(0.2)
+            with trio.fail_after(10):
+                await both_in_progress.wait()
             with pytest.raises(RemoteError) as busy:
                 await session.request(Ping(nonce=3, padding=b""), timeout=5)
             assert busy.value.code == "busy"
