@@ -8,6 +8,7 @@ never silently fall back to a default.
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class NodeConfig:
     revocation_list: Path | None
     bootstrap_peers: tuple[str, ...]
     seeds: tuple[Seed, ...]
+    quota_bytes: int | None
     log_level: str
     log_format: str
 
@@ -54,6 +56,7 @@ _SCHEMA: dict[str, dict[str, bool]] = {
         "revocation_list": False,
     },
     "bootstrap": {"peers": False, "seed_file": False},
+    "store": {"quota": False},
     "log": {"level": False, "format": False},
 }
 
@@ -173,6 +176,7 @@ def load_node_config(path: Path) -> NodeConfig:
         revocation_list=reader.existing_file("identity", "revocation_list"),
         bootstrap_peers=tuple(peers),
         seeds=_seeds(reader),
+        quota_bytes=_quota(reader),
         log_level=reader.choice("log", "level", LOG_LEVELS, "info"),
         log_format=reader.choice("log", "format", LOG_FORMATS, "text"),
     )
@@ -190,6 +194,32 @@ def _toml_string(text: str) -> str:
     return '"' + "".join(escape(char) for char in text) + '"'
 
 
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+
+
+def parse_size(text: str) -> int:
+    """Bytes in "500 GiB", "2TB", "1048576"; :class:`ConfigError` says what was wrong."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ConfigError(f'bad size {text!r}: expected a number and a unit, e.g. "500 GiB"')
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def _quota(reader: _Reader) -> int | None:
+    value = reader.string("store", "quota")
+    if value is None:
+        return None
+    try:
+        quota = parse_size(value)
+    except ConfigError as exc:
+        raise reader.error("[store] quota", str(exc)) from exc
+    if quota <= 0:
+        raise reader.error("[store] quota", "must be more than 0 bytes")
+    return quota
+
+
 def _seeds(reader: _Reader) -> tuple[Seed, ...]:
     path = reader.existing_file("bootstrap", "seed_file")
     return load_seed_file(path) if path is not None else ()
@@ -205,6 +235,7 @@ def render_node_config(
     revocation_list: str | None = None,
     bootstrap_peers: tuple[str, ...] = (),
     seed_file: str | None = None,
+    quota: str | None = None,
     advertise: str | None = None,
     log_level: str = "info",
     log_format: str = "text",
@@ -229,6 +260,9 @@ def render_node_config(
         "[bootstrap]",
         "peers = [" + ", ".join(q(p) for p in bootstrap_peers) + "]",
         *([f"seed_file = {q(seed_file)}"] if seed_file else []),
+        "",
+        "[store]",
+        *([f"quota = {q(quota)}"] if quota else []),
         "",
         "[log]",
         f"level = {q(log_level)}",

@@ -9,6 +9,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import click
@@ -20,8 +21,10 @@ from p2pstore.errors import ConfigError, IdentityError, PeerUnreachable
 from p2pstore.identity import NodeCredentials, TrustAnchor, short_id
 from p2pstore.net.address import parse_address
 from p2pstore.net.dht import Dht
+from p2pstore.net.fragments import FragmentService
 from p2pstore.net.node import Node
 from p2pstore.net.tls import TlsTransport
+from p2pstore.store import DiskFragmentStore
 
 log = logging.getLogger("p2pstore.node")
 
@@ -49,26 +52,32 @@ def run(config_path: Path) -> None:
     """
     config = load_node_config(config_path)
     configure_logging(config.log_level, config.log_format)
-    # While the node runs, trio's signal receiver turns SIGINT/SIGTERM into a clean stop.  Before
-    # it opens and after it closes (startup, the last moments of a stop) a stop signal must not
-    # kill the process outright: a Ctrl-C in a terminal reaches every node of a local mesh at
-    # once, and the mesh's own SIGTERM may follow while a node is already stopping.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # While the node runs, trio's signal receiver turns SIGINT/SIGTERM into a clean stop.  Outside
+    # it (startup, the last moments of a stop) a SIGTERM is only recorded, never fatal: a Ctrl-C
+    # in a terminal reaches every node of a local mesh at once, and the mesh's own SIGTERM may
+    # follow while a node is already stopping.  The handler must not raise: trio re-delivers a
+    # signal still pending when its receiver closes by calling this handler from inside trio.
+    early = EarlyStop()
+    signal.signal(signal.SIGTERM, early)
     stopped = trio.Event()
     try:
-        trio.run(serve_node, config, stopped)
+        trio.run(serve_node, config, stopped, early)
         _ignore_stop_signals()
     except KeyboardInterrupt:
         _ignore_stop_signals()
         if not stopped.is_set():
-            log.warning(
-                "interrupted before the node was running or stopped", extra={"event": "interrupted"}
-            )
+            log.warning("interrupted before the node was running", extra={"event": "interrupted"})
             sys.exit(130)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class EarlyStop:
+    """A SIGTERM handler for the moments trio's receiver is not open: it records the request."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.requested = True
 
 
 def _ignore_stop_signals() -> None:
@@ -92,7 +101,9 @@ def _load_trust(config: NodeConfig) -> TrustAnchor:
     return TrustAnchor.load(config.ca_certificate, config.revocation_list)
 
 
-async def serve_node(config: NodeConfig, stopped: trio.Event | None = None) -> None:
+async def serve_node(
+    config: NodeConfig, stopped: trio.Event | None = None, early: EarlyStop | None = None
+) -> None:
     """The daemon: start the node, then wait for signals; returns after a clean stop."""
     _prepare_data_dir(config)
     credentials = NodeCredentials.load(config.key, config.certificate)
@@ -102,6 +113,8 @@ async def serve_node(config: NodeConfig, stopped: trio.Event | None = None) -> N
         credentials, trust, str(config.ca_certificate), listen_host=host, listen_port=port
     )
     mesh_node = Node(credentials, transport, advertise=config.advertise)
+    store = _open_store(config)
+    FragmentService(mesh_node, store)
     dht = Dht(
         mesh_node,
         lambda: transport.trust,
@@ -121,8 +134,8 @@ async def serve_node(config: NodeConfig, stopped: trio.Event | None = None) -> N
         async with trio.open_nursery() as nursery:
             await nursery.start(mesh_node.run)
             await nursery.start(dht.run)
-            nursery.start_soon(_join_and_announce, config, dht)
-            async for signum in signals:
+            nursery.start_soon(_join_and_announce, config, dht, store)
+            async for signum in _with_early_stop(signals, early):
                 if signum == signal.SIGHUP:
                     _reload_trust(config, transport, mesh_node)
                     continue
@@ -136,6 +149,7 @@ async def serve_node(config: NodeConfig, stopped: trio.Event | None = None) -> N
                 break
         # Still inside the receiver: a second stop signal (a terminal's Ctrl-C reaches every
         # process of a local mesh, which then sends its own SIGTERM) is absorbed, not fatal.
+        store.close()
         log.info("node stopped", extra={"event": "stopped"})
         if stopped is not None:
             stopped.set()
@@ -145,7 +159,30 @@ JOIN_RETRY_INITIAL = 1.0
 JOIN_RETRY_MAX = 60.0
 
 
-async def _join_and_announce(config: NodeConfig, dht: Dht) -> None:
+def _open_store(config: NodeConfig) -> DiskFragmentStore:
+    """The fragment store in the data directory; its quota is the configured one, or 90% of
+    the free space at start."""
+    quota = config.quota_bytes
+    if quota is None:
+        quota = max(1, int(shutil.disk_usage(config.data_dir).free * DEFAULT_QUOTA_SHARE))
+    store = DiskFragmentStore(config.data_dir, quota)
+    usage = store.usage()
+    log.info(
+        "fragment store: %d fragments, %d of %d bytes used%s; recovery: %s",
+        usage.fragments, usage.bytes_used, usage.quota_bytes,
+        "" if usage.writable else f"; NOT WRITABLE: {usage.reason}",
+        store.recovered,
+        extra={"event": "store_opened", "fragments": usage.fragments,
+               "bytes_used": usage.bytes_used, "quota_bytes": usage.quota_bytes,
+               "writable": usage.writable},
+    )  # fmt: skip
+    return store
+
+
+DEFAULT_QUOTA_SHARE = 0.9
+
+
+async def _join_and_announce(config: NodeConfig, dht: Dht, store: DiskFragmentStore) -> None:
     """Join the mesh through the bootstrap peers, retrying with backoff while none answers,
     then announce this node and keep the announcement fresh."""
     delay = JOIN_RETRY_INITIAL
@@ -167,7 +204,7 @@ async def _join_and_announce(config: NodeConfig, dht: Dht) -> None:
         await trio.sleep(delay)
         delay = min(2 * delay, JOIN_RETRY_MAX)
     while True:
-        stored = await dht.announce(free_bytes=shutil.disk_usage(config.data_dir).free)
+        stored = await dht.announce(free_bytes=store.usage().free_bytes)
         log.info(
             "announced this node to %d peers",
             stored,
@@ -178,6 +215,16 @@ async def _join_and_announce(config: NodeConfig, dht: Dht) -> None:
 
 ANNOUNCE_INTERVAL = 15 * 60.0
 """Announcements live an hour; a fresh one (new free space) every 15 minutes."""
+
+
+async def _with_early_stop(
+    signals: AsyncIterator[int], early: EarlyStop | None
+) -> AsyncIterator[int]:
+    """The signals received, preceded by a SIGTERM that came before the receiver was open."""
+    if early is not None and early.requested:
+        yield signal.SIGTERM
+    async for signum in signals:
+        yield signum
 
 
 def _reload_trust(config: NodeConfig, transport: TlsTransport, mesh_node: Node) -> None:

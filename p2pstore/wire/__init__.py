@@ -17,6 +17,15 @@ from .dht import (
     StoreReply,
 )
 from .envelope import MAX_REQUEST_ID, Envelope, Kind, decode_envelope, encode_envelope
+from .fragments import (
+    MAX_FRAGMENT,
+    GetFragment,
+    GetFragmentReply,
+    HasFragments,
+    HasFragmentsReply,
+    PutFragment,
+    PutFragmentReply,
+)
 from .framing import DEFAULT_MAX_FRAME, FRAME_HEADER, FrameDecoder, frame_header
 from .messages import (
     MESSAGE_TYPES,
@@ -39,6 +48,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "FRAME_HEADER",
     "MAX_CONTACTS",
+    "MAX_FRAGMENT",
     "MAX_RECORD_VALUE",
     "MAX_REQUEST_ID",
     "MESSAGE_TYPES",
@@ -52,13 +62,19 @@ __all__ = [
     "FindValue",
     "FindValueReply",
     "FrameDecoder",
+    "GetFragment",
+    "GetFragmentReply",
     "Goodbye",
+    "HasFragments",
+    "HasFragmentsReply",
     "Hello",
     "Kind",
     "Message",
     "PeerSummary",
     "Ping",
     "Pong",
+    "PutFragment",
+    "PutFragmentReply",
     "Record",
     "SignedRecord",
     "StatusReply",

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pstore.cli.config import _SCHEMA, NodeConfig, load_node_config, render_node_config
+from p2pstore.cli.config import (
+    _SCHEMA,
+    NodeConfig,
+    load_node_config,
+    parse_size,
+    render_node_config,
+)
 from p2pstore.errors import ConfigError
 from p2pstore.identity import MeshCA
 
@@ -93,6 +99,7 @@ def test_a_full_config_loads_with_paths_relative_to_the_file(node_dir):
         revocation_list=node_dir / "ca" / "crl.pem",
         bootstrap_peers=("10.0.0.2:7400", "[2001:db8::1]:7400"),
         seeds=(),
+        quota_bytes=None,
         log_level="debug",
         log_format="json",
     )
@@ -282,6 +289,7 @@ def test_the_renderer_writes_only_known_keys():
     text = render_node_config(
         listen="a:1", data_dir="d", key="k", certificate="c", ca_certificate="ca",
         revocation_list="r", advertise="b:2", bootstrap_peers=("e:3",), seed_file="s",
+        quota="1 GiB",
     )  # fmt: skip
     document = tomllib.loads(text)
     assert {s: set(t) for s, t in document.items()} == {s: set(k) for s, k in _SCHEMA.items()}
@@ -302,3 +310,17 @@ def test_any_string_survives_rendering(path, peers):
     assert document["node"] == {"listen": path, "advertise": path, "data_dir": path}
     assert document["identity"]["revocation_list"] == path
     assert document["bootstrap"]["peers"] == peers
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1048576", 2**20), ("500 GiB", 500 * 2**30), ("2TB", 2 * 10**12), ("1.5 MiB", 3 * 2**19)],
+)
+def test_sizes_are_read_with_their_units(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "GiB", "12 parsecs", "-3 GiB", "1e9"])
+def test_bad_sizes_are_refused_with_an_example(text):
+    with pytest.raises(ConfigError, match=r"e\.g\."):
+        parse_size(text)

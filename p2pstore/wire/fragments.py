@@ -1,0 +1,66 @@
+"""The messages that move fragments between clients, stewards and the nodes that hold them.
+
+Fragments are content-addressed: the id is the SHA-256 of the bytes, so every receiver checks
+what it gets against the id it asked for, whoever sent it.  Refusals (quota, disk, a fragment
+that does not hash to its id, one not held) come back as ``ErrorReply`` with the error's class
+name as code, so a caller can act on each: go elsewhere, repair, or give up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated
+
+from .messages import Message, message
+from .schema import Bound
+
+FRAGMENT_ID_LENGTH = 32
+MAX_FRAGMENT = 16 * 1024 * 1024
+"""Largest fragment: a 16 MiB chunk with k = 1; the default 4 MiB chunk with 4-of-8 gives 1 MiB."""
+
+MAX_IDS_PER_QUERY = 1024
+
+FragmentId = Annotated[bytes, Bound(min_len=FRAGMENT_ID_LENGTH, max_len=FRAGMENT_ID_LENGTH)]
+
+
+@message(30)
+@dataclasses.dataclass(frozen=True, slots=True)
+class PutFragment(Message):
+    """Store ``data`` under ``fragment_id``; answered once the fragment is durable on disk."""
+
+    fragment_id: FragmentId
+    data: bytes = dataclasses.field(metadata={"min_len": 1, "max_len": MAX_FRAGMENT})
+
+
+@message(31)
+@dataclasses.dataclass(frozen=True, slots=True)
+class PutFragmentReply(Message):
+    stored: bool
+
+
+@message(32)
+@dataclasses.dataclass(frozen=True, slots=True)
+class GetFragment(Message):
+    fragment_id: FragmentId
+
+
+@message(33)
+@dataclasses.dataclass(frozen=True, slots=True)
+class GetFragmentReply(Message):
+    data: bytes = dataclasses.field(metadata={"min_len": 1, "max_len": MAX_FRAGMENT})
+
+
+@message(34)
+@dataclasses.dataclass(frozen=True, slots=True)
+class HasFragments(Message):
+    """Which of these fragments does the peer hold (and still verify)?"""
+
+    fragment_ids: tuple[FragmentId, ...] = dataclasses.field(
+        metadata={"max_len": MAX_IDS_PER_QUERY}
+    )
+
+
+@message(35)
+@dataclasses.dataclass(frozen=True, slots=True)
+class HasFragmentsReply(Message):
+    present: tuple[bool, ...] = dataclasses.field(metadata={"max_len": MAX_IDS_PER_QUERY})
