@@ -40,6 +40,7 @@ import trio
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from p2pstore.cli.config import write_local_node_config
+from p2pstore.cli.devnet import free_loopback_ports
 from p2pstore.errors import P2PStoreError
 from p2pstore.identity import MeshCA, NodeCredentials, PeerIdentity, TrustAnchor
 from p2pstore.net.session import Session, SessionSettings
@@ -242,12 +243,6 @@ class Mesh:
     node_config: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def create_mesh(directory: Path) -> Mesh:
     """A CA, one node identity and config, and our own node identity under ``directory``."""
     now = datetime.now(UTC)
@@ -255,7 +250,7 @@ def create_mesh(directory: Path) -> Mesh:
     node_dir = directory / "node"
     node = authority.issue(node_dir, "node", datacenter="dc-1", region="FR", now=now)
     mine = authority.issue(directory / "bench", "bench", datacenter="dc-2", region="FR", now=now)
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_loopback_ports(1)[0]}"
     config = write_local_node_config(node_dir, listen=address, log_level="warning")
     return Mesh(
         directory=directory,

@@ -43,6 +43,7 @@ from p2pstore.errors import (
 from p2pstore.identity import PeerIdentity, Role, TrustAnchor, short_id
 from p2pstore.net.node import Node
 from p2pstore.wire import (
+    MAX_RECORDS_PER_REPLY,
     ContactInfo,
     FindNode,
     FindNodeReply,
@@ -86,6 +87,9 @@ class LookupOutcome:
 
 
 _Outcome = Message | PeerRefused | PeerUnreachable | RemoteError | RemoteProtocolError
+
+RPC_FAILURES = (PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError)
+"""What a request to another peer can fail with: the peer's fault or the network's, never ours."""
 
 
 class Dht:
@@ -213,22 +217,14 @@ class Dht:
 
     async def _probe(self, contact: Contact, limiter: trio.CapacityLimiter) -> None:
         async with limiter:
-            try:
-                await self.node.call(
-                    contact.id,
-                    contact.address,
-                    Ping(nonce=0, padding=b""),
-                    timeout=self.settings.rpc_timeout,
+            if await self._answers_ping(contact):
+                self.table.record_success(contact.id, trio.current_time())
+            elif self.table.record_failure(contact.id, trio.current_time()):
+                log.info(
+                    "dropped contact %s: silent through repeated probes",
+                    short_id(contact.id),
+                    extra={"event": "contact_dropped", "peer": contact.id.hex()},
                 )
-            except (PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError):
-                if self.table.record_failure(contact.id, trio.current_time()):
-                    log.info(
-                        "dropped contact %s: silent through repeated probes",
-                        short_id(contact.id),
-                        extra={"event": "contact_dropped", "peer": contact.id.hex()},
-                    )
-                return
-            self.table.record_success(contact.id, trio.current_time())
 
     def _heard_from(self, peer: PeerIdentity) -> None:
         """A request from a node proves it is alive."""
@@ -249,11 +245,7 @@ class Dht:
 
         ``seeds`` start the lookup from chosen contacts instead of our table's closest (e.g. to
         check what the mesh answers from one node's point of view)."""
-        now = self._wall_clock()
-        local = self.store.get(kind, key, now)
-        own = self.published.get((int(kind), key))
-        if own is not None and own.expires_at > now:
-            local = [own, *[r for r in local if r != own]]
+        local = self._local_records(int(kind), key)
         outcome = await self._lookup(
             key, FindValue(kind=int(kind), key=key), find_value=True, seeds=seeds
         )
@@ -262,6 +254,15 @@ class Dht:
             if record not in found:
                 found.append(record)
         return found
+
+    def _local_records(self, kind: int, key: bytes) -> list[SignedRecord]:
+        """Unexpired records under (kind, key) that this node holds: its own first."""
+        now = self._wall_clock()
+        held = self.store.get(kind, key, now)
+        own = self.published.get((kind, key))
+        if own is None or own.expires_at <= now:
+            return held
+        return [own, *[record for record in held if record != own]]
 
     async def _lookup(
         self,
@@ -306,7 +307,7 @@ class Dht:
             outcome = await self.node.call(
                 contact.id, contact.address, request, timeout=self.settings.rpc_timeout
             )
-        except (PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError) as exc:
+        except RPC_FAILURES as exc:
             outcome = exc
         await send.send((contact, outcome))
 
@@ -403,7 +404,7 @@ class Dht:
                 Store(record=record),
                 timeout=self.settings.rpc_timeout,
             )
-        except (PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError) as exc:
+        except RPC_FAILURES as exc:
             self.table.record_failure(contact.id, trio.current_time())
             log.debug("storing on %s failed: %s", short_id(contact.id), exc)
             return False
@@ -475,17 +476,20 @@ class Dht:
         """Nothing to do: a closed session is not a dead peer; failed requests decide that."""
 
     async def _check_oldest(self, oldest: Contact) -> None:
+        alive = await self._answers_ping(oldest)
+        self.table.ping_result(oldest.id, alive, trio.current_time())
+
+    async def _answers_ping(self, contact: Contact) -> bool:
         try:
             await self.node.call(
-                oldest.id,
-                oldest.address,
+                contact.id,
+                contact.address,
                 Ping(nonce=0, padding=b""),
                 timeout=self.settings.rpc_timeout,
             )
-            alive = True
-        except (PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError):
-            alive = False
-        self.table.ping_result(oldest.id, alive, trio.current_time())
+        except RPC_FAILURES:
+            return False
+        return True
 
     async def _hand_over_records(self, newcomer: Contact) -> None:
         """Give a node that joined closer to some keys than we are the records it should hold."""
@@ -515,15 +519,10 @@ class Dht:
     async def _on_find_value(self, peer: PeerIdentity, message: Message) -> Message:
         assert isinstance(message, FindValue)
         self._heard_from(peer)
-        now = self._wall_clock()
-        held = self.store.get(message.kind, message.key, now)
-        own = self.published.get((message.kind, message.key))
-        if own is not None and own.expires_at > now and own not in held:
-            held = [own, *held]
         chosen: list[SignedRecord] = []
         budget = REPLY_VALUE_BUDGET
-        for record in held:
-            if len(record.value) > budget or len(chosen) >= 16:
+        for record in self._local_records(message.kind, message.key):
+            if len(record.value) > budget or len(chosen) >= MAX_RECORDS_PER_REPLY:
                 break
             chosen.append(record)
             budget -= len(record.value)

@@ -7,6 +7,7 @@ imported here.
 from .dht import (
     MAX_CONTACTS,
     MAX_RECORD_VALUE,
+    MAX_RECORDS_PER_REPLY,
     ContactInfo,
     FindNode,
     FindNodeReply,
@@ -49,6 +50,7 @@ __all__ = [
     "FRAME_HEADER",
     "MAX_CONTACTS",
     "MAX_FRAGMENT",
+    "MAX_RECORDS_PER_REPLY",
     "MAX_RECORD_VALUE",
     "MAX_REQUEST_ID",
     "MESSAGE_TYPES",
