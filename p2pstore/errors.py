@@ -72,6 +72,10 @@ class NotEnoughFragments(P2PStoreError):
         self.found = found
 
 
+class ObjectNotFound(P2PStoreError):
+    """No valid manifest for this object id could be found in the mesh."""
+
+
 class StoreError(P2PStoreError):
     """The local fragment store cannot do what was asked (disk error, read-only, ...)."""
 
@@ -102,3 +106,24 @@ class RecordRejected(P2PStoreError):
     def sender_at_fault(self) -> bool:
         """True when the record itself is invalid, False when only this holder declined it."""
         return self.reason not in self.NOT_THE_SENDERS_FAULT
+
+
+class PlacementError(P2PStoreError):
+    """A coding rule cannot be met with the peers that can be reached: the put (or repair)
+    stops rather than place fragments more weakly than the rule says.  ``needed`` and
+    ``available`` count what fell short (peers or datacenters, as the message says)."""
+
+    def __init__(self, message: str, *, rule: str, needed: int, available: int) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.needed = needed
+        self.available = available
+
+
+class PutFailed(P2PStoreError):
+    """A put could not store every fragment of every chunk; no capability was issued.
+    ``chunk`` is the first chunk that failed (None when the manifest could not be published)."""
+
+    def __init__(self, message: str, *, chunk: int | None) -> None:
+        super().__init__(message)
+        self.chunk = chunk

@@ -124,6 +124,10 @@ class Dht:
         node.handle(FindValue, self._on_find_value)
         node.handle(Store, self._on_store)
 
+    def wall_clock(self) -> float:
+        """Unix time as this DHT reads it (record expiries are wall-clock times)."""
+        return self._wall_clock()
+
     # -- service ----------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

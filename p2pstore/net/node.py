@@ -237,6 +237,23 @@ class Node:
             f"{type(message).__name__} within {deadline:g}s"
         )
 
+    async def session_with(
+        self, node_id: bytes, address: str, *, timeout: float | None = None
+    ) -> PeerIdentity:
+        """Who ``node_id`` is, as its certificate proves, dialling ``address`` if there is no
+        session yet.  Raises what :meth:`call` raises for the dial."""
+        deadline = self.settings.session.request_timeout if timeout is None else timeout
+        with trio.move_on_after(deadline):
+            if node_id not in self._sessions:
+                await self._dial_once(node_id, address)
+            session = self._sessions.get(node_id)
+            if session is None:
+                raise PeerUnreachable(f"node {short_id(node_id)} at {address}: session ended")
+            return session.peer
+        raise RequestTimeout(
+            f"node {short_id(node_id)} at {address}: no session within {deadline:g}s"
+        )
+
     async def _dial_once(self, node_id: bytes, address: str) -> None:
         pending = self._dialing.get(node_id)
         if pending is not None:

@@ -1,0 +1,603 @@
+"""The client: put and get objects through the mesh.
+
+Put: the object is read chunk by chunk, encrypted and coded (in a worker thread: zfec and the
+AEAD release the GIL), and each chunk's n fragments are sent concurrently to the holders that
+placement chooses; a holder that fails or refuses is replaced by the next one the rule allows.
+Only when every fragment of every chunk is durable are the manifest and placement records
+published, and only then is a capability returned.  Get: the manifest is found in the DHT and
+checked against the object id, k fragments per chunk are fetched from the quickest holders
+(another holder is asked when one fails, lies or is slow), checked, decoded, authenticated and
+written out in order.  Memory is bounded by ``chunks_in_flight`` encoded chunks either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO, TypeVar
+
+import trio
+
+from p2pstore.codec import (
+    DEFAULT_CHUNK_SIZE,
+    ConvergentKeyDeriver,
+    EncodedChunk,
+    Manifest,
+    ObjectDecoder,
+    ObjectEncoder,
+    ReadCap,
+    VerifyCap,
+    decode_manifest,
+    iter_chunks,
+    random_key,
+)
+from p2pstore.codec.chunking import chunk_length
+from p2pstore.core.contact import Contact
+from p2pstore.core.holders import Placement, decode_placement, placement_of
+from p2pstore.core.placement import Candidate, check_feasible, choose_holder, place_chunk
+from p2pstore.core.records import RULES, RecordKind, manifest_key, sign_record
+from p2pstore.core.rules import CodingRule
+from p2pstore.errors import (
+    IntegrityError,
+    NotEnoughFragments,
+    ObjectNotFound,
+    P2PStoreError,
+    PeerRefused,
+    PeerUnreachable,
+    PlacementError,
+    PutFailed,
+    RemoteError,
+    RemoteProtocolError,
+)
+from p2pstore.identity import short_id
+from p2pstore.net.dht import Dht
+from p2pstore.net.fragments import fetch_fragment, store_fragment
+from p2pstore.wire import HasFragments, HasFragmentsReply, SignedRecord
+from p2pstore.wire.fragments import MAX_IDS_PER_QUERY
+
+log = logging.getLogger("p2pstore.client")
+T = TypeVar("T")
+
+FRAGMENT_FAILURES = (PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError, IntegrityError)
+"""What storing or fetching one fragment can fail with: try another holder."""
+
+Progress = Callable[[int], None]
+"""Called with the number of plaintext bytes just finished."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """How a client puts and gets; the defaults suit a datacenter mesh."""
+
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    chunks_in_flight: int = 3
+    """Chunks being encoded, sent, fetched or decoded at once: memory is about this many times
+    ``chunk_size * n / k``."""
+    fragment_timeout: float = 60.0
+    """Seconds one fragment store or fetch may take (a 1 MiB fragment over a slow link)."""
+    store_attempts: int = 4
+    """Holders tried for one fragment before the put fails."""
+    hedge_after: float = 10.0
+    """Seconds a chunk's fetches may take before one more holder is asked as well."""
+    min_record_copies: int = 3
+    """Peers that must accept the manifest record (fewer if the mesh is smaller)."""
+    in_threads: bool = True
+    """Encode and decode in a worker thread; False under a ``MockClock`` (tests)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """A finished put: the capabilities, the manifest and where every fragment went."""
+
+    read_cap: ReadCap
+    manifest: Manifest
+    placement: Placement
+    record_copies: int
+
+    @property
+    def verify_cap(self) -> VerifyCap:
+        return self.read_cap.verify_cap()
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectStatus:
+    """What the mesh holds of an object: per chunk and share, the holder (if known) and
+    whether it has the fragment (True/False), or ``None`` if it could not be asked."""
+
+    manifest: Manifest
+    placement: Placement
+    present: tuple[tuple[bool | None, ...], ...]
+
+    def live(self, chunk: int) -> int:
+        """Fragments of ``chunk`` confirmed held."""
+        return sum(1 for state in self.present[chunk] if state)
+
+    @property
+    def readable(self) -> bool:
+        """Whether every chunk has at least k confirmed fragments."""
+        return all(self.live(i) >= self.manifest.k for i in range(len(self.present)))
+
+
+@dataclass
+class _PutState:
+    """What one put shares between its chunk workers."""
+
+    candidates: list[Candidate]
+    rule: CodingRule
+    size: int
+    chunk_size: int
+    excluded: set[bytes] = field(default_factory=set)
+    rows: dict[int, tuple[Candidate, ...]] = field(default_factory=dict)
+    failure: PutFailed | None = None
+
+
+class Client:
+    """Puts and gets objects over a running :class:`Node` and its :class:`Dht` (both started
+    by the caller; the node may be a client node that does not listen)."""
+
+    def __init__(self, dht: Dht, *, settings: ClientSettings | None = None) -> None:
+        self.dht = dht
+        self.node = dht.node
+        self.settings = settings or ClientSettings()
+        self._latency: dict[bytes, float] = {}
+
+    # -- put --------------------------------------------------------------------------------
+
+    async def put(
+        self,
+        source: BinaryIO,
+        size: int,
+        rule: CodingRule,
+        *,
+        convergence_secret: bytes | None = None,
+        key: bytes | None = None,
+        progress: Progress | None = None,
+    ) -> PutResult:
+        """Store ``size`` bytes read from ``source`` under ``rule``; return the capabilities.
+
+        The key is convergent with ``convergence_secret`` (``source`` is then read twice and must
+        be seekable), else ``key``, else random.  Raises :class:`PlacementError` if the peers
+        that can be reached cannot meet the rule, :class:`PutFailed` naming the chunk and the
+        reason if a chunk could not be stored, and what reading ``source`` raises.
+        """
+        if key is None and convergence_secret is not None:
+            key = await self._run(self._convergent_key, source, size, convergence_secret)
+            await self._run(source.seek, 0)
+        encoder = ObjectEncoder(
+            key or random_key(os.urandom(32)),
+            size,
+            k=rule.k,
+            n=rule.n,
+            chunk_size=self.settings.chunk_size,
+            rule=rule.name,
+        )
+        candidates = await self.candidates(rule)
+        check_feasible(candidates, rule)
+        state = _PutState(candidates, rule, size, self.settings.chunk_size)
+        send, receive = trio.open_memory_channel[EncodedChunk](0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._encode_all, source, encoder, send, state)
+            async with receive:
+                for _ in range(self.settings.chunks_in_flight):
+                    nursery.start_soon(self._chunk_worker, receive.clone(), state, progress)
+        if state.failure is not None:
+            raise state.failure
+        encoded = encoder.finish()
+        placement = placement_of(
+            encoded.object_id, rule.n, [state.rows[i] for i in range(encoder.chunk_count)]
+        )
+        copies = await self._publish(encoded.object_id, encoded.manifest_bytes, placement)
+        log.info(
+            "put object %s: %d bytes in %d chunks, rule %s, manifest on %d peers",
+            encoded.object_id.hex()[:16],
+            size,
+            encoder.chunk_count,
+            rule.name,
+            copies,
+            extra={"event": "object_put", "object": encoded.object_id.hex()},
+        )
+        return PutResult(encoded.read_cap, encoded.manifest, placement, copies)
+
+    def _convergent_key(self, source: BinaryIO, size: int, secret: bytes) -> bytes:
+        deriver = ConvergentKeyDeriver(secret)
+        for piece in iter_chunks(source, self.settings.chunk_size):
+            deriver.update(piece)
+        if deriver.size != size:
+            raise PutFailed(
+                f"the source gave {deriver.size} bytes where {size} were expected: "
+                "did the file change while it was read?",
+                chunk=None,
+            )
+        return deriver.key()
+
+    async def _encode_all(
+        self,
+        source: BinaryIO,
+        encoder: ObjectEncoder,
+        send: trio.MemorySendChannel[EncodedChunk],
+        state: _PutState,
+    ) -> None:
+        """Read and encode chunk after chunk; the channel's zero buffer is the backpressure."""
+        async with send:
+            for _ in range(encoder.chunk_count):
+                if state.failure is not None:
+                    return
+                chunk = await self._run(self._read_and_encode, source, encoder, state)
+                await send.send(chunk)
+
+    @staticmethod
+    def _read_and_encode(
+        source: BinaryIO, encoder: ObjectEncoder, state: _PutState
+    ) -> EncodedChunk:
+        index = encoder.next_index
+        wanted = chunk_length(state.size, state.chunk_size, index)
+        data = source.read(wanted)
+        if len(data) != wanted:
+            raise PutFailed(
+                f"chunk {index}: the source ended after {len(data)} of {wanted} bytes: "
+                "did the file change while it was read?",
+                chunk=index,
+            )
+        return encoder.encode_chunk(data)
+
+    async def _chunk_worker(
+        self,
+        receive: trio.MemoryReceiveChannel[EncodedChunk],
+        state: _PutState,
+        progress: Progress | None,
+    ) -> None:
+        async with receive:
+            async for chunk in receive:
+                if state.failure is not None:
+                    continue  # drain so the encoder is not left blocked
+                try:
+                    state.rows[chunk.index] = await self._store_chunk(chunk, state)
+                except PutFailed as failure:
+                    state.failure = state.failure or failure
+                    continue
+                if progress is not None:
+                    progress(chunk_length(state.size, state.chunk_size, chunk.index))
+
+    async def _store_chunk(self, chunk: EncodedChunk, state: _PutState) -> tuple[Candidate, ...]:
+        """Store every fragment of ``chunk``; returns the holders, share by share."""
+        rule = state.rule
+        size = len(chunk.fragments[0])
+        try:
+            holders = list(
+                place_chunk(
+                    chunk.fragment_ids,
+                    state.candidates,
+                    rule,
+                    excluded=state.excluded,
+                    fragment_size=size,
+                )
+            )
+        except PlacementError as exc:
+            raise PutFailed(f"chunk {chunk.index}: {exc}", chunk=chunk.index) from exc
+        problems: list[str] = []
+
+        async def store_share(share: int) -> None:
+            for _ in range(self.settings.store_attempts):
+                holder = holders[share]
+                try:
+                    await self._store_on(holder, chunk.fragment_ids[share], chunk.fragments[share])
+                except FRAGMENT_FAILURES as exc:
+                    problems.append(f"share {share} on {describe(holder)}: {exc}")
+                    state.excluded.add(holder.node_id)
+                    log.info(
+                        "storing a fragment on %s failed, placing it elsewhere: %s",
+                        describe(holder),
+                        exc,
+                        extra={"event": "fragment_store_failed", "peer": holder.node_id.hex()},
+                    )
+                else:
+                    return
+                try:
+                    others = [h for i, h in enumerate(holders) if i != share]
+                    holders[share] = choose_holder(
+                        chunk.fragment_ids[share],
+                        state.candidates,
+                        rule,
+                        taken=others,
+                        excluded=state.excluded,
+                        fragment_size=size,
+                    )
+                except PlacementError as exc:
+                    problems.append(str(exc))
+                    break
+            raise PutFailed(
+                f"chunk {chunk.index}: share {share} could not be stored:\n  "
+                + "\n  ".join(problems[-self.settings.store_attempts - 1 :]),
+                chunk=chunk.index,
+            )
+
+        failures: list[PutFailed] = []
+
+        async def guarded(share: int) -> None:
+            try:
+                await store_share(share)
+            except PutFailed as failure:
+                failures.append(failure)
+
+        async with trio.open_nursery() as nursery:
+            for share in range(rule.n):
+                nursery.start_soon(guarded, share)
+        if failures:
+            raise failures[0]
+        return tuple(holders)
+
+    async def _store_on(self, holder: Candidate, fragment_id: bytes, data: bytes) -> None:
+        """Store on ``holder`` after checking its certificate says what placement assumed."""
+        timeout = self.settings.fragment_timeout
+        identity = await self.node.session_with(holder.node_id, holder.address, timeout=timeout)
+        if (identity.datacenter, identity.region) != (holder.datacenter, holder.region):
+            raise PeerRefused(
+                f"{describe(holder)} is in {identity.datacenter}/{identity.region} by its "
+                "certificate, not where the mesh said",
+                reason="placement-mismatch",
+            )
+        started = trio.current_time()
+        await store_fragment(
+            self.node, holder.node_id, holder.address, fragment_id, data, timeout=timeout
+        )
+        self._observe(holder.node_id, trio.current_time() - started)
+
+    async def _publish(self, object_id: bytes, manifest_bytes: bytes, placement: Placement) -> int:
+        """Publish the manifest and placement records; returns how many peers took the
+        manifest.  Raises :class:`PutFailed` if too few did."""
+        key = manifest_key(object_id)
+        now = int(self.dht.wall_clock())
+        records = [
+            sign_record(
+                self.node.credentials,
+                kind,
+                key,
+                value,
+                sequence=now,
+                expires_at=now + RULES[kind].max_ttl,
+            )
+            for kind, value in (
+                (RecordKind.MANIFEST, manifest_bytes),
+                (RecordKind.PLACEMENT, placement.encode()),
+            )
+        ]
+        wanted = max(1, min(self.settings.min_record_copies, len(self.dht.table)))
+        copies = []
+        for record in records:
+            copies.append(await self.dht.publish(record))
+        if min(copies) < wanted:
+            raise PutFailed(
+                f"the object's records were stored on {min(copies)} peers, fewer than the "
+                f"{wanted} required: every fragment is stored, but no capability is issued "
+                "for an object the mesh could not find; try again",
+                chunk=None,
+            )
+        return copies[0]
+
+    async def candidates(self, rule: CodingRule) -> list[Candidate]:
+        """Peers that may hold fragments: the routing table, after a lookup of our own id
+        refreshed it (region and datacenter are re-checked against each certificate when
+        a fragment is sent)."""
+        await self.dht.lookup(self.node.identity.node_id)
+        contacts: list[Contact] = self.dht.table.contacts()
+        return [
+            Candidate(c.id, c.address, c.datacenter, c.region)
+            for c in contacts
+            if rule.allows_region(c.region)
+        ]
+
+    # -- get --------------------------------------------------------------------------------
+
+    async def fetch_manifest(self, object_id: bytes) -> Manifest:
+        """The object's manifest, checked against its id.  Raises :class:`ObjectNotFound`."""
+        records = await self.dht.find_records(RecordKind.MANIFEST, manifest_key(object_id))
+        for record in records:
+            try:
+                return decode_manifest(record.value, object_id)
+            except (IntegrityError, RemoteProtocolError) as exc:
+                log.warning("ignoring a manifest record that does not match: %s", exc)
+        raise ObjectNotFound(
+            f"no manifest for object {object_id.hex()[:16]} was found in the mesh "
+            f"({len(records)} candidate records): check the capability, or whether the mesh "
+            "you are connected to is the one it was stored in"
+        )
+
+    async def fetch_placement(self, object_id: bytes, manifest: Manifest) -> Placement:
+        """Where the object's fragments are: every valid placement record merged, newest
+        first.  Raises :class:`ObjectNotFound` if there is none."""
+        records: list[SignedRecord] = await self.dht.find_records(
+            RecordKind.PLACEMENT, manifest_key(object_id)
+        )
+        merged: Placement | None = None
+        for record in sorted(records, key=lambda r: r.sequence, reverse=True):
+            try:
+                found = decode_placement(record.value, object_id, manifest.chunk_count, manifest.n)
+            except RemoteProtocolError as exc:
+                log.warning("ignoring a malformed placement record: %s", exc)
+                continue
+            merged = found if merged is None else merged.merged(found)
+        if merged is None:
+            raise ObjectNotFound(
+                f"object {object_id.hex()[:16]} has a manifest but no placement record: "
+                "its holders are unknown"
+            )
+        return merged
+
+    async def get(
+        self,
+        cap: ReadCap,
+        write: Callable[[bytes], Awaitable[object]],
+        *,
+        progress: Progress | None = None,
+    ) -> Manifest:
+        """Fetch, check, decode and decrypt the object, passing its plaintext to ``write``
+        chunk by chunk, in order.
+
+        Raises :class:`ObjectNotFound`, :class:`NotEnoughFragments` naming the chunk and what
+        each holder answered, or :class:`IntegrityError` for a wrong key (no byte of a chunk
+        that fails authentication is ever written).
+        """
+        manifest = await self.fetch_manifest(cap.object_id)
+        placement = await self.fetch_placement(cap.object_id, manifest)
+        decoder = ObjectDecoder(manifest, cap.key)
+        count = manifest.chunk_count
+        results: dict[int, bytes] = {}
+        ready = [trio.Event() for _ in range(count)]
+        window = trio.Semaphore(self.settings.chunks_in_flight)
+        failure: list[P2PStoreError] = []
+
+        async def fetch_one(index: int) -> None:
+            try:
+                fragments = await self._fetch_k(manifest, placement, index)
+                results[index] = await self._run(decoder.decode_chunk, index, fragments)
+            except P2PStoreError as exc:
+                failure.append(exc)
+                nursery.cancel_scope.cancel()
+            ready[index].set()
+
+        async def write_in_order() -> None:
+            for index in range(count):
+                await ready[index].wait()
+                data = results.pop(index)
+                await write(data)
+                if progress is not None:
+                    progress(len(data))
+                window.release()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write_in_order)
+            for index in range(count):
+                await window.acquire()
+                nursery.start_soon(fetch_one, index)
+        if failure:
+            raise failure[0]
+        return manifest
+
+    async def _fetch_k(
+        self, manifest: Manifest, placement: Placement, index: int
+    ) -> dict[int, bytes]:
+        """k verified fragments of chunk ``index`` (share -> bytes), asking the quickest
+        holders first and another one whenever a fetch fails or the chunk is slow."""
+        row = placement.chunks[index]
+        ids = manifest.chunks[index].fragment_ids
+        order = sorted(
+            (share for share in range(manifest.n) if row[share] is not None),
+            key=lambda s: (self._latency.get(row[s].node_id, 0.0), s),  # type: ignore[union-attr]
+        )
+        got: dict[int, bytes] = {}
+        problems: list[str] = [
+            f"share {s}: no known holder" for s in range(manifest.n) if row[s] is None
+        ]
+        pending = list(order)
+        wake = trio.Event()
+        in_flight = 0
+
+        async def fetch(share: int) -> None:
+            nonlocal in_flight, wake
+            holder = row[share]
+            assert holder is not None
+            started = trio.current_time()
+            try:
+                data = await fetch_fragment(
+                    self.node,
+                    holder.node_id,
+                    holder.address,
+                    ids[share],
+                    timeout=self.settings.fragment_timeout,
+                )
+            except FRAGMENT_FAILURES as exc:
+                problems.append(f"share {share} from {describe(holder)}: {exc}")
+                if isinstance(exc, IntegrityError):
+                    log.warning(
+                        "%s served a corrupt fragment; asking another holder",
+                        describe(holder),
+                        extra={"event": "corrupt_fragment_served", "peer": holder.node_id.hex()},
+                    )
+            else:
+                self._observe(holder.node_id, trio.current_time() - started)
+                got[share] = data
+            in_flight -= 1
+            wake.set()
+
+        async with trio.open_nursery() as nursery:
+            while len(got) < manifest.k:
+                while pending and in_flight + len(got) < manifest.k:
+                    in_flight += 1
+                    nursery.start_soon(fetch, pending.pop(0))
+                if in_flight == 0:
+                    break
+                with trio.move_on_after(self.settings.hedge_after) as scope:
+                    await wake.wait()
+                wake = trio.Event()
+                if scope.cancelled_caught and pending:
+                    in_flight += 1  # a slow chunk: ask one more holder as well
+                    nursery.start_soon(fetch, pending.pop(0))
+            nursery.cancel_scope.cancel()
+        if len(got) < manifest.k:
+            raise NotEnoughFragments(
+                f"chunk {index}: only {len(got)} of the {manifest.k} fragments needed could be "
+                "fetched:\n  " + "\n  ".join(problems),
+                needed=manifest.k,
+                found=len(got),
+            )
+        return dict(sorted(got.items())[: manifest.k])
+
+    # -- status -----------------------------------------------------------------------------
+
+    async def stat(self, cap: ReadCap | VerifyCap) -> ObjectStatus:
+        """Ask every holder which of the object's fragments it has (one batched request per
+        holder); needs only the verify cap."""
+        manifest = await self.fetch_manifest(cap.object_id)
+        placement = await self.fetch_placement(cap.object_id, manifest)
+        wanted: dict[bytes, list[tuple[int, int]]] = {}
+        holders: dict[bytes, Candidate] = {}
+        for index, row in enumerate(placement.chunks):
+            for share, holder in enumerate(row):
+                if holder is not None:
+                    wanted.setdefault(holder.node_id, []).append((index, share))
+                    holders[holder.node_id] = holder
+        present: list[list[bool | None]] = [[None] * manifest.n for _ in placement.chunks]
+
+        async def ask(node_id: bytes) -> None:
+            slots = wanted[node_id]
+            for start in range(0, len(slots), MAX_IDS_PER_QUERY):
+                batch = slots[start : start + MAX_IDS_PER_QUERY]
+                ids = tuple(manifest.chunks[i].fragment_ids[s] for i, s in batch)
+                try:
+                    reply = await self.node.call(
+                        node_id,
+                        holders[node_id].address,
+                        HasFragments(fragment_ids=ids),
+                        timeout=self.settings.fragment_timeout,
+                    )
+                except FRAGMENT_FAILURES:
+                    return
+                if not isinstance(reply, HasFragmentsReply) or len(reply.present) != len(ids):
+                    return
+                for (i, s), held in zip(batch, reply.present, strict=True):
+                    present[i][s] = held
+
+        async with trio.open_nursery() as nursery:
+            for node_id in wanted:
+                nursery.start_soon(ask, node_id)
+        return ObjectStatus(manifest, placement, tuple(tuple(row) for row in present))
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _observe(self, node_id: bytes, seconds: float) -> None:
+        """Keep a smoothed latency per peer: gets ask the quickest holders first."""
+        previous = self._latency.get(node_id)
+        self._latency[node_id] = seconds if previous is None else 0.7 * previous + 0.3 * seconds
+
+    async def _run(self, function: Callable[..., T], *args: object) -> T:
+        if not self.settings.in_threads:
+            await trio.lowlevel.checkpoint()
+            return function(*args)
+        return await trio.to_thread.run_sync(function, *args)
+
+
+def describe(holder: Candidate) -> str:
+    """``node ab12cd34 (dc-2, FR-GES)`` for messages."""
+    return f"node {short_id(holder.node_id)} ({holder.datacenter}, {holder.region})"

@@ -1,0 +1,132 @@
+"""A mesh of storage nodes (node + DHT + fragment service) and a client, on either transport of
+the :class:`NetHarness`: TLS with on-disk stores and real time, or in memory with memory stores
+under the mock clock.  Used by the data-path tests."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import trio
+
+from p2pstore.core.rules import CodingRule
+from p2pstore.identity import NodeCredentials, Role
+from p2pstore.net.client import Client, ClientSettings
+from p2pstore.net.dht import Dht, DhtSettings
+from p2pstore.net.fragments import FragmentService
+from p2pstore.net.node import Node, NodeSettings
+from p2pstore.net.session import SessionSettings
+from p2pstore.store import DiskFragmentStore, MemoryFragmentStore
+
+EPOCH = 1_800_000_000.0
+DHT = DhtSettings(rpc_timeout=3.0, refresh_interval=600.0, republish_interval=300.0)
+SMALL_CHUNKS = ClientSettings(chunk_size=64 * 1024, fragment_timeout=10.0, hedge_after=3.0)
+RULE_3_OF_6 = CodingRule("test-3-of-6", k=3, n=6, repair_threshold=4)
+
+
+@dataclass
+class StorageNode:
+    index: int
+    credentials: NodeCredentials
+    node: Node
+    dht: Dht
+    service: FragmentService
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    @property
+    def node_id(self) -> bytes:
+        return self.credentials.identity.node_id
+
+    @property
+    def datacenter(self) -> str:
+        return self.credentials.identity.datacenter
+
+
+class StorageMesh:
+    """``count`` storage nodes, one datacenter each over two regions, joined through the first."""
+
+    def __init__(
+        self,
+        net,
+        count: int,
+        *,
+        quotas: dict[int, int] | None = None,
+        settings: ClientSettings = SMALL_CHUNKS,
+        datacenters: int | None = None,
+    ) -> None:
+        self.net = net
+        self.memory = net.kind == "memory"
+        self.nodes: list[StorageNode] = []
+        self.dead: set[bytes] = set()
+        self.client_settings = settings
+        regions = ("FR-GES", "FR-IDF")
+        for index in range(count):
+            dc = index % (datacenters or count)
+            credentials = net.credentials(datacenter=f"dc-{dc}", region=regions[dc % 2])
+            node = Node(credentials, net.transport(credentials), settings=self._node_settings())
+            dht = self._dht(node, index)
+            quota = (quotas or {}).get(index, 1 << 30)
+            if self.memory:
+                service = FragmentService(node, MemoryFragmentStore(quota), in_threads=False)
+            else:
+                store = DiskFragmentStore(net.tmp_path / f"store-{index}", quota)
+                service = FragmentService(node, store)
+            self.nodes.append(StorageNode(index, credentials, node, dht, service))
+
+    def _node_settings(self) -> NodeSettings:
+        return NodeSettings(session=SessionSettings(hello_timeout=5, request_timeout=10))
+
+    def _dht(self, node: Node, seed: int) -> Dht:
+        trust = self.net.trust()
+        return Dht(
+            node,
+            lambda: trust,
+            rng=random.Random(seed),
+            wall_clock=(lambda: EPOCH + trio.current_time()) if self.memory else time.time,
+            settings=DHT,
+        )
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        for member in self.nodes:
+            await nursery.start(self._run, member)
+        first = self.nodes[0].node.address
+        async with trio.open_nursery() as joins:
+            for member in self.nodes[1:]:
+                joins.start_soon(member.dht.join, [first])
+        await self.nodes[0].dht.join([])
+
+    async def _run(self, member: StorageNode, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with member.scope:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(member.node.run)
+                await nursery.start(member.dht.run)
+                task_status.started()
+
+    async def client(self, nursery: trio.Nursery, settings: ClientSettings | None = None) -> Client:
+        """A client node (client certificate, no listening port) joined through live nodes."""
+        credentials = self.net.credentials(datacenter="office", region="FR-GES", role=Role.CLIENT)
+        transport = self.net.transport(credentials)
+        node = Node(credentials, transport, listen=False, settings=self._node_settings())
+        dht = self._dht(node, 1000 + len(self.nodes))
+        await nursery.start(node.run)
+        await nursery.start(dht.run)
+        await dht.join([m.node.address for m in self.nodes if m.node_id not in self.dead][:3])
+        base = settings or self.client_settings
+        if self.memory:
+            base = ClientSettings(**{**_fields(base), "in_threads": False})
+        return Client(dht, settings=base)
+
+    def kill(self, member: StorageNode) -> None:
+        """The node stops at once: its sessions drop, its port closes (in memory: it vanishes)."""
+        if self.memory:
+            self.net.network.vanish(member.node.address)
+        member.scope.cancel()
+        self.dead.add(member.node_id)
+
+    def by_id(self, node_id: bytes) -> StorageNode:
+        return next(m for m in self.nodes if m.node_id == node_id)
+
+
+def _fields(settings: ClientSettings) -> dict[str, object]:
+    return {name: getattr(settings, name) for name in settings.__slots__}
