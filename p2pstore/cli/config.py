@@ -8,6 +8,7 @@ never silently fall back to a default.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -44,6 +45,9 @@ class NodeConfig:
     quota_bytes: int | None
     log_level: str
     log_format: str
+    metrics_listen: str | None = None
+    """Where the admin endpoint (/metrics, /health, /status) listens; None: it is off."""
+    metrics_allow_public: bool = False
 
 
 _SCHEMA: dict[str, dict[str, bool]] = {
@@ -58,15 +62,24 @@ _SCHEMA: dict[str, dict[str, bool]] = {
     "bootstrap": {"peers": False, "seed_file": False},
     "store": {"quota": False},
     "log": {"level": False, "format": False},
+    "metrics": {"listen": False, "allow_public": False},
 }
 
 
-class _Reader:
-    def __init__(self, path: Path, document: Mapping[str, Any]) -> None:
+class ConfigReader:
+    """Typed access to a parsed TOML document whose sections and keys follow ``schema``."""
+
+    def __init__(
+        self,
+        path: Path,
+        document: Mapping[str, Any],
+        schema: Mapping[str, Mapping[str, bool]] | None = None,
+    ) -> None:
         self.path = path
         self.document = document
-        self._check_known(document, _SCHEMA, "")
-        for section, keys in _SCHEMA.items():
+        self.schema = _SCHEMA if schema is None else schema
+        self._check_known(document, self.schema, "")
+        for section, keys in self.schema.items():
             value = document.get(section, {})
             if not isinstance(value, dict):
                 raise self.error(f"[{section}]", "must be a table")
@@ -88,7 +101,7 @@ class _Reader:
     def get(self, section: str, key: str) -> Any:
         table = self.document.get(section, {})
         if key not in table:
-            if _SCHEMA[section][key]:
+            if self.schema[section][key]:
                 raise self.error(f"[{section}] {key}", "is required")
             return None
         return table[key]
@@ -123,6 +136,14 @@ class _Reader:
             raise self.error(f"[{section}] {key}", f"no such file: {path}")
         return path
 
+    def boolean(self, section: str, key: str, default: bool) -> bool:
+        value = self.get(section, key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.error(f"[{section}] {key}", f"expected true or false, got {value!r}")
+        return value
+
     def choice(self, section: str, key: str, choices: tuple[str, ...], default: str) -> str:
         value = self.string(section, key)
         if value is None:
@@ -134,8 +155,8 @@ class _Reader:
         return value
 
 
-def load_node_config(path: Path) -> NodeConfig:
-    """Read and check a node's TOML file; :class:`ConfigError` names the file and the key."""
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's document; :class:`ConfigError` says why it cannot be read."""
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -148,17 +169,13 @@ def load_node_config(path: Path) -> NodeConfig:
         ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    reader = _Reader(path, document)
-    peers = reader.get("bootstrap", "peers") or []
-    if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
-        raise reader.error("[bootstrap] peers", 'expected a list of "host:port" strings')
-    for index, peer in enumerate(peers):
-        try:
-            _host, port = parse_address(peer)
-        except ConfigError as exc:
-            raise reader.error(f"[bootstrap] peers[{index}]", str(exc)) from exc
-        if port == 0:
-            raise reader.error(f"[bootstrap] peers[{index}]", f"{peer!r}: port 0 cannot be dialled")
+    return document
+
+
+def load_node_config(path: Path) -> NodeConfig:
+    """Read and check a node's TOML file; :class:`ConfigError` names the file and the key."""
+    reader = ConfigReader(path, read_toml(path))
+    peers = bootstrap_peers(reader)
     listen = reader.address("node", "listen")
     data_dir = reader.path_value("node", "data_dir")
     key = reader.existing_file("identity", "key")
@@ -174,15 +191,45 @@ def load_node_config(path: Path) -> NodeConfig:
         certificate=certificate,
         ca_certificate=ca_certificate,
         revocation_list=reader.existing_file("identity", "revocation_list"),
-        bootstrap_peers=tuple(peers),
-        seeds=_seeds(reader),
+        bootstrap_peers=peers,
+        seeds=seeds_of(reader),
         quota_bytes=_quota(reader),
         log_level=reader.choice("log", "level", LOG_LEVELS, "info"),
         log_format=reader.choice("log", "format", LOG_FORMATS, "text"),
+        metrics_listen=_metrics_listen(reader),
+        metrics_allow_public=reader.boolean("metrics", "allow_public", False),
     )
 
 
-def _toml_string(text: str) -> str:
+def _metrics_listen(reader: ConfigReader) -> str | None:
+    """``[metrics] listen``, refused on a non-loopback address unless ``allow_public``: the
+    endpoint has no authentication, and what it shows (peers, addresses, volumes) is for the
+    operator, so it must not face the network by accident."""
+    listen = reader.address("metrics", "listen")
+    if listen is None or reader.boolean("metrics", "allow_public", False):
+        return listen
+    host, _port = parse_address(listen)
+    if not is_loopback(host):
+        raise reader.error(
+            "[metrics] listen",
+            f"{listen!r} is not a loopback address: the admin endpoint has no authentication; "
+            'listen on "127.0.0.1:9464" (and let Prometheus reach it through a tunnel or a '
+            "local agent), or set [metrics] allow_public = true behind a firewall",
+        )
+    return listen
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another host name: it may resolve to anything
+
+
+def toml_string(text: str) -> str:
     """``text`` as a TOML basic string: quote and backslash escaped, control characters (which
     TOML forbids raw, newlines included) as ``\\uXXXX``."""
 
@@ -207,7 +254,22 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
-def _quota(reader: _Reader) -> int | None:
+def bootstrap_peers(reader: ConfigReader) -> tuple[str, ...]:
+    """``[bootstrap] peers``: dialable ``host:port`` strings."""
+    peers = reader.get("bootstrap", "peers") or []
+    if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+        raise reader.error("[bootstrap] peers", 'expected a list of "host:port" strings')
+    for index, peer in enumerate(peers):
+        try:
+            _host, port = parse_address(peer)
+        except ConfigError as exc:
+            raise reader.error(f"[bootstrap] peers[{index}]", str(exc)) from exc
+        if port == 0:
+            raise reader.error(f"[bootstrap] peers[{index}]", f"{peer!r}: port 0 cannot be dialled")
+    return tuple(peers)
+
+
+def _quota(reader: ConfigReader) -> int | None:
     value = reader.string("store", "quota")
     if value is None:
         return None
@@ -220,7 +282,7 @@ def _quota(reader: _Reader) -> int | None:
     return quota
 
 
-def _seeds(reader: _Reader) -> tuple[Seed, ...]:
+def seeds_of(reader: ConfigReader) -> tuple[Seed, ...]:
     path = reader.existing_file("bootstrap", "seed_file")
     return load_seed_file(path) if path is not None else ()
 
@@ -239,9 +301,11 @@ def render_node_config(
     advertise: str | None = None,
     log_level: str = "info",
     log_format: str = "text",
+    metrics_listen: str | None = None,
+    metrics_allow_public: bool = False,
 ) -> str:
     """A node.toml with these values (used by the local mesh and the operator's tools)."""
-    q = _toml_string
+    q = toml_string
     lines = ["[node]", f"listen = {q(listen)}"]
     if advertise:
         lines.append(f"advertise = {q(advertise)}")
@@ -269,6 +333,10 @@ def render_node_config(
         f"format = {q(log_format)}",
         "",
     ]
+    if metrics_listen is not None:
+        lines += ["[metrics]", f"listen = {q(metrics_listen)}"]
+        lines += ["allow_public = true"] if metrics_allow_public else []
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -279,6 +347,7 @@ def write_local_node_config(
     bootstrap_peers: tuple[str, ...] = (),
     log_level: str = "info",
     log_format: str = "text",
+    metrics_listen: str | None = None,
 ) -> Path:
     """Write ``node_dir/node.toml`` for the local-mesh layout: the node's ``node.key`` and
     ``node.crt`` beside it, the CA's ``ca.crt`` and ``crl.pem`` in ``../ca``, data in ``data``.
@@ -295,6 +364,7 @@ def write_local_node_config(
             bootstrap_peers=bootstrap_peers,
             log_level=log_level,
             log_format=log_format,
+            metrics_listen=metrics_listen,
         ),
         encoding="utf-8",
     )

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
+from p2pstore.cli.client_config import CONFIG_ENV, write_client_config
 from p2pstore.cli.config import write_local_node_config
 from p2pstore.core.contact import Contact
 from p2pstore.core.records import RecordKind
@@ -91,7 +92,8 @@ def free_loopback_ports(count: int) -> list[int]:
 def create_mesh(
     directory: Path, nodes: int, datacenters: int, regions: tuple[str, ...]
 ) -> tuple[MeshCA, list[DevnetNode], NodeCredentials]:
-    """CA, node identities and configs, and the observer's client identity, under ``directory``."""
+    """CA, node identities and configs, and a client identity with its ``client/client.toml``
+    (which the observer uses too), under ``directory``."""
     now = datetime.now(UTC)
     authority = MeshCA.create(directory / "ca", mesh_name="devnet", now=now)
     ports = free_loopback_ports(nodes)
@@ -120,15 +122,20 @@ def create_mesh(
         # Every node joins the mesh through the first one; the DHT does the rest.
         others = () if member is members[0] else (members[0].address,)
         write_local_node_config(member.directory, listen=member.address, bootstrap_peers=others)
-    observer = authority.issue(
-        directory / "ca",
-        "observer",
-        datacenter="devnet",
-        region=regions[0],
-        role=Role.CLIENT,
-        now=now,
+    client_dir = directory / "client"
+    client_dir.mkdir()
+    client = authority.issue(
+        client_dir, "client", datacenter="devnet", region=regions[0], role=Role.CLIENT, now=now
     )
-    return authority, members, observer
+    write_client_config(
+        client_dir,
+        key="client.key",
+        certificate="client.crt",
+        ca_certificate="../ca/ca.crt",
+        revocation_list="../ca/crl.pem",
+        bootstrap_peers=tuple(m.address for m in members),
+    )
+    return authority, members, client
 
 
 async def _terminate(process: trio.Process) -> None:
@@ -161,6 +168,10 @@ async def _run_node(member: DevnetNode, *, task_status: trio.TaskStatus[trio.Pro
             deliver_cancel=_terminate,
             task_status=task_status,
         )
+
+
+Scenario = Callable[["Observer", list[DevnetNode], Console], Awaitable[bool]]
+"""What runs once the local mesh is ready (the demo); returns whether it succeeded."""
 
 
 class Observer:
@@ -281,9 +292,11 @@ async def run_devnet(
     exit_when_ready: bool,
     ready_timeout: float,
     console: Console,
+    scenario: Scenario | None = None,
 ) -> bool:
-    """Start the nodes, show the table until ready (and then until Ctrl-C unless
-    ``exit_when_ready``), stop them all.  Returns whether the mesh became ready."""
+    """Start the nodes, show the table until ready, run ``scenario`` if given (the demo), then
+    wait for Ctrl-C unless ``exit_when_ready``; stop them all.  Returns whether the mesh became
+    ready (and the scenario, if any, succeeded)."""
     ready = False
     started = trio.current_time()
     observer = make_observer()  # its DHT reads trio's clock: made inside the run
@@ -313,8 +326,17 @@ async def run_devnet(
                 console.print("[bold red]the mesh did not come up[/]; node logs:")
                 for member in members:
                     console.print(f"  {member.directory / 'node.log'}")
+            if ready and scenario is not None:
+                ready = await scenario(observer, members, console)
             if ready and not exit_when_ready:
-                console.print("Ctrl-C stops every node.")
+                config = directory / "client" / "client.toml"
+                console.print(
+                    "Ctrl-C stops every node. Try the mesh from another terminal:\n"
+                    f"  export {CONFIG_ENV}={config}\n"
+                    "  p2pstore put FILE            # prints the file's read cap\n"
+                    "  p2pstore stat CAP            # where its fragments are\n"
+                    "  p2pstore get CAP -o COPY     # read it back"
+                )
                 await _follow(members, observer, console)
             nursery.cancel_scope.cancel()
     for member in members:
@@ -362,7 +384,7 @@ async def _follow(members: list[DevnetNode], observer: Observer, console: Consol
 
 
 @click.command()
-@click.option("--nodes", "-n", default=5, show_default=True, help="Node processes to start.")
+@click.option("--nodes", "-n", default=10, show_default=True, help="Node processes to start.")
 @click.option(
     "--datacenters", type=int, help="Datacenters to spread them over [default: one per node]."
 )
@@ -405,6 +427,28 @@ def devnet(
     region, starts `p2pstore node run` for each, and watches them over mutual TLS.
     Ctrl-C stops them all.
     """
+    launch_local_mesh(
+        nodes,
+        datacenters,
+        regions,
+        directory,
+        exit_when_ready=exit_when_ready,
+        ready_timeout=ready_timeout,
+    )
+
+
+def launch_local_mesh(
+    nodes: int,
+    datacenters: int | None,
+    regions: str,
+    directory: Path | None,
+    *,
+    exit_when_ready: bool,
+    ready_timeout: float,
+    scenario: Scenario | None = None,
+) -> None:
+    """What ``devnet`` and ``demo`` share: check the options, lay out the mesh, run it, clean
+    up; exits 1 if the mesh did not come up or the scenario failed."""
     if nodes < 2:
         raise click.BadParameter("a mesh needs at least 2 nodes", param_hint="--nodes")
     region_codes = tuple(r.strip() for r in regions.split(",") if r.strip())
@@ -437,6 +481,7 @@ def devnet(
                 exit_when_ready=exit_when_ready,
                 ready_timeout=ready_timeout,
                 console=console,
+                scenario=scenario,
             )
         )
     finally:

@@ -43,20 +43,31 @@ def cli(debug: bool) -> None:
 
     \b
     Start here:
+      p2pstore demo              a local mesh: put a file, kill nodes, get it back
       p2pstore devnet            a local mesh of node processes on loopback
+      p2pstore put FILE          store a file (see put --help for the client config)
+      p2pstore get CAP -o FILE   read it back;  p2pstore stat CAP: where it lives
       p2pstore ca --help         create the mesh CA, issue and revoke certificates
       p2pstore node run --help   run a datacenter node from its TOML config
+      p2pstore simulate S --out D   run churn scenario S in the simulator (simulations/)
     """
 
 
 def _register() -> None:
     from p2pstore.cli.ca_commands import ca
+    from p2pstore.cli.demo import demo
     from p2pstore.cli.devnet import devnet
     from p2pstore.cli.node_commands import node
+    from p2pstore.cli.object_commands import get, put, stat
+    from p2pstore.cli.simulate import simulate
 
     cli.add_command(ca)
     cli.add_command(node)
     cli.add_command(devnet)
+    cli.add_command(demo)
+    cli.add_command(simulate)
+    for command in (put, get, stat):
+        cli.add_command(command)
 
 
 _register()

@@ -17,12 +17,18 @@ import trio
 
 from p2pstore.cli.config import NodeConfig, load_node_config
 from p2pstore.cli.logs import configure_logging
-from p2pstore.errors import ConfigError, IdentityError, PeerUnreachable
+from p2pstore.cli.node_status import status
+from p2pstore.core.contact import Contact
+from p2pstore.errors import ConfigError, IdentityError, PeerUnreachable, StoreError
 from p2pstore.identity import NodeCredentials, TrustAnchor, short_id
 from p2pstore.net.address import parse_address
+from p2pstore.net.admin import AdminServer, node_pages
+from p2pstore.net.contact_book import ContactBook, contacts_worth_saving
 from p2pstore.net.dht import Dht
 from p2pstore.net.fragments import FragmentService
+from p2pstore.net.metrics import NodeMetrics
 from p2pstore.net.node import Node
+from p2pstore.net.scrubber import Scrubber
 from p2pstore.net.tls import TlsTransport
 from p2pstore.store import DiskFragmentStore
 
@@ -31,7 +37,10 @@ log = logging.getLogger("p2pstore.node")
 
 @click.group()
 def node() -> None:
-    """Run a datacenter node."""
+    """Run a datacenter node, and ask a running one for its status."""
+
+
+node.add_command(status)
 
 
 @node.command("run")
@@ -112,7 +121,9 @@ async def serve_node(
     transport = TlsTransport(
         credentials, trust, str(config.ca_certificate), listen_host=host, listen_port=port
     )
-    mesh_node = Node(credentials, transport, advertise=config.advertise)
+    metrics = NodeMetrics()
+    _add_process_metrics(metrics)
+    mesh_node = Node(credentials, transport, advertise=config.advertise, metrics=metrics)
     store = _open_store(config)
     FragmentService(mesh_node, store)
     dht = Dht(
@@ -121,6 +132,8 @@ async def serve_node(
         rng=random.Random(),  # noqa: S311 - picks bucket-refresh targets, not secrets
         wall_clock=time.time,
     )
+    book = ContactBook(config.data_dir)
+    saved = _load_saved_contacts(book)
     identity = credentials.identity
     log.info(
         "starting node %s (%s, %s), %d revoked certificates known",
@@ -134,7 +147,13 @@ async def serve_node(
         async with trio.open_nursery() as nursery:
             await nursery.start(mesh_node.run)
             await nursery.start(dht.run)
-            nursery.start_soon(_join_and_announce, config, dht, store)
+            if config.metrics_listen is not None:
+                admin_host, admin_port = parse_address(config.metrics_listen)
+                admin = AdminServer(node_pages(mesh_node, dht, store), admin_host, admin_port)
+                await nursery.start(admin.run)
+            nursery.start_soon(_join_and_announce, config, dht, store, saved)
+            nursery.start_soon(book.keep_saved, lambda: contacts_worth_saving(dht.table))
+            nursery.start_soon(Scrubber(store, metrics).run)
             async for signum in _with_early_stop(signals, early):
                 if signum == signal.SIGHUP:
                     _reload_trust(config, transport, mesh_node)
@@ -149,6 +168,7 @@ async def serve_node(
                 break
         # Still inside the receiver: a second stop signal (a terminal's Ctrl-C reaches every
         # process of a local mesh, which then sends its own SIGTERM) is absorbed, not fatal.
+        await book.save_logged(contacts_worth_saving(dht.table), in_thread=False)
         store.close()
         log.info("node stopped", extra={"event": "stopped"})
         if stopped is not None:
@@ -182,9 +202,41 @@ def _open_store(config: NodeConfig) -> DiskFragmentStore:
 DEFAULT_QUOTA_SHARE = 0.9
 
 
-async def _join_and_announce(config: NodeConfig, dht: Dht, store: DiskFragmentStore) -> None:
-    """Join the mesh through the bootstrap peers, retrying with backoff while none answers,
-    then announce this node and keep the announcement fresh."""
+def _add_process_metrics(metrics: NodeMetrics) -> None:
+    """The daemon's process figures (CPU, memory, open files, GC) beside the node's own."""
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+    ProcessCollector(registry=metrics.registry)
+    PlatformCollector(registry=metrics.registry)
+    GCCollector(registry=metrics.registry)
+
+
+def _load_saved_contacts(book: ContactBook) -> list[Contact]:
+    """The contacts saved by the last run (an unreadable file is logged, never fatal)."""
+    try:
+        saved = book.load()
+    except StoreError as exc:
+        log.warning(
+            "ignoring the saved contacts, joining through the bootstrap peers only: %s",
+            exc,
+            extra={"event": "contacts_unreadable"},
+        )
+        return []
+    if saved:
+        log.info(
+            "%d contacts saved by the last run will be dialled to rejoin",
+            len(saved),
+            extra={"event": "contacts_loaded", "contacts": len(saved)},
+        )
+    return saved
+
+
+async def _join_and_announce(
+    config: NodeConfig, dht: Dht, store: DiskFragmentStore, saved: list[Contact]
+) -> None:
+    """Join the mesh through the bootstrap peers and the contacts saved by the last run,
+    retrying with backoff while none answers, then announce this node and keep the
+    announcement fresh."""
     delay = JOIN_RETRY_INITIAL
     while True:
         try:
@@ -192,6 +244,7 @@ async def _join_and_announce(config: NodeConfig, dht: Dht, store: DiskFragmentSt
             await dht.join(
                 [seed.address for seed in seeds],
                 {seed.address: seed.node_id for seed in seeds if seed.node_id is not None},
+                known=saved,
             )
             break
         except PeerUnreachable as exc:

@@ -13,6 +13,7 @@ written out in order.  Memory is bounded by ``chunks_in_flight`` encoded chunks 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -484,7 +485,7 @@ class Client:
         ids = manifest.chunks[index].fragment_ids
         order = sorted(
             (share for share in range(manifest.n) if row[share] is not None),
-            key=lambda s: (self._latency.get(row[s].node_id, 0.0), s),  # type: ignore[union-attr]
+            key=lambda s: self._fetch_preference(row[s], s, manifest.k),
         )
         got: dict[int, bytes] = {}
         problems: list[str] = [
@@ -585,6 +586,17 @@ class Client:
         return ObjectStatus(manifest, placement, tuple(tuple(row) for row in present))
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _fetch_preference(
+        self, holder: Candidate | None, share: int, k: int
+    ) -> tuple[int, bool, int]:
+        """Sort key of a share to fetch: holders in the quickest 50 ms band first (an untimed
+        one counts as typical), then primary shares (decoding them is a copy, not a zfec
+        decode), then the share number for a stable order."""
+        known = sorted(self._latency.values())
+        typical = known[len(known) // 2] if known else 0.0
+        latency = self._latency.get(holder.node_id, typical) if holder else math.inf
+        return (int(latency / 0.05) if latency != math.inf else 1 << 30, share >= k, share)
 
     def _observe(self, node_id: bytes, seconds: float) -> None:
         """Keep a smoothed latency per peer: gets ask the quickest holders first."""

@@ -34,6 +34,7 @@ from p2pstore.core.records import (
 )
 from p2pstore.core.routing import RoutingTable, UpdateKind
 from p2pstore.errors import (
+    ConfigError,
     PeerRefused,
     PeerUnreachable,
     RecordRejected,
@@ -119,6 +120,11 @@ class Dht:
         self._rng = rng
         self._wall_clock = wall_clock
         self._nursery: trio.Nursery | None = None
+        self.joined = False
+        """True once :meth:`join` succeeded (the node's health and metrics report it)."""
+        node.metrics.watch_routing_table(lambda: len(self.table))
+        node.metrics.watch_records(lambda: (len(self.store), self.store.bytes_held))
+        node.metrics.watch_joined(lambda: self.joined)
         node.add_listener(self)
         node.handle(FindNode, self._on_find_node)
         node.handle(FindValue, self._on_find_value)
@@ -146,19 +152,24 @@ class Dht:
             await job()
 
     async def join(
-        self, bootstrap: Sequence[str], pinned: Mapping[str, bytes] | None = None
+        self,
+        bootstrap: Sequence[str],
+        pinned: Mapping[str, bytes] | None = None,
+        *,
+        known: Sequence[Contact] = (),
     ) -> int:
         """Join through the bootstrap peers that answer, then look ourselves up and refresh
         every bucket.  Returns how many bootstrap peers answered.  ``pinned`` maps addresses to
-        the node id their certificate must carry.
+        the node id their certificate must carry.  ``known`` are contacts remembered from an
+        earlier run: they are dialled too, at once, each expected to carry its saved node id,
+        so a restarted node rejoins even when every bootstrap peer is down.
 
         Raises :class:`PeerUnreachable` naming every peer tried and why, if none answered.
         """
         answered = 0
         problems: list[str] = []
-        for address in bootstrap:
-            if address == self.node.address:
-                continue
+        others = [address for address in bootstrap if address != self.node.address]
+        for address in others:
             try:
                 await self.node.connect(address, (pinned or {}).get(address))
                 answered += 1
@@ -170,9 +181,13 @@ class Dht:
                     exc,
                     extra={"event": "bootstrap_failed", "remote": address},
                 )
-        if bootstrap and not answered:
+        reached_known = await self._dial_known(known, problems)
+        # Only other peers count: a node whose list names just itself founds the mesh alone,
+        # and saved contacts help a join but never stop a node that has no one else to ask.
+        if others and not (answered or reached_known):
+            saved = f" nor the {len(known)} saved contacts" if known else ""
             raise PeerUnreachable(
-                f"none of the {len(bootstrap)} bootstrap peers answered:\n  "
+                f"none of the {len(others)} bootstrap peers{saved} answered:\n  "
                 + "\n  ".join(problems)
                 + "\ncheck the addresses in [bootstrap] and that those nodes are running"
             )
@@ -180,13 +195,43 @@ class Dht:
         now = trio.current_time()
         for target in self.table.buckets_to_refresh(now, 0.0, self._rng):
             await self.lookup(target)
+        self.joined = True
         log.info(
-            "joined the mesh through %d bootstrap peers; routing table holds %d contacts",
+            "joined the mesh through %d bootstrap peers and %d saved contacts; "
+            "routing table holds %d contacts",
             answered,
+            reached_known,
             len(self.table),
-            extra={"event": "joined", "contacts": len(self.table)},
+            extra={"event": "joined", "contacts": len(self.table), "saved_contacts": reached_known},
         )
         return answered
+
+    async def _dial_known(self, known: Sequence[Contact], problems: list[str]) -> int:
+        """Dial remembered contacts, a few at a time, until k of them answered as the node they
+        were; returns how many did (a contact already in session counts without a dial)."""
+        connected = {view.identity.node_id for view in self.node.peers()}
+        reached = 0
+        limiter = trio.CapacityLimiter(self.settings.probe_concurrency)
+
+        async def dial(contact: Contact, nursery: trio.Nursery) -> None:
+            nonlocal reached
+            async with limiter:
+                try:
+                    await self.node.connect(contact.address, contact.id)
+                except (PeerRefused, PeerUnreachable, ConfigError) as exc:  # bad address: skip
+                    problems.append(f"{contact.address} (saved contact): {exc}")
+                    return
+            reached += 1
+            if reached >= self.settings.k:
+                nursery.cancel_scope.cancel()  # enough to rejoin; the lookups find the rest
+
+        async with trio.open_nursery() as nursery:
+            for contact in known:
+                if contact.id in connected:
+                    reached += 1
+                elif contact.id != self.node_id and contact.address != self.node.address:
+                    nursery.start_soon(dial, contact, nursery)
+        return reached
 
     async def refresh(self) -> None:
         """Probe contacts silent since about the last round, then look up a random id in every

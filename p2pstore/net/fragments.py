@@ -47,6 +47,8 @@ class FragmentService:
         """``in_threads=False`` calls the store directly: for the in-memory store under a
         ``MockClock``, where a worker thread would let virtual time jump past deadlines."""
         self.store = store
+        self._metrics = node.metrics
+        self._metrics.watch_store(store.usage)
         self._threads = trio.CapacityLimiter(max_threads)
         self._in_threads = in_threads
         node.handle(PutFragment, self._on_put)
@@ -56,11 +58,13 @@ class FragmentService:
     async def _on_put(self, peer: PeerIdentity, message: Message) -> Message:
         assert isinstance(message, PutFragment)
         await self._run(self.store.put, message.fragment_id, message.data)
+        self._metrics.record_fragment_written(len(message.data))
         return PutFragmentReply(stored=True)
 
     async def _on_get(self, peer: PeerIdentity, message: Message) -> Message:
         assert isinstance(message, GetFragment)
         data: bytes = await self._run(self.store.get, message.fragment_id)
+        self._metrics.record_fragment_served(len(data))
         return GetFragmentReply(data=data)
 
     async def _on_has(self, peer: PeerIdentity, message: Message) -> Message:

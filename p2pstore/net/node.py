@@ -20,6 +20,7 @@ import trio
 
 from p2pstore import __version__
 from p2pstore.errors import (
+    P2PStoreError,
     PeerRefused,
     PeerUnreachable,
     RemoteError,
@@ -28,6 +29,7 @@ from p2pstore.errors import (
 )
 from p2pstore.identity import NodeCredentials, PeerIdentity, Role, TrustAnchor, short_id
 from p2pstore.net.link import FrameLink, Transport
+from p2pstore.net.metrics import OK, MeteredLink, NodeMetrics, bounded_code
 from p2pstore.net.session import Session, SessionSettings
 from p2pstore.wire import (
     PROTOCOL_VERSION,
@@ -92,7 +94,10 @@ class Node:
         advertise: str | None = None,
         settings: NodeSettings | None = None,
         listen: bool = True,
+        metrics: NodeMetrics | None = None,
     ) -> None:
+        """``metrics`` defaults to a private :class:`NodeMetrics`; the node's services
+        (fragments, DHT) count on the same one."""
         self.credentials = credentials
         self.identity = credentials.identity
         self.transport = transport
@@ -100,7 +105,12 @@ class Node:
         self.settings = settings or NodeSettings()
         self._advertise = advertise
         self._listen = listen
+        self.metrics = metrics or NodeMetrics()
+        self.metrics.watch_peers(self.session_counts)
         self._sessions: dict[bytes, Session] = {}
+        self._clients: set[Session] = set()
+        """Inbound sessions of clients: never dialled back, so not indexed by id, and one
+        client identity may run several processes (two ``p2pstore put`` at once)."""
         self._since: dict[bytes, float] = {}
         self._changed = trio.Event()
         self._scope: trio.CancelScope | None = None
@@ -147,14 +157,14 @@ class Node:
         """Say goodbye to every peer (bounded by ``stop_timeout``), then end :meth:`run`."""
         with trio.move_on_after(self.settings.stop_timeout):
             async with trio.open_nursery() as nursery:
-                for session in list(self._sessions.values()):
+                for session in [*self._sessions.values(), *self._clients]:
                     nursery.start_soon(session.close, reason)
         if self._scope is not None:
             self._scope.cancel()
 
     def apply_trust(self, trust: TrustAnchor) -> None:
         """Close the sessions of peers whose certificates ``trust`` now revokes."""
-        for session in list(self._sessions.values()):
+        for session in [*self._sessions.values(), *self._clients]:
             if session.peer.serial in trust.revoked_serials:
                 log.warning(
                     "closing session with %s: its certificate was revoked",
@@ -203,6 +213,25 @@ class Node:
         If the session breaks because a simultaneous connection replaced it (both sides keep
         the same one of two), the request is sent again once, on the session that won.
         """
+        outcome = "cancelled"  # until the request ends otherwise
+        try:
+            reply = await self._request(node_id, message, timeout)
+        except RequestTimeout:
+            outcome = "timeout"
+            raise
+        except PeerUnreachable:
+            outcome = "unreachable"
+            raise
+        except RemoteError as refused:
+            outcome = bounded_code(refused.code)
+            raise
+        else:
+            outcome = OK
+            return reply
+        finally:
+            self.metrics.record_sent(type(message).__name__, outcome)
+
+    async def _request(self, node_id: bytes, message: Message, timeout: float | None) -> Message:
         session = self._sessions.get(node_id)
         if session is None:
             raise PeerUnreachable(f"no session with node {short_id(node_id)}")
@@ -340,7 +369,8 @@ class Node:
         Whatever the peer does ends only this session: protocol errors and broken links are
         logged; a bug in a handler is logged with its traceback as an internal error.
         """
-        session = Session(link, self._hello(), self._dispatch, self.settings.session)
+        metered = MeteredLink(link, self.metrics)
+        session = Session(metered, self._hello(), self._dispatch, self.settings.session)
         outcome = _SessionOutcome.FAILED_GREETING
         try:
             await session.greet()
@@ -390,6 +420,16 @@ class Node:
     def _register(self, session: Session) -> bool:
         """Add a greeted session; False if it loses the tie-break against an existing one."""
         node_id = session.peer.node_id
+        if session.peer.role is Role.CLIENT and not session.link.outbound:
+            self._clients.add(session)
+            self._notify_changed()
+            log.info(
+                "client %s connected from %s",
+                session.describe(),
+                session.link.remote_address,
+                extra={"event": "client_connected", "peer": node_id.hex()},
+            )
+            return True
         existing = self._sessions.get(node_id)
         if existing is not None and not existing.closed:
             dialler_wanted = min(node_id, self.identity.node_id)
@@ -423,6 +463,10 @@ class Node:
         return True
 
     def _unregister(self, session: Session) -> None:
+        if session in self._clients:
+            self._clients.discard(session)
+            self._notify_changed()
+            return
         node_id = session.peer.node_id
         if self._sessions.get(node_id) is session:
             del self._sessions[node_id]
@@ -443,13 +487,37 @@ class Node:
         )
 
     async def _dispatch(self, peer: PeerIdentity, message: Message) -> Message:
-        handler = self._handlers.get(type(message))
-        if handler is None:
-            return ErrorReply(
-                code="unsupported",
-                message=f"this node does not serve {type(message).__name__} requests",
-            )
-        return await handler(peer, message)
+        """Answer one request through its handler, counting it by type and outcome."""
+        began = trio.current_time()
+        outcome = "cancelled"  # until the handler says otherwise
+        try:
+            handler = self._handlers.get(type(message))
+            if handler is None:
+                reply: Message = ErrorReply(
+                    code="unsupported",
+                    message=f"this node does not serve {type(message).__name__} requests",
+                )
+            else:
+                reply = await handler(peer, message)
+        except P2PStoreError as exc:
+            outcome = type(exc).__name__  # the code the session sends back
+            raise
+        except Exception:
+            outcome = "internal_error"
+            raise
+        else:
+            outcome = reply.code if isinstance(reply, ErrorReply) else OK
+            return reply
+        finally:
+            elapsed = trio.current_time() - began
+            self.metrics.record_request(type(message).__name__, outcome, elapsed)
+
+    def session_counts(self) -> dict[str, int]:
+        """Open sessions by the peer's role (``node``, ``client``)."""
+        counts = {role.value: 0 for role in Role}
+        for session in [*self._sessions.values(), *self._clients]:
+            counts[session.peer.role.value] += 1
+        return counts
 
     async def _on_ping(self, peer: PeerIdentity, message: Message) -> Message:
         assert isinstance(message, Ping)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import trio
 
-from p2pstore.errors import PeerRefused, PeerUnreachable, RemoteProtocolError
+from p2pstore.errors import ConfigError, PeerRefused, PeerUnreachable, RemoteProtocolError
 from p2pstore.identity import NodeCredentials, PeerIdentity, TrustAnchor, short_id
 from p2pstore.net.address import format_address, parse_address
 from p2pstore.net.link import LinkHandler, check_dialled_peer
@@ -261,7 +261,12 @@ class TlsTransport:
             await link.aclose()
 
     async def connect(self, address: str, expected_id: bytes | None = None) -> TlsLink:
-        host, port = parse_address(address)
+        try:
+            host, port = parse_address(address)
+        except ConfigError as exc:
+            # Addresses come from peers too (FIND_NODE replies, records): a bad one is that
+            # peer's problem, never a reason for the caller to crash.
+            raise PeerUnreachable(f"cannot dial {address!r}: {exc}") from exc
         try:
             with trio.fail_after(self.settings.connect_timeout):
                 stream = await trio.open_tcp_stream(host, port)

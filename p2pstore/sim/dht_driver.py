@@ -22,18 +22,36 @@ the heap advances ``now``, and the lookup asks for its next queries after every 
 trio driver does.  Lookups run one after another, so a peer's table only changes when it is
 asked or asks, and nothing here depends on set or hash order: the same seed gives the same
 tables, hops and query counts.
+
+For long churn runs (``p2pstore.sim.engine``) two cheaper paths exist, both opt-in:
+
+* ``bootstrap="converged"`` fills each table as joins would leave it -- for every bucket the
+  peer's id implies, up to k random peers of that subtree -- in a fraction of the time of
+  ``n`` real joins;
+* ``probe_interval`` replays the trio driver's periodic probing lazily: when a table is next
+  used (it asks, or is asked), each of its contacts is probed once per elapsed interval in
+  one step: a contact found dead gets one failure per probe it would have missed since it
+  went down (at most ``max_failures``, so it is dropped exactly when the real node would have
+  dropped it), a live contact with failures recovers.  Tables nobody uses are not touched,
+  and the probe answers of healthy contacts are not replayed (they would only reorder a
+  bucket's least-recently-seen list).
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import random
+from bisect import bisect_left
+from collections.abc import Sequence
 
 from p2pstore.core.contact import Contact
 from p2pstore.core.lookup import DEFAULT_ALPHA, Lookup, LookupResult
-from p2pstore.core.routing import DEFAULT_K, RoutingTable, UpdateKind
+from p2pstore.core.routing import DEFAULT_K, DEFAULT_MAX_FAILURES, RoutingTable, UpdateKind
 from p2pstore.errors import ConfigError, LocalProtocolError
 from p2pstore.identity.nodeid import NODE_ID_BYTES, NodeId
+
+BOOTSTRAPS = ("first", "random", "converged")
 
 DEFAULT_RPC_LATENCY = 0.05
 """Virtual seconds from sending a FIND_NODE to processing its reply."""
@@ -66,15 +84,22 @@ class SimulatedDht:
         rpc_latency: float = DEFAULT_RPC_LATENCY,
         rpc_timeout: float = DEFAULT_RPC_TIMEOUT,
         bootstrap: str = "first",
+        contacts: Sequence[Contact] | None = None,
+        probe_interval: float | None = None,
+        max_failures: int = DEFAULT_MAX_FAILURES,
     ) -> None:
+        if contacts is not None:
+            n = len(contacts)
         if n < 1 or k < 1 or alpha < 1:
             raise ConfigError(f"a simulated DHT needs n, k, alpha >= 1; got n={n} k={k} a={alpha}")
         if not 0 < rpc_latency <= rpc_timeout:
             raise ConfigError(
                 f"need 0 < rpc_latency <= rpc_timeout, got {rpc_latency} and {rpc_timeout}"
             )
-        if bootstrap not in {"first", "random"}:
-            raise ConfigError(f"bootstrap must be 'first' or 'random', got {bootstrap!r}")
+        if bootstrap not in BOOTSTRAPS:
+            raise ConfigError(f"bootstrap must be one of {BOOTSTRAPS}, got {bootstrap!r}")
+        if probe_interval is not None and probe_interval <= 0:
+            raise ConfigError(f"probe_interval must be positive, got {probe_interval}")
         self.n = n
         self.k = k
         self.alpha = alpha
@@ -85,19 +110,36 @@ class SimulatedDht:
         """FIND_NODE queries sent so far, joins included."""
         self.pings = 0
         """Eviction pings answered so far (PING_NEEDED from a full bucket)."""
+        self.probe_interval = probe_interval
+        self.max_failures = max_failures
         self.rng = random.Random(seed)  # noqa: S311  # reproducible by design, not a secret
-        self.ids: list[NodeId] = self._draw_ids(n)
+        if contacts is None:
+            contacts = [
+                Contact(node_id, f"sim-{i}", f"dc-{i % DATACENTERS}", SIM_REGION)
+                for i, node_id in enumerate(self._draw_ids(n))
+            ]
+        self.contacts: list[Contact] = list(contacts)
+        self.ids: list[NodeId] = [contact.id for contact in self.contacts]
         self.index: dict[bytes, int] = {node_id: i for i, node_id in enumerate(self.ids)}
-        self._long = [int.from_bytes(node_id, "big") for node_id in self.ids]
-        self.contacts = [
-            Contact(node_id, f"sim-{i}", f"dc-{i % DATACENTERS}", SIM_REGION)
-            for i, node_id in enumerate(self.ids)
-        ]
-        self.tables = [RoutingTable(node_id, k=k, now=self.now) for node_id in self.ids]
+        if len(self.index) != n:
+            raise ConfigError("simulated peers need distinct node ids")
+        self._long = [contact.long_id for contact in self.contacts]
+        self.tables = [self._new_table(node_id) for node_id in self.ids]
         self.alive = [True] * n
+        self.down_since = [0.0] * n
+        self._synced = [0.0] * n
+        self._failed: list[set[int]] = [set() for _ in range(n)]
+        """Per table, peers this driver recorded a failure for: the only contacts that can be
+        stale, so the only live ones a probe round has to revive."""
+        if bootstrap == "converged":
+            self._fill_converged()
+            return
         for joiner in range(1, n):
             via = 0 if bootstrap == "first" else self.rng.randrange(joiner)
             self.join(joiner, via)
+
+    def _new_table(self, node_id: NodeId) -> RoutingTable:
+        return RoutingTable(node_id, k=self.k, max_failures=self.max_failures, now=self.now)
 
     def _draw_ids(self, n: int) -> list[NodeId]:
         ids: list[NodeId] = []
@@ -120,12 +162,20 @@ class SimulatedDht:
         for target in table.buckets_to_refresh(self.now, 0.0, self.rng):
             self.lookup(joiner, target)
 
+    def rejoin(self, peer: int, via: int | None) -> None:
+        """A returning peer, with the table it had: it meets ``via`` (a bootstrap peer; None
+        if it knows nobody up) and looks up its own id -- the first steps of ``Dht.join``."""
+        if via is not None and via != peer:
+            self._meet(peer, via)
+        self.lookup(peer, self.ids[peer])
+
     def lookup(self, from_index: int, target: bytes) -> LookupResult:
         """Run one FIND_NODE lookup of ``target`` from peer ``from_index`` to its end.
 
         Raises :class:`LocalProtocolError` if that peer is dead."""
         if not self.alive[from_index]:
             raise LocalProtocolError(f"peer {from_index} is dead and cannot look anything up")
+        self.catch_up(from_index)
         table = self.tables[from_index]
         lookup = Lookup(
             target,
@@ -157,10 +207,12 @@ class SimulatedDht:
                 lookup.on_reply(peer_id, self._find_node(peer, target, from_index))
             else:
                 table.record_failure(peer_id, self.now)
+                self._failed[from_index].add(peer)
                 lookup.on_failure(peer_id)
         return lookup.result()
 
     def _find_node(self, peer: int, target: bytes, asker: int) -> list[Contact]:
+        self.catch_up(peer)
         return self.tables[peer].closest(
             target, self.k, exclude=(self.ids[asker],), include_stale=False
         )
@@ -177,8 +229,90 @@ class SimulatedDht:
             self.pings += 1
             oldest = self.index[update.ping.id]
             table.ping_result(update.ping.id, self.alive[oldest], self.now)
+            if not self.alive[oldest]:
+                self._failed[at].add(oldest)
 
     # -- churn --------------------------------------------------------------------------------
+
+    def add_peer(self, contact: Contact) -> int:
+        """A new, empty peer (alive, with an empty table); returns its number.  Call
+        :meth:`join` next.  Raises :class:`ConfigError` if its id is taken."""
+        if contact.id in self.index:
+            raise ConfigError(f"node id {contact.id.hex()} is already in the simulated mesh")
+        peer = self.n
+        self.n += 1
+        self.contacts.append(contact)
+        self.ids.append(contact.id)
+        self.index[contact.id] = peer
+        self._long.append(contact.long_id)
+        self.tables.append(self._new_table(contact.id))
+        self.alive.append(True)
+        self.down_since.append(self.now)
+        self._synced.append(self.now)
+        self._failed.append(set())
+        return peer
+
+    def set_alive(self, peer: int, alive: bool) -> None:
+        """Peer ``peer`` goes down or comes back at ``now``; nobody is told.  A returning peer
+        keeps its table (its probes resume: see ``probe_interval``)."""
+        if self.alive[peer] == alive:
+            return
+        self.alive[peer] = alive
+        if alive:
+            self._synced[peer] = max(self._synced[peer], self.down_since[peer])
+        else:
+            self.down_since[peer] = self.now
+
+    def catch_up(self, peer: int) -> None:
+        """Apply the periodic probes ``peer`` ran since its table was last brought up to date
+        (see the module docstring); a no-op without ``probe_interval``."""
+        interval = self.probe_interval
+        if interval is None:
+            return
+        last = self._synced[peer]
+        rounds = math.floor((self.now - last) / interval)
+        if rounds <= 0:
+            return
+        table = self.tables[peer]
+        failed = self._failed[peer]
+        for other in sorted(failed):
+            if self.alive[other]:
+                table.record_success(self.ids[other], self.now)
+                failed.discard(other)
+        alive = self.alive
+        index = self.index
+        for contact in table.contacts():
+            other = index[contact.id]
+            if alive[other]:
+                continue
+            failed.add(other)
+            first = max(1, math.ceil((self.down_since[other] - last) / interval))
+            for _ in range(min(rounds - first + 1, table.max_failures)):
+                if table.record_failure(contact.id, self.now):
+                    break
+        self._synced[peer] = last + rounds * interval
+
+    def _fill_converged(self) -> None:
+        """Fill every table as joining would leave it: for each depth of the peer's own id,
+        up to k random peers of the sibling subtree at that depth."""
+        order = sorted(range(self.n), key=lambda i: self._long[i])
+        longs = [self._long[i] for i in order]
+        bits = NODE_ID_BYTES * 8
+        for peer in range(self.n):
+            own = self._long[peer]
+            for depth in range(bits):
+                width = bits - depth - 1
+                prefix = (own >> (width + 1)) << (width + 1)
+                sibling = prefix | ((~own >> width & 1) << width)
+                start = bisect_left(longs, sibling)
+                end = bisect_left(longs, sibling + (1 << width))
+                span = range(start, end)
+                chosen = span if len(span) <= self.k else self.rng.sample(span, self.k)
+                for position in chosen:
+                    self._record(peer, order[position])
+                own_low = (own >> width) << width
+                if bisect_left(longs, own_low + (1 << width)) - bisect_left(longs, own_low) <= 1:
+                    break  # nobody else shares this prefix: deeper buckets are empty
 
     def kill(self, fraction: float, rng: random.Random) -> list[int]:
         """Mark ``round(fraction * live peers)`` live peers dead, chosen with ``rng``; returns

@@ -289,7 +289,7 @@ def test_the_renderer_writes_only_known_keys():
     text = render_node_config(
         listen="a:1", data_dir="d", key="k", certificate="c", ca_certificate="ca",
         revocation_list="r", advertise="b:2", bootstrap_peers=("e:3",), seed_file="s",
-        quota="1 GiB",
+        quota="1 GiB", metrics_listen="127.0.0.1:9464", metrics_allow_public=True,
     )  # fmt: skip
     document = tomllib.loads(text)
     assert {s: set(t) for s, t in document.items()} == {s: set(k) for s, k in _SCHEMA.items()}

@@ -173,7 +173,15 @@ def help_text(*command: str) -> str:
 
 def test_top_level_help_points_to_the_first_commands():
     text = help_text()
-    for phrase in ("p2pstore devnet", "p2pstore ca --help", "p2pstore node run --help", "--debug"):
+    for phrase in (
+        "p2pstore demo",
+        "p2pstore devnet",
+        "p2pstore put FILE",
+        "p2pstore get CAP",
+        "p2pstore ca --help",
+        "p2pstore node run --help",
+        "--debug",
+    ):
         assert phrase in text
     assert "storage mesh" in text
 
@@ -182,7 +190,7 @@ def test_devnet_help_explains_what_it_starts():
     text = help_text("devnet")
     for phrase in ("local mesh", "loopback", "mutual TLS", "--nodes", "--exit-when-ready", "--dir"):
         assert phrase in text
-    assert "[default: 5]" in text
+    assert "[default: 10]" in text
 
 
 def test_node_run_help_names_the_config_and_signals():

@@ -327,3 +327,11 @@ async def test_nobody_listening_is_unreachable(net, clock):
     address = "127.0.0.1:9" if net.kind == "tls" else "nobody-here"
     with pytest.raises(PeerUnreachable):
         await transport.connect(address)
+
+
+@pytest.mark.parametrize("address", ["x", "host:notaport", "127.0.0.1:99999", ""])
+async def test_an_address_a_peer_made_up_is_unreachable_not_a_crash(net, clock, address):
+    """Contact addresses arrive in other peers' replies: a malformed one fails that dial only."""
+    transport = net.transport()
+    with pytest.raises(PeerUnreachable):
+        await transport.connect(address, None)

@@ -1,0 +1,231 @@
+"""Stewards in the simulator: the real repair planner, driven by the event heap.
+
+Strategy: the steward of an object is the live peer XOR-closest to its key, as on the real
+mesh.  When a holder's silence reaches the grace period (or a retry or a partition sweep comes
+due) the steward of each affected chunk calls :func:`~p2pstore.core.repair_plan.assess_chunk`
+with its view of the holders -- the mesh-wide :class:`~p2pstore.core.repair_plan.FailureDetector`,
+plus, during a partition, every holder on the other side counted silent since the partition
+began -- and, on NEEDS_REPAIR, :func:`~p2pstore.core.repair_plan.place_repairs` over its
+candidates, exactly the calls the node's steward makes.  A chosen holder that turns out to be
+down or unreachable is excluded and the share placed again, as a put does.
+
+A repair job fetches k fragments from live sources to the steward, decodes at the scenario's
+rebuild rate, and uploads each rebuilt fragment to its new holder, all through
+:class:`~p2pstore.sim.network.Network`; it lands when the last upload does.  The rebuilt
+fragments then replace the lost holders in the chunk (their old copies, if they come back, are
+dropped), and the steward checks the chunk again.  Bytes counted are the bytes that cross the
+network; messages are one per fetch and store, plus publishing the new placement record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from p2pstore.core.repair_plan import PeerHealth, Verdict, assess_chunk, place_repairs
+from p2pstore.errors import PlacementError
+from p2pstore.sim.events import Event
+
+if TYPE_CHECKING:
+    from p2pstore.sim.engine import Simulation
+
+
+@dataclass(frozen=True, slots=True)
+class RepairJob:
+    """A repair in flight: which chunk, run by whom, writing which shares where."""
+
+    chunk: int
+    steward: int
+    targets: tuple[tuple[int, int], ...]
+    """(share, new holder) pairs."""
+
+
+class Stewards:
+    """Every steward of the run (one decision procedure, each call from one steward's view)."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.jobs: dict[int, RepairJob] = {}
+        self._next_job = 0
+        self._retrying: set[int] = set()
+        self.enabled = sim.scenario.repair.mode != "none"
+
+    def handlers(self) -> dict[Event, Callable[[int, int], None]]:
+        return {
+            Event.REPAIR_DONE: self._on_repair_done,
+            Event.RETRY: self._on_retry,
+            Event.SWEEP: self._on_sweep,
+        }
+
+    def steward_of(self, obj: int) -> int | None:
+        """The live peer closest to the object's key, or None if nobody is up."""
+        peers = self.sim.peers
+        found = peers.index.closest(self.sim.storage.objects[obj].long_key, 1, peers.is_up)
+        return found[0] if found else None
+
+    def holder_lost(self, peer: int) -> None:
+        """``peer``'s silence reached the grace period: check every chunk it holds."""
+        for chunk in list(self.sim.peers.held[peer]):
+            self.check(chunk)
+
+    def check(self, chunk_number: int) -> None:
+        """Assess one chunk from its steward's view and start a repair if it needs one."""
+        sim = self.sim
+        storage = sim.storage
+        chunk = storage.chunks[chunk_number]
+        obj = storage.objects[chunk.obj]
+        if not self.enabled or obj.lost or not obj.stored or chunk.job >= 0:
+            return
+        steward = self.steward_of(chunk.obj)
+        if steward is None:
+            return
+        peers = sim.peers
+        plan = assess_chunk(
+            [peers.node_id[h] for h in chunk.holders], self._view(steward), sim.rule, sim.now
+        )
+        if plan.verdict is not Verdict.NEEDS_REPAIR:
+            return
+        k = sim.rule.k
+        sources = [
+            chunk.holders[s] for s in plan.live if peers.reachable(steward, chunk.holders[s])
+        ][:k]
+        targets = (
+            self._place(chunk_number, plan.rebuild, (*plan.live, *plan.silent), plan.lost, steward)
+            if len(sources) >= k
+            else None
+        )
+        if targets is None:
+            sim.counters.repair_blocked += 1
+            if chunk_number not in self._retrying:  # one pending retry per chunk
+                self._retrying.add(chunk_number)
+                retry_at = sim.now + sim.scenario.repair.retry_after
+                sim.queue.schedule(retry_at, Event.RETRY, chunk_number)
+            return
+        self._start(chunk_number, steward, sources, targets)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _view(self, steward: int) -> Callable[[bytes], PeerHealth]:
+        """The steward's view: the detector, plus the partition for holders across it."""
+        sim = self.sim
+        detector_health = sim.detector.health
+        if sim.partition_since is None:
+            return detector_health
+        since = sim.partition_since
+        peers = sim.peers
+        side = peers.group[steward]
+
+        def health(node_id: bytes) -> PeerHealth:
+            known = detector_health(node_id)
+            if known.silent_since is None and peers.group[peers.by_node_id[node_id]] != side:
+                start = since if known.last_heard is None else max(since, known.last_heard)
+                return PeerHealth(known.last_heard, silent_since=start)
+            return known
+
+        return health
+
+    def _place(
+        self,
+        chunk_number: int,
+        rebuild: tuple[int, ...],
+        kept: tuple[int, ...],
+        lost: tuple[int, ...],
+        steward: int,
+    ) -> dict[int, int] | None:
+        """New holders for ``rebuild`` (share -> peer), or None if the rule cannot be met."""
+        sim = self.sim
+        peers = sim.peers
+        chunk = sim.storage.chunks[chunk_number]
+        ids = sim.storage.fragment_ids(chunk_number)
+        survivors = [peers.candidate(chunk.holders[s]) for s in kept]
+        excluded: set[bytes] = {peers.node_id[chunk.holders[s]] for s in lost}
+        candidates = sim.candidates(steward)
+        chosen: dict[int, int] = {}
+        pending = list(rebuild)
+        while pending:
+            taken = survivors + [peers.candidate(p) for p in chosen.values()]
+            try:
+                placed = place_repairs(
+                    pending,
+                    ids,
+                    taken,
+                    candidates,
+                    sim.rule,
+                    excluded=excluded,
+                    fragment_size=chunk.fragment_size,
+                )
+            except PlacementError:
+                return None
+            pending = []
+            for share, candidate in placed.items():
+                peer = peers.by_node_id[candidate.node_id]
+                if peers.reachable(steward, peer) and peers.fits(peer, chunk.fragment_size):
+                    chosen[share] = peer
+                else:
+                    excluded.add(candidate.node_id)
+                    sim.counters.failed_stores += 1
+                    pending.append(share)
+        return chosen
+
+    def _start(
+        self, chunk_number: int, steward: int, sources: list[int], targets: dict[int, int]
+    ) -> None:
+        sim = self.sim
+        chunk = sim.storage.chunks[chunk_number]
+        size = chunk.fragment_size
+        network = sim.network
+        now = sim.now
+        moved = 0
+        fetched = now
+        for source in sources:
+            if source != steward:
+                fetched = max(fetched, network.transfer(source, steward, size, now))
+                moved += size
+        decoded = fetched + len(sources) * size / sim.scenario.repair.rebuild_rate
+        done = decoded
+        for target in targets.values():
+            if target != steward:
+                done = max(done, network.transfer(steward, target, size, decoded))
+                moved += size
+        job = self._next_job
+        self._next_job += 1
+        self.jobs[job] = RepairJob(chunk_number, steward, tuple(sorted(targets.items())))
+        chunk.job = job
+        counters = sim.counters
+        counters.repair_jobs += 1
+        counters.repair_bytes += moved
+        counters.maintenance["repair"] += len(sources) + len(targets) + sim.record_publish_cost()
+        sim.queue.schedule(done, Event.REPAIR_DONE, job)
+
+    def _on_repair_done(self, job_number: int, _: int) -> None:
+        sim = self.sim
+        job = self.jobs.pop(job_number)
+        storage = sim.storage
+        chunk = storage.chunks[job.chunk]
+        chunk.job = -1
+        if storage.objects[chunk.obj].lost:
+            return
+        rebuilt = 0
+        for share, target in job.targets:
+            if sim.peers.is_up(target) and job.chunk not in sim.peers.held[target]:
+                storage.reassign(job.chunk, share, target, sim.now)
+                rebuilt += 1
+            else:
+                sim.counters.failed_stores += 1
+        sim.counters.fragments_rebuilt += rebuilt
+        if not storage.within_rule(job.chunk, sim.rule):
+            sim.counters.placement_violations += 1
+        sim.queue.note(job.chunk, rebuilt)
+        self.check(job.chunk)
+
+    def _on_retry(self, chunk_number: int, _: int) -> None:
+        self._retrying.discard(chunk_number)
+        self.check(chunk_number)
+
+    def _on_sweep(self, partition: int, _: int) -> None:
+        """A partition has lasted past the grace period: every steward checks its chunks."""
+        if self.sim.partition_index != partition:
+            return
+        for chunk_number in range(len(self.sim.storage.chunks)):
+            self.check(chunk_number)

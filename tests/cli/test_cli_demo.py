@@ -1,0 +1,30 @@
+"""``p2pstore demo``, the README's main command: real processes, a put, nodes killed, a get."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.integration
+def test_the_demo_gets_the_file_back_after_killing_half_of_a_chunks_holders():
+    result = subprocess.run(
+        [sys.executable, "-m", "p2pstore", "demo", "--size", "6 MiB", "--nodes", "10"],
+        check=False,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env={**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "200"},
+        timeout=120,
+    )
+    output = " ".join(result.stdout.split())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "healthy" in output and "degraded" in output
+    assert "SIGKILL to 4 nodes holding fragments of chunk 0" in output
+    assert "got it back byte-identical" in output
+    codes = re.findall(r"exit code (-?\d+)", output)
+    assert sorted(codes) == sorted(["0"] * 6 + ["-9"] * 4)

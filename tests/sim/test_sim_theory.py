@@ -1,0 +1,113 @@
+"""The simulator against closed forms, within the statistical error of the runs.
+
+Each comparison runs the engine on independent seeds (replicates) and builds a confidence
+interval from the replicate means: objects of one run share peers, so their outcomes are not
+independent, but whole runs with different seeds are.  Each test also checks that the interval
+excludes a nearby wrong answer, so it could fail."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+
+from p2pstore.sim import Simulation, scenario_from_dict
+from p2pstore.sim.theory import (
+    binomial_survival,
+    independent_repairs,
+    mean_interval,
+    mttdl_birth_death,
+    proportion_interval,
+)
+
+REPLICATES = 20
+T_99_19 = 2.861
+"""Two-sided 99% quantile of Student's t with 19 degrees of freedom (20 replicates)."""
+DAY = 86400.0
+
+
+def test_closed_forms_match_the_classic_cases():
+    lam, mu = 0.01, 1.0
+    mirrored = mttdl_birth_death(1, 2, lam, lambda state: mu)
+    assert mirrored == pytest.approx((3 * lam + mu) / (2 * lam**2))
+    assert mttdl_birth_death(1, 1, lam, lambda state: 0.0) == pytest.approx(1 / lam)
+    assert binomial_survival(1, 3, 0.1) == pytest.approx(1 - 0.1**3)
+    assert binomial_survival(3, 3, 0.1) == pytest.approx(0.9**3)
+    low, high = proportion_interval(50, 100)
+    assert low < 0.5 < high and high - low < 0.3
+
+
+def survival_run(seed: int, k: int, n: int) -> float:
+    """Fraction of objects alive after 30 days without repair, peers living Exp(100 d)."""
+    scenario = scenario_from_dict(
+        {
+            "name": "binomial",
+            "seed": seed,
+            "duration": "30d",
+            "sample_every": "30d",
+            "mesh": {"peers": 400, "datacenters": 40},
+            "churn": {"lifetime": {"dist": "exponential", "mean": "100d"}},
+            "workload": {"objects": 400, "object_size": "4KiB"},
+            "rule": {"name": "standard", "k": k, "n": n, "repair_threshold": n},
+            "repair": {"mode": "none"},
+            "dht": {"enabled": False},
+            "placement": {"candidates": "sample", "sample": 20},
+        }
+    )
+    simulation = Simulation(scenario)
+    simulation.run()
+    assert simulation.storage.stored_objects == 400
+    assert simulation.counters.fragments_rebuilt == 0
+    return 1 - simulation.storage.lost_objects / simulation.storage.stored_objects
+
+
+@pytest.mark.parametrize(("k", "n"), [(4, 8), (1, 2), (1, 3)])
+def test_survival_without_repair_is_the_binomial_tail(k, n):
+    loss = 1 - math.exp(-30 / 100)  # each fragment's holder departs within the period
+    expected = binomial_survival(k, n, loss)
+    survived = [survival_run(seed, k, n) for seed in range(REPLICATES)]
+    low, high = mean_interval(survived, T_99_19)
+    assert low <= expected <= high, (expected, statistics.fmean(survived), (low, high))
+    # one fragment fewer would have been caught: the interval is narrower than the gap
+    assert not low <= binomial_survival(k, n - 1, loss) <= high
+
+
+def mean_time_to_loss(seed: int, k: int, n: int, repair: float) -> float:
+    """Mean days until each object is lost: fragments fail at 0.1/day (peer lifetimes),
+    each lost fragment is noticed after an exponential delay of mean ``1 / repair`` days
+    (Poisson checks) and rebuilt at once (grace 0, eager, tiny fragments)."""
+    scenario = scenario_from_dict(
+        {
+            "name": "mttdl",
+            "seed": seed,
+            "duration": "4000d",
+            "sample_every": "4000d",
+            "stop_when_all_lost": True,
+            "mesh": {"peers": 60, "datacenters": 60},
+            "churn": {"lifetime": {"dist": "exponential", "mean": "10d"}},
+            "workload": {"objects": 60, "object_size": "1KiB"},
+            "rule": {"name": "standard", "k": k, "n": n, "repair_threshold": n, "grace_period": 0},
+            "repair": {"mode": "eager", "detection": "poisson", "check_interval": f"{1 / repair}d"},
+            "dht": {"enabled": False},
+            "placement": {"candidates": "sample", "sample": 16},
+        }
+    )
+    simulation = Simulation(scenario)
+    simulation.run()
+    losses = [obj.lost_at for obj in simulation.storage.objects]
+    assert all(at is not None for at in losses), "a run must end with every object lost"
+    assert simulation.counters.placement_violations == 0
+    return statistics.fmean(losses) / DAY
+
+
+@pytest.mark.parametrize(("k", "n", "repair"), [(2, 4, 0.5), (1, 3, 0.2)])
+def test_mean_time_to_data_loss_is_the_birth_death_chain(k, n, repair):
+    failure = 0.1  # per day, like repair
+    expected = mttdl_birth_death(k, n, failure, independent_repairs(n, repair))
+    means = [mean_time_to_loss(seed, k, n, repair) for seed in range(REPLICATES)]
+    low, high = mean_interval(means, T_99_19)
+    assert low <= expected <= high, (expected, statistics.fmean(means), (low, high))
+    # a single repair at a time (mu_i = mu) is a different chain, and the run tells them apart
+    single = mttdl_birth_death(k, n, failure, lambda state: repair)
+    assert not low <= single <= high
