@@ -115,23 +115,30 @@ def choose_holder(
 
     Raises :class:`PlacementError` when no candidate keeps the chunk within the rule.
     """
+    usable = [c for c in eligible(candidates, rule, fragment_size) if c.node_id not in excluded]
+    return _best_holder(fragment_id, usable, rule, taken)
+
+
+def _best_holder(
+    fragment_id: bytes, usable: Sequence[Candidate], rule: CodingRule, taken: Sequence[Candidate]
+) -> Candidate:
+    """The best-scoring of the ``usable`` peers (eligible, not excluded) that keeps the chunk
+    within the rule next to the ``taken`` holders."""
     used_nodes = {holder.node_id for holder in taken}
     per_datacenter = Counter(holder.datacenter for holder in taken)
     options = [
         candidate
-        for candidate in eligible(candidates, rule, fragment_size)
+        for candidate in usable
         if candidate.node_id not in used_nodes
-        and candidate.node_id not in excluded
         and per_datacenter[candidate.datacenter] < rule.max_per_datacenter
     ]
     if not options:
-        left = [c for c in eligible(candidates, rule, fragment_size) if c.node_id not in excluded]
-        datacenters = {c.datacenter for c in left}
+        datacenters = {c.datacenter for c in usable}
         raise PlacementError(
             f"rule {rule.name} needs {rule.datacenters_needed} datacenters in "
             f"{rule.describe_regions()} for {rule.n} fragments (at most "
             f"{rule.max_per_datacenter} per datacenter); {len(datacenters)} datacenters "
-            f"({len(left)} peers) are reachable and willing",
+            f"({len(usable)} peers) are reachable and willing",
             rule=rule.name,
             needed=rule.datacenters_needed,
             available=len(datacenters),
@@ -158,19 +165,12 @@ def place_chunk(
             needed=rule.n,
             available=len(fragment_ids),
         )
-    check_feasible([c for c in candidates if c.node_id not in excluded], rule, fragment_size)
+    # Eligibility is decided once per chunk, not once per fragment (a hot path in the simulator).
+    usable = [c for c in eligible(candidates, rule, fragment_size) if c.node_id not in excluded]
+    check_feasible(usable, rule)
     holders: list[Candidate] = []
     for fragment_id in fragment_ids:
-        holders.append(
-            choose_holder(
-                fragment_id,
-                candidates,
-                rule,
-                taken=holders,
-                excluded=excluded,
-                fragment_size=fragment_size,
-            )
-        )
+        holders.append(_best_holder(fragment_id, usable, rule, holders))
     return tuple(holders)
 
 
