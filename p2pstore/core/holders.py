@@ -15,7 +15,7 @@ region], ...], table]``.  Pure.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -24,6 +24,7 @@ import msgpack
 from p2pstore.core.placement import Candidate
 from p2pstore.core.records import RULES, RecordKind
 from p2pstore.errors import LocalProtocolError, RemoteProtocolError
+from p2pstore.wire.dht import SignedRecord
 
 PLACEMENT_FORMAT: Final = 1
 NO_HOLDER: Final = 0xFFFF
@@ -143,8 +144,28 @@ def _holder(entry: object) -> Candidate:
     return Candidate(entry[0], entry[1], entry[2], entry[3])
 
 
-def placement_of(
-    object_id: bytes, n: int, rows: Sequence[Sequence[Candidate | None]]
-) -> Placement:
+def placement_of(object_id: bytes, n: int, rows: Sequence[Sequence[Candidate | None]]) -> Placement:
     """A :class:`Placement` from per-chunk holder lists."""
     return Placement(object_id, n, tuple(tuple(row) for row in rows))
+
+
+def newest_placement(
+    records: Iterable[SignedRecord], object_id: bytes, chunk_count: int, n: int
+) -> tuple[Placement | None, int, list[str]]:
+    """What a set of placement records says, for readers and stewards alike: the versions
+    merged newest (highest sequence) first, so a repair's newer record wins for every share it
+    names and older ones fill only what it leaves unknown.  Returns the merged placement (None
+    if no record was valid), the highest sequence seen (0 if none) and why any record was
+    skipped; raises nothing for bad records, which any peer can send."""
+    merged: Placement | None = None
+    highest = 0
+    problems: list[str] = []
+    for record in sorted(records, key=lambda r: r.sequence, reverse=True):
+        try:
+            found = decode_placement(record.value, object_id, chunk_count, n)
+        except RemoteProtocolError as exc:
+            problems.append(f"ignoring a malformed placement record: {exc}")
+            continue
+        highest = max(highest, record.sequence)
+        merged = found if merged is None else merged.merged(found)
+    return merged, highest, problems

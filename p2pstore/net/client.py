@@ -36,7 +36,7 @@ from p2pstore.codec import (
 )
 from p2pstore.codec.chunking import chunk_length
 from p2pstore.core.contact import Contact
-from p2pstore.core.holders import Placement, decode_placement, placement_of
+from p2pstore.core.holders import Placement, newest_placement, placement_of
 from p2pstore.core.placement import Candidate, check_feasible, choose_holder, place_chunk
 from p2pstore.core.records import RULES, RecordKind, manifest_key, sign_record
 from p2pstore.core.rules import CodingRule
@@ -51,17 +51,26 @@ from p2pstore.errors import (
     PutFailed,
     RemoteError,
     RemoteProtocolError,
+    StoreError,
 )
 from p2pstore.identity import short_id
 from p2pstore.net.dht import Dht
 from p2pstore.net.fragments import fetch_fragment, store_fragment
+from p2pstore.store import FragmentStore
 from p2pstore.wire import HasFragments, HasFragmentsReply, SignedRecord
 from p2pstore.wire.fragments import MAX_IDS_PER_QUERY
 
 log = logging.getLogger("p2pstore.client")
 T = TypeVar("T")
 
-FRAGMENT_FAILURES = (PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError, IntegrityError)
+FRAGMENT_FAILURES = (
+    PeerRefused,
+    PeerUnreachable,
+    RemoteError,
+    RemoteProtocolError,
+    IntegrityError,
+    StoreError,
+)
 """What storing or fetching one fragment can fail with: try another holder."""
 
 Progress = Callable[[int], None]
@@ -138,8 +147,16 @@ class Client:
     """Puts and gets objects over a running :class:`Node` and its :class:`Dht` (both started
     by the caller; the node may be a client node that does not listen)."""
 
-    def __init__(self, dht: Dht, *, settings: ClientSettings | None = None) -> None:
+    def __init__(
+        self,
+        dht: Dht,
+        *,
+        settings: ClientSettings | None = None,
+        local_store: FragmentStore | None = None,
+    ) -> None:
+        """``local_store``: this node's own fragments, read directly when it is a holder."""
         self.dht = dht
+        self.local_store = local_store
         self.node = dht.node
         self.settings = settings or ClientSettings()
         self._latency: dict[bytes, float] = {}
@@ -164,8 +181,8 @@ class Client:
         reason if a chunk could not be stored, and what reading ``source`` raises.
         """
         if key is None and convergence_secret is not None:
-            key = await self._run(self._convergent_key, source, size, convergence_secret)
-            await self._run(source.seek, 0)
+            key = await self.run_sync(self._convergent_key, source, size, convergence_secret)
+            await self.run_sync(source.seek, 0)
         encoder = ObjectEncoder(
             key or random_key(os.urandom(32)),
             size,
@@ -225,7 +242,7 @@ class Client:
             for _ in range(encoder.chunk_count):
                 if state.failure is not None:
                     return
-                chunk = await self._run(self._read_and_encode, source, encoder, state)
+                chunk = await self.run_sync(self._read_and_encode, source, encoder, state)
                 await send.send(chunk)
 
     @staticmethod
@@ -277,40 +294,26 @@ class Client:
             )
         except PlacementError as exc:
             raise PutFailed(f"chunk {chunk.index}: {exc}", chunk=chunk.index) from exc
-        problems: list[str] = []
 
         async def store_share(share: int) -> None:
-            for _ in range(self.settings.store_attempts):
-                holder = holders[share]
-                try:
-                    await self._store_on(holder, chunk.fragment_ids[share], chunk.fragments[share])
-                except FRAGMENT_FAILURES as exc:
-                    problems.append(f"share {share} on {describe(holder)}: {exc}")
-                    state.excluded.add(holder.node_id)
-                    log.info(
-                        "storing a fragment on %s failed, placing it elsewhere: %s",
-                        describe(holder),
-                        exc,
-                        extra={"event": "fragment_store_failed", "peer": holder.node_id.hex()},
-                    )
-                else:
-                    return
-                try:
-                    others = [h for i, h in enumerate(holders) if i != share]
-                    holders[share] = choose_holder(
-                        chunk.fragment_ids[share],
-                        state.candidates,
-                        rule,
-                        taken=others,
-                        excluded=state.excluded,
-                        fragment_size=size,
-                    )
-                except PlacementError as exc:
-                    problems.append(str(exc))
-                    break
-            raise PutFailed(
-                f"chunk {chunk.index}: share {share} could not be stored:\n  "
-                + "\n  ".join(problems[-self.settings.store_attempts - 1 :]),
+            def reselect() -> Candidate:
+                holders[share] = choose_holder(
+                    chunk.fragment_ids[share],
+                    state.candidates,
+                    rule,
+                    taken=[h for i, h in enumerate(holders) if i != share],
+                    excluded=state.excluded,
+                    fragment_size=size,
+                )
+                return holders[share]
+
+            holders[share] = await self.store_with_fallback(
+                chunk.fragment_ids[share],
+                chunk.fragments[share],
+                holders[share],
+                reselect,
+                state.excluded,
+                what=f"chunk {chunk.index}: share {share}",
                 chunk=chunk.index,
             )
 
@@ -329,8 +332,51 @@ class Client:
             raise failures[0]
         return tuple(holders)
 
-    async def _store_on(self, holder: Candidate, fragment_id: bytes, data: bytes) -> None:
-        """Store on ``holder`` after checking its certificate says what placement assumed."""
+    async def store_with_fallback(
+        self,
+        fragment_id: bytes,
+        data: bytes,
+        holder: Candidate,
+        reselect: Callable[[], Candidate],
+        excluded: set[bytes],
+        *,
+        what: str,
+        chunk: int | None,
+    ) -> Candidate:
+        """Store a fragment on ``holder``, or on the next holder ``reselect`` chooses (after
+        the failed one joined ``excluded``), up to ``store_attempts`` holders; returns the one
+        that took it.  Raises :class:`PutFailed` naming ``what`` and each holder's failure."""
+        problems: list[str] = []
+        for _ in range(self.settings.store_attempts):
+            try:
+                await self.store_on(holder, fragment_id, data)
+            except FRAGMENT_FAILURES as exc:
+                problems.append(f"{describe(holder)}: {exc}")
+                excluded.add(holder.node_id)
+                if isinstance(exc, PeerUnreachable):  # lookups stop offering it sooner
+                    self.dht.table.record_failure(holder.node_id, trio.current_time())
+                log.info(
+                    "storing a fragment on %s failed, placing it elsewhere: %s",
+                    describe(holder),
+                    exc,
+                    extra={"event": "fragment_store_failed", "peer": holder.node_id.hex()},
+                )
+            else:
+                return holder
+            try:
+                holder = reselect()
+            except PlacementError as exc:
+                problems.append(str(exc))
+                break
+        raise PutFailed(f"{what} could not be stored:\n  " + "\n  ".join(problems), chunk=chunk)
+
+    async def store_on(self, holder: Candidate, fragment_id: bytes, data: bytes) -> None:
+        """Store on ``holder`` after checking its certificate says what placement assumed
+        (in our own store when we are the holder: a steward placing a rebuilt fragment)."""
+        if self._is_local(holder):
+            assert self.local_store is not None
+            await self.run_sync(self.local_store.put, fragment_id, data)
+            return
         timeout = self.settings.fragment_timeout
         identity = await self.node.session_with(holder.node_id, holder.address, timeout=timeout)
         if (identity.datacenter, identity.region) != (holder.datacenter, holder.region):
@@ -383,11 +429,17 @@ class Client:
         a fragment is sent)."""
         await self.dht.lookup(self.node.identity.node_id)
         contacts: list[Contact] = self.dht.table.contacts()
+        if self.local_store is not None:  # a storage node offers its own store too
+            me = self.node.identity
+            contacts.append(Contact(me.node_id, self.node.address, me.datacenter, me.region))
         return [
             Candidate(c.id, c.address, c.datacenter, c.region)
             for c in contacts
             if rule.allows_region(c.region)
         ]
+
+    def _is_local(self, holder: Candidate) -> bool:
+        return self.local_store is not None and holder.node_id == self.node.identity.node_id
 
     # -- get --------------------------------------------------------------------------------
 
@@ -411,14 +463,9 @@ class Client:
         records: list[SignedRecord] = await self.dht.find_records(
             RecordKind.PLACEMENT, manifest_key(object_id)
         )
-        merged: Placement | None = None
-        for record in sorted(records, key=lambda r: r.sequence, reverse=True):
-            try:
-                found = decode_placement(record.value, object_id, manifest.chunk_count, manifest.n)
-            except RemoteProtocolError as exc:
-                log.warning("ignoring a malformed placement record: %s", exc)
-                continue
-            merged = found if merged is None else merged.merged(found)
+        merged, _, problems = newest_placement(records, object_id, manifest.chunk_count, manifest.n)
+        for problem in problems:
+            log.warning("%s", problem)
         if merged is None:
             raise ObjectNotFound(
                 f"object {object_id.hex()[:16]} has a manifest but no placement record: "
@@ -451,8 +498,8 @@ class Client:
 
         async def fetch_one(index: int) -> None:
             try:
-                fragments = await self._fetch_k(manifest, placement, index)
-                results[index] = await self._run(decoder.decode_chunk, index, fragments)
+                fragments = await self.fetch_chunk(manifest, placement, index)
+                results[index] = await self.run_sync(decoder.decode_chunk, index, fragments)
             except P2PStoreError as exc:
                 failure.append(exc)
                 nursery.cancel_scope.cancel()
@@ -476,7 +523,7 @@ class Client:
             raise failure[0]
         return manifest
 
-    async def _fetch_k(
+    async def fetch_chunk(
         self, manifest: Manifest, placement: Placement, index: int
     ) -> dict[int, bytes]:
         """k verified fragments of chunk ``index`` (share -> bytes), asking the quickest
@@ -501,13 +548,7 @@ class Client:
             assert holder is not None
             started = trio.current_time()
             try:
-                data = await fetch_fragment(
-                    self.node,
-                    holder.node_id,
-                    holder.address,
-                    ids[share],
-                    timeout=self.settings.fragment_timeout,
-                )
+                data = await self.fetch_from(holder, ids[share])
             except FRAGMENT_FAILURES as exc:
                 problems.append(f"share {share} from {describe(holder)}: {exc}")
                 if isinstance(exc, IntegrityError):
@@ -544,6 +585,21 @@ class Client:
                 found=len(got),
             )
         return dict(sorted(got.items())[: manifest.k])
+
+    async def fetch_from(self, holder: Candidate, fragment_id: bytes) -> bytes:
+        """One fragment from ``holder``, checked against its id; from our own store when we
+        are the holder (a steward repairing an object it holds part of).  Raises what
+        :func:`fetch_fragment` raises, or :class:`StoreError` for a local miss."""
+        if self._is_local(holder):
+            assert self.local_store is not None
+            return await self.run_sync(self.local_store.get, fragment_id)
+        return await fetch_fragment(
+            self.node,
+            holder.node_id,
+            holder.address,
+            fragment_id,
+            timeout=self.settings.fragment_timeout,
+        )
 
     # -- status -----------------------------------------------------------------------------
 
@@ -603,7 +659,7 @@ class Client:
         previous = self._latency.get(node_id)
         self._latency[node_id] = seconds if previous is None else 0.7 * previous + 0.3 * seconds
 
-    async def _run(self, function: Callable[..., T], *args: object) -> T:
+    async def run_sync(self, function: Callable[..., T], *args: object) -> T:
         if not self.settings.in_threads:
             await trio.lowlevel.checkpoint()
             return function(*args)

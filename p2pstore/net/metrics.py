@@ -13,8 +13,7 @@ simulator, keep separate books and need nothing set up.  Two kinds of figures:
 Label values are bounded sets: message type names, ``ok`` or an error code (a P2PStoreError class
 name or an ErrorReply code), and never a peer id or an address.
 
-Adding a family (repair will need ``p2pstore_repairs_total{outcome}`` and
-``p2pstore_repair_bytes_total``): create it in ``__init__`` on ``self.registry``, give it a
+Adding a family: create it in ``__init__`` on ``self.registry``, give it a
 ``record_*`` method, call that from the service, and list it in bootstrap/README.md.
 """
 
@@ -114,6 +113,23 @@ class NodeMetrics:
             "Fraction of the current scrub pass done (0 to 1).",
             registry=r,
         )
+        self.repairs = Counter(
+            "p2pstore_repairs",
+            "Chunk repairs by outcome (started, finished, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.repair_bytes = Counter(
+            "p2pstore_repair_bytes",
+            "Fragment bytes moved by repair: read from survivors or written to new holders.",
+            ["direction"],
+            registry=r,
+        )
+        self.stewarded_objects = Gauge(
+            "p2pstore_stewarded_objects",
+            "Objects this node checked as their steward in its last round.",
+            registry=r,
+        )
         self._live = _LiveLevels()
         r.register(self._live)
 
@@ -139,6 +155,15 @@ class NodeMetrics:
 
     def record_fragment_served(self, size: int) -> None:
         self.fragment_bytes_served.inc(size)
+
+    def record_repair(self, outcome: str) -> None:
+        """A chunk repair ``started``, ``finished`` or ``failed``."""
+        self.repairs.labels(outcome).inc()
+
+    def record_repair_bytes(self, read: int, written: int) -> None:
+        """Fragment bytes a repair fetched from survivors and stored on new holders."""
+        self.repair_bytes.labels("read").inc(read)
+        self.repair_bytes.labels("written").inc(written)
 
     def observe_scrub(self, report: ScrubReport) -> None:
         """One scrub batch ran (the corrupt fragments it found show in the store's count)."""

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 
 import trio
 
-from p2pstore.core.rules import CodingRule
+from p2pstore.core.rules import SHIPPED_RULES, CodingRule
 from p2pstore.identity import NodeCredentials, Role
 from p2pstore.net.client import Client, ClientSettings
 from p2pstore.net.dht import Dht, DhtSettings
 from p2pstore.net.fragments import FragmentService
 from p2pstore.net.node import Node, NodeSettings
 from p2pstore.net.session import SessionSettings
+from p2pstore.net.steward import Steward, StewardSettings
 from p2pstore.store import DiskFragmentStore, MemoryFragmentStore
 
 EPOCH = 1_800_000_000.0
@@ -32,6 +33,7 @@ class StorageNode:
     node: Node
     dht: Dht
     service: FragmentService
+    steward: Steward | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     @property
@@ -54,16 +56,20 @@ class StorageMesh:
         quotas: dict[int, int] | None = None,
         settings: ClientSettings = SMALL_CHUNKS,
         datacenters: int | None = None,
+        steward: StewardSettings | None = None,
+        rules: tuple[CodingRule, ...] = (RULE_3_OF_6,),
+        regions: tuple[str, ...] = ("FR-GES", "FR-IDF"),
     ) -> None:
+        """``steward``: run a steward on every node (with ``rules`` added to the shipped ones)."""
         self.net = net
         self.memory = net.kind == "memory"
         self.nodes: list[StorageNode] = []
         self.dead: set[bytes] = set()
         self.client_settings = settings
-        regions = ("FR-GES", "FR-IDF")
         for index in range(count):
             dc = index % (datacenters or count)
-            credentials = net.credentials(datacenter=f"dc-{dc}", region=regions[dc % 2])
+            region = regions[dc % len(regions)]
+            credentials = net.credentials(datacenter=f"dc-{dc}", region=region)
             node = Node(credentials, net.transport(credentials), settings=self._node_settings())
             dht = self._dht(node, index)
             quota = (quotas or {}).get(index, 1 << 30)
@@ -72,7 +78,18 @@ class StorageMesh:
             else:
                 store = DiskFragmentStore(net.tmp_path / f"store-{index}", quota)
                 service = FragmentService(node, store)
-            self.nodes.append(StorageNode(index, credentials, node, dht, service))
+            member = StorageNode(index, credentials, node, dht, service)
+            if steward is not None:
+                member.steward = Steward(
+                    dht,
+                    {**SHIPPED_RULES, **{rule.name: rule for rule in rules}},
+                    store=service.store,
+                    settings=steward,
+                    client_settings=ClientSettings(
+                        fragment_timeout=10.0, hedge_after=3.0, in_threads=not self.memory
+                    ),
+                )
+            self.nodes.append(member)
 
     def _node_settings(self) -> NodeSettings:
         return NodeSettings(session=SessionSettings(hello_timeout=5, request_timeout=10))
@@ -87,20 +104,32 @@ class StorageMesh:
             settings=DHT,
         )
 
-    async def start(self, nursery: trio.Nursery) -> None:
-        for member in self.nodes:
+    async def start(self, nursery: trio.Nursery, count: int | None = None) -> None:
+        """Start the first ``count`` nodes (all by default), joined through the first."""
+        started = self.nodes[: len(self.nodes) if count is None else count]
+        for member in started:
             await nursery.start(self._run, member)
         first = self.nodes[0].node.address
         async with trio.open_nursery() as joins:
-            for member in self.nodes[1:]:
+            for member in started[1:]:
                 joins.start_soon(member.dht.join, [first])
         await self.nodes[0].dht.join([])
+
+    async def start_more(self, nursery: trio.Nursery, members: list[StorageNode]) -> None:
+        """Start nodes created but not started yet, joined through the first node."""
+        for member in members:
+            await nursery.start(self._run, member)
+        async with trio.open_nursery() as joins:
+            for member in members:
+                joins.start_soon(member.dht.join, [self.nodes[0].node.address])
 
     async def _run(self, member: StorageNode, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         with member.scope:
             async with trio.open_nursery() as nursery:
                 await nursery.start(member.node.run)
                 await nursery.start(member.dht.run)
+                if member.steward is not None:
+                    await nursery.start(member.steward.run)
                 task_status.started()
 
     async def client(self, nursery: trio.Nursery, settings: ClientSettings | None = None) -> Client:
