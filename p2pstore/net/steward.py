@@ -34,33 +34,28 @@ from typing import TypeVar
 
 import trio
 
-from p2pstore.codec import Manifest, decode_manifest
+from p2pstore.codec import decode_manifest
 from p2pstore.codec.manifest import object_id_of
-from p2pstore.codec.repair import rebuild_fragments
 from p2pstore.core.contact import Contact
-from p2pstore.core.holders import Placement, newest_placement
-from p2pstore.core.placement import Candidate, choose_holder, within_rule
+from p2pstore.core.holders import newest_placement
+from p2pstore.core.placement import Candidate
 from p2pstore.core.records import RULES, RecordKind, manifest_key, sign_record
 from p2pstore.core.repair_plan import (
-    ChunkAssessment,
     FailureDetector,
     FragmentReport,
     Verdict,
     assess_chunk,
-    place_repairs,
 )
 from p2pstore.core.rules import SHIPPED_RULES, CodingRule
 from p2pstore.errors import (
     IntegrityError,
-    NotEnoughFragments,
     P2PStoreError,
-    PlacementError,
-    PutFailed,
     RemoteProtocolError,
 )
 from p2pstore.identity import short_id
-from p2pstore.net.client import FRAGMENT_FAILURES, Client, ClientSettings, describe
+from p2pstore.net.client import FRAGMENT_FAILURES, Client, ClientSettings
 from p2pstore.net.dht import RPC_FAILURES, Dht
+from p2pstore.net.repairer import ChunkRepair, Known, Repairer, Watched
 from p2pstore.store import FragmentStore
 from p2pstore.wire import HasFragments, HasFragmentsReply, Ping, SignedRecord
 from p2pstore.wire.fragments import MAX_IDS_PER_QUERY
@@ -94,47 +89,6 @@ class StewardSettings:
             raise ValueError("steward intervals, rates and timeouts must be positive")
         if self.max_closer < 0 or self.query_concurrency < 1 or self.repairs_at_once < 1:
             raise ValueError("steward counts must be positive (max_closer may be 0)")
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkRepair:
-    """One repaired chunk: the shares rebuilt, where they went, and the bytes it moved."""
-
-    object_id: bytes
-    chunk: int
-    shares: tuple[int, ...]
-    holders: tuple[Candidate, ...]
-    bytes_read: int
-    bytes_written: int
-
-
-@dataclass(frozen=True, slots=True)
-class Known:
-    """An object known by its manifest: its id, the manifest and the manifest's bytes."""
-
-    object_id: bytes
-    manifest: Manifest
-    manifest_bytes: bytes
-
-    @classmethod
-    def of(cls, manifest: Manifest) -> Known:
-        encoded = manifest.encode()
-        return cls(object_id_of(encoded), manifest, encoded)
-
-
-@dataclass
-class Watched:
-    """An object a steward looks after in this round."""
-
-    object_id: bytes
-    manifest: Manifest
-    manifest_bytes: bytes
-    rule: CodingRule
-    placement: Placement
-    sequence: int
-    """The highest placement record sequence seen: a new version must exceed it."""
-    reports: dict[tuple[int, int], FragmentReport] = field(default_factory=dict)
-    assessments: list[ChunkAssessment] = field(default_factory=list)
 
 
 @dataclass
@@ -176,6 +130,7 @@ class Steward:
         self.settings = settings or StewardSettings()
         self.client = Client(dht, settings=client_settings, local_store=store)
         self.detector = FailureDetector()
+        self.repairer = Repairer(dht, self.client, self.detector)
         self.rounds = 0
         self._manifests: dict[bytes, Known] = {}
         self._warned: set[str] = set()
@@ -250,9 +205,14 @@ class Steward:
                 due.append(watched)
         if repair and due:
             limiter = trio.CapacityLimiter(self.settings.repairs_at_once)
+
+            async def repair_one(watched: Watched) -> None:
+                done = await self.repairer.repair_object(watched, limiter, report.failures)
+                report.repairs.extend(done)
+
             async with trio.open_nursery() as nursery:
                 for watched in due:
-                    nursery.start_soon(self._repair_object, watched, limiter, report)
+                    nursery.start_soon(repair_one, watched)
         if renew_records:
             for watched in report.objects:
                 await self._renew(watched)
@@ -319,9 +279,6 @@ class Steward:
             return False
         self.dht.table.record_success(contact.id, trio.current_time())
         return True
-
-    def _silent(self, node_id: bytes) -> bool:
-        return self.detector.health(node_id).silent_since is not None
 
     def _stop_renewing(self, key: bytes) -> None:
         for kind in (RecordKind.MANIFEST, RecordKind.PLACEMENT):
@@ -427,175 +384,7 @@ class Steward:
             return None
         return list(reply.present)
 
-    # -- repairing --------------------------------------------------------------------------
-
-    async def _repair_object(
-        self, watched: Watched, limiter: trio.CapacityLimiter, report: RoundReport
-    ) -> None:
-        async with limiter:
-            rows = list(watched.placement.chunks)
-            repaired: list[ChunkRepair] = []
-            try:
-                candidates = await self.client.candidates(watched.rule)
-            except RPC_FAILURES as exc:
-                report.failures.append(f"object {watched.object_id.hex()[:16]}: {exc}")
-                return
-            # Peers silent to our checks or to an earlier repair get nothing new.
-            failed = {c.node_id for c in candidates if self._silent(c.node_id)}
-            for index, assessment in enumerate(watched.assessments):
-                if assessment.verdict is not Verdict.NEEDS_REPAIR:
-                    continue
-                self.node.metrics.record_repair("started")
-                try:
-                    done = await self._repair_chunk(
-                        watched, index, assessment, candidates, failed
-                    )
-                except (NotEnoughFragments, IntegrityError, PlacementError, PutFailed) as exc:
-                    self.node.metrics.record_repair("failed")
-                    problem = f"object {watched.object_id.hex()[:16]} chunk {index}: {exc}"
-                    report.failures.append(problem)
-                    log.warning(
-                        "repair failed, will retry next round: %s",
-                        problem,
-                        extra={"event": "repair_failed", "object": watched.object_id.hex()},
-                    )
-                    continue
-                rows[index] = _with_holders(rows[index], done.shares, done.holders)
-                repaired.append(done)
-            now = trio.current_time()
-            for node_id in failed:
-                self.detector.missed(node_id, now)
-            if not repaired:
-                return
-            await self._publish_repairs(watched, rows, repaired)
-            for done in repaired:
-                self.node.metrics.record_repair("finished")
-                self.node.metrics.record_repair_bytes(done.bytes_read, done.bytes_written)
-                log.info(
-                    "repaired chunk %d of object %s: rebuilt shares %s on %s",
-                    done.chunk,
-                    watched.object_id.hex()[:16],
-                    ",".join(map(str, done.shares)),
-                    ", ".join(describe(h) for h in done.holders),
-                    extra={
-                        "event": "repair_done",
-                        "object": watched.object_id.hex(),
-                        "chunk": done.chunk,
-                    },
-                )
-            report.repairs.extend(repaired)
-
-    async def _repair_chunk(
-        self,
-        watched: Watched,
-        index: int,
-        assessment: ChunkAssessment,
-        candidates: list[Candidate],
-        failed: set[bytes],
-    ) -> ChunkRepair:
-        """Fetch k survivors, rebuild the lost shares, store them within the rule; peers
-        that fail a store join ``failed`` (shared by the object's chunks)."""
-        manifest, rule = watched.manifest, watched.rule
-        row = watched.placement.chunks[index]
-        ids = manifest.chunks[index].fragment_ids
-        live = set(assessment.live)
-        readable = tuple(h if share in live else None for share, h in enumerate(row))
-        sources = await self.client.fetch_chunk(
-            manifest, _replace_row(watched.placement, index, readable), index
-        )
-        bytes_read = sum(len(data) for share, data in sources.items() if row[share] is not None)
-        rebuilt = await self.client.run_sync(
-            rebuild_fragments, manifest, index, sources, assessment.rebuild
-        )
-        keep = [h for s in (*assessment.live, *assessment.silent) if (h := row[s]) is not None]
-        excluded = failed
-        excluded.update(h.node_id for s in assessment.lost if (h := row[s]) is not None)
-        size = len(next(iter(rebuilt.values())))
-        placed = place_repairs(
-            assessment.rebuild, ids, keep, candidates, rule, excluded=excluded, fragment_size=size
-        )
-
-        async def store(share: int) -> None:
-            def reselect() -> Candidate:
-                others = [*keep, *(h for s, h in placed.items() if s != share)]
-                placed[share] = choose_holder(
-                    ids[share], candidates, rule, taken=others, excluded=excluded
-                )
-                return placed[share]
-
-            placed[share] = await self.client.store_with_fallback(
-                ids[share],
-                rebuilt[share],
-                placed[share],
-                reselect,
-                excluded,
-                what=f"rebuilt share {share} of chunk {index}",
-                chunk=index,
-            )
-
-        failures: list[PutFailed] = []
-
-        async def guarded(share: int) -> None:
-            try:
-                await store(share)
-            except PutFailed as failure:
-                failures.append(failure)
-
-        async with trio.open_nursery() as nursery:
-            for share in assessment.rebuild:
-                nursery.start_soon(guarded, share)
-        if failures:
-            raise failures[0]
-        shares = tuple(sorted(placed))
-        new_row = _with_holders(row, shares, [placed[s] for s in shares])
-        if not within_rule([h for h in new_row if h is not None], rule):
-            raise PlacementError(
-                f"the repaired row of chunk {index} would break rule {rule.name}",
-                rule=rule.name,
-                needed=rule.n,
-                available=len({h.datacenter for h in new_row if h is not None}),
-            )
-        return ChunkRepair(
-            watched.object_id,
-            index,
-            shares,
-            tuple(placed[s] for s in shares),
-            bytes_read,
-            sum(len(rebuilt[s]) for s in shares),
-        )
-
-    async def _publish_repairs(
-        self, watched: Watched, rows: list[tuple[Candidate | None, ...]], done: list[ChunkRepair]
-    ) -> None:
-        """Publish the repaired rows as a new placement version, over the newest one seen:
-        rows are replaced whole, so two stewards' versions never mix within a chunk."""
-        key = manifest_key(watched.object_id)
-        records = await self.dht.find_records(RecordKind.PLACEMENT, key)
-        latest, sequence, _ = newest_placement(
-            records, watched.object_id, watched.manifest.chunk_count, watched.manifest.n
-        )
-        base = list(latest.chunks) if latest is not None else list(watched.placement.chunks)
-        for repair in done:
-            base[repair.chunk] = rows[repair.chunk]
-        placement = Placement(watched.object_id, watched.manifest.n, tuple(base))
-        now = int(self.dht.wall_clock())
-        record = sign_record(
-            self.node.credentials,
-            RecordKind.PLACEMENT,
-            key,
-            placement.encode(),
-            sequence=max(now, sequence + 1, watched.sequence + 1),
-            expires_at=now + RULES[RecordKind.PLACEMENT].max_ttl,
-        )
-        copies = await self.dht.publish(record)
-        watched.placement, watched.sequence = placement, record.sequence
-        log.info(
-            "published placement version %d of object %s on %d peers",
-            record.sequence,
-            watched.object_id.hex()[:16],
-            copies,
-            extra={"event": "placement_published", "object": watched.object_id.hex()},
-        )
+    # -- records ----------------------------------------------------------------------------
 
     async def _renew(self, watched: Watched) -> None:
         """Publish our own copies of the object's records once; the DHT renews them."""
@@ -619,18 +408,3 @@ class Steward:
                 await self.dht.publish(record)
             except P2PStoreError as exc:
                 log.warning("could not publish records of %s: %s", short_id(key), exc)
-
-
-def _replace_row(placement: Placement, index: int, row: tuple[Candidate | None, ...]) -> Placement:
-    rows = list(placement.chunks)
-    rows[index] = row
-    return Placement(placement.object_id, placement.n, tuple(rows))
-
-
-def _with_holders(
-    row: tuple[Candidate | None, ...], shares: Sequence[int], holders: Sequence[Candidate]
-) -> tuple[Candidate | None, ...]:
-    new = list(row)
-    for share, holder in zip(shares, holders, strict=True):
-        new[share] = holder
-    return tuple(new)

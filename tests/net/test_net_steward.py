@@ -44,13 +44,15 @@ def repairs_started(mesh: StorageMesh) -> float:
 
 async def until_whole(mesh: StorageMesh, client, cap, chunks: int, n: int, bound: float):
     """Wait (stewards' rounds, bounded) until every chunk has n live fragments; its status."""
-    live = [m for m in mesh.nodes if m.node_id not in mesh.dead and m.steward is not None]
     with trio.fail_after(bound):
         while True:
             status = await client.stat(cap)
             if all(status.live(i) == n for i in range(chunks)):
                 return status
-            await live[-1].steward.wait_round()
+            live = [m for m in mesh.nodes if m.node_id not in mesh.dead and m.steward]
+            # the next round of a live steward (which may die meanwhile: then a bounded wait)
+            with trio.move_on_after(2 * live[-1].steward.settings.check_interval):
+                await live[-1].steward.wait_round()
 
 
 def assert_within(status, rule: CodingRule, dead: set[bytes]) -> None:
@@ -177,7 +179,9 @@ async def test_a_steward_killed_mid_repair_is_replaced_and_the_repair_completes(
         key = int.from_bytes(manifest_key(result.read_cap.object_id), "big")
         steward_node = min(mesh.nodes, key=lambda m: int.from_bytes(m.node_id, "big") ^ key)
         holders = [h for h in result.placement.chunks[0] if h.node_id != steward_node.node_id]
-        for holder in holders[:3]:
+        # Below the threshold now, and still k live once the steward dies too (it may hold one).
+        kills = rule.n - rule.k - (len(holders) < rule.n)
+        for holder in holders[:kills]:
             mesh.kill(mesh.by_id(holder.node_id))
         steward = steward_node.steward
         stored: list[bytes] = []
