@@ -88,6 +88,21 @@ class QuotaExceeded(StoreError):
     """The fragment store is full: storing more would pass its configured quota."""
 
 
+class StoreNotWritable(StoreError):
+    """The disk under the fragment store refuses writes (read-only, full, no permission).
+    Reads still work; the message names the path and the OS error."""
+
+
+class NodeStopping(P2PStoreError):
+    """The node is shutting down: it finishes the writes it accepted and takes no new ones,
+    so the fragment belongs on another node."""
+
+
+class NodeLeaving(P2PStoreError):
+    """The node is being drained out of the mesh: it serves its fragments until stewards have
+    moved them, and takes no new ones."""
+
+
 class RecordRejected(P2PStoreError):
     """A DHT record was refused; ``reason`` is one of ``p2pstore.core.records.RejectReason``.
 

@@ -4,6 +4,8 @@ A client is a mesh member with a client certificate from the mesh CA: it dials n
 mutual TLS but never listens.  Its file names its identity, whom to join through, the default
 coding rule and chunk size, and the file holding its convergence secret (the per-user secret
 that makes storing the same file twice store it once; without it every put uses a random key).
+It declares the mesh's coding rules in ``[rules.NAME]`` tables, as the nodes do: ``put --rule``
+and ``stat`` know a rule only if it is shipped or declared here.
 Relative paths are relative to the file, like the node's.
 """
 
@@ -13,7 +15,7 @@ import os
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from p2pstore.cli.config import (
     bootstrap_peers,
     parse_size,
     read_toml,
+    render_rules,
     seeds_of,
     toml_string,
 )
@@ -44,6 +47,17 @@ CONFIG_ENV = "P2PSTORE_CLIENT_CONFIG"
 """Environment variable naming the client's TOML file when ``--config`` is not given."""
 
 SECRET_BYTES = 32
+
+RULES_EXAMPLE = (
+    "# [rules.gov]",
+    "# k = 4",
+    "# n = 8",
+    "# repair_threshold = 6",
+    '# regions = ["FR-GES"]',
+    "# max_per_datacenter = 1",
+    '# grace_period = "1h"',
+)
+"""A commented ``[rules.NAME]`` example for generated files."""
 
 _SCHEMA: dict[str, dict[str, bool]] = {
     "identity": {
@@ -68,6 +82,9 @@ class ClientConfig:
     revocation_list: Path | None
     join_through: tuple[Seed, ...]
     rule: CodingRule
+    """The default rule of ``put``."""
+    rules: Mapping[str, CodingRule]
+    """Every rule this client knows by name: the shipped ones overlaid with ``[rules.NAME]``."""
     chunk_size: int
     convergence_secret: Path | None
 
@@ -100,11 +117,14 @@ def load_client_config(path: Path) -> ClientConfig:
     seeds = tuple(Seed(address) for address in peers) + seeds_of(reader)
     if not seeds:
         raise reader.error("[bootstrap]", "name at least one peer (peers or seed_file) to join")
+    rules = reader.rules()
     rule_name = reader.string("client", "rule") or DEFAULT_RULE_NAME
     try:
-        rule = find_rule(rule_name)
+        rule = find_rule(rule_name, rules)
     except ConfigError as exc:
-        raise reader.error("[client] rule", str(exc)) from exc
+        raise reader.error(
+            "[client] rule", f"{exc}; or declare it in a [rules.{rule_name}] table"
+        ) from exc
     chunk_text = reader.string("client", "chunk_size")
     chunk_size = DEFAULT_CHUNK_SIZE
     if chunk_text is not None:
@@ -125,6 +145,7 @@ def load_client_config(path: Path) -> ClientConfig:
         revocation_list=reader.existing_file("identity", "revocation_list"),
         join_through=seeds,
         rule=rule,
+        rules=rules,
         chunk_size=chunk_size,
         convergence_secret=reader.path_value("client", "convergence_secret"),
     )
@@ -139,8 +160,10 @@ def write_client_config(
     revocation_list: str | None,
     bootstrap_peers: tuple[str, ...],
     rule: str = DEFAULT_RULE_NAME,
+    rules: Mapping[str, CodingRule] | None = None,
 ) -> Path:
-    """Write ``directory/client.toml`` and a fresh ``client.secret`` (mode 0600) beside it."""
+    """Write ``directory/client.toml`` and a fresh ``client.secret`` (mode 0600) beside it;
+    ``rules`` are the mesh's declared coding rules, written as ``[rules.NAME]`` tables."""
     secret = directory / "client.secret"
     fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
@@ -159,12 +182,17 @@ def write_client_config(
         "peers = [" + ", ".join(q(p) for p in bootstrap_peers) + "]",
         "",
         "[client]",
-        f"# Coding rule of new objects: {', '.join(SHIPPED_RULES)}.",
+        f"# Coding rule of new objects: a shipped one ({', '.join(SHIPPED_RULES)}) or one",
+        "# declared in a [rules.NAME] table below.",
         f"rule = {q(rule)}",
         '# chunk_size = "4 MiB"',
         "# Same file + same secret = same object, stored once; remove for random keys.",
         'convergence_secret = "client.secret"',
         "",
+        "# The mesh's coding rules, declared exactly as in every node's node.toml:",
+        *RULES_EXAMPLE,
+        "",
+        *render_rules(rules or {}),
     ]
     path = directory / "client.toml"
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -207,7 +235,5 @@ async def connected_client(
         await nursery.start(dht.run)
         pinned = {seed.address: seed.node_id for seed in config.join_through if seed.node_id}
         await dht.join([seed.address for seed in config.join_through], pinned)
-        yield Client(
-            dht, settings=settings or ClientSettings(chunk_size=config.chunk_size)
-        )
+        yield Client(dht, settings=settings or ClientSettings(chunk_size=config.chunk_size))
         nursery.cancel_scope.cancel()

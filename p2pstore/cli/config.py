@@ -2,7 +2,8 @@
 
 Relative paths in the file are relative to the file itself, so a node's directory can be moved
 or copied whole.  Unknown keys are errors (with a "did you mean" hint): a typo in a config must
-never silently fall back to a default.
+never silently fall back to a default.  The mesh's coding rules are ``[rules.NAME]`` tables,
+read by :func:`p2pstore.core.rules.rules_from_table` for nodes and clients alike.
 """
 
 from __future__ import annotations
@@ -12,16 +13,27 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from p2pstore.cli.seeds import Seed, load_seed_file
+from p2pstore.core.rules import (
+    SHIPPED_RULES,
+    CodingRule,
+    parse_duration,
+    rule_table,
+    rule_table_header,
+    rules_from_table,
+)
 from p2pstore.errors import ConfigError
 from p2pstore.net.address import parse_address
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+RULES_SECTION = "rules"
+"""The section of ``[rules.NAME]`` tables: its keys are rule names, not a fixed schema."""
+DEFAULT_CHECK_INTERVAL = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +60,10 @@ class NodeConfig:
     metrics_listen: str | None = None
     """Where the admin endpoint (/metrics, /health, /status) listens; None: it is off."""
     metrics_allow_public: bool = False
+    rules: Mapping[str, CodingRule] = field(default_factory=lambda: dict(SHIPPED_RULES))
+    """The mesh's coding rules by name: the shipped ones overlaid with ``[rules.NAME]``."""
+    repair_check_interval: float = DEFAULT_CHECK_INTERVAL
+    """``[repair] check_interval``: seconds between a steward's rounds of checks."""
 
 
 _SCHEMA: dict[str, dict[str, bool]] = {
@@ -63,11 +79,13 @@ _SCHEMA: dict[str, dict[str, bool]] = {
     "store": {"quota": False},
     "log": {"level": False, "format": False},
     "metrics": {"listen": False, "allow_public": False},
+    "repair": {"check_interval": False},
 }
 
 
 class ConfigReader:
-    """Typed access to a parsed TOML document whose sections and keys follow ``schema``."""
+    """Typed access to a parsed TOML document whose sections and keys follow ``schema``; the
+    ``[rules]`` section, whose keys are rule names, is read by :meth:`rules`."""
 
     def __init__(
         self,
@@ -78,7 +96,7 @@ class ConfigReader:
         self.path = path
         self.document = document
         self.schema = _SCHEMA if schema is None else schema
-        self._check_known(document, self.schema, "")
+        self._check_known(document, {**self.schema, RULES_SECTION: {}}, "")
         for section, keys in self.schema.items():
             value = document.get(section, {})
             if not isinstance(value, dict):
@@ -144,6 +162,23 @@ class ConfigReader:
             raise self.error(f"[{section}] {key}", f"expected true or false, got {value!r}")
         return value
 
+    def interval(self, section: str, key: str, default: float) -> float:
+        """A duration of more than 0 seconds: a number of seconds or e.g. ``"10m"``."""
+        value = self.get(section, key)
+        if value is None:
+            return default
+        try:
+            seconds = parse_duration(value)
+        except ConfigError as exc:
+            raise self.error(f"[{section}] {key}", str(exc)) from exc
+        if seconds <= 0:
+            raise self.error(f"[{section}] {key}", f"must be more than 0 seconds, got {value!r}")
+        return seconds
+
+    def rules(self) -> dict[str, CodingRule]:
+        """The shipped coding rules overlaid with the file's ``[rules.NAME]`` tables."""
+        return rules_from_table(self.document.get(RULES_SECTION, {}), source=str(self.path))
+
     def choice(self, section: str, key: str, choices: tuple[str, ...], default: str) -> str:
         value = self.string(section, key)
         if value is None:
@@ -198,6 +233,8 @@ def load_node_config(path: Path) -> NodeConfig:
         log_format=reader.choice("log", "format", LOG_FORMATS, "text"),
         metrics_listen=_metrics_listen(reader),
         metrics_allow_public=reader.boolean("metrics", "allow_public", False),
+        rules=reader.rules(),
+        repair_check_interval=reader.interval("repair", "check_interval", DEFAULT_CHECK_INTERVAL),
     )
 
 
@@ -303,8 +340,11 @@ def render_node_config(
     log_format: str = "text",
     metrics_listen: str | None = None,
     metrics_allow_public: bool = False,
+    repair_check_interval: float | None = None,
+    rules: Mapping[str, CodingRule] | None = None,
 ) -> str:
-    """A node.toml with these values (used by the local mesh and the operator's tools)."""
+    """A node.toml with these values (used by the local mesh and the operator's tools);
+    ``rules`` are written as ``[rules.NAME]`` tables (give the mesh's declared ones)."""
     q = toml_string
     lines = ["[node]", f"listen = {q(listen)}"]
     if advertise:
@@ -337,7 +377,25 @@ def render_node_config(
         lines += ["[metrics]", f"listen = {q(metrics_listen)}"]
         lines += ["allow_public = true"] if metrics_allow_public else []
         lines.append("")
+    if repair_check_interval is not None:
+        lines += ["[repair]", f"check_interval = {float(repair_check_interval)!r}", ""]
+    lines += render_rules(rules or {})
     return "\n".join(lines)
+
+
+def render_rules(rules: Mapping[str, CodingRule]) -> list[str]:
+    """The lines of a ``[rules.NAME]`` table per rule, each followed by a blank line."""
+    lines = []
+    for name, rule in rules.items():
+        lines.append(rule_table_header(name))
+        for key, value in rule_table(rule).items():
+            if isinstance(value, list):
+                text = "[" + ", ".join(toml_string(str(v)) for v in value) + "]"
+            else:
+                text = repr(value)
+            lines.append(f"{key} = {text}")
+        lines.append("")
+    return lines
 
 
 def write_local_node_config(
@@ -348,6 +406,8 @@ def write_local_node_config(
     log_level: str = "info",
     log_format: str = "text",
     metrics_listen: str | None = None,
+    rules: Mapping[str, CodingRule] | None = None,
+    repair_check_interval: float | None = None,
 ) -> Path:
     """Write ``node_dir/node.toml`` for the local-mesh layout: the node's ``node.key`` and
     ``node.crt`` beside it, the CA's ``ca.crt`` and ``crl.pem`` in ``../ca``, data in ``data``.
@@ -365,6 +425,8 @@ def write_local_node_config(
             log_level=log_level,
             log_format=log_format,
             metrics_listen=metrics_listen,
+            rules=rules,
+            repair_check_interval=repair_check_interval,
         ),
         encoding="utf-8",
     )

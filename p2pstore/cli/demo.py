@@ -16,14 +16,21 @@ import time
 from pathlib import Path
 
 import click
+import trio
 from rich.console import Console
 
 from p2pstore.cli.config import parse_size
-from p2pstore.cli.devnet import DevnetNode, Observer, launch_local_mesh
+from p2pstore.cli.devnet import (
+    LOCAL_CHECK_INTERVAL,
+    LOCAL_GRACE_PERIOD,
+    DevnetNode,
+    Observer,
+    launch_local_mesh,
+)
 from p2pstore.cli.object_commands import health, status_table, transfer_bar
 from p2pstore.core.rules import DEFAULT_RULE_NAME, find_rule
 from p2pstore.errors import ConfigError, P2PStoreError
-from p2pstore.net.client import Client, ClientSettings
+from p2pstore.net.client import Client, ClientSettings, ObjectStatus, PutResult
 
 MiB = 1024 * 1024
 
@@ -83,6 +90,7 @@ class DemoScenario:
         for victim in victims:
             if victim.process is not None:
                 await victim.process.wait()
+        killed_at = time.monotonic()
         names = ", ".join(f"{v.name} ({v.datacenter}, {v.region})" for v in victims)
         console.print(
             f"SIGKILL to {len(victims)} nodes holding fragments of chunk 0: {names}. "
@@ -114,7 +122,50 @@ class DemoScenario:
             f"{health(status)}: every fragment was checked against its id, every chunk "
             "authenticated by AES-256-GCM"
         )
+
+        return await self._watch_repair(client, result, killed_at, console)
+
+    async def _watch_repair(
+        self, client: Client, result: PutResult, killed_at: float, console: Console
+    ) -> bool:
+        """Step 4: wait, without any command, for the stewards to repair what the kill broke."""
+        console.rule("4. repair")
+        rule = self.rule
+        console.print(
+            f"No command needed: each object's steward (the live node closest to its id) checks "
+            f"the holders every {LOCAL_CHECK_INTERVAL:g}s; a holder silent for the grace period "
+            f"({LOCAL_GRACE_PERIOD:g}s here, an hour by default) counts as lost, and a chunk "
+            f"below {rule.repair_threshold} live fragments is rebuilt from any {rule.k} "
+            "survivors, without the key, onto other datacenters (chunks still at or above the "
+            "threshold are left alone: lazy repair)."
+        )
+
+        def healthy(status: ObjectStatus) -> bool:
+            return all(
+                status.live(i) >= rule.repair_threshold for i in range(len(status.present))
+            )
+
+        with trio.move_on_after(REPAIR_WAIT):
+            while not healthy(status := await client.stat(result.verify_cap)):  # noqa: ASYNC110 - polls remote nodes: no local event to wait on
+                await trio.sleep(LOCAL_CHECK_INTERVAL / 2)
+        elapsed = time.monotonic() - killed_at
+        console.print(status_table(status))
+        if not healthy(status):
+            console.print(
+                f"[bold red]still below the repair threshold after {REPAIR_WAIT:g}s[/]: "
+                "see the node logs"
+            )
+            return False
+        console.print(
+            f"[bold green]repaired[/]: chunk 0 is back to {status.live(0)}/{rule.n} live "
+            f"fragments and every chunk is healthy, {elapsed:.0f}s after the kill, with no "
+            "command run"
+        )
         return True
+
+
+REPAIR_WAIT = 180.0
+"""Longest wait for the stewards to bring the object back to full redundancy."""
 
 
 def seeded_bytes(size: int, seed: int) -> bytes:
@@ -150,7 +201,8 @@ def demo(
     directory: Path | None,
     keep: bool,
 ) -> None:
-    """Start a local mesh, put a file, kill nodes down to k fragments, get it back.
+    """Start a local mesh, put a file, kill nodes down to k fragments, get it back, and
+    watch the mesh repair itself.
 
     Everything is real: node processes on loopback talking mutual TLS with certificates from a
     throw-away mesh CA, fragments fsynced to each node's disk, the DHT finding the manifest.

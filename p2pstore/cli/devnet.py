@@ -1,13 +1,16 @@
 """``p2pstore devnet``: a throw-away mesh of real node processes on loopback.
 
 It does what an operator would: creates a mesh CA, issues one identity per node spread over
-datacenters and regions, writes each node's TOML, starts ``p2pstore node run`` processes, then
-watches them over mutual TLS with a client certificate of its own, asking each node whom it sees.
-Ctrl-C (or ``--exit-when-ready``) stops every node with SIGTERM and reports how they exited.
+datacenters and regions, writes each node's TOML (with its admin endpoint, ``/metrics``,
+``/health`` and ``/status``, on a loopback port of its own, as an operator would turn it on),
+starts ``p2pstore node run`` processes, then watches them over mutual TLS with a client
+certificate of its own, asking each node whom it sees.  Ctrl-C (or ``--exit-when-ready``) stops
+every node with SIGTERM and reports how they exited.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 import shutil
@@ -31,6 +34,7 @@ from p2pstore.cli.client_config import CONFIG_ENV, write_client_config
 from p2pstore.cli.config import write_local_node_config
 from p2pstore.core.contact import Contact
 from p2pstore.core.records import RecordKind
+from p2pstore.core.rules import SHIPPED_RULES
 from p2pstore.errors import P2PStoreError
 from p2pstore.identity import (
     MeshCA,
@@ -60,10 +64,25 @@ class DevnetNode:
     address: str
     directory: Path
     node_id: bytes = b""
+    admin_address: str = ""
+    """Where the node's admin endpoint (/metrics, /health, /status) listens."""
     process: trio.Process | None = None
     exit_code: int | None = None
     sees: frozenset[bytes] = field(default_factory=frozenset)
     answered: bool = False
+
+
+LOCAL_GRACE_PERIOD = 20.0
+"""A local mesh's grace period: the shipped rules wait an hour before a silent node's fragments
+count as lost, so that a rebooting datacenter causes no repair; on a laptop, repair should show
+within a minute of killing a node."""
+LOCAL_CHECK_INTERVAL = 5.0
+"""Seconds between a local mesh's steward rounds."""
+LOCAL_RULES = {
+    name: dataclasses.replace(rule, grace_period=LOCAL_GRACE_PERIOD)
+    for name, rule in SHIPPED_RULES.items()
+}
+"""The shipped rules with the local grace period, declared in every node.toml and client.toml."""
 
 
 def plan_layout(nodes: int, datacenters: int, regions: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -92,14 +111,16 @@ def free_loopback_ports(count: int) -> list[int]:
 def create_mesh(
     directory: Path, nodes: int, datacenters: int, regions: tuple[str, ...]
 ) -> tuple[MeshCA, list[DevnetNode], NodeCredentials]:
-    """CA, node identities and configs, and a client identity with its ``client/client.toml``
-    (which the observer uses too), under ``directory``."""
+    """CA, node identities and configs (each with a loopback admin endpoint), and a client
+    identity with its ``client/client.toml`` (which the observer uses too), under
+    ``directory``."""
     now = datetime.now(UTC)
     authority = MeshCA.create(directory / "ca", mesh_name="devnet", now=now)
-    ports = free_loopback_ports(nodes)
+    ports = free_loopback_ports(2 * nodes)
+    peer_ports, admin_ports = ports[:nodes], ports[nodes:]
     members: list[DevnetNode] = []
-    for index, ((datacenter, region), port) in enumerate(
-        zip(plan_layout(nodes, datacenters, regions), ports, strict=True)
+    for index, ((datacenter, region), port, admin_port) in enumerate(
+        zip(plan_layout(nodes, datacenters, regions), peer_ports, admin_ports, strict=True)
     ):
         name = f"node-{index + 1}"
         node_dir = directory / name
@@ -116,12 +137,20 @@ def create_mesh(
                 f"127.0.0.1:{port}",
                 node_dir,
                 node_id=credentials.identity.node_id,
+                admin_address=f"127.0.0.1:{admin_port}",
             )
         )
     for member in members:
         # Every node joins the mesh through the first one; the DHT does the rest.
         others = () if member is members[0] else (members[0].address,)
-        write_local_node_config(member.directory, listen=member.address, bootstrap_peers=others)
+        write_local_node_config(
+            member.directory,
+            listen=member.address,
+            bootstrap_peers=others,
+            metrics_listen=member.admin_address,
+            rules=LOCAL_RULES,
+            repair_check_interval=LOCAL_CHECK_INTERVAL,
+        )
     client_dir = directory / "client"
     client_dir.mkdir()
     client = authority.issue(
@@ -134,6 +163,7 @@ def create_mesh(
         ca_certificate="../ca/ca.crt",
         revocation_list="../ca/crl.pem",
         bootstrap_peers=tuple(m.address for m in members),
+        rules=LOCAL_RULES,
     )
     return authority, members, client
 
@@ -249,6 +279,13 @@ class Observer:
         return found == self.records_wanted
 
 
+def admin_endpoints(members: list[DevnetNode]) -> str:
+    """Where each node's metrics are, one line per node (the other pages are beside them)."""
+    lines = ["metrics for Prometheus (and /health, /status beside them), loopback only:"]
+    lines += [f"  {m.name:<8} http://{m.admin_address}/metrics" for m in members]
+    return "\n".join(lines)
+
+
 def mesh_ready(members: list[DevnetNode]) -> bool:
     """Every node answers and sees every other node."""
     everyone = {m.node_id for m in members}
@@ -305,6 +342,7 @@ async def run_devnet(
             for member in members:
                 member.process = await nursery.start(_run_node, member)
             console.print(f"started {len(members)} node processes; files in {directory}")
+            console.print(admin_endpoints(members))
             await nursery.start(observer.run)
             for member in members:
                 nursery.start_soon(observer.watch, member)
@@ -335,7 +373,8 @@ async def run_devnet(
                     f"  export {CONFIG_ENV}={config}\n"
                     "  p2pstore put FILE            # prints the file's read cap\n"
                     "  p2pstore stat CAP            # where its fragments are\n"
-                    "  p2pstore get CAP -o COPY     # read it back"
+                    "  p2pstore get CAP -o COPY     # read it back\n"
+                    f"  p2pstore node status --config {members[0].directory / 'node.toml'}"
                 )
                 await _follow(members, observer, console)
             nursery.cancel_scope.cancel()

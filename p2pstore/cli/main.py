@@ -47,6 +47,7 @@ def cli(debug: bool) -> None:
       p2pstore devnet            a local mesh of node processes on loopback
       p2pstore put FILE          store a file (see put --help for the client config)
       p2pstore get CAP -o FILE   read it back;  p2pstore stat CAP: where it lives
+      p2pstore check CAP         verify every fragment (--repair rebuilds what is missing)
       p2pstore ca --help         create the mesh CA, issue and revoke certificates
       p2pstore node run --help   run a datacenter node from its TOML config
       p2pstore simulate S --out D   run churn scenario S in the simulator (simulations/)
@@ -55,6 +56,7 @@ def cli(debug: bool) -> None:
 
 def _register() -> None:
     from p2pstore.cli.ca_commands import ca
+    from p2pstore.cli.check_command import check
     from p2pstore.cli.demo import demo
     from p2pstore.cli.devnet import devnet
     from p2pstore.cli.node_commands import node
@@ -66,7 +68,7 @@ def _register() -> None:
     cli.add_command(devnet)
     cli.add_command(demo)
     cli.add_command(simulate)
-    for command in (put, get, stat):
+    for command in (put, get, stat, check):
         cli.add_command(command)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-import os
 import random
 import shutil
 import signal
@@ -19,16 +19,19 @@ from p2pstore.cli.config import NodeConfig, load_node_config
 from p2pstore.cli.logs import configure_logging
 from p2pstore.cli.node_status import status
 from p2pstore.core.contact import Contact
+from p2pstore.core.rules import parse_duration
 from p2pstore.errors import ConfigError, IdentityError, PeerUnreachable, StoreError
 from p2pstore.identity import NodeCredentials, TrustAnchor, short_id
 from p2pstore.net.address import parse_address
 from p2pstore.net.admin import AdminServer, node_pages
 from p2pstore.net.contact_book import ContactBook, contacts_worth_saving
+from p2pstore.net.departure import Departure, DrainOutcome
 from p2pstore.net.dht import Dht
 from p2pstore.net.fragments import FragmentService
 from p2pstore.net.metrics import NodeMetrics
 from p2pstore.net.node import Node
 from p2pstore.net.scrubber import Scrubber
+from p2pstore.net.steward import Steward, StewardSettings
 from p2pstore.net.tls import TlsTransport
 from p2pstore.store import DiskFragmentStore
 
@@ -79,6 +82,59 @@ def run(config_path: Path) -> None:
             sys.exit(130)
 
 
+@node.command("drain")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The node's TOML file (the same one `node run` uses).",
+)
+@click.option(
+    "--deadline",
+    default="2h",
+    show_default=True,
+    help="Longest wait for stewards to move every fragment (e.g. 90m, 2h, 3600).",
+)
+def drain(config_path: Path, deadline: str) -> None:
+    """Move this node's fragments to other nodes the coding rules allow, then stop.
+
+    Stop the daemon first (e.g. `systemctl stop p2pstore-node`): drain runs the node itself,
+    with the same identity, store and address.  It refuses new fragments and tells each
+    object's steward it is leaving; stewards copy its fragments to new holders at their next
+    round ([repair] check_interval), publish the new placement and release them here.  Exit
+    status 0 when the store is empty, 3 when fragments are left at the deadline (orphans no
+    steward claims, or objects whose steward is unreachable: run drain again or stop anyway;
+    stewards rebuild them after the grace period).
+    """
+    config = load_node_config(config_path)
+    configure_logging(config.log_level, config.log_format)
+    try:
+        seconds = parse_duration(deadline)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--deadline") from exc
+    outcome: list[DrainOutcome] = []
+    early = EarlyStop()
+    signal.signal(signal.SIGTERM, early)
+    try:
+        trio.run(
+            functools.partial(
+                serve_node, config, None, early, leave_within=seconds, drained=outcome
+            )
+        )
+    finally:
+        _ignore_stop_signals()
+    if not outcome:
+        click.echo("drain interrupted before it finished; the node is stopped", err=True)
+        sys.exit(1)
+    done = outcome[0]
+    click.echo(
+        f"drained: {done.released} of {done.started_with} fragments moved to other nodes, "
+        f"{done.left} left, in {done.seconds:.0f}s"
+    )
+    sys.exit(0 if done.complete else 3)
+
+
 class EarlyStop:
     """A SIGTERM handler for the moments trio's receiver is not open: it records the request."""
 
@@ -102,8 +158,8 @@ def _prepare_data_dir(config: NodeConfig) -> None:
         raise ConfigError(
             f"{config.path}: [node] data_dir: cannot create {config.data_dir}: {exc.strerror}"
         ) from exc
-    if not os.access(config.data_dir, os.W_OK):
-        raise ConfigError(f"{config.path}: [node] data_dir: {config.data_dir} is not writable")
+    # A data directory that refuses writes is not refused here: the store then opens read-only,
+    # serves what it holds and says why it refuses writes (a full or read-only disk).
 
 
 def _load_trust(config: NodeConfig) -> TrustAnchor:
@@ -111,9 +167,17 @@ def _load_trust(config: NodeConfig) -> TrustAnchor:
 
 
 async def serve_node(
-    config: NodeConfig, stopped: trio.Event | None = None, early: EarlyStop | None = None
+    config: NodeConfig,
+    stopped: trio.Event | None = None,
+    early: EarlyStop | None = None,
+    *,
+    leave_within: float | None = None,
+    drained: list[DrainOutcome] | None = None,
 ) -> None:
-    """The daemon: start the node, then wait for signals; returns after a clean stop."""
+    """The daemon: start the node, then wait for signals; returns after a clean stop.  With
+    ``leave_within`` seconds it drains instead (see ``p2pstore node drain``), appending the
+    outcome to ``drained``, and stops when done."""
+    drained = [] if drained is None else drained
     _prepare_data_dir(config)
     credentials = NodeCredentials.load(config.key, config.certificate)
     trust = _load_trust(config)
@@ -125,7 +189,7 @@ async def serve_node(
     _add_process_metrics(metrics)
     mesh_node = Node(credentials, transport, advertise=config.advertise, metrics=metrics)
     store = _open_store(config)
-    FragmentService(mesh_node, store)
+    fragments = FragmentService(mesh_node, store)
     dht = Dht(
         mesh_node,
         lambda: transport.trust,
@@ -154,6 +218,16 @@ async def serve_node(
             nursery.start_soon(_join_and_announce, config, dht, store, saved)
             nursery.start_soon(book.keep_saved, lambda: contacts_worth_saving(dht.table))
             nursery.start_soon(Scrubber(store, metrics).run)
+            steward = Steward(
+                dht,
+                config.rules,
+                store=store,
+                settings=StewardSettings(check_interval=config.repair_check_interval),
+            )
+            await nursery.start(steward.run)
+            if leave_within is not None:
+                leaving = Departure(fragments, steward)
+                nursery.start_soon(_leave, leaving, leave_within, drained, nursery.cancel_scope)
             async for signum in _with_early_stop(signals, early):
                 if signum == signal.SIGHUP:
                     _reload_trust(config, transport, mesh_node)
@@ -163,7 +237,9 @@ async def serve_node(
                     signal.Signals(signum).name,
                     extra={"event": "stopping"},
                 )
-                await mesh_node.stop()  # goodbyes first, bounded
+                with trio.move_on_after(mesh_node.settings.stop_timeout):
+                    await fragments.drain()  # accepted writes finish and are answered first
+                await mesh_node.stop()  # then goodbyes, bounded
                 nursery.cancel_scope.cancel()  # then the DHT and the announcer
                 break
         # Still inside the receiver: a second stop signal (a terminal's Ctrl-C reaches every
@@ -173,6 +249,18 @@ async def serve_node(
         log.info("node stopped", extra={"event": "stopped"})
         if stopped is not None:
             stopped.set()
+
+
+async def _leave(
+    departure: Departure, within: float, drained: list[DrainOutcome], scope: trio.CancelScope
+) -> None:
+    """Drain, then stop the node as a stop signal would (accepted writes first)."""
+    drained.append(await departure.drain(within))
+    fragments = departure.service
+    with trio.move_on_after(fragments.node.settings.stop_timeout):
+        await fragments.drain()
+    await fragments.node.stop("node left the mesh")
+    scope.cancel()
 
 
 JOIN_RETRY_INITIAL = 1.0

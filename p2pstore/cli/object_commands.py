@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 import click
 import trio
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -31,9 +32,9 @@ from p2pstore.cli.client_config import (
     connected_client,
     load_client_config,
 )
-from p2pstore.codec import ReadCap, VerifyCap, parse_capability
+from p2pstore.codec import Manifest, ReadCap, VerifyCap, parse_capability
 from p2pstore.codec.capability import CapabilityError
-from p2pstore.core.rules import SHIPPED_RULES, find_rule
+from p2pstore.core.rules import SHIPPED_RULES, CodingRule, find_rule
 from p2pstore.errors import ConfigError
 from p2pstore.identity import short_id
 from p2pstore.net.client import ObjectStatus, PutResult
@@ -81,14 +82,13 @@ def transfer_bar(total: int, label: str, *, quiet: bool) -> Iterator[Callable[[i
 @config_option
 @click.option(
     "--rule",
-    type=click.Choice(sorted(SHIPPED_RULES)),
-    help="Coding rule [default: the config's, else standard].",
+    metavar="NAME",
+    help="Coding rule: a shipped one (standard, archive, replica-3) or one declared in the "
+    "config's [rules.NAME] [default: the config's [client] rule, else standard].",
 )
 @click.option("--random-key", is_flag=True, help="Encrypt with a fresh random key, not convergent.")
 @json_option
-def put(
-    file: Path, config_path: Path, rule: str | None, random_key: bool, as_json: bool
-) -> None:
+def put(file: Path, config_path: Path, rule: str | None, random_key: bool, as_json: bool) -> None:
     """Encrypt FILE, code it into fragments, spread them over the mesh; print its capabilities.
 
     The read cap (p2ps:read:...) decrypts the file: keep it secret.  The verify cap
@@ -96,9 +96,13 @@ def put(
     key is convergent (the same file put twice with the same client secret is stored once).
     """
     config = load_client_config(config_path)
+    try:
+        coding_rule = config.rule if rule is None else find_rule(rule, config.rules)
+    except ConfigError as exc:
+        raise ConfigError(f"--rule: {exc} (in {config.path})") from exc
     result = trio.run(
         functools.partial(
-            _put, config, file, rule=rule, random_key=random_key, quiet=as_json
+            _put, config, file, rule=coding_rule, random_key=random_key, quiet=as_json
         )
     )
     size = file.stat().st_size
@@ -136,9 +140,8 @@ def put_summary(result: PutResult, file: Path, size: int) -> dict[str, Any]:
 
 
 async def _put(
-    config: ClientConfig, file: Path, *, rule: str | None, random_key: bool, quiet: bool
+    config: ClientConfig, file: Path, *, rule: CodingRule, random_key: bool, quiet: bool
 ) -> PutResult:
-    coding_rule = find_rule(rule) if rule else config.rule
     secret = None if random_key else config.read_secret()
     try:
         source: BinaryIO = file.open("rb")
@@ -149,7 +152,7 @@ async def _put(
         async with connected_client(config) as client:
             with transfer_bar(size, f"put {file.name}", quiet=quiet) as progress:
                 return await client.put(
-                    source, size, coding_rule, convergence_secret=secret, progress=progress
+                    source, size, rule, convergence_secret=secret, progress=progress
                 )
 
 
@@ -210,15 +213,22 @@ async def _get(config: ClientConfig, cap: ReadCap, sink: BinaryIO, *, quiet: boo
 @config_option
 @json_option
 def stat(cap: ReadCap | VerifyCap, config_path: Path, as_json: bool) -> None:
-    """Show an object's size, rule, and per chunk which node in which datacenter and region
-    holds each fragment and whether it answers for it (a verify cap is enough)."""
+    """Show an object's size and rule, and per chunk its live fragments against k, the rule's
+    repair threshold and n, its state, and which node in which datacenter holds each fragment
+    and whether it answers for it (a verify cap is enough).
+
+    \b
+    healthy     live >= repair threshold
+    degraded    k <= live < threshold: repair due (stewards rebuild it after the grace period)
+    unreadable  live < k: not readable now
+    """
     config = load_client_config(config_path)
     status = trio.run(_stat, config, cap)
     if as_json:
-        click.echo(json.dumps(stat_summary(status), indent=2))
+        click.echo(json.dumps(stat_summary(status, config.rules), indent=2))
         return
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-    console.print(status_table(status))
+    console.print(status_table(status, config.rules))
 
 
 async def _stat(config: ClientConfig, cap: ReadCap | VerifyCap) -> ObjectStatus:
@@ -226,17 +236,64 @@ async def _stat(config: ClientConfig, cap: ReadCap | VerifyCap) -> ObjectStatus:
         return await client.stat(cap)
 
 
-def health(status: ObjectStatus) -> str:
-    """healthy (every fragment live), degraded (readable, some lost) or unreadable."""
-    n = status.manifest.n
-    if all(status.live(i) == n for i in range(len(status.present))):
-        return "healthy"
-    return "degraded" if status.readable else "unreadable"
+HEALTHY = "healthy"
+DEGRADED = "degraded"
+UNREADABLE = "unreadable"
+_WORST_FIRST = (UNREADABLE, DEGRADED, HEALTHY)
 
 
-def stat_summary(status: ObjectStatus) -> dict[str, Any]:
+def manifest_rule(
+    manifest: Manifest, rules: Mapping[str, CodingRule]
+) -> tuple[CodingRule | None, str | None]:
+    """The rule named in ``manifest`` as ``rules`` declare it, or None and why it is unknown
+    (not declared, or declared with another k and n, as a steward would refuse it)."""
+    rule = rules.get(manifest.rule)
+    if rule is None:
+        return None, (
+            f"rule {manifest.rule!r} is unknown to this client: declare the mesh's "
+            f"[rules.{manifest.rule}] in the client's config to see its repair threshold"
+        )
+    if (rule.k, rule.n) != (manifest.k, manifest.n):
+        return None, (
+            f"rule {manifest.rule!r} is {rule.k}-of-{rule.n} in this client's config, but the "
+            f"object was stored {manifest.k}-of-{manifest.n}: the configs disagree with the mesh's"
+        )
+    return rule, None
+
+
+def chunk_state(live: int, k: int, n: int, threshold: int | None) -> str:
+    """healthy (live >= threshold), degraded (k <= live < threshold: repair due) or
+    unreadable (live < k).  With no known threshold, only ``n`` live is healthy."""
+    if live < k:
+        return UNREADABLE
+    return HEALTHY if live >= (n if threshold is None else threshold) else DEGRADED
+
+
+def chunk_states(status: ObjectStatus, rules: Mapping[str, CodingRule]) -> list[str]:
+    """Each chunk's state under the manifest's rule as ``rules`` know it."""
+    manifest = status.manifest
+    rule, _problem = manifest_rule(manifest, rules)
+    threshold = rule.repair_threshold if rule else None
+    return [
+        chunk_state(status.live(index), manifest.k, manifest.n, threshold)
+        for index in range(len(status.present))
+    ]
+
+
+def health(status: ObjectStatus, rules: Mapping[str, CodingRule] = SHIPPED_RULES) -> str:
+    """The object's state: its worst chunk's (see :func:`chunk_state`)."""
+    states = set(chunk_states(status, rules))
+    return next((state for state in _WORST_FIRST if state in states), HEALTHY)
+
+
+def stat_summary(
+    status: ObjectStatus, rules: Mapping[str, CodingRule] = SHIPPED_RULES
+) -> dict[str, Any]:
     """What ``stat --json`` prints."""
     manifest = status.manifest
+    rule, problem = manifest_rule(manifest, rules)
+    threshold = rule.repair_threshold if rule else None
+    states = chunk_states(status, rules)
     chunks = []
     for index, row in enumerate(status.placement.chunks):
         shares = []
@@ -251,43 +308,90 @@ def stat_summary(status: ObjectStatus) -> dict[str, Any]:
                     "present": status.present[index][share],
                 }
             )
-        chunks.append({"chunk": index, "live": status.live(index), "fragments": shares})
+        chunks.append(
+            {
+                "chunk": index,
+                "live": status.live(index),
+                "k": manifest.k,
+                "repair_threshold": threshold,
+                "n": manifest.n,
+                "state": states[index],
+                "fragments": shares,
+            }
+        )
     return {
         "size": manifest.plaintext_size,
         "rule": manifest.rule,
         "k": manifest.k,
         "n": manifest.n,
+        "repair_threshold": threshold,
+        "grace_period": rule.grace_period if rule else None,
+        "rule_known": rule is not None,
+        "rule_problem": problem,
         "chunk_size": manifest.chunk_size,
-        "state": health(status),
+        "state": health(status, rules),
         "chunks": chunks,
     }
 
 
-def status_table(status: ObjectStatus) -> Table:
-    """One row per chunk: live fragments against k and n, then each share's holder."""
+def live_text(live: int, k: int, n: int, threshold: int | None) -> str:
+    """E.g. ``6/8 live (k=4, repair below 6)``."""
+    against = f"repair below {threshold}" if threshold is not None else "rule unknown"
+    return f"{live}/{n} live (k={k}, {against})"
+
+
+def duration_text(seconds: float) -> str:
+    """``3600`` -> ``1h``, ``90`` -> ``90s``: the largest unit that divides it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+_COLOURS = {HEALTHY: "green", DEGRADED: "yellow", UNREADABLE: "red"}
+
+
+def status_table(status: ObjectStatus, rules: Mapping[str, CodingRule] = SHIPPED_RULES) -> Table:
+    """One row per chunk: live fragments against k, the repair threshold and n, the chunk's
+    state, then each share's holder."""
     manifest = status.manifest
+    rule, problem = manifest_rule(manifest, rules)
+    threshold = rule.repair_threshold if rule else None
+    states = chunk_states(status, rules)
     marks = {True: "[green]✓[/]", False: "[red]✗ missing[/]", None: "[red]✗ silent[/]"}
+    coding = f"{manifest.k}-of-{manifest.n}"
+    if rule is not None:
+        coding += f", repair below {threshold}, grace {duration_text(rule.grace_period)}"
     table = Table(
         title=(
-            f"{manifest.plaintext_size} bytes, rule {manifest.rule} "
-            f"({manifest.k}-of-{manifest.n}), {manifest.chunk_count} chunk(s): "
-            f"[bold]{health(status)}[/]"
+            f"{manifest.plaintext_size} bytes, rule {escape(manifest.rule)} ({coding}), "
+            f"{manifest.chunk_count} chunk(s): [bold]{health(status, rules)}[/]"
         ),
         title_justify="left",
+        caption=escape(
+            problem
+            or "healthy: live >= repair threshold; degraded: repair due (stewards rebuild the "
+            "lost fragments once their holders' grace period is over); unreadable: fewer than "
+            "k live"
+        ),
+        caption_justify="left",
     )
     table.add_column("chunk", justify="right")
     table.add_column("live", justify="right")
+    table.add_column("state")
     for share in range(manifest.n):
         table.add_column(str(share))
     for index, row in enumerate(status.placement.chunks):
-        live = status.live(index)
-        colour = "green" if live == manifest.n else ("yellow" if live >= manifest.k else "red")
+        state = states[index]
+        colour = _COLOURS[state]
+        live = live_text(status.live(index), manifest.k, manifest.n, threshold)
+        verdict = "degraded: repair due" if state == DEGRADED and rule is not None else state
         cells = []
         for share, holder in enumerate(row):
             if holder is None:
                 cells.append("?")
                 continue
             mark = marks[status.present[index][share]]
-            cells.append(f"{short_id(holder.node_id)[:6]} {holder.datacenter}\n{mark}")
-        table.add_row(str(index), f"[{colour}]{live}/{manifest.n}[/]", *cells)
+            cells.append(f"{short_id(holder.node_id)[:6]} {escape(holder.datacenter)}\n{mark}")
+        table.add_row(str(index), f"[{colour}]{live}[/]", f"[{colour}]{verdict}[/]", *cells)
     return table

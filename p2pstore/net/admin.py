@@ -218,20 +218,26 @@ def node_pages(node: Node, dht: Dht | None, store: FragmentStore | None) -> dict
 def health_document(
     node: Node, dht: Dht | None, store: FragmentStore | None
 ) -> tuple[bool, dict[str, object]]:
-    """(healthy, what /health shows): healthy when joined and the store accepts writes."""
+    """(healthy, what /health shows): healthy when joined and the store accepts writes.
+
+    A store that refuses writes (a read-only or full disk, a full quota) still serves reads;
+    ``write_refusal`` says why it refuses, ``store_writable`` is False, and the node is not
+    healthy, so an operator's probe sees it.
+    """
     joined = dht is not None and dht.joined
     usage = store.usage() if store is not None else None
-    writable = usage is not None and usage.writable
+    refusal = usage.write_refusal if usage is not None else None
     reasons = []
     if not joined:
         reasons.append("not joined to the mesh yet (see the join_failed events in the log)")
     if usage is None:
         reasons.append("no fragment store")
-    elif not usage.writable:
-        reasons.append(f"the store refuses writes: {usage.reason}")
+    elif refusal is not None:
+        reasons.append(f"the store refuses writes (reads are still served): {refusal}")
     document: dict[str, object] = {
         "joined": joined,
-        "store_writable": writable,
+        "store_writable": usage is not None and refusal is None,
+        "write_refusal": refusal,
         "peers_connected": len(node.peers()),
         "contacts": len(dht.table) if dht is not None else 0,
         "quota_used": round(usage.quota_fraction, 4) if usage is not None else None,
@@ -275,6 +281,8 @@ def status_document(node: Node, dht: Dht | None, store: FragmentStore | None) ->
             "free_bytes": usage.free_bytes,
             "writable": usage.writable,
             "reason": usage.reason,
+            "quota_full": usage.quota_full,
+            "write_refusal": usage.write_refusal,
             "corrupt_found": usage.corrupt_found,
         },
         "records": {

@@ -3,19 +3,32 @@
 Strategy: the store is synchronous, blocking I/O (fsync, SQLite, hashing), so every call runs
 in a worker thread, at most ``max_threads`` at once per node so a burst of puts cannot pile up
 threads or memory.  The store already refuses what it must (wrong id, quota, disk errors) with
-typed errors, which the session turns into ``ErrorReply`` codes.  A fetched fragment is checked
-against the id that asked for it before anyone uses it: a peer that lies is caught here.
+typed errors, which the session turns into ``ErrorReply`` codes (``StoreNotWritable`` for a
+read-only or full disk, ``QuotaExceeded``, ``IntegrityError``); reads and ``HasFragments`` go on
+whatever happens to writes.  A fetched fragment is checked against the id that asked for it
+before anyone uses it: a peer that lies is caught here.
+
+Stopping: :meth:`FragmentService.drain` refuses new writes (``NodeStopping``) and waits for
+the ones already accepted, so a node stopped by SIGTERM answers every write it took before it
+says goodbye, and a client never has to guess whether its fragment was stored.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TypeVar
 
 import trio
 
 from p2pstore.codec.fragment_ids import check_fragment
-from p2pstore.errors import IntegrityError, RemoteError
+from p2pstore.errors import (
+    IntegrityError,
+    NodeLeaving,
+    NodeStopping,
+    P2PStoreError,
+    RemoteError,
+)
 from p2pstore.identity import PeerIdentity, short_id
 from p2pstore.net.node import Node
 from p2pstore.store import FragmentStore
@@ -32,6 +45,8 @@ from p2pstore.wire import (
 DEFAULT_STORE_THREADS = 4
 T = TypeVar("T")
 
+log = logging.getLogger("p2pstore.node")
+
 
 class FragmentService:
     """Answers PutFragment, GetFragment and HasFragments from ``store`` on ``node``."""
@@ -47,18 +62,85 @@ class FragmentService:
         """``in_threads=False`` calls the store directly: for the in-memory store under a
         ``MockClock``, where a worker thread would let virtual time jump past deadlines."""
         self.store = store
+        self.node = node
+        self._node_id = node.identity.node_id
         self._metrics = node.metrics
         self._metrics.watch_store(store.usage)
         self._threads = trio.CapacityLimiter(max_threads)
         self._in_threads = in_threads
+        self._stopping = False
+        self.leaving = False
+        """Set by a drain: new fragments are refused, checks answered with NodeLeaving."""
+        self._writes_in_flight = 0
+        self._writes_done = trio.Event()
+        self._writes_done.set()
         node.handle(PutFragment, self._on_put)
         node.handle(GetFragment, self._on_get)
         node.handle(HasFragments, self._on_has)
 
+    @property
+    def writes_in_flight(self) -> int:
+        """Fragment writes accepted and not yet finished."""
+        return self._writes_in_flight
+
+    async def drain(self) -> None:
+        """Take no new fragment writes (they are refused with :class:`NodeStopping`) and return
+        once every write already accepted is durable and answered.  Reads are still served.
+
+        Not bounded by itself: the caller gives it a deadline.  Cancelling it leaves the
+        service refusing writes; the writes in flight still finish in their worker threads.
+        """
+        self._stopping = True
+        if self._writes_in_flight:
+            log.info(
+                "stopping: finishing %d fragment writes in flight",
+                self._writes_in_flight,
+                extra={"event": "draining", "writes": self._writes_in_flight},
+            )
+        await self._writes_done.wait()
+
     async def _on_put(self, peer: PeerIdentity, message: Message) -> Message:
         assert isinstance(message, PutFragment)
-        await self._run(self.store.put, message.fragment_id, message.data)
+        if self.leaving:
+            raise NodeLeaving(
+                f"node {short_id(self._node_id)} is leaving the mesh and takes no new "
+                f"fragments; store fragment {message.fragment_id.hex()[:16]} on another node"
+            )
+        if self._stopping:
+            raise NodeStopping(
+                f"node {short_id(self._node_id)} is shutting down and takes no new fragments; "
+                f"store fragment {message.fragment_id.hex()[:16]} on another node"
+            )
+        self._writes_in_flight += 1
+        self._writes_done = trio.Event() if self._writes_in_flight == 1 else self._writes_done
+        try:
+            await self._run(self.store.put, message.fragment_id, message.data)
+        except P2PStoreError as exc:
+            log.warning(
+                "refused fragment %s from %s: %s",
+                message.fragment_id.hex()[:16],
+                short_id(peer.node_id),
+                exc,
+                extra={"event": "fragment_refused", "reason": type(exc).__name__,
+                       "peer": peer.node_id.hex()},
+            )  # fmt: skip
+            raise
+        finally:
+            # The reply is sent before a drain waiting on this can say goodbye: setting the
+            # event does not switch tasks, and the session takes its send lock for the reply
+            # before it next yields.
+            self._writes_in_flight -= 1
+            if not self._writes_in_flight:
+                self._writes_done.set()
         self._metrics.record_fragment_written(len(message.data))
+        log.info(
+            "stored fragment %s (%d bytes) from %s",
+            message.fragment_id.hex()[:16],
+            len(message.data),
+            short_id(peer.node_id),
+            extra={"event": "fragment_stored", "fragment": message.fragment_id.hex(),
+                   "bytes": len(message.data), "peer": peer.node_id.hex()},
+        )  # fmt: skip
         return PutFragmentReply(stored=True)
 
     async def _on_get(self, peer: PeerIdentity, message: Message) -> Message:
@@ -69,11 +151,19 @@ class FragmentService:
 
     async def _on_has(self, peer: PeerIdentity, message: Message) -> Message:
         assert isinstance(message, HasFragments)
+        if self.leaving:  # stewards move what we hold instead of counting it
+            raise NodeLeaving(
+                f"node {short_id(self._node_id)} is leaving the mesh: move its fragments"
+            )
         ids = message.fragment_ids
         present: tuple[bool, ...] = await self._run(
             lambda: tuple(self.store.has(fragment_id) for fragment_id in ids)
         )
         return HasFragmentsReply(present=present)
+
+    async def run_store(self, function: Callable[..., T], *args: object) -> T:
+        """Call a store method as the handlers do (a worker thread, bounded)."""
+        return await self._run(function, *args)
 
     async def _run(self, function: Callable[..., T], *args: object) -> T:
         if not self._in_threads:
@@ -118,8 +208,9 @@ async def store_fragment(
 ) -> None:
     """Store a fragment on the peer; returns once the peer says it is durable.
 
-    Raises :class:`RemoteError` if the peer refused (code ``QuotaExceeded``, ``StoreError``,
-    ``IntegrityError``) and :class:`~p2pstore.errors.PeerUnreachable` if it could not be asked
+    Raises :class:`RemoteError` if the peer refused (code ``QuotaExceeded``,
+    ``StoreNotWritable`` for a read-only or full disk, ``NodeStopping``, ``IntegrityError``,
+    ``StoreError``) and :class:`~p2pstore.errors.PeerUnreachable` if it could not be asked
     in time.
     """
     reply = await node.call(

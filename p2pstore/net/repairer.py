@@ -13,7 +13,7 @@ failure detector, so the next round offers them nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -33,8 +33,11 @@ from p2pstore.core.repair_plan import (
 )
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import IntegrityError, NotEnoughFragments, PlacementError, PutFailed
-from p2pstore.net.client import Client, describe
+from p2pstore.net.client import FRAGMENT_FAILURES, Client, describe
 from p2pstore.net.dht import RPC_FAILURES, Dht
+from p2pstore.store import FragmentStore
+from p2pstore.wire import ReleaseFragments
+from p2pstore.wire.fragments import MAX_IDS_PER_QUERY
 
 log = logging.getLogger("p2pstore.steward")
 
@@ -49,6 +52,8 @@ class ChunkRepair:
     holders: tuple[Candidate, ...]
     bytes_read: int
     bytes_written: int
+    moved: tuple[tuple[Candidate, bytes], ...] = ()
+    """(leaving holder, fragment id) of the shares moved off leaving holders."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +82,32 @@ class Watched:
     sequence: int
     """The highest placement record sequence seen: a new version must exceed it."""
     reports: dict[tuple[int, int], FragmentReport] = field(default_factory=dict)
+    leaving: set[tuple[int, int]] = field(default_factory=set)
+    """(chunk, share) held by a node that is leaving the mesh: to move, whatever the count."""
     assessments: list[ChunkAssessment] = field(default_factory=list)
+
+    def due(self, index: int) -> bool:
+        """Whether chunk ``index`` needs work: a repair, or a move off a leaving holder."""
+        assessment = self.assessments[index]
+        if assessment.verdict is Verdict.NEEDS_REPAIR:
+            return True
+        return assessment.verdict is not Verdict.LOST and any(
+            (index, share) in self.leaving for share in assessment.live
+        )
 
 
 class Repairer:
     """Repairs watched objects for a steward (or ``p2pstore check --repair``)."""
 
-    def __init__(self, dht: Dht, client: Client, detector: FailureDetector) -> None:
+    def __init__(
+        self,
+        dht: Dht,
+        client: Client,
+        detector: FailureDetector,
+        unwelcome: Callable[[], set[bytes]] = set,
+    ) -> None:
+        """``unwelcome``: peers to place nothing on (leaving ones)."""
+        self.unwelcome = unwelcome
         self.dht = dht
         self.node = dht.node
         self.client = client
@@ -107,8 +131,9 @@ class Repairer:
                 return []
             # Peers silent to our checks or to an earlier repair get nothing new.
             failed = {c.node_id for c in candidates if self._silent(c.node_id)}
+            failed |= self.unwelcome()
             for index, assessment in enumerate(watched.assessments):
-                if assessment.verdict is not Verdict.NEEDS_REPAIR:
+                if not watched.due(index):
                     continue
                 self.node.metrics.record_repair("started")
                 try:
@@ -131,6 +156,7 @@ class Repairer:
             if not repaired:
                 return []
             await self._publish_repairs(watched, rows, repaired)
+            await self._release(repaired)
             for done in repaired:
                 self.node.metrics.record_repair("finished")
                 self.node.metrics.record_repair_bytes(done.bytes_read, done.bytes_written)
@@ -156,26 +182,45 @@ class Repairer:
         candidates: list[Candidate],
         failed: set[bytes],
     ) -> ChunkRepair:
-        """Fetch k survivors, rebuild the lost shares, store them within the rule; peers
-        that fail a store join ``failed`` (shared by the object's chunks)."""
+        """Rebuild the lost shares (from any k survivors) and copy the ones on leaving
+        holders (from those holders, else rebuilt too), then store them within the rule.
+        Peers that fail a store join ``failed`` (shared by the object's chunks)."""
         manifest, rule = watched.manifest, watched.rule
         row = watched.placement.chunks[index]
         ids = manifest.chunks[index].fragment_ids
-        live = set(assessment.live)
-        readable = tuple(h if share in live else None for share, h in enumerate(row))
-        sources = await self.client.fetch_chunk(
-            manifest, _replace_row(watched.placement, index, readable), index
-        )
-        bytes_read = sum(len(data) for share, data in sources.items() if row[share] is not None)
-        rebuilt = await self.client.run_sync(
-            rebuild_fragments, manifest, index, sources, assessment.rebuild
-        )
-        keep = [h for s in (*assessment.live, *assessment.silent) if (h := row[s]) is not None]
-        excluded = failed
-        excluded.update(h.node_id for s in assessment.lost if (h := row[s]) is not None)
-        size = len(next(iter(rebuilt.values())))
-        placed = place_repairs(
-            assessment.rebuild, ids, keep, candidates, rule, excluded=excluded, fragment_size=size
+        moving = tuple(s for s in assessment.live if (index, s) in watched.leaving)
+        wanted = tuple(sorted({*assessment.rebuild, *moving}))
+        fragments: dict[int, bytes] = {}
+        bytes_read = 0
+        for share in moving:  # a leaving holder still serves: copy, no decoding
+            holder = row[share]
+            assert holder is not None
+            try:
+                fragments[share] = await self.client.fetch_from(holder, ids[share])
+            except FRAGMENT_FAILURES as exc:
+                log.info(
+                    "copying share %d from leaving %s failed: %s", share, describe(holder), exc
+                )
+                continue
+            bytes_read += len(fragments[share])
+        missing = [share for share in wanted if share not in fragments]
+        if missing:
+            live = set(assessment.live)
+            readable = tuple(h if share in live else None for share, h in enumerate(row))
+            sources = await self.client.fetch_chunk(
+                manifest, _replace_row(watched.placement, index, readable), index
+            )
+            bytes_read += sum(len(data) for data in sources.values())
+            fragments.update(
+                await self.client.run_sync(rebuild_fragments, manifest, index, sources, missing)
+            )
+        staying = [s for s in (*assessment.live, *assessment.silent) if s not in moving]
+        keep = [h for s in staying if (h := row[s]) is not None]
+        gone = {h.node_id for s in (*assessment.lost, *moving) if (h := row[s]) is not None}
+        excluded = failed | gone
+        size = len(next(iter(fragments.values())))
+        placed = self._place(
+            index, wanted, ids, keep, candidates=candidates, rule=rule, excluded=excluded, size=size
         )
 
         async def store(share: int) -> None:
@@ -188,7 +233,7 @@ class Repairer:
 
             placed[share] = await self.client.store_with_fallback(
                 ids[share],
-                rebuilt[share],
+                fragments[share],
                 placed[share],
                 reselect,
                 excluded,
@@ -205,8 +250,9 @@ class Repairer:
                 failures.append(failure)
 
         async with trio.open_nursery() as nursery:
-            for share in assessment.rebuild:
+            for share in list(placed):
                 nursery.start_soon(guarded, share)
+        failed.update(excluded - gone)
         if failures:
             raise failures[0]
         shares = tuple(sorted(placed))
@@ -224,8 +270,78 @@ class Repairer:
             shares,
             tuple(placed[s] for s in shares),
             bytes_read,
-            sum(len(rebuilt[s]) for s in shares),
+            sum(len(fragments[s]) for s in shares),
+            moved=tuple((h, ids[s]) for s in moving if s in placed and (h := row[s]) is not None),
         )
+
+    @staticmethod
+    def _place(
+        index: int,
+        wanted: Sequence[int],
+        ids: Sequence[bytes],
+        keep: list[Candidate],
+        *,
+        candidates: list[Candidate],
+        rule: CodingRule,
+        excluded: set[bytes],
+        size: int,
+    ) -> dict[int, Candidate]:
+        """Holders for ``wanted`` within the rule; when the mesh has room for only some of
+        them (too few datacenters left), as many as it has: every fragment is still placed
+        within the rule, there are just fewer.  Raises :class:`PlacementError` if none fits."""
+        try:
+            return place_repairs(
+                wanted, ids, keep, candidates, rule, excluded=excluded, fragment_size=size
+            )
+        except PlacementError as whole:
+            placed: dict[int, Candidate] = {}
+            for share in wanted:
+                try:
+                    placed |= place_repairs(
+                        (share,),
+                        ids,
+                        [*keep, *placed.values()],
+                        candidates,
+                        rule,
+                        excluded=excluded,
+                        fragment_size=size,
+                    )
+                except PlacementError:
+                    continue
+            if not placed:
+                raise
+            log.warning(
+                "chunk %d: only %d of the %d fragments to rebuild fit the rule: %s",
+                index,
+                len(placed),
+                len(wanted),
+                whole,
+                extra={"event": "repair_partial", "chunk": index},
+            )
+            return placed
+
+    async def _release(self, repaired: Sequence[ChunkRepair]) -> None:
+        """Tell each leaving holder which of its fragments now live elsewhere (it deletes
+        them and stops when none is left); best effort: it asks again if one is lost."""
+        moved: dict[bytes, tuple[Candidate, list[bytes]]] = {}
+        for repair in repaired:
+            for holder, fragment_id in repair.moved:
+                moved.setdefault(holder.node_id, (holder, []))[1].append(fragment_id)
+        for holder, ids in moved.values():
+            if holder.node_id == self.dht.node_id and self.client.local_store is not None:
+                await self.client.run_sync(_delete_all, self.client.local_store, ids)
+                continue
+            for start in range(0, len(ids), MAX_IDS_PER_QUERY):
+                batch = tuple(ids[start : start + MAX_IDS_PER_QUERY])
+                try:
+                    await self.node.call(
+                        holder.node_id,
+                        holder.address,
+                        ReleaseFragments(fragment_ids=batch),
+                        timeout=self.client.settings.fragment_timeout,
+                    )
+                except FRAGMENT_FAILURES as exc:
+                    log.info("could not release fragments on %s: %s", describe(holder), exc)
 
     async def _publish_repairs(
         self, watched: Watched, rows: list[tuple[Candidate | None, ...]], done: list[ChunkRepair]
@@ -259,6 +375,12 @@ class Repairer:
             copies,
             extra={"event": "placement_published", "object": watched.object_id.hex()},
         )
+
+
+def _delete_all(store: FragmentStore, ids: Sequence[bytes]) -> None:
+    """A leaving steward releases its own moved fragments."""
+    for fragment_id in ids:
+        store.delete(fragment_id)
 
 
 def _replace_row(placement: Placement, index: int, row: tuple[Candidate | None, ...]) -> Placement:

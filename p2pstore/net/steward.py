@@ -27,6 +27,7 @@ garbage, never a rule violation.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,9 @@ from p2pstore.core.repair_plan import (
 from p2pstore.core.rules import SHIPPED_RULES, CodingRule
 from p2pstore.errors import (
     IntegrityError,
+    NodeLeaving,
     P2PStoreError,
+    RemoteError,
     RemoteProtocolError,
 )
 from p2pstore.identity import short_id
@@ -62,6 +65,14 @@ from p2pstore.wire.fragments import MAX_IDS_PER_QUERY
 
 log = logging.getLogger("p2pstore.steward")
 T = TypeVar("T")
+
+class Leaving(enum.Enum):
+    """A holder's answer meaning "I am being drained: move my fragments"."""
+
+    LEAVING = "leaving"
+
+
+LEAVING = Leaving.LEAVING
 
 _Slot = tuple[int, int, int]
 """(watched object index, chunk, share)."""
@@ -130,7 +141,11 @@ class Steward:
         self.settings = settings or StewardSettings()
         self.client = Client(dht, settings=client_settings, local_store=store)
         self.detector = FailureDetector()
-        self.repairer = Repairer(dht, self.client, self.detector)
+        self.leaving = False
+        """Set while this node is drained: its own fragments are moved like a leaving peer's."""
+        self.leaving_peers: set[bytes] = set()
+        """Holders that answered they are leaving: offered no new fragments."""
+        self.repairer = Repairer(dht, self.client, self.detector, self._unwelcome)
         self.rounds = 0
         self._manifests: dict[bytes, Known] = {}
         self._warned: set[str] = set()
@@ -201,7 +216,7 @@ class Steward:
                 )
                 for index, row in enumerate(watched.placement.chunks)
             ]
-            if any(a.verdict is Verdict.NEEDS_REPAIR for a in watched.assessments):
+            if any(watched.due(index) for index in range(len(watched.assessments))):
                 due.append(watched)
         if repair and due:
             limiter = trio.CapacityLimiter(self.settings.repairs_at_once)
@@ -279,6 +294,10 @@ class Steward:
             return False
         self.dht.table.record_success(contact.id, trio.current_time())
         return True
+
+    def _unwelcome(self) -> set[bytes]:
+        """Peers a repair must not place on: leaving ones, and this node while it leaves."""
+        return self.leaving_peers | ({self.dht.node_id} if self.leaving else set())
 
     def _stop_renewing(self, key: bytes) -> None:
         for kind in (RecordKind.MANIFEST, RecordKind.PLACEMENT):
@@ -360,15 +379,24 @@ class Steward:
                 self.detector.missed(holder.node_id, trio.current_time())
                 return
             self.detector.heard(holder.node_id, trio.current_time())
+            if present is LEAVING:
+                self.leaving_peers.add(holder.node_id)
+                for number, index, share in batch:
+                    report.objects[number].leaving.add((index, share))
+                return
+            self.leaving_peers.discard(holder.node_id)
             for (number, index, share), held in zip(batch, present, strict=True):
                 if not held:
                     report.objects[number].reports[(index, share)] = FragmentReport.MISSING
         finally:
             slots_free.release()
 
-    async def _holds(self, holder: Candidate, ids: list[bytes]) -> list[bool] | None:
-        """Which of ``ids`` the holder has, or None if it did not answer sensibly."""
+    async def _holds(self, holder: Candidate, ids: list[bytes]) -> list[bool] | Leaving | None:
+        """Which of ``ids`` the holder has, :data:`LEAVING` if it is being drained, or None
+        if it did not answer sensibly."""
         if holder.node_id == self.dht.node_id and self.store is not None:
+            if self.leaving:
+                return LEAVING
             store = self.store
             return [store.has(fragment_id) for fragment_id in ids]
         try:
@@ -378,6 +406,8 @@ class Steward:
                 HasFragments(fragment_ids=tuple(ids)),
                 timeout=self.settings.query_timeout,
             )
+        except RemoteError as refused:
+            return LEAVING if refused.code == NodeLeaving.__name__ else None
         except FRAGMENT_FAILURES:
             return None
         if not isinstance(reply, HasFragmentsReply) or len(reply.present) != len(ids):

@@ -8,8 +8,9 @@ with four promises, each tested against both implementations by one conformance 
   worker threads put at once (space is reserved under a lock before any byte is written);
 * ``get`` hashes on every read; a mismatch is never served: the fragment is removed and
   :class:`~p2pstore.errors.IntegrityError` raised, so the node can tell its steward to repair it;
-* a store that the disk refuses to write (read-only, full) keeps serving reads and says why in
-  :meth:`FragmentStore.usage`;
+* a store that the disk refuses to write (read-only, full) keeps serving reads, refuses puts with
+  :class:`~p2pstore.errors.StoreNotWritable`, and says why in :meth:`FragmentStore.usage`; so
+  does a store whose quota refused a put (:attr:`StoreUsage.write_refusal`);
 * ``scrub`` re-verifies a bounded batch per call and walks the whole store once per pass; the
   caller sleeps between batches, which is the rate limit (the store never reads a clock).
 
@@ -34,9 +35,11 @@ class StoreUsage:
     """A snapshot of what a store holds, for metrics and for refusing work early.
 
     ``writable`` is False when the disk refused the last write (read-only, full, permission);
-    ``reason`` then says why, and is None otherwise.  A full *quota* is not "not writable": it is
-    visible as ``bytes_used`` close to ``quota_bytes``.  ``corrupt_found`` counts fragments found
-    corrupt (by ``get`` or ``scrub``) since the store was opened.
+    ``reason`` then says why, and is None otherwise.  A full *quota* is not "not writable" (the
+    disk is fine): ``quota_refused`` is the size of the last fragment the quota turned away (0 if
+    none), and :attr:`quota_full` says whether it would still not fit.  :attr:`write_refusal`
+    gives either reason in one sentence.  ``corrupt_found`` counts fragments found corrupt (by
+    ``get`` or ``scrub``) since the store was opened.
     """
 
     fragments: int
@@ -45,12 +48,13 @@ class StoreUsage:
     writable: bool
     reason: str | None
     corrupt_found: int = 0
+    quota_refused: int = 0
 
     def __post_init__(self) -> None:
         if self.fragments < 0 or self.bytes_used < 0 or self.quota_bytes < 0:
             raise ValueError(f"usage counts must be >= 0, got {self}")
-        if self.corrupt_found < 0:
-            raise ValueError(f"corrupt_found must be >= 0, got {self.corrupt_found}")
+        if self.corrupt_found < 0 or self.quota_refused < 0:
+            raise ValueError(f"corrupt_found and quota_refused must be >= 0, got {self}")
         if self.writable != (self.reason is None):
             raise ValueError("a store is not writable exactly when it gives a reason")
 
@@ -58,6 +62,23 @@ class StoreUsage:
     def free_bytes(self) -> int:
         """Bytes that may still be stored before the quota refuses."""
         return max(0, self.quota_bytes - self.bytes_used)
+
+    @property
+    def quota_full(self) -> bool:
+        """True while the last fragment the quota refused would still not fit."""
+        return self.quota_refused > self.free_bytes
+
+    @property
+    def write_refusal(self) -> str | None:
+        """Why this store refuses writes now (the disk, or a full quota); None if it takes them."""
+        if self.reason is not None:
+            return self.reason
+        if self.quota_full:
+            return (
+                f"quota full: {self.bytes_used} of {self.quota_bytes} bytes used, and the last "
+                f"refused fragment needed {self.quota_refused}; delete fragments or raise the quota"
+            )
+        return None
 
     @property
     def quota_fraction(self) -> float:
@@ -111,8 +132,9 @@ class FragmentStore(Protocol):
         """Store ``data`` under ``fragment_id``; a no-op if it is already stored.
 
         Raises IntegrityError if ``data`` does not hash to ``fragment_id`` (nothing is stored),
-        QuotaExceeded naming used, quota and requested bytes when it would not fit, and
-        StoreError naming the path and the OS error when the disk refuses the write.
+        QuotaExceeded naming used, quota and requested bytes when it would not fit,
+        StoreNotWritable naming the path and the OS error when the disk refuses the write, and
+        StoreError if the store is closed or its index fails.
         """
         ...
 

@@ -7,9 +7,13 @@ This module holds the rules that tie them together under one lock:
 * put: hash, reserve quota, write the file (outside the lock), then index it;
 * get: look the size up, read at most size + 1 bytes (outside the lock), hash; a mismatch removes
   the fragment (file and row) so it is never served again, and is reported as IntegrityError;
-* a write the disk refuses (EROFS, ENOSPC, EACCES, ...) becomes StoreError naming the path and
-  the OS error, and ``usage()`` says "not writable" with that reason until a write succeeds;
-  reads go on as before.
+* a write the disk refuses (EROFS, ENOSPC, EACCES, ...) becomes StoreNotWritable naming the path
+  and the OS error, and ``usage()`` says "not writable" with that reason until a write succeeds;
+  reads go on as before;
+* at open, one small probe write finds a disk that already refuses writes (so ``/health`` says so
+  before the first put fails), and an index the disk will not let SQLite open for writing is
+  opened read-only and immutable, so a node restarted on a read-only disk still serves its
+  fragments.
 
 Threading: see :mod:`p2pstore.store.api`; the lock is held for index queries and bookkeeping only,
 never while hashing or moving fragment bytes.
@@ -17,10 +21,20 @@ never while hashing or moving fragment bytes.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import secrets
+import sqlite3
 from pathlib import Path
 
 from p2pstore.codec.fragment_ids import check_fragment
-from p2pstore.errors import FragmentNotFound, IntegrityError, StoreError
+from p2pstore.errors import (
+    FragmentNotFound,
+    IntegrityError,
+    QuotaExceeded,
+    StoreError,
+    StoreNotWritable,
+)
 from p2pstore.store.api import (
     ScrubReport,
     StoreUsage,
@@ -30,7 +44,7 @@ from p2pstore.store.api import (
     short,
 )
 from p2pstore.store.directory import DataDirectory
-from p2pstore.store.index import FragmentIndex
+from p2pstore.store.index import SCHEMA_VERSION, FragmentIndex
 from p2pstore.store.ledger import SpaceLedger
 from p2pstore.store.recovery import Reconciliation, reconcile
 
@@ -51,14 +65,20 @@ class DiskFragmentStore:
         """
         self._ledger = SpaceLedger(quota_bytes)
         self._lock = self._ledger.lock
+        self._quota_refused = 0
         self._dir = DataDirectory(data_dir)
         try:
-            self._index = FragmentIndex(self._dir.index_path)
+            self._index, refusal = self._open_index()
         except StoreError:
             self._dir.close()
             raise
         try:
-            self.recovered: Reconciliation = reconcile(self._dir, self._index)
+            if refusal is not None:  # nothing can be repaired on this disk: serve what is indexed
+                self.recovered: Reconciliation = Reconciliation(refusal=refusal)
+            else:
+                self.recovered = reconcile(self._dir, self._index)
+                if self.recovered.refusal is None and (probe := write_refusal(self._dir.tmp)):
+                    self.recovered = dataclasses.replace(self.recovered, refusal=probe)
             self._ledger.fragments, self._ledger.bytes_used = self._index.totals()
         except OSError as error:
             self._close_parts()
@@ -86,7 +106,11 @@ class DiskFragmentStore:
             self._check_open()
             if self._index.size_of(fragment_id) is not None:
                 return
-            self._ledger.reserve(fragment_id, len(data))
+            try:
+                self._ledger.reserve(fragment_id, len(data))
+            except QuotaExceeded:
+                self._quota_refused = len(data)
+                raise
         try:
             self._dir.write_atomic(fragment_id, data)
         except OSError as error:
@@ -176,7 +200,7 @@ class DiskFragmentStore:
         """See :meth:`p2pstore.store.api.FragmentStore.usage`."""
         with self._lock:
             self._check_open()
-        return self._ledger.usage()
+            return dataclasses.replace(self._ledger.usage(), quota_refused=self._quota_refused)
 
     def scrub(self, max_bytes: int, cursor: bytes | None) -> ScrubReport:
         """See :meth:`p2pstore.store.api.FragmentStore.scrub`.
@@ -229,12 +253,33 @@ class DiskFragmentStore:
         if self._closed:
             raise StoreError(f"the fragment store in {self._dir.root} is closed; open a new one")
 
-    def _refused(self, what: str, error: OSError) -> StoreError:
-        """Record that the disk refused a write; the StoreError to raise (lock held)."""
+    def _open_index(self) -> tuple[FragmentIndex, str | None]:
+        """The index, and why the disk refuses writes when it had to be opened read-only.
+
+        Raises the index's StoreError when the disk takes writes (the index itself is bad) or
+        there is no index to read.
+        """
+        try:
+            return FragmentIndex(self._dir.index_path), None
+        except StoreError as error:
+            refusal = write_refusal(self._dir.root)
+            if refusal is None or not self._dir.index_path.is_file():
+                raise
+            try:
+                return ReadOnlyIndex(self._dir.index_path), f"opened read-only: {refusal}"
+            except StoreError as read_only_error:
+                error.add_note(f"opening it read-only failed too: {read_only_error}")
+                raise error from error.__cause__  # the first error is the one to act on
+
+    def _refused(self, what: str, error: OSError) -> StoreNotWritable:
+        """Record that the disk refused a write; the StoreNotWritable to raise (lock held)."""
         where = error.filename or self._dir.root
         reason = f"{what}: {where}: {error.strerror or error}"
         self._ledger.refuse_writes(reason)
-        return StoreError(f"{reason}; reads still work, fix the disk to accept writes again")
+        return StoreNotWritable(
+            f"store is not writable: {reason}; reads still work, fix the disk to accept writes "
+            f"again"
+        )
 
     def _verify(self, fragment_id: bytes, size: int) -> bool:
         """Hash one fragment's file; if it is bad or gone, remove it.  True if it is good."""
@@ -261,7 +306,8 @@ class DiskFragmentStore:
         Only if it is still the same file: a fragment cannot be re-put while its row exists, so
         the row plus the inode identify what we read.  If the disk refuses the unlink, the row
         still goes; the file is never served (no row, and hashed on every read), and the next open
-        removes it.
+        removes it.  If the index was opened read-only the row stays too: the fragment keeps
+        failing its hash (or its read) and is never served.
         """
         with self._lock:
             size = None if self._closed else self._index.size_of(fragment_id)
@@ -273,7 +319,11 @@ class DiskFragmentStore:
                     self._dir.unlink(self._dir.path_of(fragment_id))
                 except OSError as error:
                     self._refused(f"cannot remove corrupt fragment {short(fragment_id)}", error)
-            self._index.remove(fragment_id)
+            try:
+                self._index.remove(fragment_id)
+            except StoreNotWritable as error:
+                self._ledger.refuse_writes(str(error))
+                return
             self._ledger.removed(size)
 
     def _forget_file(self, fragment_id: bytes, error: StoreError) -> None:
@@ -282,3 +332,59 @@ class DiskFragmentStore:
             self._dir.unlink(self._dir.path_of(fragment_id))
         except OSError as unlink_error:
             error.add_note(f"its file stays until the next open: {unlink_error}")
+
+
+def write_refusal(directory: Path) -> str | None:
+    """Why ``directory`` refuses a small write (None if it takes it): creates a probe file,
+    writes one byte, removes it.  A leftover probe in ``tmp/`` is removed by the next open."""
+    probe = directory / f"probe-{secrets.token_hex(4)}.part"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, b"\0")
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+    except OSError as error:
+        return f"cannot write {error.filename or probe}: {error.strerror or error}"
+    return None
+
+
+class ReadOnlyIndex(FragmentIndex):
+    """The index of a data directory on a disk that refuses writes, opened read-only.
+
+    SQLite opens a WAL-mode database for reading only if it can create the ``-wal`` and ``-shm``
+    files beside it, which a read-only disk forbids, unless the database is declared
+    ``immutable``.  That is true here: this process holds the directory's lock and the disk takes
+    no writes.  Rows that a crash left only in the ``-wal`` file are not seen, so their fragments
+    are not served until the node restarts on a writable disk and the open reconciles them.
+    """
+
+    def __init__(self, path: Path) -> None:
+        """Raises StoreError if the index cannot be read or has no table of this version."""
+        self.path = path
+        uri = f"{path.absolute().as_uri()}?mode=ro&immutable=1"
+        with self._translated("open read-only"):
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        try:
+            with self._translated("open read-only"):
+                version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                raise StoreError(f"index {path} has schema {version}, not {SCHEMA_VERSION}")
+        except StoreError:
+            self._db.close()
+            raise
+
+    def insert(self, fragment_id: bytes, size: int) -> None:
+        """Always refuses: see the class docstring."""
+        raise self._read_only()
+
+    def remove(self, fragment_id: bytes) -> None:
+        """Always refuses: see the class docstring."""
+        raise self._read_only()
+
+    def _read_only(self) -> StoreNotWritable:
+        return StoreNotWritable(
+            f"store is not writable: its index {self.path} was opened read-only because the disk "
+            f"refused writes when the node started; restart the node once the disk takes writes"
+        )

@@ -9,9 +9,16 @@ stores, so code tested here behaves the same on a real disk.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 
 from p2pstore.codec.fragment_ids import check_fragment
-from p2pstore.errors import FragmentNotFound, IntegrityError, StoreError
+from p2pstore.errors import (
+    FragmentNotFound,
+    IntegrityError,
+    QuotaExceeded,
+    StoreError,
+    StoreNotWritable,
+)
 from p2pstore.store.api import (
     ScrubReport,
     StoreUsage,
@@ -32,6 +39,7 @@ class MemoryFragmentStore:
         self._data: dict[bytes, bytes] = {}
         self._order: list[bytes] = []  # the ids, sorted, for paging and scrubbing
         self._disk_refusal: str | None = None
+        self._quota_refused = 0
         self._closed = False
 
     # --- test hooks mirroring what happens to real disks ------------------------------------
@@ -64,7 +72,11 @@ class MemoryFragmentStore:
             if fragment_id in self._data:
                 return
             self._check_disk(f"cannot write fragment {short(fragment_id)}")
-            self._ledger.reserve(fragment_id, len(data))
+            try:
+                self._ledger.reserve(fragment_id, len(data))
+            except QuotaExceeded:
+                self._quota_refused = len(data)
+                raise
             self._data[fragment_id] = bytes(data)
             bisect.insort(self._order, fragment_id)
             self._ledger.commit(fragment_id)
@@ -113,7 +125,7 @@ class MemoryFragmentStore:
         """See :meth:`p2pstore.store.api.FragmentStore.usage`."""
         with self._lock:
             self._check_open()
-        return self._ledger.usage()
+            return dataclasses.replace(self._ledger.usage(), quota_refused=self._quota_refused)
 
     def scrub(self, max_bytes: int, cursor: bytes | None) -> ScrubReport:
         """See :meth:`p2pstore.store.api.FragmentStore.scrub`."""
@@ -161,7 +173,10 @@ class MemoryFragmentStore:
         if self._disk_refusal is not None:
             reason = f"{what}: {self._disk_refusal}"
             self._ledger.refuse_writes(reason)
-            raise StoreError(reason)
+            raise StoreNotWritable(
+                f"store is not writable: {reason}; reads still work, fix the disk to accept "
+                f"writes again"
+            )
         self._ledger.accept_writes()
 
     def _stored(self, fragment_id: bytes) -> bytes:

@@ -26,6 +26,8 @@ from .fragments import (
     HasFragmentsReply,
     PutFragment,
     PutFragmentReply,
+    ReleaseFragments,
+    ReleaseFragmentsReply,
 )
 from .framing import DEFAULT_MAX_FRAME, FRAME_HEADER, FrameDecoder, frame_header
 from .messages import (
@@ -78,6 +80,8 @@ __all__ = [
     "PutFragment",
     "PutFragmentReply",
     "Record",
+    "ReleaseFragments",
+    "ReleaseFragmentsReply",
     "SignedRecord",
     "StatusReply",
     "StatusRequest",

@@ -64,3 +64,22 @@ class HasFragments(Message):
 @dataclasses.dataclass(frozen=True, slots=True)
 class HasFragmentsReply(Message):
     present: tuple[bool, ...] = dataclasses.field(metadata={"max_len": MAX_IDS_PER_QUERY})
+
+
+@message(36)
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReleaseFragments(Message):
+    """From a steward to a node leaving the mesh: these fragments of yours are now stored
+    elsewhere and the placement says so; delete them.  A node that is not leaving ignores it."""
+
+    fragment_ids: tuple[FragmentId, ...] = dataclasses.field(
+        metadata={"max_len": MAX_IDS_PER_QUERY}
+    )
+
+
+@message(37)
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReleaseFragmentsReply(Message):
+    """How many of the released fragments were deleted."""
+
+    released: int = dataclasses.field(metadata={"min": 0, "max": MAX_IDS_PER_QUERY})

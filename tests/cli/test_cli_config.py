@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from p2pstore.cli.client_config import RULES_EXAMPLE, load_client_config, write_client_config
 from p2pstore.cli.config import (
     _SCHEMA,
     NodeConfig,
@@ -17,8 +20,15 @@ from p2pstore.cli.config import (
     parse_size,
     render_node_config,
 )
+from p2pstore.cli.main import cli
+from p2pstore.core.rules import MAX_SHARES, SHIPPED_RULES, CodingRule
 from p2pstore.errors import ConfigError
 from p2pstore.identity import MeshCA
+
+GOV = CodingRule(
+    "gov", k=3, n=7, repair_threshold=5, regions=frozenset({"FR-GES", "FR-IDF"}),
+    max_per_datacenter=2, grace_period=1800.0,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -290,8 +300,10 @@ def test_the_renderer_writes_only_known_keys():
         listen="a:1", data_dir="d", key="k", certificate="c", ca_certificate="ca",
         revocation_list="r", advertise="b:2", bootstrap_peers=("e:3",), seed_file="s",
         quota="1 GiB", metrics_listen="127.0.0.1:9464", metrics_allow_public=True,
+        repair_check_interval=30, rules={"gov": GOV},
     )  # fmt: skip
     document = tomllib.loads(text)
+    assert set(document.pop("rules")) == {"gov"}
     assert {s: set(t) for s, t in document.items()} == {s: set(k) for s, k in _SCHEMA.items()}
 
 
@@ -324,3 +336,176 @@ def test_sizes_are_read_with_their_units(text, expected):
 def test_bad_sizes_are_refused_with_an_example(text):
     with pytest.raises(ConfigError, match=r"e\.g\."):
         parse_size(text)
+
+
+# -- coding rules and the repair interval ------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "bootstrap" / "node.toml"
+
+
+def with_text(node_dir: Path, extra: str, name: str = "rules.toml") -> Path:
+    """GOOD's node.toml with ``extra`` TOML appended."""
+    path = write(node_dir, GOOD, name)
+    path.write_text(path.read_text(encoding="utf-8") + extra, encoding="utf-8")
+    return path
+
+
+def test_without_rules_or_repair_the_node_knows_the_shipped_rules_and_checks_every_10_minutes(
+    node_dir,
+):
+    config = load_node_config(write(node_dir, GOOD))
+    assert config.rules == SHIPPED_RULES
+    assert config.repair_check_interval == 600.0
+
+
+def test_declared_rules_and_the_check_interval_are_read(node_dir):
+    path = with_text(
+        node_dir,
+        '[repair]\ncheck_interval = "10m"\n'
+        '[rules.gov]\nk = 3\nn = 7\nrepair_threshold = 5\nregions = ["FR-GES", "FR-IDF"]\n'
+        'max_per_datacenter = 2\ngrace_period = "30m"\n'
+        '[rules.standard]\nregions = ["FR-GES"]\n',
+    )
+    config = load_node_config(path)
+    assert config.repair_check_interval == 600.0
+    assert config.rules["gov"] == GOV
+    assert config.rules["standard"].regions == frozenset({"FR-GES"})
+    assert config.rules["archive"] == SHIPPED_RULES["archive"]
+
+
+@pytest.mark.parametrize("value", ["0", "-5", '"soon"', "true", '"0s"', "nan"])
+def test_a_bad_check_interval_is_named(node_dir, value):
+    path = with_text(node_dir, f"[repair]\ncheck_interval = {value}\n", "bad.toml")
+    with pytest.raises(ConfigError) as caught:
+        load_node_config(path)
+    assert str(caught.value).startswith(f"{path}: [repair] check_interval: ")
+
+
+def test_a_bad_rule_is_refused_naming_the_file_the_rule_and_the_key(node_dir):
+    path = with_text(node_dir, "[rules.gov]\nk = 4\nn = 8\nrepair_threshold = 9\n", "bad.toml")
+    with pytest.raises(ConfigError) as caught:
+        load_node_config(path)
+    assert str(caught.value) == (
+        f"{path}: [rules.gov] repair_threshold: must be between k=4 and n=8, got 9"
+    )
+
+
+def test_a_misspelled_rules_section_gets_a_suggestion(node_dir):
+    path = with_text(node_dir, "[rule.gov]\nk = 1\nn = 1\nrepair_threshold = 1\n", "bad.toml")
+    with pytest.raises(ConfigError, match=r"\[rule\]: unknown key; did you mean 'rules'\?"):
+        load_node_config(path)
+
+
+def uncommented_rules_example(text: str) -> str:
+    """The commented ``[rules.NAME]`` example of a file, uncommented."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.fullmatch(r"# \[rules\.[\w-]+\]", line))
+    example = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        if not line.startswith("# #"):
+            example.append(line.removeprefix("# "))
+    return "\n".join(example) + "\n"
+
+
+def test_the_rules_example_of_the_bootstrap_node_toml_loads(node_dir):
+    example = uncommented_rules_example(EXAMPLE.read_text(encoding="utf-8"))
+    config = load_node_config(with_text(node_dir, example, "example.toml"))
+    declared = set(config.rules) - set(SHIPPED_RULES)
+    assert len(declared) == 1
+    rule = config.rules[declared.pop()]
+    assert (rule.k, rule.n, rule.repair_threshold, rule.max_per_datacenter) == (4, 8, 6, 1)
+    assert rule.regions and rule.grace_period == 3600.0
+
+
+@st.composite
+def coding_rules(draw):
+    n = draw(st.integers(1, MAX_SHARES))
+    k = draw(st.integers(1, n))
+    return CodingRule(
+        draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,15}", fullmatch=True)),
+        k=k,
+        n=n,
+        repair_threshold=draw(st.integers(k, n)),
+        regions=draw(st.frozensets(st.sampled_from(["FR", "FR-GES", "DE-BW"]))),
+        max_per_datacenter=draw(st.integers(1, 9)),
+        grace_period=draw(st.floats(0, 1e9)),
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rules=st.lists(coding_rules(), max_size=3, unique_by=lambda rule: rule.name),
+    interval=st.floats(1e-3, 1e7),
+)
+def test_rendered_rules_and_interval_load_back_through_toml(node_dir, rules, interval):
+    text = render_node_config(
+        listen="127.0.0.1:0", data_dir="data", key="node.key", certificate="node.crt",
+        ca_certificate="ca/ca.crt", repair_check_interval=interval,
+        rules={rule.name: rule for rule in rules},
+    )  # fmt: skip
+    (node_dir / "rendered-rules.toml").write_text(text, encoding="utf-8")
+    config = load_node_config(node_dir / "rendered-rules.toml")
+    assert config.repair_check_interval == interval
+    assert config.rules == {**SHIPPED_RULES, **{rule.name: rule for rule in rules}}
+
+
+# -- the client's rules ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def client_toml(tmp_path: Path) -> Path:
+    for name in ("c.key", "c.crt", "ca.crt"):
+        (tmp_path / name).write_text("x")
+    return write_client_config(
+        tmp_path, key="c.key", certificate="c.crt", ca_certificate="ca.crt",
+        revocation_list=None, bootstrap_peers=("127.0.0.1:7000",), rules={"gov": GOV},
+    )  # fmt: skip
+
+
+def test_a_client_knows_the_rules_it_declares(client_toml):
+    config = load_client_config(client_toml)
+    assert config.rules == {**SHIPPED_RULES, "gov": GOV}
+    assert config.rule == SHIPPED_RULES["standard"]
+    client_toml.write_text(client_toml.read_text().replace('rule = "standard"', 'rule = "gov"'))
+    assert load_client_config(client_toml).rule == GOV
+
+
+def test_an_unknown_default_rule_lists_the_known_ones(client_toml):
+    client_toml.write_text(client_toml.read_text().replace('rule = "standard"', 'rule = "fed"'))
+    with pytest.raises(ConfigError) as caught:
+        load_client_config(client_toml)
+    assert str(caught.value) == (
+        f"{client_toml}: [client] rule: no coding rule named 'fed'; known rules: archive, gov, "
+        "replica-3, standard; or declare it in a [rules.fed] table"
+    )
+
+
+def test_a_bad_client_rule_names_the_client_file(client_toml):
+    text = client_toml.read_text().replace("repair_threshold = 5", "repair_threshold = 8")
+    client_toml.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_client_config(client_toml)
+    assert str(caught.value).startswith(f"{client_toml}: [rules.gov] repair_threshold: ")
+
+
+def test_the_rules_example_of_a_written_client_toml_loads(client_toml):
+    text = client_toml.read_text()
+    assert "\n".join(RULES_EXAMPLE) in text
+    example = uncommented_rules_example(text).replace("[rules.gov]", "[rules.example]")
+    client_toml.write_text(text + example)
+    rule = load_client_config(client_toml).rules["example"]
+    assert (rule.k, rule.n, rule.repair_threshold, rule.grace_period) == (4, 8, 6, 3600.0)
+
+
+def test_put_refuses_an_unknown_rule_listing_the_known_ones_before_dialling(client_toml):
+    source = client_toml.parent / "file.bin"
+    source.write_bytes(b"data")
+    result = CliRunner().invoke(
+        cli, ["put", str(source), "--rule", "fed", "--config", str(client_toml)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--rule: no coding rule named 'fed'; known rules: archive, gov, replica-3, standard" in (
+        result.output
+    )

@@ -3,16 +3,19 @@ cleanly; and the help texts that lead a newcomer there."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from p2pstore.cli.config import load_node_config
 from p2pstore.cli.main import cli
@@ -79,6 +82,18 @@ def test_ctrl_c_in_a_terminal_stops_every_node_cleanly(tmp_path):
             if "Ctrl-C stops every node" in line:
                 break
         assert any("mesh ready" in line for line in seen), "".join(seen)
+        # Every node's admin endpoint is on, on the loopback port the devnet printed.
+        urls = re.findall(r"node-\d+ +(http://127\.0\.0\.1:\d+/metrics)", "".join(seen))
+        assert len(urls) == 3, "".join(seen)
+        for url in urls:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert response.status == 200
+                text = response.read().decode()
+            joined = {f.name: f for f in text_string_to_metric_families(text)}["p2pstore_joined"]
+            assert joined.samples[0].value == 1
+            health = url.removesuffix("/metrics") + "/health"
+            with urllib.request.urlopen(health, timeout=10) as response:
+                assert json.loads(response.read())["joined"] is True
         os.killpg(process.pid, signal.SIGINT)
         rest, _ = process.communicate(timeout=DEADLINE)
     finally:
@@ -124,15 +139,24 @@ def test_devnet_keeps_its_files_with_dir(tmp_path):
     assert {"ca.key", "ca.crt", "crl.pem"} <= {p.name for p in ca_dir.iterdir()}
     TrustAnchor.load(ca_dir / "ca.crt", ca_dir / "crl.pem")
     first = load_node_config(directory / "node-1" / "node.toml")
+    admin_addresses = set()
     for name in ("node-1", "node-2"):
         config = load_node_config(directory / name / "node.toml")
         assert config.revocation_list == directory / name / ".." / "ca" / "crl.pem"
         # node-1 starts the mesh; every other node joins through it.
         assert config.bootstrap_peers == (() if name == "node-1" else (first.listen,))
+        # Its admin endpoint is on, on loopback, on a port of its own, and the devnet said where.
+        assert config.metrics_listen is not None
+        assert config.metrics_listen.startswith("127.0.0.1:")
+        assert not config.metrics_allow_public
+        admin_addresses.add(config.metrics_listen)
+        assert re.search(rf"{name} +http://{config.metrics_listen}/metrics", result.stdout)
         log = (directory / name / "node.log").read_text(encoding="utf-8")
+        assert f"admin endpoint on http://{config.metrics_listen}" in log
         assert f"listening on {config.listen}" in log
         assert "(dc-" in log and "FR-ARA" in log
         assert "node stopped" in log.rstrip().splitlines()[-1]
+    assert len(admin_addresses | {first.listen}) == 3
 
 
 @pytest.mark.integration

@@ -14,7 +14,7 @@ import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
-from p2pstore.errors import StoreError
+from p2pstore.errors import QuotaExceeded, StoreError
 from p2pstore.identity import MeshCA
 from p2pstore.net.admin import AdminServer, AdminSettings, node_pages
 from p2pstore.net.dht import Dht
@@ -306,6 +306,39 @@ async def test_health_says_why_when_the_store_refuses_writes(autojump_clock):
         assert status == 503
         assert health["store_writable"] is False
         assert "read-only file system" in health["reason"]
+        assert "read-only file system" in health["write_refusal"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_health_says_when_the_quota_is_full_and_recovers_when_space_is_freed(
+    autojump_clock,
+):
+    world = Fixture()
+    node = world.node("a")
+    dht = world.dht(node)
+    store = MemoryFragmentStore(1000)
+    admin = AdminServer(node_pages(node, dht, store), "127.0.0.1", 0, SETTINGS)
+    kept_id, kept = _fragment(b"k" * 900)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        await dht.join([])
+        store.put(kept_id, kept)
+        assert (await exchange(admin, b"GET /health HTTP/1.1\r\n\r\n"))[0] == 200
+        with pytest.raises(QuotaExceeded):
+            store.put(*_fragment(b"r" * 200))
+        status, _headers, body = await exchange(admin, b"GET /health HTTP/1.1\r\n\r\n")
+        health = json.loads(body)
+        assert status == 503
+        assert (health["joined"], health["store_writable"]) == (True, False)
+        assert health["write_refusal"].startswith("quota full: 900 of 1000 bytes used")
+        assert "reads are still served" in health["reason"]
+        status, _headers, body = await exchange(admin, b"GET /status HTTP/1.1\r\n\r\n")
+        shown = json.loads(body)["store"]
+        assert (shown["writable"], shown["quota_full"]) == (True, True)  # the disk is fine
+        assert shown["write_refusal"] == health["write_refusal"]
+        store.delete(kept_id)
+        status, _headers, body = await exchange(admin, b"GET /health HTTP/1.1\r\n\r\n")
+        assert status == 200 and json.loads(body)["write_refusal"] is None
         nursery.cancel_scope.cancel()
 
 

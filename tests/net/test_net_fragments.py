@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import threading
 
 import pytest
 import trio
@@ -12,6 +15,7 @@ from p2pstore.identity import PeerIdentity
 from p2pstore.net.fragments import FragmentService, fetch_fragment, store_fragment
 from p2pstore.net.node import Node
 from p2pstore.store import DiskFragmentStore, MemoryFragmentStore
+from p2pstore.store.directory import DataDirectory
 from p2pstore.wire import GetFragment, GetFragmentReply, HasFragments, HasFragmentsReply, Message
 
 QUOTA = 64 * 1024
@@ -131,3 +135,102 @@ async def test_a_peer_serving_other_bytes_is_caught(net, clock, tmp_path):
         with pytest.raises(IntegrityError, match="served bad bytes"):
             await fetch_fragment(client, liar.identity.node_id, liar.address, fragment_id)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_whose_disk_refuses_writes_serves_reads_and_says_why(
+    net, clock, tmp_path, monkeypatch
+):
+    """Memory store: a read-only disk (simulated); disk store: ENOSPC where the fragment file is
+    written.  Reads and HasFragments go on, puts get a typed refusal naming the cause."""
+    node, service = serving_node(net, tmp_path)
+    kept_id, kept = fragment(b"kept before the disk filled up" * 20)
+    new_id, new = fragment(b"arrives after" * 20)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        client = await client_node(net, nursery)
+        peer = node.identity.node_id
+        await store_fragment(client, peer, node.address, kept_id, kept)
+        store = service.store
+        if isinstance(store, MemoryFragmentStore):
+            cause = "Read-only file system"
+            store.fail_writes(cause)
+        else:
+            cause = os.strerror(errno.ENOSPC)
+
+            def disk_full(self, fragment_id, data):
+                raise OSError(errno.ENOSPC, cause, str(store.data_dir / "tmp" / "x.part"))
+
+            monkeypatch.setattr(DataDirectory, "write_atomic", disk_full)
+        for _ in range(2):  # refusing is not a crash: the node answers the next one the same
+            with pytest.raises(RemoteError) as refused:
+                await store_fragment(client, peer, node.address, new_id, new)
+            assert refused.value.code == "StoreNotWritable"
+            assert "store is not writable" in str(refused.value)
+            assert cause in str(refused.value) and new_id.hex()[:16] in str(refused.value)
+        assert await fetch_fragment(client, peer, node.address, kept_id) == kept
+        reply = await client.call(peer, node.address, HasFragments(fragment_ids=(kept_id, new_id)))
+        assert reply == HasFragmentsReply(present=(True, False))
+        usage = store.usage()
+        assert not usage.writable and cause in (usage.write_refusal or "")
+        nursery.cancel_scope.cancel()
+
+
+class GatedStore(MemoryFragmentStore):
+    """A store whose puts wait for the test to open the gate (in the store's worker thread)."""
+
+    def __init__(self, quota: int) -> None:
+        super().__init__(quota)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def put(self, fragment_id: bytes, data: bytes) -> None:
+        self.entered.set()
+        if not self.gate.wait(timeout=30):
+            raise AssertionError("the test never opened the gate")
+        super().put(fragment_id, data)
+
+
+async def test_drain_finishes_and_answers_accepted_writes_and_refuses_new_ones(net, tmp_path):
+    """What SIGTERM does before the goodbyes.  Real time on both networks: the write in flight
+    runs in a worker thread, which virtual time would not wait for."""
+    credentials = net.credentials()
+    node = Node(credentials, net.transport(credentials))
+    store = GatedStore(QUOTA)
+    service = FragmentService(node, store)
+    first_id, first = fragment(b"accepted before the stop" * 10)
+    late_id, late = fragment(b"arrives while stopping" * 10)
+    stored = trio.Event()
+    drained = trio.Event()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            client = await client_node(net, nursery)
+            peer = node.identity.node_id
+
+            async def put_first() -> None:
+                await store_fragment(client, peer, node.address, first_id, first)
+                stored.set()
+
+            async def drain() -> None:
+                await service.drain()
+                drained.set()
+
+            nursery.start_soon(put_first)
+            await trio.to_thread.run_sync(store.entered.wait)  # the write is in its thread
+            assert service.writes_in_flight == 1
+            nursery.start_soon(drain)
+            with pytest.raises(RemoteError) as refused:  # while stopping: no new writes...
+                await store_fragment(client, peer, node.address, late_id, late)
+            assert refused.value.code == "NodeStopping"
+            assert "another node" in str(refused.value)
+            # ...but reads go on, and the drain waits for the write it accepted.
+            reply = await client.call(peer, node.address, HasFragments(fragment_ids=(first_id,)))
+            assert reply == HasFragmentsReply(present=(False,))
+            assert not drained.is_set() and not stored.is_set()
+            store.gate.set()
+            await drained.wait()
+            assert service.writes_in_flight == 0
+            await stored.wait()  # the client got its answer: the fragment is durable
+            assert store.get(first_id) == first and not store.has(late_id)
+            assert await fetch_fragment(client, peer, node.address, first_id) == first
+            nursery.cancel_scope.cancel()

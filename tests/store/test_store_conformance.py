@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from p2pstore.codec.fragment_ids import fragment_id
-from p2pstore.errors import IntegrityError, QuotaExceeded, StoreError
+from p2pstore.errors import IntegrityError, QuotaExceeded, StoreError, StoreNotWritable
 from p2pstore.store import (
     MAX_PAGE,
     DiskFragmentStore,
@@ -219,6 +219,31 @@ def test_quota_refuses_with_the_numbers_and_stores_nothing(harness):
     assert store.usage().writable  # a full quota is not a disk refusal
 
 
+def test_a_full_quota_says_why_it_refuses_writes_until_space_is_freed(harness):
+    store = harness.open(1000)
+    kept_id, kept = make_fragment(1, 700)
+    store.put(kept_id, kept)
+    usage = store.usage()
+    assert (usage.quota_full, usage.write_refusal) == (False, None)
+    big_id, big = make_fragment(2, 400)
+    with pytest.raises(QuotaExceeded):
+        store.put(big_id, big)
+    usage = store.usage()
+    assert usage.writable and usage.reason is None  # the disk itself is fine
+    assert usage.quota_full and usage.quota_refused == 400
+    assert usage.write_refusal is not None
+    assert usage.write_refusal.startswith("quota full: 700 of 1000 bytes used")
+    assert "400" in usage.write_refusal
+    assert store.get(kept_id) == kept  # reads go on
+    small_id, small = make_fragment(3, 250)  # a smaller fragment still fits...
+    store.put(small_id, small)
+    assert store.usage().quota_full  # ...but one like the refused one still would not
+    assert store.delete(kept_id)
+    usage = store.usage()
+    assert (usage.quota_full, usage.write_refusal) == (False, None)
+    store.put(big_id, big)
+
+
 def test_a_missing_fragment_is_a_distinct_error(store):
     fid, _ = make_fragment(1, 10)
     with pytest.raises(FragmentNotFound, match=fid.hex()[:16]):
@@ -382,13 +407,14 @@ def test_a_disk_that_refuses_writes_keeps_serving_reads_and_says_why(store, harn
     new_id, new = make_fragment(2, 1000)
     with harness.writes_refused(store) as strerror:
         assert store.usage().writable  # nothing has been refused yet
-        with pytest.raises(StoreError, match=strerror) as refused:
+        with pytest.raises(StoreNotWritable, match=strerror) as refused:
             store.put(new_id, new)
-        assert not isinstance(refused.value, QuotaExceeded)
+        assert str(refused.value).startswith("store is not writable: cannot write fragment")
         assert new_id.hex()[:16] in str(refused.value)
         usage = store.usage()
         assert not usage.writable
         assert strerror in usage.reason
+        assert usage.write_refusal == usage.reason
         assert store.get(kept_id) == kept
         with pytest.raises(StoreError, match=strerror):
             store.delete(kept_id)
