@@ -225,3 +225,40 @@ def test_client_config_errors_name_the_key(tmp_path):
     (tmp_path / "client.secret").write_text("short")
     with pytest.raises(ConfigError, match="at least 16"):
         load_client_config(path).read_secret()
+
+
+@pytest.mark.integration
+async def test_check_sees_silent_holders_and_repair_rebuilds_them_with_a_verify_cap(tmp_path):
+    source = tmp_path / "small.bin"
+    source.write_bytes(os.urandom(1024 * 1024 + 5))
+    with trio.fail_after(DEADLINE):
+        async with running_mesh(tmp_path / "mesh", 12) as (members, processes, config):
+            put = json.loads((await run("put", str(source), "--json", "--config",
+                                        str(config))).stdout)
+            verify = put["verify_cap"]
+            healthy = await run("check", verify, "--json", "--config", str(config))
+            assert json.loads(healthy.stdout)["exit_status"] == 0
+            stat = json.loads((await run("stat", verify, "--json", "--config",
+                                         str(config))).stdout)
+            holders = [f["node_id"] for f in stat["chunks"][0]["fragments"]]
+            victims = [m for m in members if m.node_id.hex() in holders][:3]
+            for victim in victims:
+                processes[victim.name].send_signal(signal.SIGKILL)
+                await processes[victim.name].wait()
+            # Within the grace period the silent holders still count: readable, below threshold.
+            degraded = await run("check", verify, "--json", "--config", str(config), check=False)
+            report = json.loads(degraded.stdout)
+            assert degraded.returncode == 3, degraded.stderr
+            chunk = report["objects"][0]["chunks"][0]
+            assert (len(chunk["live"]), len(chunk["silent"])) == (5, 3)
+            # --repair: the operator overrides the grace period; a verify cap is enough.
+            repaired = await run("check", verify, "--repair", "--json", "--config", str(config))
+            report = json.loads(repaired.stdout)
+            moved = report["objects"][0]["chunks"][0]["repaired"]
+            dead = {v.node_id.hex() for v in victims}
+            assert len(moved) == 3 and not {m["node"] for m in moved} & dead
+            stat = json.loads((await run("stat", verify, "--json", "--config",
+                                         str(config))).stdout)
+            assert stat["chunks"][0]["live"] == 8
+            datacenters = [f["datacenter"] for f in stat["chunks"][0]["fragments"]]
+            assert len(set(datacenters)) == 8
