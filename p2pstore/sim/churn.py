@@ -50,7 +50,8 @@ class Churn:
 
     def start(self) -> None:
         """Schedule the churn of the initial peers (call before any object is placed, so
-        trace peers that start down hold nothing)."""
+        trace peers that start down, and peers of an outage at time 0, hold nothing: an
+        outage at 0 models datacenters that join the mesh when it ends)."""
         sim = self.sim
         queue = sim.queue
         up_at_start = {peer for peer, up, down in self.spec.trace if up <= 0 < down}
@@ -70,7 +71,10 @@ class Churn:
                 first = spec.at if spec.at is not None else 0.0
                 if spec.every is not None:
                     first += spec.every.sample(self.rng)
-                queue.schedule(first, Event.OUTAGE_START, stream)
+                if first <= sim.now:
+                    self._on_outage_start(stream, 0)
+                else:
+                    queue.schedule(first, Event.OUTAGE_START, stream)
         for index, partition in enumerate(self.spec.partitions):
             queue.schedule(partition.at, Event.PARTITION_START, index)
             queue.schedule(partition.at + partition.duration, Event.PARTITION_END, index)
@@ -151,8 +155,12 @@ class Churn:
         sim = self.sim
         partition = self.spec.partitions[index]
         sim.start_partition(index, partition.groups)
-        delay = sim.rule.grace_period + sim.scenario.repair.check_interval
-        sim.queue.schedule(sim.now + delay, Event.SWEEP, index)
+        since = sim.partition_since if sim.partition_since is not None else sim.now
+        if sim.scenario.repair.detection == "periodic":  # the round where their grace runs out
+            sweep_at = sim.next_check(since + sim.rule.grace_period)
+        else:
+            sweep_at = since + sim.rule.grace_period + sim.scenario.repair.check_interval
+        sim.queue.schedule(sweep_at, Event.SWEEP, index)
 
     def _on_partition_end(self, index: int, _: int) -> None:
         self.sim.end_partition(index)

@@ -9,15 +9,21 @@ split into child streams -- peers (one child per peer, in creation order), churn
 repair, DHT -- so the same scenario and seed give the same events in the same order, which the
 trace digest proves.
 
-Failure detection: when a peer holding fragments goes down, stewards notice after a delay
-(a check of random phase every ``check_interval``, a Poisson check, or at once), the detector
-marks it silent then, and after the rule's grace period its chunks are assessed.  A peer that
-comes back is heard from at once.  One detector serves every steward (they all probe the same
-holders; per-steward detectors would only add the phase differences of their checks).
+Failure detection, as the node's steward does it (``p2pstore.net.steward``): with periodic
+detection the stewards check their holders in rounds, every ``check_interval`` from one phase
+drawn for the run; a holder that went down misses the next round, which starts its silence in
+the detector, and the chunks it holds are assessed at the first round at which the rule's grace
+period has run out (:meth:`Simulation.next_check`).  Poisson checks notice a silent holder after
+an exponential delay, instant ones at once, and both assess it the moment its grace runs out.
+A peer that comes back is heard from at once (at the next round it answers, before anything is
+assessed), and its chunks still below their threshold are checked again then.  One detector
+serves every steward: they probe the same holders, and a chunk's holders are all probed by its
+one steward in the same round, so holders that fail together fall silent together, as here.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 
@@ -61,6 +67,10 @@ class Simulation:
         self._partition_groups: tuple[tuple[str, ...], ...] = ()
         self._repair_rng = random.Random(repair_seed)  # noqa: S311
         self._candidate_rng = random.Random(repair_seed ^ 1)  # noqa: S311
+        self._round_phase = 0.0
+        """When the stewards' periodic rounds fall: at ``phase + j * check_interval``."""
+        if scenario.repair.detection == "periodic":
+            self._round_phase = self._repair_rng.uniform(0.0, scenario.repair.check_interval)
         self._snapshot = Snapshot()
         self.peers = Peers(scenario.mesh, random.Random(peer_seeds))  # noqa: S311
         self.network = Network(scenario.network)
@@ -144,6 +154,7 @@ class Simulation:
             self.detector.heard(self.peers.node_id[peer], self.now)
             if self.dht is not None:
                 self.dht.came_up(peer)
+            self.stewards.holder_back(peer)
 
     def depart(self, peer: int) -> None:
         """``peer`` leaves for good; an empty peer may replace it (see the churn)."""
@@ -166,9 +177,21 @@ class Simulation:
             self.peers.group[peer] = self._group_of(peer)
         return peer
 
+    def next_check(self, at: float) -> float:
+        """When stewards next assess chunks, at or after ``at``: the next round of the periodic
+        checks (a time within a billionth of a round after one counts as that round, so a
+        grace period of whole rounds ends on a round), or ``at`` itself with Poisson and
+        instant detection.  Never before ``at``."""
+        repair = self.scenario.repair
+        if repair.detection != "periodic":
+            return at
+        interval = repair.check_interval
+        rounds = math.ceil((at - self._round_phase) / interval - 1e-9)
+        return max(at, self._round_phase + rounds * interval)
+
     def start_partition(self, index: int, groups: tuple[tuple[str, ...], ...]) -> None:
         self.partition_index = index
-        self.partition_since = self.now
+        self.partition_since = self.next_check(self.now)  # the first round that misses them
         self._partition_groups = groups
         for peer in range(len(self.peers)):
             self.peers.group[peer] = self._group_of(peer)
@@ -181,16 +204,22 @@ class Simulation:
         self._partition_groups = ()
         self.peers.group[:] = [0] * len(self.peers)
 
-    def candidates(self, peer: int) -> list[Candidate]:
-        """Whom ``peer`` may place fragments on, per ``placement.candidates``."""
+    def candidates(self, peer: int, *, include_self: bool = False) -> list[Candidate]:
+        """Whom ``peer`` may place fragments on, per ``placement.candidates``; with
+        ``include_self`` (a steward: a storage node offers its own store, as the node's
+        ``Client.candidates`` does) ``peer`` itself too."""
         peers = self.peers
         source = self.scenario.placement.candidates
         if source == "routing_table" and self.dht is not None:
             chosen = [peers.by_node_id[c.id] for c in self.dht.contacts(peer)]
+            if include_self:
+                chosen.append(peer)
         elif source == "all":
             chosen = list(peers.live)
         else:
             chosen = peers.sample_live(self._candidate_rng, self.scenario.placement.sample)
+            if include_self and peer not in chosen:
+                chosen.append(peer)
         allows = self.rule.allows_region
         return [peers.candidate(p) for p in chosen if allows(peers.region_name(p))]
 
@@ -221,6 +250,9 @@ class Simulation:
             chunks_outside_rule=sum(not storage.within_rule(c, self.rule) for c in live_chunks),
             placement_violations=self.counters.placement_violations,
             repair_blocked=self.counters.repair_blocked,
+            repair_jobs=self.counters.repair_jobs,
+            first_repair_at=self.counters.first_repair_at,
+            last_repair_at=self.counters.last_repair_at,
         )
 
     # -- internals -------------------------------------------------------------------------------
@@ -243,17 +275,14 @@ class Simulation:
         if self.dht is not None:
             self.dht.went_down(peer)
         if self.peers.held[peer]:
-            self.queue.schedule(
-                self.now + self._detection_delay(), Event.DETECT, peer, self.peers.epoch[peer]
-            )
+            self.queue.schedule(self._detected_at(), Event.DETECT, peer, self.peers.epoch[peer])
 
-    def _detection_delay(self) -> float:
+    def _detected_at(self) -> float:
+        """When a holder that just went down misses its first check."""
         repair = self.scenario.repair
-        if repair.detection == "instant":
-            return 0.0
         if repair.detection == "poisson":
-            return self._repair_rng.expovariate(1.0 / repair.check_interval)
-        return self._repair_rng.uniform(0.0, repair.check_interval)
+            return self.now + self._repair_rng.expovariate(1.0 / repair.check_interval)
+        return self.next_check(self.now)  # the next round, or at once
 
     def _silent(self, peer: int, epoch: int) -> bool:
         return self.peers.epoch[peer] == epoch and not self.peers.is_up(peer)
@@ -261,7 +290,8 @@ class Simulation:
     def _on_detect(self, peer: int, epoch: int) -> None:
         if self._silent(peer, epoch):
             self.detector.missed(self.peers.node_id[peer], self.now)
-            self.queue.schedule(self.now + self.rule.grace_period, Event.GRACE, peer, epoch)
+            lost_at = self.next_check(self.now + self.rule.grace_period)
+            self.queue.schedule(lost_at, Event.GRACE, peer, epoch)
 
     def _on_grace(self, peer: int, epoch: int) -> None:
         if self._silent(peer, epoch):

@@ -54,7 +54,8 @@ class Event(enum.IntEnum):
     REPAIR_DONE = 13
     """Repair job ``a`` finishes."""
     RETRY = 14
-    """Check chunk ``a`` again (a repair could not start)."""
+    """Check chunk ``a`` again, at a round (a repair could not start or landed, or a holder
+    came back); stale if another check of the chunk was scheduled earlier."""
     SWEEP = 15
     """Every steward checks every chunk (partition ``a`` has outlasted the grace period)."""
     PUT = 16

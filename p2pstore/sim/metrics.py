@@ -62,6 +62,9 @@ class Counters:
     repair_bytes: int = 0
     placement_violations: int = 0
     """Repairs after which a chunk's holders broke its rule (must stay 0)."""
+    first_repair_at: float | None = None
+    last_repair_at: float | None = None
+    """When the first and the last repair job started (None before any)."""
     puts: int = 0
     puts_failed: int = 0
     gets: int = 0
@@ -79,7 +82,8 @@ class Outcome:
     """The figures a conformance scenario compares with real nodes on the in-memory network:
     objects stored and lost, fragments rebuilt, chunks not back at n existing fragments, and
     chunks whose holders break the rule (``placement_violations`` counts it after every repair,
-    ``chunks_outside_rule`` at the end)."""
+    ``chunks_outside_rule`` at the end), repair jobs (one per chunk repair) and when the first
+    and the last one started."""
 
     objects_stored: int
     objects_lost: int
@@ -89,6 +93,9 @@ class Outcome:
     chunks_outside_rule: int
     placement_violations: int
     repair_blocked: int
+    repair_jobs: int = 0
+    first_repair_at: float | None = None
+    last_repair_at: float | None = None
 
     def __post_init__(self) -> None:
         if (

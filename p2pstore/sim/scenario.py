@@ -97,15 +97,17 @@ class WorkloadSpec:
 @dataclass(frozen=True, slots=True)
 class RepairSpec:
     """How stewards repair.  ``mode``: lazy (the rule's threshold), eager (threshold n) or
-    none.  ``detection``: when a steward notices a silent holder -- at a periodic check of
-    random phase (uniform delay in ``[0, check_interval)``), at Poisson checks (exponential
-    delay of mean ``check_interval``) or at once.  ``retry_after``: wait before trying a
-    repair again that could not run.  ``rebuild_rate``: bytes/s of zfec decoding."""
+    none.  ``detection``: when a steward notices a silent holder -- at the stewards' periodic
+    rounds (every ``check_interval``, of one random phase; chunks are then assessed at rounds
+    too, as the node's steward does), at Poisson checks (exponential delay of mean
+    ``check_interval``) or at once.  ``retry_after``: wait before trying a repair again that
+    could not run (None: one ``check_interval``, as the node's steward retries at its next
+    round).  ``rebuild_rate``: bytes/s of zfec decoding."""
 
     mode: str = "lazy"
     detection: str = "periodic"
     check_interval: float = 10 * MINUTE
-    retry_after: float = HOUR
+    retry_after: float | None = None
     rebuild_rate: float = 200e6
 
     def __post_init__(self) -> None:
@@ -113,8 +115,13 @@ class RepairSpec:
             raise ConfigError(f"repair.mode must be one of {', '.join(REPAIR_MODES)}")
         if self.detection not in DETECTIONS:
             raise ConfigError(f"repair.detection must be one of {', '.join(DETECTIONS)}")
-        if self.check_interval <= 0 or self.retry_after <= 0 or self.rebuild_rate <= 0:
+        if self.check_interval <= 0 or self.retry_delay <= 0 or self.rebuild_rate <= 0:
             raise ConfigError("repair: check_interval, retry_after, rebuild_rate must be > 0")
+
+    @property
+    def retry_delay(self) -> float:
+        """Seconds before a repair that could not start is tried again."""
+        return self.check_interval if self.retry_after is None else self.retry_after
 
 
 @dataclass(frozen=True, slots=True)

@@ -231,8 +231,10 @@ def _repair(table: _Table) -> RepairSpec:
         check_interval=parse_duration(
             table.get("check_interval", default.check_interval), table.key("check_interval")
         ),
-        retry_after=parse_duration(
-            table.get("retry_after", default.retry_after), table.key("retry_after")
+        retry_after=(
+            None
+            if table.get("retry_after") is None
+            else parse_duration(table.get("retry_after"), table.key("retry_after"))
         ),
         rebuild_rate=parse_bandwidth(
             table.get("rebuild_rate", default.rebuild_rate), table.key("rebuild_rate")

@@ -1,13 +1,18 @@
 """Stewards in the simulator: the real repair planner, driven by the event heap.
 
 Strategy: the steward of an object is the live peer XOR-closest to its key, as on the real
-mesh.  When a holder's silence reaches the grace period (or a retry or a partition sweep comes
-due) the steward of each affected chunk calls :func:`~p2pstore.core.repair_plan.assess_chunk`
-with its view of the holders -- the mesh-wide :class:`~p2pstore.core.repair_plan.FailureDetector`,
-plus, during a partition, every holder on the other side counted silent since the partition
-began -- and, on NEEDS_REPAIR, :func:`~p2pstore.core.repair_plan.place_repairs` over its
-candidates, exactly the calls the node's steward makes.  A chosen holder that turns out to be
-down or unreachable is excluded and the share placed again, as a put does.
+mesh.  The node's steward (``p2pstore.net.steward``) assesses every chunk at every round; here
+a chunk is assessed only at the rounds where its verdict can have changed (see
+:meth:`~p2pstore.sim.engine.Simulation.next_check`): when a holder's silence reaches the grace
+period, when a holder comes back to a chunk below its threshold, a round after a repair could
+not start (``retry_after``) or landed, and when a partition sweep comes due.  The steward then
+calls :func:`~p2pstore.core.repair_plan.assess_chunk` with its view of the holders -- the
+mesh-wide :class:`~p2pstore.core.repair_plan.FailureDetector`, plus, during a partition, every
+holder on the other side counted silent since the partition began -- and, on NEEDS_REPAIR,
+:func:`~p2pstore.core.repair_plan.place_repairs` over its candidates, with the lost holders and
+every candidate the detector knows silent excluded, exactly the calls the node's steward makes.
+A chosen holder that turns out to be down or unreachable is excluded and the share placed
+again, as the node's store-with-fallback does.
 
 A repair job fetches k fragments from live sources to the steward, decodes at the scenario's
 rebuild rate, and uploads each rebuilt fragment to its new holder, all through
@@ -48,7 +53,8 @@ class Stewards:
         self.sim = sim
         self.jobs: dict[int, RepairJob] = {}
         self._next_job = 0
-        self._retrying: set[int] = set()
+        self._pending: dict[int, float] = {}
+        """Chunk -> the time of its next scheduled re-check (one pending per chunk)."""
         self.enabled = sim.scenario.repair.mode != "none"
 
     def handlers(self) -> dict[Event, Callable[[int, int], None]]:
@@ -68,6 +74,27 @@ class Stewards:
         """``peer``'s silence reached the grace period: check every chunk it holds."""
         for chunk in list(self.sim.peers.held[peer]):
             self.check(chunk)
+
+    def holder_back(self, peer: int) -> None:
+        """``peer`` came back: at the next round, check its chunks still below threshold (one
+        that had too few live sources may be repairable now).  A chunk at or above its
+        threshold in live fragments is healthy in every steward's view, so it is skipped."""
+        if not self.enabled:
+            return
+        sim = self.sim
+        threshold = sim.rule.repair_threshold
+        chunks = sim.storage.chunks
+        at = sim.next_check(sim.now)
+        for chunk in sim.peers.held[peer]:
+            if chunks[chunk].live < threshold:
+                self.check_at(chunk, at)
+
+    def check_at(self, chunk_number: int, at: float) -> None:
+        """Check ``chunk_number`` again at ``at`` (kept if an earlier check is pending)."""
+        pending = self._pending.get(chunk_number)
+        if pending is None or at < pending:
+            self._pending[chunk_number] = at
+            self.sim.queue.schedule(at, Event.RETRY, chunk_number)
 
     def check(self, chunk_number: int) -> None:
         """Assess one chunk from its steward's view and start a repair if it needs one."""
@@ -97,10 +124,7 @@ class Stewards:
         )
         if targets is None:
             sim.counters.repair_blocked += 1
-            if chunk_number not in self._retrying:  # one pending retry per chunk
-                self._retrying.add(chunk_number)
-                retry_at = sim.now + sim.scenario.repair.retry_after
-                sim.queue.schedule(retry_at, Event.RETRY, chunk_number)
+            self.check_at(chunk_number, sim.next_check(sim.now + sim.scenario.repair.retry_delay))
             return
         self._start(chunk_number, steward, sources, targets)
 
@@ -140,7 +164,9 @@ class Stewards:
         ids = sim.storage.fragment_ids(chunk_number)
         survivors = [peers.candidate(chunk.holders[s]) for s in kept]
         excluded: set[bytes] = {peers.node_id[chunk.holders[s]] for s in lost}
-        candidates = sim.candidates(steward)
+        candidates = sim.candidates(steward, include_self=True)
+        health = sim.detector.health  # the node's Repairer offers silent peers nothing
+        excluded.update(c.node_id for c in candidates if health(c.node_id).silent_since is not None)
         chosen: dict[int, int] = {}
         pending = list(rebuild)
         while pending:
@@ -194,6 +220,9 @@ class Stewards:
         chunk.job = job
         counters = sim.counters
         counters.repair_jobs += 1
+        if counters.first_repair_at is None:
+            counters.first_repair_at = now
+        counters.last_repair_at = now
         counters.repair_bytes += moved
         counters.maintenance["repair"] += len(sources) + len(targets) + sim.record_publish_cost()
         sim.queue.schedule(done, Event.REPAIR_DONE, job)
@@ -217,10 +246,16 @@ class Stewards:
         if not storage.within_rule(job.chunk, sim.rule):
             sim.counters.placement_violations += 1
         sim.queue.note(job.chunk, rebuilt)
-        self.check(job.chunk)
+        again = sim.next_check(sim.now)  # the steward's next round looks at the chunk again
+        if again == sim.now:
+            self.check(job.chunk)
+        else:
+            self.check_at(job.chunk, again)
 
     def _on_retry(self, chunk_number: int, _: int) -> None:
-        self._retrying.discard(chunk_number)
+        if self._pending.get(chunk_number) != self.sim.now:
+            return  # superseded by an earlier check
+        del self._pending[chunk_number]
         self.check(chunk_number)
 
     def _on_sweep(self, partition: int, _: int) -> None:
