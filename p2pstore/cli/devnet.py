@@ -374,7 +374,10 @@ async def run_devnet(
                     "  p2pstore put FILE            # prints the file's read cap\n"
                     "  p2pstore stat CAP            # where its fragments are\n"
                     "  p2pstore get CAP -o COPY     # read it back\n"
-                    f"  p2pstore node status --config {members[0].directory / 'node.toml'}"
+                    f"  p2pstore node status --config {members[0].directory / 'node.toml'}\n"
+                    f"To join a node of your own, its mesh CA is {directory / 'ca'} and "
+                    f"{members[0].directory / 'node.toml'} has the mesh's rules "
+                    "(bootstrap/README.md, section 8)."
                 )
                 await _follow(members, observer, console)
             nursery.cancel_scope.cancel()

@@ -139,13 +139,15 @@ class Node:
                 self._nursery = nursery
                 if self._listen:
                     await nursery.start(self.transport.listen, self._accept)
+                bound = self.transport.listen_address
                 log.info(
-                    "node %s (%s, %s) listening on %s",
+                    "node %s (%s, %s) listening on %s%s",
                     short_id(self.identity.node_id),
                     self.identity.datacenter,
                     self.identity.region,
-                    self.address,
-                    extra={"event": "listening", "address": self.address},
+                    bound,
+                    f", advertised to peers as {self.address}" if self.address != bound else "",
+                    extra={"event": "listening", "address": self.address, "bound": bound},
                 )
                 for address in self.bootstrap:
                     if address != self.address:

@@ -22,18 +22,30 @@ EXAMPLE = BOOTSTRAP / "node.toml"
 README = BOOTSTRAP / "README.md"
 
 
+def every_key_set(text: str) -> str:
+    """The example with its optional ``#key = ...`` lines uncommented."""
+    return re.sub(r"(?m)^#(\w+ = )", r"\1", text)
+
+
 def test_the_example_has_exactly_the_keys_of_the_schema():
-    document = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    document = tomllib.loads(every_key_set(EXAMPLE.read_text(encoding="utf-8")))
     assert {section: set(table) for section, table in document.items()} == {
         section: set(keys) for section, keys in _SCHEMA.items()
     }
+
+
+def test_only_optional_keys_are_left_commented_out():
+    commented = re.findall(r"(?m)^#(\w+) = ", EXAMPLE.read_text(encoding="utf-8"))
+    assert commented, "the example shows no optional key at its default"
+    for key in commented:
+        assert not any(keys.get(key) for keys in _SCHEMA.values()), f"{key} is required"
 
 
 def test_every_key_of_the_example_is_explained_with_its_default():
     lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
     explained = set()
     for number, line in enumerate(lines):
-        match = re.match(r"(\w+) = ", line)
+        match = re.match(r"#?(\w+) = ", line)
         if not match:
             continue
         comment = []
@@ -62,7 +74,13 @@ def test_the_example_loads_next_to_real_identity_files(tmp_path):
     authority.issue(tmp_path, "node", datacenter="dc-strasbourg-1", region="FR-GES", now=now)
     for name in ("ca.crt", "crl.pem"):
         shutil.copy(tmp_path / "mesh-ca" / name, tmp_path / name)
+    # As shipped: it loads with nothing but the identity files beside it, and advertises
+    # nothing made up (a placeholder address would be announced to the whole mesh).
     shutil.copy(EXAMPLE, tmp_path / "node.toml")
+    shipped = load_node_config(tmp_path / "node.toml")
+    assert (shipped.advertise, shipped.seeds) == (None, ())
+    # Every optional key set, with the example seed list beside it.
+    (tmp_path / "node.toml").write_text(every_key_set(EXAMPLE.read_text(encoding="utf-8")))
     shutil.copy(EXAMPLE.parent / "seeds.toml", tmp_path / "seeds.toml")
     config = load_node_config(tmp_path / "node.toml")
     assert config.key == tmp_path / "node.key"

@@ -158,3 +158,20 @@ async def test_stop_says_goodbye_to_every_peer(net, clock, caplog):
         ]
         assert goodbyes
         nursery.cancel_scope.cancel()
+
+
+async def test_an_advertised_address_is_logged_beside_the_bound_one(net, clock, caplog):
+    """An operator reading ``listening`` sees where the socket is and what peers are told."""
+    credentials = net.credentials()
+    transport = net.transport(credentials)
+    node = Node(credentials, transport, advertise="node1.example.org:7400", settings=FAST)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        (record,) = [r for r in caplog.records if getattr(r, "event", None) == "listening"]
+        assert record.address == "node1.example.org:7400" == node.address
+        assert record.bound == transport.listen_address != node.address
+        bound = transport.listen_address
+        assert record.getMessage().endswith(
+            f"listening on {bound}, advertised to peers as node1.example.org:7400"
+        )
+        nursery.cancel_scope.cancel()
