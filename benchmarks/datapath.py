@@ -59,7 +59,7 @@ import zfec
 from rss_client import MeshClient, peak_rss_kib
 
 from p2pstore.cli.config import write_local_node_config
-from p2pstore.cli.devnet import DevnetNode, _run_node, create_mesh
+from p2pstore.cli.devnet import DevnetNode, create_mesh, run_node_process
 from p2pstore.codec import AES_256_GCM, ChunkCipher, ReadCap, iter_chunks
 from p2pstore.codec.aead import TAG_BYTES
 from p2pstore.core.rules import DEFAULT_RULE_NAME, SHIPPED_RULES, CodingRule
@@ -183,7 +183,7 @@ async def run_nodes(mesh: Mesh, *, task_status: trio.TaskStatus[None]) -> None:
     devnet's grace), also when the benchmark fails."""
     async with trio.open_nursery() as nursery:
         for member in mesh.members:
-            member.process = await nursery.start(_run_node, member)
+            member.process = await nursery.start(run_node_process, member)
         task_status.started()
 
 

@@ -177,7 +177,9 @@ async def _terminate(process: trio.Process) -> None:
     process.kill()
 
 
-async def _run_node(member: DevnetNode, *, task_status: trio.TaskStatus[trio.Process]) -> None:
+async def run_node_process(
+    member: DevnetNode, *, task_status: trio.TaskStatus[trio.Process]
+) -> None:
     """One node process, its output in its own node.log; cancelling this stops it."""
     command = [
         sys.executable,
@@ -340,7 +342,7 @@ async def run_devnet(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             for member in members:
-                member.process = await nursery.start(_run_node, member)
+                member.process = await nursery.start(run_node_process, member)
             console.print(f"started {len(members)} node processes; files in {directory}")
             console.print(admin_endpoints(members))
             await nursery.start(observer.run)

@@ -275,6 +275,16 @@ def _open_store(config: NodeConfig) -> DiskFragmentStore:
         quota = max(1, int(shutil.disk_usage(config.data_dir).free * DEFAULT_QUOTA_SHARE))
     store = DiskFragmentStore(config.data_dir, quota)
     usage = store.usage()
+    room = usage.bytes_used + shutil.disk_usage(config.data_dir).free
+    if config.quota_bytes is not None and config.quota_bytes > room:
+        log.warning(
+            "[store] quota is %d bytes but the disk of %s has room for %d (fragments held "
+            "plus free space): the node will accept fragments until the disk is full, then "
+            "refuse writes; lower the quota",
+            config.quota_bytes, config.data_dir, room,
+            extra={"event": "quota_exceeds_disk", "quota_bytes": config.quota_bytes,
+                   "room_bytes": room},
+        )  # fmt: skip
     log.info(
         "fragment store: %d fragments, %d of %d bytes used%s; recovery: %s",
         usage.fragments, usage.bytes_used, usage.quota_bytes,

@@ -509,3 +509,23 @@ def test_put_refuses_an_unknown_rule_listing_the_known_ones_before_dialling(clie
     assert "--rule: no coding rule named 'fed'; known rules: archive, gov, replica-3, standard" in (
         result.output
     )
+
+
+@pytest.mark.parametrize("excess", [True, False])
+def test_a_quota_larger_than_the_disk_is_warned_about_at_start(node_dir, tmp_path, excess, caplog):
+    import shutil
+    from dataclasses import replace
+
+    from p2pstore.cli.node_commands import _open_store
+
+    config = load_node_config(write(node_dir, GOOD))
+    free = shutil.disk_usage(tmp_path).free
+    quota = free * 4 if excess else 1024 * 1024
+    config = replace(config, data_dir=tmp_path / "data", quota_bytes=quota)
+    with _open_store(config) as store:
+        assert store.usage().quota_bytes == quota  # the operator's figure still applies
+    warned = [r for r in caplog.records if getattr(r, "event", None) == "quota_exceeds_disk"]
+    assert len(warned) == int(excess)
+    if excess:
+        assert warned[0].quota_bytes == quota and warned[0].room_bytes < quota
+        assert "lower the quota" in warned[0].getMessage()
