@@ -24,12 +24,13 @@ from p2pstore.errors import ConfigError, IdentityError, PeerUnreachable, StoreEr
 from p2pstore.identity import NodeCredentials, TrustAnchor, short_id
 from p2pstore.net.address import parse_address
 from p2pstore.net.admin import AdminServer, node_pages
-from p2pstore.net.contact_book import ContactBook, contacts_worth_saving
+from p2pstore.net.contact_book import SAVE_INTERVAL, ContactBook, contacts_worth_saving
 from p2pstore.net.departure import Departure, DrainOutcome
 from p2pstore.net.dht import Dht
 from p2pstore.net.fragments import FragmentService
 from p2pstore.net.metrics import NodeMetrics
 from p2pstore.net.node import Node
+from p2pstore.net.record_book import RecordBook
 from p2pstore.net.scrubber import Scrubber
 from p2pstore.net.steward import Steward, StewardSettings
 from p2pstore.net.tls import TlsTransport
@@ -198,6 +199,8 @@ async def serve_node(
     )
     book = ContactBook(config.data_dir)
     saved = _load_saved_contacts(book)
+    records = RecordBook(config.data_dir, dht.settings.max_records)
+    _restore_records(records, dht)
     identity = credentials.identity
     log.info(
         "starting node %s (%s, %s), %d revoked certificates known",
@@ -216,7 +219,7 @@ async def serve_node(
                 admin = AdminServer(node_pages(mesh_node, dht, store), admin_host, admin_port)
                 await nursery.start(admin.run)
             nursery.start_soon(_join_and_announce, config, dht, store, saved)
-            nursery.start_soon(book.keep_saved, lambda: contacts_worth_saving(dht.table))
+            nursery.start_soon(_keep_state_saved, book, records, dht)
             nursery.start_soon(Scrubber(store, metrics).run)
             steward = Steward(
                 dht,
@@ -245,6 +248,9 @@ async def serve_node(
         # Still inside the receiver: a second stop signal (a terminal's Ctrl-C reaches every
         # process of a local mesh, which then sends its own SIGTERM) is absorbed, not fatal.
         await book.save_logged(contacts_worth_saving(dht.table), in_thread=False)
+        await records.save_logged(
+            dht.store.records_for_refresh(dht.wall_clock()), in_thread=False, level=logging.INFO
+        )
         store.close()
         log.info("node stopped", extra={"event": "stopped"})
         if stopped is not None:
@@ -307,6 +313,37 @@ def _add_process_metrics(metrics: NodeMetrics) -> None:
     ProcessCollector(registry=metrics.registry)
     PlatformCollector(registry=metrics.registry)
     GCCollector(registry=metrics.registry)
+
+
+async def _keep_state_saved(book: ContactBook, records: RecordBook, dht: Dht) -> None:
+    """Save the routing table's contacts and the records held every ``SAVE_INTERVAL`` (in a
+    worker thread: an fsync never stalls the node), so even a kill -9 loses little."""
+    while True:
+        await trio.sleep(SAVE_INTERVAL)
+        await book.save_logged(contacts_worth_saving(dht.table), in_thread=True)
+        await records.save_logged(dht.store.records_for_refresh(dht.wall_clock()), in_thread=True)
+
+
+def _restore_records(book: RecordBook, dht: Dht) -> None:
+    """Hold again the records the last run saved (an unreadable file is logged, never fatal)."""
+    try:
+        loaded = book.load()
+    except StoreError as exc:
+        log.warning(
+            "ignoring the saved records: %s",
+            exc,
+            extra={"event": "records_unreadable"},
+        )
+        return
+    kept = dht.restore(loaded.records)
+    dropped = len(loaded.records) - kept + loaded.malformed
+    if kept or dropped:
+        log.info(
+            "holding again %d DHT records saved by the last run (%d expired or invalid, dropped)",
+            kept,
+            dropped,
+            extra={"event": "records_loaded", "records": kept, "dropped": dropped},
+        )
 
 
 def _load_saved_contacts(book: ContactBook) -> list[Contact]:

@@ -15,8 +15,7 @@ directory), so a crash leaves the old file or the new one, never half of one.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgpack
@@ -25,7 +24,7 @@ import trio
 from p2pstore.core.contact import Contact
 from p2pstore.core.routing import RoutingTable
 from p2pstore.errors import LocalProtocolError, StoreError
-from p2pstore.store.directory import fsync_directory
+from p2pstore.store.directory import replace_file_durably
 
 log = logging.getLogger("p2pstore.node")
 
@@ -100,35 +99,10 @@ class ContactBook:
             "contacts": [list(contact) for contact in contacts[:MAX_SAVED]],
         }
         data = msgpack.packb(document, use_bin_type=True)
-        temporary = self.path.with_name(FILE_NAME + ".tmp")
         try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(descriptor, view) :]
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-            os.replace(temporary, self.path)
-            fsync_directory(self.path.parent)
+            replace_file_durably(self.path, [data])
         except OSError as exc:
             raise StoreError(f"cannot save contacts to {self.path}: {exc.strerror or exc}") from exc
-
-    async def keep_saved(
-        self,
-        contacts: Callable[[], list[Contact]],
-        *,
-        interval: float = SAVE_INTERVAL,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Save ``contacts()`` every ``interval`` seconds until cancelled (in a worker thread,
-        so the fsync never stalls the node).  A failed save is logged and retried next time;
-        see :meth:`save_logged` for why an empty list is not saved."""
-        task_status.started()
-        while True:
-            await trio.sleep(interval)
-            await self.save_logged(contacts(), in_thread=True)
 
     async def save_logged(self, contacts: list[Contact], *, in_thread: bool) -> bool:
         """:meth:`save`, logging the outcome instead of raising; True if it was saved.

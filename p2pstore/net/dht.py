@@ -304,6 +304,18 @@ class Dht:
                 found.append(record)
         return found
 
+    def restore(self, records: Sequence[SignedRecord]) -> int:
+        """Hold again records saved by an earlier run, each verified as a peer's STORE is
+        (an expired, forged or superseded one is dropped).  Returns how many were kept."""
+        kept = 0
+        for record in records:
+            try:
+                self.store.put(record, self._wall_clock(), trust=self._trust())
+            except RecordRejected:
+                continue
+            kept += 1
+        return kept
+
     def _local_records(self, kind: int, key: bytes) -> list[SignedRecord]:
         """Unexpired records under (kind, key) that this node holds: its own first."""
         now = self._wall_clock()

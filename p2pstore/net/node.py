@@ -139,21 +139,24 @@ class Node:
                 self._nursery = nursery
                 if self._listen:
                     await nursery.start(self.transport.listen, self._accept)
-                bound = self.transport.listen_address
-                log.info(
-                    "node %s (%s, %s) listening on %s%s",
-                    short_id(self.identity.node_id),
-                    self.identity.datacenter,
-                    self.identity.region,
-                    bound,
-                    f", advertised to peers as {self.address}" if self.address != bound else "",
-                    extra={"event": "listening", "address": self.address, "bound": bound},
-                )
+                    self._log_listening()
                 for address in self.bootstrap:
                     if address != self.address:
                         nursery.start_soon(self._keep_connected, address)
                 task_status.started()
                 await trio.sleep_forever()  # sessions come and go; the node lives until stopped
+
+    def _log_listening(self) -> None:
+        bound = self.transport.listen_address
+        log.info(
+            "node %s (%s, %s) listening on %s%s",
+            short_id(self.identity.node_id),
+            self.identity.datacenter,
+            self.identity.region,
+            bound,
+            f", advertised to peers as {self.address}" if self.address != bound else "",
+            extra={"event": "listening", "address": self.address, "bound": bound},
+        )
 
     async def stop(self, reason: str = "node shutting down") -> None:
         """Say goodbye to every peer (bounded by ``stop_timeout``), then end :meth:`run`."""

@@ -25,7 +25,7 @@ import fcntl
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from p2pstore.errors import StoreError
@@ -190,6 +190,23 @@ def fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_file_durably(path: Path, chunks: Iterable[bytes]) -> None:
+    """Replace ``path`` with the concatenated ``chunks``, atomically and durably: a temporary
+    file beside it (mode 0600), fsync, rename, fsync of the directory, so a crash leaves the
+    old file or the new one, never half of one.  For small state files beside the store (saved
+    contacts and records).  Blocking; raises ``OSError``."""
+    temporary = path.with_name(path.name + ".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        for chunk in chunks:
+            _write_all(descriptor, chunk)
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(temporary, path)
+    fsync_directory(path.parent)
 
 
 def _open_lock_file(path: Path) -> int:

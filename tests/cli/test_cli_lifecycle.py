@@ -234,6 +234,11 @@ async def test_sigterm_during_a_put_then_a_restart_with_the_bootstrap_peer_down(
             again = await start(nursery, runs, victim)
             opened = await again.wait_for("store_opened")
             assert (opened["fragments"], opened["writable"]) == (len(at_stop), True)
+            # The DHT records it held for the mesh (manifests, placements, announcements).
+            saved_records = (await nodes[victim.name].wait_for("records_saved"))["records"]
+            assert saved_records >= 1
+            loaded = await again.wait_for("records_loaded")
+            assert (loaded["records"], loaded["dropped"]) == (saved_records, 0)
             assert (await again.wait_for("contacts_loaded"))["contacts"] == len(saved)
             await again.wait_for("bootstrap_failed", remote=hub.address)
             joined = await again.wait_for("joined")

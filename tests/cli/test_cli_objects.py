@@ -19,6 +19,7 @@ import trio
 
 from p2pstore.cli.client_config import connected_client, load_client_config, write_client_config
 from p2pstore.cli.devnet import DevnetNode, create_mesh
+from p2pstore.core.records import manifest_key
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import ConfigError, P2PStoreError
 from p2pstore.store import DiskFragmentStore
@@ -262,3 +263,65 @@ async def test_check_sees_silent_holders_and_repair_rebuilds_them_with_a_verify_
             assert stat["chunks"][0]["live"] == 8
             datacenters = [f["datacenter"] for f in stat["chunks"][0]["fragments"]]
             assert len(set(datacenters)) == 8
+
+
+@pytest.mark.integration
+async def test_node_drain_moves_a_stopped_nodes_fragments_off_it_and_exits_empty(tmp_path):
+    """The operator's path out of the mesh: stop the daemon, ``p2pstore node drain``; stewards
+    copy every fragment it holds to datacenters the rule allows, and the node ends empty."""
+    sources = []
+    for index in range(3):
+        source = tmp_path / f"object-{index}.bin"
+        source.write_bytes(os.urandom(512 * 1024 + index))
+        sources.append(source)
+    with trio.fail_after(DEADLINE):
+        async with running_mesh(tmp_path / "mesh", 10) as (members, processes, config):
+            caps = [
+                json.loads((await run("put", str(s), "--json", "--config", str(config))).stdout)
+                for s in sources
+            ]
+            stats = [
+                json.loads((await run("stat", c["verify_cap"], "--json", "--config",
+                                      str(config))).stdout)
+                for c in caps
+            ]  # fmt: skip
+            counts = {m.node_id.hex(): 0 for m in members}
+            for stat in stats:
+                for chunk in stat["chunks"]:
+                    for fragment in chunk["fragments"]:
+                        counts[fragment["node_id"]] += 1
+            # The hard case: the node leaving is the steward (the node closest to the key) of
+            # an object it holds a fragment of, so no other node stewards that object while it
+            # runs; it must come back from its restart holding the object's records.
+            stewards = [
+                min(members, key=lambda m: int.from_bytes(m.node_id, "big")
+                    ^ int.from_bytes(manifest_key(bytes.fromhex(c["object_id"])), "big"))
+                for c in caps
+            ]  # fmt: skip
+            held_by_steward = [s for s in stewards if counts[s.node_id.hex()] > 0]
+            leaving = (held_by_steward or [max(members, key=lambda m: counts[m.node_id.hex()])])[0]
+            held = counts[leaving.node_id.hex()]
+            assert held >= 1
+            processes[leaving.name].send_signal(signal.SIGTERM)
+            assert await processes[leaving.name].wait() == 0
+
+            drained = await run(
+                "node", "drain", "--config", str(leaving.directory / "node.toml"),
+                "--deadline", "90s", check=False,
+            )  # fmt: skip
+            assert drained.returncode == 0, drained.stderr.decode()[-3000:]
+            assert f"drained: {held} of {held} fragments moved" in drained.stdout.decode()
+            with DiskFragmentStore(leaving.directory / "data", 1 << 40) as store:
+                assert store.usage().fragments == 0
+
+            for cap, source in zip(caps, sources, strict=True):
+                stat = json.loads((await run("stat", cap["verify_cap"], "--json", "--config",
+                                             str(config))).stdout)  # fmt: skip
+                for chunk in stat["chunks"]:
+                    holders = [f["node_id"] for f in chunk["fragments"]]
+                    assert leaving.node_id.hex() not in holders
+                    assert chunk["live"] == 8  # copies, every one live, none lost
+                    assert len({f["datacenter"] for f in chunk["fragments"]}) == 8
+                copy = tmp_path / f"copy-{source.name}"
+                await run("get", cap["read_cap"], "-o", str(copy), "--config", str(config))
+                assert copy.read_bytes() == source.read_bytes()

@@ -1,0 +1,149 @@
+"""The DHT records a node holds for the mesh, saved in the data directory across restarts.
+
+Why: a node is one of the k holders of every record whose key it is close to: manifests,
+placement records, announcements.  Records live in memory (:class:`RecordStore`); without this
+file a restarted node comes back empty, so until the publishers' next republish (hours) the mesh
+has one holder fewer for each of them, and the node no longer stewards the objects it is the
+closest to (stewardship follows the manifests a node holds) -- a node restarted to be drained
+would then wait for stewards that all defer to it.  Nothing in the file is trusted: every record
+is verified again on load exactly as a peer's STORE is (signature, publisher's certificate,
+expiry), and an expired one is dropped.
+
+Format: a stream of msgpack values: first the map ``{"format": "p2pstore-records", "version":
+1}``, then one array per record (the wire fields of :class:`SignedRecord`), read one at a time so
+memory stays within one record beyond what the store itself holds.  Written atomically
+(:func:`replace_file_durably`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import trio
+
+from p2pstore.errors import RemoteProtocolError, StoreError
+from p2pstore.store.directory import replace_file_durably
+from p2pstore.wire import MAX_RECORD_VALUE, SignedRecord
+from p2pstore.wire.schema import decode_record, schema_of
+
+log = logging.getLogger("p2pstore.node")
+
+FILE_NAME = "records.msgpack"
+FORMAT = "p2pstore-records"
+VERSION = 1
+MAX_ENTRY_BYTES = MAX_RECORD_VALUE + 4096
+"""The largest encoded record: its value plus key, signature, publisher key and integers."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedRecords:
+    """What the file held: the records that decode, and how many entries did not."""
+
+    records: list[SignedRecord]
+    malformed: int
+
+
+class RecordBook:
+    """The saved-records file of one data directory."""
+
+    def __init__(self, data_dir: Path, max_records: int) -> None:
+        self.path = data_dir / FILE_NAME
+        self.max_records = max_records
+
+    def load(self) -> LoadedRecords:
+        """The saved records (not yet verified: the caller puts them through its store);
+        none if there is no file yet.
+
+        Raises :class:`StoreError` naming the file if it cannot be read or is not a records
+        file.  Malformed entries in a well-formed file are counted and skipped; entries past
+        ``max_records`` are ignored."""
+        try:
+            file = self.path.open("rb")
+        except FileNotFoundError:
+            return LoadedRecords([], 0)
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        with file:
+            unpacker = msgpack.Unpacker(
+                file, raw=False, use_list=False, strict_map_key=True,
+                max_buffer_size=MAX_ENTRY_BYTES,
+            )  # fmt: skip
+            try:
+                entries = iter(unpacker)
+                header = next(entries, None)
+                if not (
+                    isinstance(header, dict)
+                    and header.get("format") == FORMAT
+                    and header.get("version") == VERSION
+                ):
+                    raise StoreError(f"{self.path} is not a version {VERSION} {FORMAT} file")
+                return self._read_entries(entries)
+            except msgpack.BufferFull as exc:
+                raise StoreError(
+                    f"{self.path} is not valid msgpack: an entry is over {MAX_ENTRY_BYTES} bytes"
+                ) from exc
+            except (ValueError, msgpack.FormatError, msgpack.StackError) as exc:
+                raise StoreError(f"{self.path} is not valid msgpack: {exc}") from exc
+            except OSError as exc:
+                raise StoreError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+
+    def _read_entries(self, entries: Iterator[object]) -> LoadedRecords:
+        records: list[SignedRecord] = []
+        malformed = 0
+        for entry in entries:
+            if len(records) + malformed >= self.max_records:
+                break
+            if not isinstance(entry, tuple):
+                malformed += 1
+                continue
+            try:
+                records.append(decode_record(SignedRecord, entry))
+            except RemoteProtocolError:
+                malformed += 1
+        return LoadedRecords(records, malformed)
+
+    def save(self, records: Sequence[SignedRecord]) -> None:
+        """Replace the file with ``records`` (at most ``max_records``), atomically and durably.
+        Blocking.  Raises :class:`StoreError` naming the file if the disk refuses."""
+        schema = schema_of(SignedRecord)
+        packer = msgpack.Packer(use_bin_type=True)
+
+        def chunks() -> Iterator[bytes]:
+            yield packer.pack({"format": FORMAT, "version": VERSION})
+            for record in records[: self.max_records]:
+                yield packer.pack(schema.values(record))
+
+        try:
+            replace_file_durably(self.path, chunks())
+        except OSError as exc:
+            raise StoreError(f"cannot save records to {self.path}: {exc.strerror or exc}") from exc
+
+    async def save_logged(
+        self, records: Sequence[SignedRecord], *, in_thread: bool, level: int = logging.DEBUG
+    ) -> bool:
+        """:meth:`save`, logging the outcome instead of raising (a success at ``level``: the
+        save at a clean stop is worth an info line); True if it was saved."""
+        try:
+            if in_thread:
+                await trio.to_thread.run_sync(self.save, records)
+            else:
+                self.save(records)
+        except StoreError as exc:
+            log.warning(
+                "could not save the DHT records held here: %s",
+                exc,
+                extra={"event": "records_save_failed"},
+            )
+            return False
+        log.log(
+            level,
+            "saved %d DHT records to %s for the next start",
+            len(records),
+            self.path,
+            extra={"event": "records_saved", "records": len(records)},
+        )
+        return True

@@ -1,0 +1,139 @@
+"""Saved records: the file round-trips, refuses garbage and skips what does not decode, and a
+restarted node holds again only the records that still verify (expired and forged ones are
+dropped), so it goes on serving them and stewarding the objects it is closest to."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from datetime import UTC, datetime
+
+import msgpack
+import pytest
+from dht_mesh import DhtMesh, wall_clock
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pstore.core.records import RecordKind, sign_record
+from p2pstore.errors import StoreError
+from p2pstore.identity import MeshCA, NodeCredentials
+from p2pstore.net.record_book import FILE_NAME, FORMAT, VERSION, RecordBook
+from p2pstore.wire import SignedRecord
+from p2pstore.wire.schema import schema_of
+
+
+def records_of(
+    publishers: list[NodeCredentials], count: int, *, expires_at: int, seed: int = 1
+) -> list[SignedRecord]:
+    rng = random.Random(seed)
+    return [
+        sign_record(
+            publishers[i % len(publishers)],
+            RecordKind.PLACEMENT,
+            rng.randbytes(20),
+            rng.randbytes(rng.randrange(1, 300)),
+            sequence=i,
+            expires_at=expires_at,
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.fixture(scope="module")
+def mesh() -> list[NodeCredentials]:
+    """Three publishers' credentials (the records' signers)."""
+    now = datetime.now(UTC)
+    ca = MeshCA.create_in_memory(mesh_name="test", now=now)
+    return [ca.issue_in_memory(datacenter=f"dc-{i}", region="FR-GES", now=now) for i in range(3)]
+
+
+def test_records_round_trip_and_no_temporary_file_is_left(tmp_path, mesh):
+    book = RecordBook(tmp_path, max_records=100)
+    assert book.load().records == []  # no file yet: nothing saved, not an error
+    saved = records_of(mesh, 7, expires_at=2_000_000_000)
+    book.save(saved)
+    loaded = book.load()
+    assert (loaded.records, loaded.malformed) == (saved, 0)
+    book.save(saved[:2])
+    assert book.load().records == saved[:2]
+    book.save([])
+    assert book.load().records == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FILE_NAME]
+
+
+def test_at_most_max_records_are_saved_or_read(tmp_path, mesh):
+    saved = records_of(mesh, 12, expires_at=2_000_000_000)
+    RecordBook(tmp_path, max_records=5).save(saved)
+    assert RecordBook(tmp_path, max_records=100).load().records == saved[:5]
+    RecordBook(tmp_path, max_records=100).save(saved)
+    assert RecordBook(tmp_path, max_records=4).load().records == saved[:4]
+
+
+def _stream(*values: object) -> bytes:
+    packer = msgpack.Packer(use_bin_type=True)
+    return b"".join(packer.pack(value) for value in values)
+
+
+HEADER = {"format": FORMAT, "version": VERSION}
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "not a version 1"),
+        (b"\xc1\xc1\xc1", "not valid msgpack"),
+        (_stream({"format": "p2pstore-contacts", "version": 1}), "not a version 1"),
+        (_stream({"format": FORMAT, "version": 2}), "not a version 1"),
+        (_stream([1, 2, 3]), "not a version 1"),
+        (_stream(HEADER, b"x" * (9 * 1024 * 1024)), "not valid msgpack"),  # an oversized entry
+    ],
+    ids=["empty", "garbage", "contacts file", "future version", "no header", "oversized entry"],
+)
+def test_a_file_that_is_not_a_records_file_is_refused_naming_it(tmp_path, content, problem):
+    (tmp_path / FILE_NAME).write_bytes(content)
+    with pytest.raises(StoreError) as refused:
+        RecordBook(tmp_path, max_records=10).load()
+    assert FILE_NAME in str(refused.value) and problem in str(refused.value)
+
+
+def test_malformed_entries_are_counted_and_skipped(tmp_path, mesh):
+    good = records_of(mesh, 2, expires_at=2_000_000_000)
+    fields = schema_of(SignedRecord).values
+    (tmp_path / FILE_NAME).write_bytes(
+        _stream(HEADER, fields(good[0]), "a string", [1, b"short key"], {"a": 1}, fields(good[1]))
+    )
+    loaded = RecordBook(tmp_path, max_records=10).load()
+    assert (loaded.records, loaded.malformed) == (good, 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=2000))
+def test_any_bytes_after_the_header_load_or_are_refused(tmp_path_factory, data):
+    directory = tmp_path_factory.mktemp("fuzz")
+    (directory / FILE_NAME).write_bytes(_stream(HEADER) + data)
+    try:
+        loaded = RecordBook(directory, max_records=50).load()
+    except StoreError as refused:
+        assert FILE_NAME in str(refused)
+    else:
+        assert len(loaded.records) + loaded.malformed <= 50
+
+
+async def test_a_restored_store_keeps_only_records_that_still_verify(tmp_path, autojump_clock):
+    mesh = DhtMesh(3)
+    publishers = [member.credentials for member in mesh.members]
+    now = int(wall_clock())
+    fresh = records_of(publishers, 4, expires_at=now + 3600)
+    expired = records_of(publishers, 2, expires_at=now - 1, seed=2)
+    forged = dataclasses.replace(fresh[0], value=fresh[0].value + b"!")
+    book = RecordBook(tmp_path, max_records=100)
+    book.save([*fresh, *expired, forged])
+
+    restarted = mesh.members[0].dht
+    assert len(restarted.store) == 0
+    assert restarted.restore(book.load().records) == len(fresh)
+    held = restarted.store.records_for_refresh(wall_clock())
+    assert sorted(held, key=lambda r: r.sequence) == fresh
+    # Restoring twice holds nothing twice.
+    assert restarted.restore(book.load().records) == len(fresh)
+    assert len(restarted.store) == len(fresh)
