@@ -383,7 +383,10 @@ async def _join_and_announce(
             )
             break
         except PeerUnreachable as exc:
-            log.error(
+            # Peers still starting (a whole mesh rebooting) are normal for a minute; an
+            # operator's alert fires once the backoff is at its longest.
+            log.log(
+                logging.ERROR if delay >= JOIN_RETRY_MAX else logging.WARNING,
                 "could not join the mesh, retrying in %gs: %s",
                 delay,
                 exc,

@@ -529,3 +529,30 @@ def test_a_quota_larger_than_the_disk_is_warned_about_at_start(node_dir, tmp_pat
     if excess:
         assert warned[0].quota_bytes == quota and warned[0].room_bytes < quota
         assert "lower the quota" in warned[0].getMessage()
+
+
+async def test_join_failures_warn_while_backing_off_and_are_errors_once_at_the_longest(
+    autojump_clock, caplog
+):
+    """A node whose bootstrap peers are still starting logs warnings, not errors: an alert on
+    ERROR fires only once the retries are a minute apart (the problem persists)."""
+    import logging
+    from types import SimpleNamespace
+
+    import trio
+
+    from p2pstore.cli.node_commands import JOIN_RETRY_MAX, _join_and_announce
+    from p2pstore.errors import PeerUnreachable
+
+    async def never_joins(*_args: object, **_kwargs: object) -> None:
+        raise PeerUnreachable("none of the 1 bootstrap peers answered")
+
+    config = SimpleNamespace(join_through=lambda: ())
+    dht = SimpleNamespace(join=never_joins)
+    with trio.move_on_after(3 * JOIN_RETRY_MAX + 1):
+        await _join_and_announce(config, dht, None, [])  # type: ignore[arg-type]
+    levels = [r.levelno for r in caplog.records if getattr(r, "event", None) == "join_failed"]
+    first_error = levels.index(logging.ERROR)
+    assert first_error >= 5 and set(levels[:first_error]) == {logging.WARNING}  # 1, 2, ... 32 s
+    assert set(levels[first_error:]) == {logging.ERROR}
+    assert len(levels) - first_error >= 2

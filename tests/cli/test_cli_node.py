@@ -205,8 +205,9 @@ async def test_node_admits_a_peer_drops_it_when_revoked_and_stops_cleanly(mesh, 
     events = [record.get("event") for record in records]
     assert all(isinstance(record, dict) for record in records)
     assert None not in events, "a log line without an event field:\n" + "\n".join(lines)
-    assert events[-2:] == ["stopping", "stopped"]
-    assert "SIGTERM" in records[-2]["message"]
+    # The stop: the signal, what was saved for the next start, the end.
+    assert events[-3:] == ["stopping", "records_saved", "stopped"]
+    assert "SIGTERM" in records[-3]["message"]
     assert {"time", "level", "logger", "message", "event"} <= set(records[-1])
 
 
