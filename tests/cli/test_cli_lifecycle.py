@@ -7,21 +7,19 @@ line, its exit, a reply) under a deadline; nothing sleeps to let something happe
 
 from __future__ import annotations
 
-import array
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
+from disk_faults import refusing_writes
 from test_admin_node import http_get
 from test_cli_node import in_process_node
 from test_cli_objects import wait_until_joined
@@ -271,50 +269,9 @@ def _digest(path: Path) -> bytes:
 
 # --- a read-only disk ------------------------------------------------------------------------
 
-_FS_IOC_GETFLAGS = 0x80086601
-_FS_IOC_SETFLAGS = 0x40086602
-_FS_IMMUTABLE_FL = 0x10
-
-
-def _set_immutable(path: Path, on: bool) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        flags = array.array("i", [0])
-        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
-        flags[0] = flags[0] | _FS_IMMUTABLE_FL if on else flags[0] & ~_FS_IMMUTABLE_FL
-        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, flags)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def read_only(data_dir: Path) -> Iterator[str]:
-    """Everything in ``data_dir`` refuses writes, as on a disk remounted read-only: modes when
-    not root (EACCES), chattr +i as root (EPERM; skipped where impossible).  Yields the
-    strerror the node reports."""
-    paths = [*data_dir.rglob("*"), data_dir]
-    if os.geteuid() != 0:
-        modes = {path: path.stat().st_mode for path in paths}
-        for path in paths:
-            path.chmod(0o555 if path.is_dir() else 0o444)
-        try:
-            yield os.strerror(errno.EACCES)
-        finally:
-            for path in paths:
-                path.chmod(modes[path])
-        return
-    done: list[Path] = []
-    try:
-        for path in paths:
-            try:
-                _set_immutable(path, True)
-            except OSError as error:
-                pytest.skip(f"running as root and cannot chattr +i {path}: {error}")
-            done.append(path)
-        yield os.strerror(errno.EPERM)
-    finally:
-        for path in done:
-            _set_immutable(path, False)
+def read_only(data_dir: Path) -> contextlib.AbstractContextManager[str]:
+    """Everything in ``data_dir`` refuses writes, as on a disk remounted read-only."""
+    return refusing_writes([*data_dir.rglob("*"), data_dir])
 
 
 async def test_a_node_restarted_on_a_read_only_disk_serves_reads_and_refuses_writes(tmp_path):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import array
 import contextlib
-import fcntl
-import os
 import random
 import threading
 from collections.abc import Iterator
@@ -13,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from disk_faults import refusing_writes
 
 from p2pstore.codec.fragment_ids import fragment_id
 from p2pstore.errors import IntegrityError, QuotaExceeded, StoreError, StoreNotWritable
@@ -34,52 +32,9 @@ def make_fragment(seed: int, size: int) -> tuple[bytes, bytes]:
 
 # --- refusing writes on a real disk ----------------------------------------------------------
 
-_FS_IOC_GETFLAGS = 0x80086601
-_FS_IOC_SETFLAGS = 0x40086602
-_FS_IMMUTABLE_FL = 0x10
-
-
-def _set_immutable(path: Path, on: bool) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        flags = array.array("i", [0])
-        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
-        flags[0] = flags[0] | _FS_IMMUTABLE_FL if on else flags[0] & ~_FS_IMMUTABLE_FL
-        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, flags)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def disk_refuses_writes(data_dir: Path) -> Iterator[str]:
-    """Make the kernel refuse creating or removing files in tmp/ and fragments/*/.
-
-    Not root: chmod 0555 (EACCES).  Root ignores modes, so there the directories are made
-    immutable (chattr +i, EPERM), which binds root too.  Skips if neither is possible.
-    Yields the strerror the store will report.
-    """
-    directories = [data_dir / "tmp", *sorted((data_dir / "fragments").iterdir())]
-    if os.geteuid() != 0:
-        for directory in directories:
-            directory.chmod(0o555)
-        try:
-            yield os.strerror(13)
-        finally:
-            for directory in directories:
-                directory.chmod(0o755)
-        return
-    done: list[Path] = []
-    try:
-        for directory in directories:
-            try:
-                _set_immutable(directory, True)
-            except OSError as error:
-                pytest.skip(f"running as root and cannot chattr +i {directory}: {error}")
-            done.append(directory)
-        yield os.strerror(1)
-    finally:
-        for directory in done:
-            _set_immutable(directory, False)
+def disk_refuses_writes(data_dir: Path) -> contextlib.AbstractContextManager[str]:
+    """The kernel refuses creating or removing files in tmp/ and fragments/*/."""
+    return refusing_writes([data_dir / "tmp", *sorted((data_dir / "fragments").iterdir())])
 
 
 # --- the two implementations -----------------------------------------------------------------

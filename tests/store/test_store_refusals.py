@@ -6,15 +6,13 @@ still opens (read-only) on a data directory where SQLite cannot even open its in
 
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
-import fcntl
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from disk_faults import refusing_writes
 from test_store_conformance import disk_refuses_writes, make_fragment
 
 from p2pstore.errors import FragmentNotFound, StoreError, StoreNotWritable
@@ -22,59 +20,12 @@ from p2pstore.store import MAX_PAGE, DiskFragmentStore
 from p2pstore.store.directory import DataDirectory
 
 MiB = 1 << 20
-_FS_IOC_GETFLAGS = 0x80086601
-_FS_IOC_SETFLAGS = 0x40086602
-_FS_IMMUTABLE_FL = 0x10
-
-
-def set_immutable(path: Path, on: bool) -> None:
-    """chattr +i / -i of a file or a directory (binds root too)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        flags = array.array("i", [0])
-        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
-        flags[0] = flags[0] | _FS_IMMUTABLE_FL if on else flags[0] & ~_FS_IMMUTABLE_FL
-        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, flags)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def read_only_data_directory(data_dir: Path) -> Iterator[str]:
+def read_only_data_directory(data_dir: Path) -> contextlib.AbstractContextManager[str]:
     """Everything of ``data_dir`` refuses writes, the directory itself and the index included,
-    as on a disk remounted read-only: SQLite cannot create its -wal/-shm files there.
-
-    Not root: modes (EACCES).  Root: chattr +i (EPERM), skipped where that is impossible.
-    Yields the strerror the store reports.
-    """
+    as on a disk remounted read-only: SQLite cannot create its -wal/-shm files there."""
     directories = [data_dir, data_dir / "tmp", data_dir / "fragments"]
     directories += sorted((data_dir / "fragments").iterdir())
-    files = [data_dir / "index.sqlite3", data_dir / "lock"]
-    if os.geteuid() != 0:
-        for path in files:
-            path.chmod(0o444)
-        for path in directories:
-            path.chmod(0o555)
-        try:
-            yield os.strerror(errno.EACCES)
-        finally:
-            for path in directories:
-                path.chmod(0o755)
-            for path in files:
-                path.chmod(0o644)
-        return
-    done: list[Path] = []
-    try:
-        for path in [*files, *directories]:
-            try:
-                set_immutable(path, True)
-            except OSError as error:
-                pytest.skip(f"running as root and cannot chattr +i {path}: {error}")
-            done.append(path)
-        yield os.strerror(errno.EPERM)
-    finally:
-        for path in done:
-            set_immutable(path, False)
+    return refusing_writes([data_dir / "index.sqlite3", data_dir / "lock", *directories])
 
 
 @pytest.mark.parametrize(
