@@ -125,6 +125,10 @@ class NodeMetrics:
             ["direction"],
             registry=r,
         )
+        for outcome in ("started", "finished", "failed"):  # exported at 0 from the start,
+            self.repairs.labels(outcome)  # so rate() and alerts see the series before a repair
+        for direction in ("read", "written"):
+            self.repair_bytes.labels(direction)
         self.stewarded_objects = Gauge(
             "p2pstore_stewarded_objects",
             "Objects this node checked as their steward in its last round.",

@@ -222,3 +222,15 @@ async def test_the_scrubber_finds_rot_nobody_asked_for_and_counts_its_passes(
     assert metrics.value("p2pstore_corrupt_fragments_found_total") == 1
     assert metrics.value("p2pstore_fragments_stored") == 5
     assert not store.has(rotten)
+
+
+def test_repair_series_are_exported_at_zero_before_the_first_repair():
+    """An alert on rate(p2pstore_repairs_total{outcome="failed"}) needs the series to exist."""
+    metrics = NodeMetrics()
+    sample = metrics.registry.get_sample_value  # None when the series does not exist
+    for outcome in ("started", "finished", "failed"):
+        assert sample("p2pstore_repairs_total", {"outcome": outcome}) == 0.0
+    for direction in ("read", "written"):
+        assert sample("p2pstore_repair_bytes_total", {"direction": direction}) == 0.0
+    metrics.record_repair("failed")
+    assert metrics.value("p2pstore_repairs_total", outcome="failed") == 1
