@@ -199,7 +199,7 @@ async def serve_node(
     )
     book = ContactBook(config.data_dir)
     saved = _load_saved_contacts(book)
-    records = RecordBook(config.data_dir, dht.settings.max_records)
+    records = RecordBook(config.data_dir, dht.settings.max_records, dht.settings.max_record_bytes)
     _restore_records(records, dht)
     identity = credentials.identity
     log.info(
@@ -248,9 +248,7 @@ async def serve_node(
         # Still inside the receiver: a second stop signal (a terminal's Ctrl-C reaches every
         # process of a local mesh, which then sends its own SIGTERM) is absorbed, not fatal.
         await book.save_logged(contacts_worth_saving(dht.table), in_thread=False)
-        await records.save_logged(
-            dht.store.records_for_refresh(dht.wall_clock()), in_thread=False, level=logging.INFO
-        )
+        await records.save_logged(dht.store, dht.wall_clock(), in_thread=False, level=logging.INFO)
         store.close()
         log.info("node stopped", extra={"event": "stopped"})
         if stopped is not None:
@@ -321,7 +319,7 @@ async def _keep_state_saved(book: ContactBook, records: RecordBook, dht: Dht) ->
     while True:
         await trio.sleep(SAVE_INTERVAL)
         await book.save_logged(contacts_worth_saving(dht.table), in_thread=True)
-        await records.save_logged(dht.store.records_for_refresh(dht.wall_clock()), in_thread=True)
+        await records.save_logged(dht.store, dht.wall_clock(), in_thread=True)
 
 
 def _restore_records(book: RecordBook, dht: Dht) -> None:

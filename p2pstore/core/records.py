@@ -366,6 +366,7 @@ class RecordStore:
         "_count",
         "_expiry",
         "_groups",
+        "changes",
         "max_bytes",
         "max_per_key",
         "max_records",
@@ -384,6 +385,9 @@ class RecordStore:
         self._expiry: list[tuple[int, int, bytes, NodeId]] = []  # lazy heap, may hold stale entries
         self._count = 0
         self._bytes = 0
+        self.changes = 0
+        """Bumped whenever a record is added, replaced or forgotten: a saver skips a store
+        that has not changed since its last save."""
 
     def __len__(self) -> int:
         return self._count
@@ -435,6 +439,7 @@ class RecordStore:
         if held is not None:
             self._remove(slot, info.publisher)
         self._groups.setdefault(slot, {})[info.publisher] = record
+        self.changes += 1
         self._count += 1
         self._bytes += held_size(record)
         heapq.heappush(self._expiry, (record.expires_at, *slot, info.publisher))
@@ -477,6 +482,7 @@ class RecordStore:
         record = group.pop(publisher)
         if not group:
             del self._groups[slot]
+        self.changes += 1
         self._count -= 1
         self._bytes -= held_size(record)
 

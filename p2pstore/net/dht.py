@@ -25,6 +25,7 @@ from p2pstore.core.contact import Contact
 from p2pstore.core.lookup import Lookup, LookupResult
 from p2pstore.core.records import (
     RULES,
+    PutResult,
     RecordKind,
     RecordStore,
     next_sequence,
@@ -306,14 +307,15 @@ class Dht:
 
     def restore(self, records: Sequence[SignedRecord]) -> int:
         """Hold again records saved by an earlier run, each verified as a peer's STORE is
-        (an expired, forged or superseded one is dropped).  Returns how many were kept."""
+        (an expired, forged or superseded one is dropped).  Returns how many it holds anew
+        (a record it already held is not counted twice)."""
         kept = 0
         for record in records:
             try:
-                self.store.put(record, self._wall_clock(), trust=self._trust())
+                outcome = self.store.put(record, self._wall_clock(), trust=self._trust())
             except RecordRejected:
                 continue
-            kept += 1
+            kept += outcome is not PutResult.UNCHANGED
         return kept
 
     def _local_records(self, kind: int, key: bytes) -> list[SignedRecord]:

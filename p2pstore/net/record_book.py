@@ -10,14 +10,16 @@ is verified again on load exactly as a peer's STORE is (signature, publisher's c
 expiry), and an expired one is dropped.
 
 Format: a stream of msgpack values: first the map ``{"format": "p2pstore-records", "version":
-1}``, then one array per record (the wire fields of :class:`SignedRecord`), read one at a time so
-memory stays within one record beyond what the store itself holds.  Written atomically
-(:func:`replace_file_durably`).
+1}``, then one array per record (the wire fields of :class:`SignedRecord`).  Reading stops at the
+store's own limits (``max_records`` records, ``max_bytes`` of values), so a damaged or hostile
+file costs no more memory than a full store.  Written atomically (:func:`replace_file_durably`),
+and only when the store changed since the last save.
 """
 
 from __future__ import annotations
 
 import logging
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from pathlib import Path
 import msgpack
 import trio
 
+from p2pstore.core.records import RecordStore
 from p2pstore.errors import RemoteProtocolError, StoreError
 from p2pstore.store.directory import replace_file_durably
 from p2pstore.wire import MAX_RECORD_VALUE, SignedRecord
@@ -50,9 +53,12 @@ class LoadedRecords:
 class RecordBook:
     """The saved-records file of one data directory."""
 
-    def __init__(self, data_dir: Path, max_records: int) -> None:
+    def __init__(self, data_dir: Path, max_records: int, max_bytes: int) -> None:
         self.path = data_dir / FILE_NAME
         self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.saved_changes: int | None = None
+        """The store's change count at the last save (None: not saved by this run)."""
 
     def load(self) -> LoadedRecords:
         """The saved records (not yet verified: the caller puts them through its store);
@@ -60,8 +66,10 @@ class RecordBook:
 
         Raises :class:`StoreError` naming the file if it cannot be read or is not a records
         file.  Malformed entries in a well-formed file are counted and skipped; entries past
-        ``max_records`` are ignored."""
+        ``max_records``, or past ``max_bytes`` of values, are ignored."""
         try:
+            if not stat.S_ISREG(self.path.lstat().st_mode):
+                raise StoreError(f"{self.path} is not a regular file: not a records file")
             file = self.path.open("rb")
         except FileNotFoundError:
             return LoadedRecords([], 0)
@@ -78,6 +86,7 @@ class RecordBook:
                 if not (
                     isinstance(header, dict)
                     and header.get("format") == FORMAT
+                    and type(header.get("version")) is int
                     and header.get("version") == VERSION
                 ):
                     raise StoreError(f"{self.path} is not a version {VERSION} {FORMAT} file")
@@ -94,6 +103,7 @@ class RecordBook:
     def _read_entries(self, entries: Iterator[object]) -> LoadedRecords:
         records: list[SignedRecord] = []
         malformed = 0
+        value_bytes = 0
         for entry in entries:
             if len(records) + malformed >= self.max_records:
                 break
@@ -101,9 +111,14 @@ class RecordBook:
                 malformed += 1
                 continue
             try:
-                records.append(decode_record(SignedRecord, entry))
+                record = decode_record(SignedRecord, entry)
             except RemoteProtocolError:
                 malformed += 1
+                continue
+            value_bytes += len(record.value)
+            if value_bytes > self.max_bytes:
+                break
+            records.append(record)
         return LoadedRecords(records, malformed)
 
     def save(self, records: Sequence[SignedRecord]) -> None:
@@ -123,10 +138,22 @@ class RecordBook:
             raise StoreError(f"cannot save records to {self.path}: {exc.strerror or exc}") from exc
 
     async def save_logged(
-        self, records: Sequence[SignedRecord], *, in_thread: bool, level: int = logging.DEBUG
+        self, store: RecordStore, now: float, *, in_thread: bool, level: int = logging.DEBUG
     ) -> bool:
-        """:meth:`save`, logging the outcome instead of raising (a success at ``level``: the
-        save at a clean stop is worth an info line); True if it was saved."""
+        """Save the records ``store`` holds at ``now`` unless it has not changed since the last
+        save, logging the outcome instead of raising (a success at ``level``: the save at a
+        clean stop is worth an info line); True if the file is up to date."""
+        changes = store.changes
+        if changes == self.saved_changes:
+            log.log(
+                level,
+                "the %d DHT records saved in %s are up to date",
+                len(store),
+                self.path,
+                extra={"event": "records_saved", "records": len(store)},
+            )
+            return True
+        records = store.records_for_refresh(now)
         try:
             if in_thread:
                 await trio.to_thread.run_sync(self.save, records)
@@ -139,6 +166,7 @@ class RecordBook:
                 extra={"event": "records_save_failed"},
             )
             return False
+        self.saved_changes = changes
         log.log(
             level,
             "saved %d DHT records to %s for the next start",

@@ -198,14 +198,20 @@ def replace_file_durably(path: Path, chunks: Iterable[bytes]) -> None:
     old file or the new one, never half of one.  For small state files beside the store (saved
     contacts and records).  Blocking; raises ``OSError``."""
     temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    temporary.unlink(missing_ok=True)  # left by a crash; never written through (a link)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    descriptor = os.open(temporary, flags, 0o600)
     try:
-        for chunk in chunks:
-            _write_all(descriptor, chunk)
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    os.replace(temporary, path)
+        try:
+            for chunk in chunks:
+                _write_all(descriptor, chunk)
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    except OSError as error:  # a full disk keeps no half-written copy beside the old file
+        _unlink_noting(temporary, error)
+        raise
     fsync_directory(path.parent)
 
 

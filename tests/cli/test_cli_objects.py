@@ -269,37 +269,39 @@ async def test_check_sees_silent_holders_and_repair_rebuilds_them_with_a_verify_
 async def test_node_drain_moves_a_stopped_nodes_fragments_off_it_and_exits_empty(tmp_path):
     """The operator's path out of the mesh: stop the daemon, ``p2pstore node drain``; stewards
     copy every fragment it holds to datacenters the rule allows, and the node ends empty."""
-    sources = []
-    for index in range(3):
-        source = tmp_path / f"object-{index}.bin"
-        source.write_bytes(os.urandom(512 * 1024 + index))
-        sources.append(source)
+
+    def distance(member: DevnetNode, cap: dict[str, str]) -> int:
+        key = manifest_key(bytes.fromhex(cap["object_id"]))
+        return int.from_bytes(member.node_id, "big") ^ int.from_bytes(key, "big")
+
+    sources: list[Path] = []
+    caps: list[dict[str, str]] = []
     with trio.fail_after(DEADLINE):
         async with running_mesh(tmp_path / "mesh", 10) as (members, processes, config):
-            caps = [
-                json.loads((await run("put", str(s), "--json", "--config", str(config))).stdout)
-                for s in sources
-            ]
-            stats = [
-                json.loads((await run("stat", c["verify_cap"], "--json", "--config",
-                                      str(config))).stdout)
-                for c in caps
-            ]  # fmt: skip
             counts = {m.node_id.hex(): 0 for m in members}
-            for stat in stats:
-                for chunk in stat["chunks"]:
-                    for fragment in chunk["fragments"]:
-                        counts[fragment["node_id"]] += 1
             # The hard case: the node leaving is the steward (the node closest to the key) of
             # an object it holds a fragment of, so no other node stewards that object while it
-            # runs; it must come back from its restart holding the object's records.
-            stewards = [
-                min(members, key=lambda m: int.from_bytes(m.node_id, "big")
-                    ^ int.from_bytes(manifest_key(bytes.fromhex(c["object_id"])), "big"))
-                for c in caps
-            ]  # fmt: skip
-            held_by_steward = [s for s in stewards if counts[s.node_id.hex()] > 0]
-            leaving = (held_by_steward or [max(members, key=lambda m: counts[m.node_id.hex()])])[0]
+            # runs; it must come back from its restart holding the object's records.  Objects
+            # are put until one's steward holds one of its fragments (8 of 10 nodes do).
+            leaving = None
+            while leaving is None or len(caps) < 3:
+                assert len(caps) < 12, "no object's steward held one of its fragments"
+                source = tmp_path / f"object-{len(caps)}.bin"
+                source.write_bytes(os.urandom(512 * 1024 + len(caps)))
+                sources.append(source)
+                put = await run("put", str(source), "--json", "--config", str(config))
+                caps.append(json.loads(put.stdout))
+                stat = await run("stat", caps[-1]["verify_cap"], "--json", "--config", str(config))
+                holders = [
+                    fragment["node_id"]
+                    for chunk in json.loads(stat.stdout)["chunks"]
+                    for fragment in chunk["fragments"]
+                ]
+                for holder in holders:
+                    counts[holder] += 1
+                steward = min(members, key=lambda m: distance(m, caps[-1]))
+                if leaving is None and steward.node_id.hex() in holders:
+                    leaving = steward
             held = counts[leaving.node_id.hex()]
             assert held >= 1
             processes[leaving.name].send_signal(signal.SIGTERM)

@@ -5,6 +5,9 @@ dropped), so it goes on serving them and stewarding the objects it is closest to
 from __future__ import annotations
 
 import dataclasses
+import errno
+import logging
+import os
 import random
 from datetime import UTC, datetime
 
@@ -39,6 +42,9 @@ def records_of(
     ]
 
 
+BIG = 1 << 30
+
+
 @pytest.fixture(scope="module")
 def mesh() -> list[NodeCredentials]:
     """Three publishers' credentials (the records' signers)."""
@@ -48,7 +54,7 @@ def mesh() -> list[NodeCredentials]:
 
 
 def test_records_round_trip_and_no_temporary_file_is_left(tmp_path, mesh):
-    book = RecordBook(tmp_path, max_records=100)
+    book = RecordBook(tmp_path, max_records=100, max_bytes=BIG)
     assert book.load().records == []  # no file yet: nothing saved, not an error
     saved = records_of(mesh, 7, expires_at=2_000_000_000)
     book.save(saved)
@@ -63,10 +69,10 @@ def test_records_round_trip_and_no_temporary_file_is_left(tmp_path, mesh):
 
 def test_at_most_max_records_are_saved_or_read(tmp_path, mesh):
     saved = records_of(mesh, 12, expires_at=2_000_000_000)
-    RecordBook(tmp_path, max_records=5).save(saved)
-    assert RecordBook(tmp_path, max_records=100).load().records == saved[:5]
-    RecordBook(tmp_path, max_records=100).save(saved)
-    assert RecordBook(tmp_path, max_records=4).load().records == saved[:4]
+    RecordBook(tmp_path, max_records=5, max_bytes=BIG).save(saved)
+    assert RecordBook(tmp_path, max_records=100, max_bytes=BIG).load().records == saved[:5]
+    RecordBook(tmp_path, max_records=100, max_bytes=BIG).save(saved)
+    assert RecordBook(tmp_path, max_records=4, max_bytes=BIG).load().records == saved[:4]
 
 
 def _stream(*values: object) -> bytes:
@@ -92,7 +98,7 @@ HEADER = {"format": FORMAT, "version": VERSION}
 def test_a_file_that_is_not_a_records_file_is_refused_naming_it(tmp_path, content, problem):
     (tmp_path / FILE_NAME).write_bytes(content)
     with pytest.raises(StoreError) as refused:
-        RecordBook(tmp_path, max_records=10).load()
+        RecordBook(tmp_path, max_records=10, max_bytes=BIG).load()
     assert FILE_NAME in str(refused.value) and problem in str(refused.value)
 
 
@@ -102,7 +108,7 @@ def test_malformed_entries_are_counted_and_skipped(tmp_path, mesh):
     (tmp_path / FILE_NAME).write_bytes(
         _stream(HEADER, fields(good[0]), "a string", [1, b"short key"], {"a": 1}, fields(good[1]))
     )
-    loaded = RecordBook(tmp_path, max_records=10).load()
+    loaded = RecordBook(tmp_path, max_records=10, max_bytes=BIG).load()
     assert (loaded.records, loaded.malformed) == (good, 3)
 
 
@@ -112,7 +118,7 @@ def test_any_bytes_after_the_header_load_or_are_refused(tmp_path_factory, data):
     directory = tmp_path_factory.mktemp("fuzz")
     (directory / FILE_NAME).write_bytes(_stream(HEADER) + data)
     try:
-        loaded = RecordBook(directory, max_records=50).load()
+        loaded = RecordBook(directory, max_records=50, max_bytes=BIG).load()
     except StoreError as refused:
         assert FILE_NAME in str(refused)
     else:
@@ -126,7 +132,7 @@ async def test_a_restored_store_keeps_only_records_that_still_verify(tmp_path, a
     fresh = records_of(publishers, 4, expires_at=now + 3600)
     expired = records_of(publishers, 2, expires_at=now - 1, seed=2)
     forged = dataclasses.replace(fresh[0], value=fresh[0].value + b"!")
-    book = RecordBook(tmp_path, max_records=100)
+    book = RecordBook(tmp_path, max_records=100, max_bytes=BIG)
     book.save([*fresh, *expired, forged])
 
     restarted = mesh.members[0].dht
@@ -134,6 +140,87 @@ async def test_a_restored_store_keeps_only_records_that_still_verify(tmp_path, a
     assert restarted.restore(book.load().records) == len(fresh)
     held = restarted.store.records_for_refresh(wall_clock())
     assert sorted(held, key=lambda r: r.sequence) == fresh
-    # Restoring twice holds nothing twice.
-    assert restarted.restore(book.load().records) == len(fresh)
+    # Restoring twice holds nothing twice, and says it holds nothing new.
+    assert restarted.restore(book.load().records) == 0
     assert len(restarted.store) == len(fresh)
+
+
+def test_reading_stops_at_the_stores_byte_budget(tmp_path, mesh):
+    saved = records_of(mesh, 10, expires_at=2_000_000_000)
+    RecordBook(tmp_path, max_records=100, max_bytes=BIG).save(saved)
+    budget = sum(len(r.value) for r in saved[:6])
+    assert RecordBook(tmp_path, max_records=100, max_bytes=budget).load().records == saved[:6]
+
+
+def test_a_records_path_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / FILE_NAME)  # opening a FIFO would wait for a writer forever
+    with pytest.raises(StoreError, match="not a regular file"):
+        RecordBook(tmp_path, max_records=10, max_bytes=BIG).load()
+
+
+def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, mesh, monkeypatch):
+    book = RecordBook(tmp_path, max_records=100, max_bytes=BIG)
+    saved = records_of(mesh, 3, expires_at=2_000_000_000)
+    book.save(saved)
+    real_fsync = os.fsync
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(StoreError, match="No space left"):
+        book.save(records_of(mesh, 5, expires_at=2_000_000_000, seed=9))
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert book.load().records == saved
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FILE_NAME]
+
+
+async def test_an_unchanged_store_is_not_written_again(tmp_path, autojump_clock, caplog):
+    mesh = DhtMesh(2)
+    store = mesh.members[0].dht.store
+    publishers = [member.credentials for member in mesh.members]
+    now = wall_clock()
+    for record in records_of(publishers, 3, expires_at=int(now) + 3600):
+        store.put(record, now)
+    book = RecordBook(tmp_path, max_records=100, max_bytes=BIG)
+    caplog.set_level(logging.DEBUG, logger="p2pstore")
+    assert await book.save_logged(store, now, in_thread=True)
+    (tmp_path / FILE_NAME).write_bytes((tmp_path / FILE_NAME).read_bytes())  # a new mtime
+    touched = (tmp_path / FILE_NAME).stat().st_mtime_ns
+    assert await book.save_logged(store, now, in_thread=True)  # nothing changed: not rewritten
+    assert (tmp_path / FILE_NAME).stat().st_mtime_ns == touched
+    store.put(records_of(publishers, 1, expires_at=int(now) + 3600, seed=5)[0], now)
+    assert await book.save_logged(store, now, in_thread=True)
+    assert len(book.load().records) == 4
+    saves = [r for r in caplog.records if getattr(r, "event", None) == "records_saved"]
+    assert [r.records for r in saves] == [3, 3, 4]
+
+
+async def test_a_node_starts_despite_a_damaged_file_and_saves_its_records_every_interval(
+    tmp_path, autojump_clock, caplog, log_events
+):
+    import trio
+
+    from p2pstore.cli.node_commands import _keep_state_saved, _restore_records
+    from p2pstore.net.contact_book import SAVE_INTERVAL, ContactBook
+
+    mesh = DhtMesh(2)
+    dht = mesh.members[0].dht
+    (tmp_path / FILE_NAME).write_bytes(b"\x00 not msgpack records")
+    book = RecordBook(tmp_path, max_records=100, max_bytes=BIG)
+    _restore_records(book, dht)  # logged, never fatal
+    (warning,) = [r for r in caplog.records if getattr(r, "event", None) == "records_unreadable"]
+    assert FILE_NAME in warning.getMessage() and len(dht.store) == 0
+
+    publishers = [member.credentials for member in mesh.members]
+    (record,) = records_of(publishers, 1, expires_at=int(wall_clock()) + 3 * 3600)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_keep_state_saved, ContactBook(tmp_path), book, dht)
+        await trio.sleep(SAVE_INTERVAL / 2)
+        dht.store.put(record, wall_clock())
+        with pytest.raises(StoreError):
+            book.load()  # not yet rewritten
+        saved = await log_events.wait_for(event="records_saved")
+        assert saved.records == 1 and trio.current_time() >= SAVE_INTERVAL
+        assert book.load().records == [record]  # rewritten at the interval, damage gone
+        nursery.cancel_scope.cancel()
