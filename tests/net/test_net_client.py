@@ -186,7 +186,8 @@ async def test_a_put_that_cannot_store_every_chunk_fails_and_issues_no_cap(net, 
         with pytest.raises(PutFailed) as failed:
             await put_bytes(client, data)
         message = str(failed.value)
-        assert "chunk 0" in message
+        # Both chunks are in flight at once: whichever fails first is the one named.
+        assert "chunk 0" in message or "chunk 1" in message
         assert "QuotaExceeded" in message or "quota" in message.lower()
         # Nothing was published: no node holds a manifest or placement record.
         for member in mesh.nodes:
