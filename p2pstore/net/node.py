@@ -402,11 +402,13 @@ class Node:
             self._unregister(session)
         if session.close_reason and session.close_reason != "duplicate connection":
             log.info(
-                "peer %s disconnected: %s",
+                "%s %s disconnected: %s",
+                "client" if link.peer.role is Role.CLIENT else "peer",
                 session.describe(),
                 session.close_reason,
-                extra={"event": "peer_disconnected", "peer": link.peer.node_id.hex()},
-            )
+                extra={"event": "peer_disconnected", "peer": link.peer.node_id.hex(),
+                       "role": link.peer.role.value},
+            )  # fmt: skip
         return outcome
 
     def _log_session_error(

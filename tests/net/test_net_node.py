@@ -175,3 +175,23 @@ async def test_an_advertised_address_is_logged_beside_the_bound_one(net, clock, 
             f"listening on {bound}, advertised to peers as node1.example.org:7400"
         )
         nursery.cancel_scope.cancel()
+
+
+async def test_a_clients_goodbye_is_logged_as_a_clients(net, clock, log_events):
+    """A node's log tells sessions of clients (put/get users) from sessions of peers."""
+    from p2pstore.identity import Role
+
+    async with trio.open_nursery() as nursery:
+        serving = make_node(net)
+        await nursery.start(serving.run)
+        credentials = net.credentials(datacenter="office", role=Role.CLIENT)
+        user = Node(credentials, net.transport(credentials), listen=False, settings=FAST)
+        await nursery.start(user.run)
+        await user.connect(serving.address)
+        await user.stop()
+        record = await log_events.wait_for(
+            event="peer_disconnected", peer=credentials.identity.node_id.hex()
+        )
+        assert record.role == "client"
+        assert record.getMessage().startswith("client ")
+        nursery.cancel_scope.cancel()
