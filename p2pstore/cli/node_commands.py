@@ -333,13 +333,16 @@ def _restore_records(book: RecordBook, dht: Dht) -> None:
             extra={"event": "records_unreadable"},
         )
         return
+    started = time.monotonic()
     kept = dht.restore(loaded.records)
     dropped = len(loaded.records) - kept + loaded.malformed
     if kept or dropped:
         log.info(
-            "holding again %d DHT records saved by the last run (%d expired or invalid, dropped)",
+            "holding again %d DHT records saved by the last run (%d expired or invalid, "
+            "dropped), verified in %.1fs",
             kept,
             dropped,
+            time.monotonic() - started,
             extra={"event": "records_loaded", "records": kept, "dropped": dropped},
         )
 
