@@ -306,6 +306,7 @@ def stat_summary(
                     "datacenter": holder.datacenter if holder else None,
                     "region": holder.region if holder else None,
                     "present": status.present[index][share],
+                    "leaving": holder is not None and holder.node_id in status.leaving,
                 }
             )
         chunks.append(
@@ -373,6 +374,8 @@ def status_table(status: ObjectStatus, rules: Mapping[str, CodingRule] = SHIPPED
             or "healthy: live >= repair threshold; degraded: repair due (stewards rebuild the "
             "lost fragments once their holders' grace period is over); unreadable: fewer than "
             "k live"
+            + ("; leaving: the holder is being drained, stewards are moving its fragments"
+               if status.leaving else "")
         ),
         caption_justify="left",
     )
@@ -391,7 +394,9 @@ def status_table(status: ObjectStatus, rules: Mapping[str, CodingRule] = SHIPPED
             if holder is None:
                 cells.append("?")
                 continue
-            mark = marks[status.present[index][share]]
+            present = status.present[index][share]
+            leaving = present is None and holder.node_id in status.leaving
+            mark = "[yellow]↗ leaving[/]" if leaving else marks[present]
             cells.append(f"{short_id(holder.node_id)[:6]} {escape(holder.datacenter)}\n{mark}")
         table.add_row(str(index), f"[{colour}]{live}[/]", f"[{colour}]{verdict}[/]", *cells)
     return table

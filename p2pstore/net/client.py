@@ -42,6 +42,7 @@ from p2pstore.core.records import RULES, RecordKind, manifest_key, sign_record
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import (
     IntegrityError,
+    NodeLeaving,
     NotEnoughFragments,
     ObjectNotFound,
     P2PStoreError,
@@ -119,6 +120,9 @@ class ObjectStatus:
     manifest: Manifest
     placement: Placement
     present: tuple[tuple[bool | None, ...], ...]
+    leaving: frozenset[bytes] = frozenset()
+    """Holders that answered they are being drained (``p2pstore node drain``): their shares
+    are ``None`` (not confirmed live; stewards are moving them), but not silent."""
 
     def live(self, chunk: int) -> int:
         """Fragments of ``chunk`` confirmed held."""
@@ -616,6 +620,7 @@ class Client:
                     wanted.setdefault(holder.node_id, []).append((index, share))
                     holders[holder.node_id] = holder
         present: list[list[bool | None]] = [[None] * manifest.n for _ in placement.chunks]
+        leaving: set[bytes] = set()
 
         async def ask(node_id: bytes) -> None:
             slots = wanted[node_id]
@@ -629,7 +634,9 @@ class Client:
                         HasFragments(fragment_ids=ids),
                         timeout=self.settings.fragment_timeout,
                     )
-                except FRAGMENT_FAILURES:
+                except FRAGMENT_FAILURES as exc:
+                    if isinstance(exc, RemoteError) and exc.code == NodeLeaving.__name__:
+                        leaving.add(node_id)
                     return
                 if not isinstance(reply, HasFragmentsReply) or len(reply.present) != len(ids):
                     return
@@ -639,7 +646,8 @@ class Client:
         async with trio.open_nursery() as nursery:
             for node_id in wanted:
                 nursery.start_soon(ask, node_id)
-        return ObjectStatus(manifest, placement, tuple(tuple(row) for row in present))
+        rows = tuple(tuple(row) for row in present)
+        return ObjectStatus(manifest, placement, rows, frozenset(leaving))
 
     # -- helpers ----------------------------------------------------------------------------
 

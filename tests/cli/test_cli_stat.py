@@ -3,6 +3,7 @@ the manifest's rule (as the client's config declares it) and n."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import pytest
@@ -140,3 +141,16 @@ def test_the_table_shows_live_against_k_threshold_and_n_with_the_verdict():
 
 def test_live_text_reads_as_documented():
     assert live_text(6, 4, 8, 6) == "6/8 live (k=4, repair below 6)"
+
+
+def test_a_holder_being_drained_is_shown_leaving_not_silent():
+    status = make_status([6])  # shares 0-5 present, 6 missing, 7 unanswered
+    drained = status.placement.chunks[0][7]
+    assert drained is not None
+    leaving = dataclasses.replace(status, leaving=frozenset({drained.node_id}))
+    assert "silent" in rendered(status) and "leaving" not in rendered(status)
+    text = rendered(leaving)
+    assert "↗ leaving" in text and "✗ silent" not in text
+    assert "being drained" in text
+    shares = stat_summary(leaving)["chunks"][0]["fragments"]
+    assert [f["leaving"] for f in shares] == [False] * 7 + [True]

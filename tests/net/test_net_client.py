@@ -227,3 +227,24 @@ async def test_convergent_keys_dedupe_per_user_and_differ_between_users(net, clo
         assert other.read_cap.object_id != first.read_cap.object_id
         assert await get_bytes(client, other.read_cap) == data
         nursery.cancel_scope.cancel()
+
+
+async def test_stat_tells_a_holder_being_drained_from_a_silent_one(net, clock):
+    """During ``node drain`` a holder answers checks with NodeLeaving: ``stat`` shows it as
+    leaving (stewards are moving its fragments), not as a holder that stopped answering."""
+    mesh = StorageMesh(net, 8)
+    async with trio.open_nursery() as nursery:
+        await mesh.start(nursery)
+        client = await mesh.client(nursery)
+        result = await put_bytes(client, payload(2 * 64 * 1024))
+        draining, dead = result.placement.chunks[0][0], result.placement.chunks[0][1]
+        mesh.by_id(draining.node_id).service.leaving = True
+        mesh.kill(mesh.by_id(dead.node_id))
+        status = await client.stat(result.verify_cap)
+        assert status.leaving == frozenset({draining.node_id})
+        for index, row in enumerate(result.placement.chunks):
+            for share, holder in enumerate(row):
+                expected = None if holder.node_id in (draining.node_id, dead.node_id) else True
+                assert status.present[index][share] is expected
+        assert status.live(0) == RULE_3_OF_6.n - 2
+        nursery.cancel_scope.cancel()
