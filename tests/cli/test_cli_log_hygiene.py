@@ -9,15 +9,14 @@ import base64
 import json
 import os
 import signal
-import subprocess
 
 import pytest
 import trio
-from test_cli_objects import DEADLINE, REGIONS, cli, run, wait_until_joined
+from test_cli_objects import DEADLINE, run, running_mesh
 
 from p2pstore.cli.client_config import load_client_config
 from p2pstore.cli.config import write_local_node_config
-from p2pstore.cli.devnet import LOCAL_RULES, create_mesh
+from p2pstore.cli.devnet import LOCAL_RULES, DevnetNode
 from p2pstore.codec import ReadCap
 from p2pstore.identity import NodeCredentials
 
@@ -52,30 +51,25 @@ async def test_no_secret_and_no_plaintext_reaches_any_log(tmp_path):
     plaintext = (MARKER + os.urandom(64)) * 3000
     source = tmp_path / "record.bin"
     source.write_bytes(plaintext)
-    _authority, members, _client = create_mesh(tmp_path / "mesh", 9, 9, REGIONS)
-    for member in members:
-        write_local_node_config(
-            member.directory,
-            listen=member.address,
-            bootstrap_peers=() if member is members[0] else (members[0].address,),
-            log_level="debug",
-            log_format="json",
-            rules=LOCAL_RULES,
-        )
-    config = tmp_path / "mesh" / "client" / "client.toml"
+
+    def debug_json_logs(members: list[DevnetNode]) -> None:
+        for member in members:
+            write_local_node_config(
+                member.directory,
+                listen=member.address,
+                bootstrap_peers=() if member is members[0] else (members[0].address,),
+                log_level="debug",
+                log_format="json",
+                rules=LOCAL_RULES,
+            )
+
     client_output: list[bytes] = []
     with trio.fail_after(DEADLINE):
-        processes = [
-            await trio.lowlevel.open_process(
-                cli("node", "run", "--config", str(m.directory / "node.toml")),
-                stdin=subprocess.DEVNULL,
-                stdout=(m.directory / "node.log").open("ab"),
-                stderr=subprocess.STDOUT,
-            )
-            for m in members
-        ]
-        try:
-            await wait_until_joined(config, len(members))
+        async with running_mesh(tmp_path / "mesh", 9, debug_json_logs) as (
+            members,
+            processes,
+            config,
+        ):
             put = await run("--debug", "put", str(source), "--json", "--config", str(config))
             caps = json.loads(put.stdout)
             client_output.append(put.stderr)
@@ -88,10 +82,9 @@ async def test_no_secret_and_no_plaintext_reaches_any_log(tmp_path):
                 done = await run("--debug", *args, "--config", str(config))
                 client_output += [done.stdout, done.stderr]
             assert copy.read_bytes() == plaintext  # the plaintext did travel, encrypted
-        finally:
-            for process in processes:
+            for process in processes.values():
                 process.send_signal(signal.SIGTERM)
-            for process in processes:
+            for process in processes.values():
                 assert await process.wait() == 0
 
     read_cap = ReadCap.parse(caps["read_cap"])

@@ -10,7 +10,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -34,11 +34,15 @@ def cli(*args: str) -> list[str]:
 
 @asynccontextmanager
 async def running_mesh(
-    directory: Path, count: int
+    directory: Path,
+    count: int,
+    configure: Callable[[list[DevnetNode]], None] | None = None,
 ) -> AsyncIterator[tuple[list[DevnetNode], dict[str, trio.Process], Path]]:
     """``count`` node processes of a fresh local mesh, joined; yields members, their processes
-    by name, and the client config."""
+    by name, and the client config.  ``configure`` may rewrite the nodes' node.toml first."""
     _authority, members, _client = create_mesh(directory, count, count, REGIONS)
+    if configure is not None:
+        configure(members)
     processes: dict[str, trio.Process] = {}
     logs = []
     try:
