@@ -106,16 +106,18 @@ class NodeLeaving(P2PStoreError):
 class RecordRejected(P2PStoreError):
     """A DHT record was refused; ``reason`` is one of ``p2pstore.core.records.RejectReason``.
 
-    Unless ``sender_at_fault`` is False (a store that is full, a newer version held, no mesh CA
-    to check against), the record broke a rule: drop it, note the peer that sent it, keep
-    serving everyone else.
+    Unless ``sender_at_fault`` is False (a store that is full, a newer version held, a
+    publisher over its quota here or revoked since the sender took the record), the record broke
+    a rule: drop it, note the peer that sent it, keep serving everyone else.
     """
 
-    NOT_THE_SENDERS_FAULT = frozenset({"unverifiable", "stale", "full"})
+    NOT_THE_SENDERS_FAULT = frozenset({"stale", "full", "over-quota", "revoked"})
 
-    def __init__(self, message: str, *, reason: str) -> None:
+    def __init__(self, message: str, *, reason: str, publisher: bytes | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.publisher = publisher
+        """The node id of the publisher a refusal is about (set for ``over-quota``)."""
 
     @property
     def sender_at_fault(self) -> bool:

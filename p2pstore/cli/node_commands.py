@@ -30,7 +30,7 @@ from p2pstore.net.dht import Dht
 from p2pstore.net.fragments import FragmentService
 from p2pstore.net.metrics import NodeMetrics
 from p2pstore.net.node import Node
-from p2pstore.net.record_book import RecordBook
+from p2pstore.net.record_book import OldRecordsFile, RecordBook
 from p2pstore.net.scrubber import Scrubber
 from p2pstore.net.steward import Steward, StewardSettings
 from p2pstore.net.tls import TlsTransport
@@ -326,6 +326,9 @@ def _restore_records(book: RecordBook, dht: Dht) -> None:
     """Hold again the records the last run saved (an unreadable file is logged, never fatal)."""
     try:
         loaded = book.load()
+    except OldRecordsFile as exc:
+        log.warning("not loading the saved records: %s", exc, extra={"event": "records_outdated"})
+        return
     except StoreError as exc:
         log.warning(
             "ignoring the saved records: %s",
@@ -338,8 +341,8 @@ def _restore_records(book: RecordBook, dht: Dht) -> None:
     dropped = len(loaded.records) - kept + loaded.malformed
     if kept or dropped:
         log.info(
-            "holding again %d DHT records saved by the last run (%d expired or invalid, "
-            "dropped), verified in %.1fs",
+            "holding again %d DHT records saved by the last run (%d expired, invalid, "
+            "revoked or over their publisher's quota, dropped), verified in %.1fs",
             kept,
             dropped,
             time.monotonic() - started,

@@ -3,16 +3,22 @@
 Strategy: a record must be checkable by anyone who receives it, whoever relayed it, so every
 rule here is a pure function of the record, ``now`` and the mesh CA.  The publisher signs a
 domain-separated digest of everything but the signature (``RECORD_DOMAIN`` + msgpack of
-``[kind, key, sha256(value), sequence, expires_at, publisher_key]``: hashing the value first
-keeps an 8 MiB manifest from being copied and hashed twice by Ed25519).  Each kind sets a size
-limit, a longest lifetime and a rule tying the key to the value or the publisher:
+``[kind, key, sha256(value), sequence, expires_at, publisher_key, sha256(certificate)]``:
+hashing the value first keeps an 8 MiB manifest from being copied and hashed twice by Ed25519).
+Every record carries its publisher's mesh certificate, and is accepted only if the mesh CA
+issued it for ``publisher_key``, has not revoked it and it is valid at ``now``: a throw-away key
+publishes nothing, and whatever a member publishes is charged to an identity the CA can revoke.
+The certificate is covered by the signature, so a relay cannot swap in another one (an older,
+revoked certificate of the same key would make every holder drop the record).  Each kind sets
+a size limit, a longest lifetime and a rule tying the key to the value or the publisher:
 
 * MANIFEST, key = object id[:20], and the value must hash to it, so nobody can store a wrong
   manifest under an object's key (self-certifying, like fragments).
 * PLACEMENT, key = object id[:20]; the value is opaque here (the placement issue gives it
   meaning); ``sequence`` orders the versions one publisher writes.
-* ANNOUNCEMENT, key = the publisher's own node id; its certificate must verify and name the
-  datacenter and region announced (see ``announcements``).
+* ANNOUNCEMENT, key = the publisher's own node id; only a node certificate may announce, the
+  value must carry the record's certificate and name its datacenter and region (see
+  ``announcements``).
 
 Lifetimes: a publisher republishes at ``republish_every`` (a quarter of the longest TTL or
 less, so three lost rounds are survived), re-signing with a fresh expiry each time.  Manifests
@@ -22,11 +28,7 @@ fragments, and a holder that missed an update keeps serving the old version unti
 so they live 7 days; announcements carry free capacity and reachability, which go stale
 quickly, so a dead node vanishes from the DHT within an hour.
 
-Holders (``RecordStore``) keep one record per (kind, key, publisher): a newer version replaces
-it when its ``(sequence, expires_at)`` is larger (a higher sequence is a new version, the same
-sequence with a later expiry a renewal).  When full, a store refuses instead of evicting: any
-eviction order lets whoever floods a node choose what it forgets, while a refusal only sends
-the publisher to the next closest peer.
+What a holder keeps, and how much per publisher, is :mod:`p2pstore.core.record_store`.
 """
 
 from __future__ import annotations
@@ -34,17 +36,17 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
-import heapq
 import math
+from datetime import UTC, datetime
 from typing import Final
 
 import msgpack
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from p2pstore.core.announcements import Announcement, decode_announcement, verify_announcement
 from p2pstore.errors import (
     IntegrityError,
     LocalProtocolError,
+    PeerRefused,
     RecordRejected,
     RemoteProtocolError,
 )
@@ -54,25 +56,28 @@ from p2pstore.identity import (
     NodeCredentials,
     NodeId,
     PeerIdentity,
+    Role,
     TrustAnchor,
-    node_id_from_public_key,
-    public_key_bytes,
     short_id,
     verify_signature,
 )
-from p2pstore.wire.dht import MAX_RECORD_VALUE, MAX_RECORDS_PER_REPLY, SignedRecord
+from p2pstore.wire.dht import MAX_PUBLISHER_CERTIFICATE, MAX_RECORD_VALUE, SignedRecord
 
-RECORD_DOMAIN: Final = b"p2pstore-record-v1\0"
+RECORD_DOMAIN: Final = b"p2pstore-record-v2\0"
+"""v2: the publisher's certificate is signed too (v1 records carried none)."""
 MAX_SKEW: Final = int(CLOCK_SKEW.total_seconds())
 """Seconds a record's expiry may exceed ``now + max_ttl`` (the publisher's clock may be ahead)."""
-RECORD_OVERHEAD: Final = 256
-"""Bytes a held record is charged besides its value (key, public key, signature, bookkeeping)."""
+
+_Slot = tuple[int, bytes]
+"""(kind, key): where a record lives."""
 
 HOUR: Final = 3600
 DAY: Final = 24 * HOUR
 
-Signer = NodeCredentials | Ed25519PrivateKey
-"""What signs records: a node's credentials, or a bare key (the simulator, tests)."""
+Signer = NodeCredentials
+"""What signs records: a node's or client's credentials (its key and mesh certificate).  There
+is no bare-key signer: no holder accepts a record without a certificate, and the simulator
+counts records without signing them."""
 
 
 class RecordKind(enum.IntEnum):
@@ -109,26 +114,36 @@ class RejectReason(enum.StrEnum):
     UNKNOWN_KIND = "unknown-kind"
     BAD_KEY = "bad-key"
     BAD_VALUE = "bad-value"
-    UNVERIFIABLE = "unverifiable"
-    """An announcement was checked without the mesh CA (a holder must pass ``trust``)."""
+    UNCERTIFIED = "uncertified"
+    """The publisher's certificate is missing, not the mesh CA's, expired, not yet valid, or
+    not for ``publisher_key`` (a throw-away key, or someone else's certificate)."""
+    REVOKED = "revoked"
+    """The mesh CA revoked the publisher's certificate."""
     STALE = "stale"
     """A store holds a newer version from the same publisher (or a conflicting one as new)."""
     FULL = "full"
     """A store has no room (records, bytes, or publishers for this key): try the next peer."""
+    OVER_QUOTA = "over-quota"
+    """The publisher already holds its quota of records or bytes in this store."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RecordInfo:
-    """What verifying a record established: who published it, and for announcements what the
-    node said (``announcement``) and what its certificate proves (``certificate``)."""
+    """What verifying a record established: who published it and what its certificate proves
+    (``certificate``), and for announcements what the node said (``announcement``)."""
 
     kind: RecordKind
     key: NodeId
     publisher: NodeId
     sequence: int
     expires_at: int
+    certificate: PeerIdentity
     announcement: Announcement | None = None
-    certificate: PeerIdentity | None = None
+
+    @property
+    def valid_until(self) -> int:
+        """The last second the record may be used: its expiry, or its certificate's end."""
+        return min(self.expires_at, math.floor(self.certificate.not_after.timestamp()))
 
 
 def manifest_key(object_id: bytes) -> NodeId:
@@ -144,11 +159,19 @@ def manifest_key(object_id: bytes) -> NodeId:
 
 
 def signed_bytes(
-    kind: int, key: bytes, value: bytes, *, sequence: int, expires_at: int, publisher_key: bytes
+    kind: int,
+    key: bytes,
+    value: bytes,
+    *,
+    sequence: int,
+    expires_at: int,
+    publisher_key: bytes,
+    certificate: bytes,
 ) -> bytes:
-    """The bytes a record's signature covers (the value enters as its sha256)."""
+    """The bytes a record's signature covers (value and certificate enter as their sha256)."""
     digest = hashlib.sha256(value).digest()
-    fields = [kind, key, digest, sequence, expires_at, publisher_key]
+    certificate_digest = hashlib.sha256(certificate).digest()
+    fields = [kind, key, digest, sequence, expires_at, publisher_key, certificate_digest]
     packed: bytes = msgpack.packb(fields, use_bin_type=True)
     return RECORD_DOMAIN + packed
 
@@ -156,28 +179,44 @@ def signed_bytes(
 def sign_record(
     signer: Signer, kind: RecordKind, key: bytes, value: bytes, *, sequence: int, expires_at: int
 ) -> SignedRecord:
-    """Sign a record as ``signer``.
+    """Sign a record as ``signer``, carrying its certificate.
 
     Raises :class:`LocalProtocolError` if the record breaks a rule that does not depend on
-    time (size, the kind's key rule, a malformed announcement) or a field is out of range.
+    time (size, the kind's key rule, a malformed announcement, a client announcing) or a field
+    is out of range.
     """
     kind = _known_kind(kind, LocalProtocolError)
-    private_key = _private_key(signer)
-    publisher_key = public_key_bytes(private_key.public_key())
-    publisher = node_id_from_public_key(private_key.public_key())
+    credentials = _credentials(signer)
+    publisher_key = credentials.public_key_bytes()
+    publisher = credentials.node_id
+    certificate = credentials.certificate_der()
+    if len(certificate) > MAX_PUBLISHER_CERTIFICATE:
+        raise LocalProtocolError(
+            f"refusing to sign: the certificate is {len(certificate)} bytes, records carry at "
+            f"most {MAX_PUBLISHER_CERTIFICATE}"
+        )
     try:
         _check_content(kind, key, value, publisher)
     except RecordRejected as error:
         raise LocalProtocolError(f"refusing to sign: {error}") from None
     if kind is RecordKind.ANNOUNCEMENT:
         try:
-            decode_announcement(value)
+            announcement = decode_announcement(value)
         except RemoteProtocolError as error:
             raise LocalProtocolError(f"refusing to sign: {error}") from None
+        problem = _announcement_problem(announcement, certificate, credentials.identity)
+        if problem is not None:
+            raise LocalProtocolError(f"refusing to sign: {problem}")
     if type(sequence) is not int or type(expires_at) is not int:
         raise LocalProtocolError("sequence and expires_at must be ints (Unix seconds for expiry)")
     data = signed_bytes(
-        kind, key, value, sequence=sequence, expires_at=expires_at, publisher_key=publisher_key
+        kind,
+        key,
+        value,
+        sequence=sequence,
+        expires_at=expires_at,
+        publisher_key=publisher_key,
+        certificate=certificate,
     )
     return SignedRecord(
         kind=int(kind),
@@ -186,19 +225,21 @@ def sign_record(
         sequence=sequence,
         expires_at=expires_at,
         publisher_key=publisher_key,
-        signature=private_key.sign(data),
+        certificate=certificate,
+        signature=credentials.sign(data),
     )
 
 
 def renew(record: SignedRecord, signer: Signer, now: float, ttl: int | None = None) -> SignedRecord:
     """The same record (same sequence and value) re-signed to expire ``ttl`` seconds after
-    ``now`` (default: the kind's longest TTL); holders take it as a renewal.
+    ``now`` (default: the kind's longest TTL), with the signer's current certificate; holders
+    take it as a renewal.
 
     Raises :class:`LocalProtocolError` if ``signer`` is not the record's publisher, or ``ttl``
     is not in ``(0, max_ttl]``.
     """
     kind = _known_kind(record.kind, LocalProtocolError)
-    if _public_key(signer) != record.publisher_key:
+    if _credentials(signer).public_key_bytes() != record.publisher_key:
         raise LocalProtocolError("only a record's publisher can renew it; publish your own copy")
     expires_at = math.floor(now) + _ttl(kind, ttl)
     return sign_record(
@@ -206,14 +247,13 @@ def renew(record: SignedRecord, signer: Signer, now: float, ttl: int | None = No
     )
 
 
-def verify_record(
-    record: SignedRecord, now: float, *, trust: TrustAnchor | None = None
-) -> RecordInfo:
-    """Check every rule for ``record`` at time ``now``; return what it establishes.
+def verify_record(record: SignedRecord, now: float, *, trust: TrustAnchor) -> RecordInfo:
+    """Check every rule for ``record`` at time ``now`` against the mesh CA ``trust``; return
+    what it establishes.
 
-    ``trust`` (the mesh CA) is required for announcements.  Raises :class:`RecordRejected`
-    whose ``reason`` names the first rule broken (cheap checks first, the signature before the
-    rules that read the value).
+    Raises :class:`RecordRejected` whose ``reason`` names the first rule broken (cheap checks
+    first, the signature before the certificate, both before the rules that read the value):
+    ``uncertified`` or ``revoked`` when the publisher is not a member of the mesh at ``now``.
     """
     kind = _known_kind(record.kind, RecordRejected)
     rules = RULES[kind]
@@ -237,32 +277,78 @@ def verify_record(
         sequence=record.sequence,
         expires_at=record.expires_at,
         publisher_key=record.publisher_key,
+        certificate=record.certificate,
     )
     try:
         publisher = verify_signature(record.publisher_key, data, record.signature)
     except IntegrityError as error:
         raise RecordRejected(f"{what}: {error}", reason=RejectReason.BAD_SIGNATURE) from None
+    certificate = publisher_certificate(record, publisher, now, trust)
     _check_content(kind, record.key, record.value, publisher)
-    info = RecordInfo(kind, NodeId(record.key), publisher, record.sequence, record.expires_at)
+    info = RecordInfo(
+        kind, NodeId(record.key), publisher, record.sequence, record.expires_at, certificate
+    )
     if kind is RecordKind.ANNOUNCEMENT:
         return _verify_announcement(record, info, now, trust)
     return info
 
 
-def _verify_announcement(
-    record: SignedRecord, info: RecordInfo, now: float, trust: TrustAnchor | None
-) -> RecordInfo:
-    who = f"announcement by node {short_id(info.publisher)}"
-    if trust is None:
-        raise RecordRejected(
-            f"{who} needs the mesh CA to verify its certificate: pass trust=",
-            reason=RejectReason.UNVERIFIABLE,
-        )
+def publisher_certificate(
+    record: SignedRecord, publisher: NodeId, now: float, trust: TrustAnchor
+) -> PeerIdentity:
+    """What the record's certificate proves, once the mesh CA vouches for it at ``now`` and it
+    certifies ``publisher`` (the node id of ``record.publisher_key``).
+
+    Raises :class:`RecordRejected` with reason ``revoked`` or ``uncertified``.
+    """
+    who = f"{_kind_name(record.kind)} record by {short_id(publisher)}"
     try:
-        announcement, certificate = verify_announcement(record.value, info.publisher, trust, now)
+        certificate = trust.verify_der(record.certificate, datetime.fromtimestamp(now, UTC))
+    except PeerRefused as error:
+        reason = RejectReason.REVOKED if error.reason == "revoked" else RejectReason.UNCERTIFIED
+        raise RecordRejected(
+            f"{who} carries a certificate the mesh CA refuses ({error.reason}): {error}",
+            reason=reason,
+        ) from None
+    if certificate.node_id != publisher:
+        raise RecordRejected(
+            f"{who} carries the certificate of {certificate.describe()}: a record is published "
+            f"only with its signer's own mesh certificate (a throw-away key has none)",
+            reason=RejectReason.UNCERTIFIED,
+        )
+    return certificate
+
+
+def _kind_name(kind: int) -> str:
+    try:
+        return RecordKind(kind).name.lower()
+    except ValueError:
+        return f"kind-{kind}"
+
+
+def _verify_announcement(
+    record: SignedRecord, info: RecordInfo, now: float, trust: TrustAnchor
+) -> RecordInfo:
+    try:
+        announcement, _ = verify_announcement(record.value, info.publisher, trust, now)
     except RemoteProtocolError as error:
         raise RecordRejected(str(error), reason=RejectReason.BAD_VALUE) from None
-    return dataclasses.replace(info, announcement=announcement, certificate=certificate)
+    problem = _announcement_problem(announcement, record.certificate, info.certificate)
+    if problem is not None:
+        raise RecordRejected(problem, reason=RejectReason.BAD_VALUE)
+    return dataclasses.replace(info, announcement=announcement)
+
+
+def _announcement_problem(
+    announcement: Announcement, certificate_der: bytes, certificate: PeerIdentity
+) -> str | None:
+    """Why an announcement does not go with its record's certificate, or None."""
+    who = f"announcement by {certificate.describe()}"
+    if certificate.role is not Role.NODE:
+        return f"{who}: only nodes announce themselves (a client serves no one)"
+    if announcement.certificate_der != certificate_der:
+        return f"{who} carries another certificate in its value than in its record"
+    return None
 
 
 def _check_content(kind: RecordKind, key: bytes, value: bytes, publisher: NodeId) -> None:
@@ -309,17 +395,12 @@ def _known_kind(kind: int, error: type[RecordRejected] | type[LocalProtocolError
         raise LocalProtocolError(message) from None
 
 
-def _public_key(signer: Signer) -> bytes:
-    return public_key_bytes(_private_key(signer).public_key())
-
-
-def _private_key(signer: Signer) -> Ed25519PrivateKey:
+def _credentials(signer: Signer) -> NodeCredentials:
     if isinstance(signer, NodeCredentials):
-        return signer.private_key
-    if isinstance(signer, Ed25519PrivateKey):
         return signer
     raise LocalProtocolError(
-        f"records are signed with NodeCredentials or an Ed25519 key, not {signer!r:.60}"
+        f"records are signed with NodeCredentials (a key and its mesh certificate), not "
+        f"{signer!r:.60}: holders refuse records without a certificate"
     )
 
 
@@ -332,167 +413,6 @@ def _ttl(kind: RecordKind, ttl: int | None) -> int:
             f"a {kind.name.lower()} record's ttl is 1..{max_ttl} s, got {ttl!r}"
         )
     return ttl
-
-
-def held_size(record: SignedRecord) -> int:
-    """The bytes a store charges for holding ``record``."""
-    return len(record.value) + RECORD_OVERHEAD
-
-
-class PutResult(enum.StrEnum):
-    """What :meth:`RecordStore.put` did with a record it accepted."""
-
-    STORED = "stored"
-    """New for its (kind, key, publisher)."""
-    REPLACED = "replaced"
-    """A newer version (higher sequence) or a renewal (same sequence, later expiry)."""
-    UNCHANGED = "unchanged"
-    """The very record was already held (a republish before any renewal)."""
-
-
-_Slot = tuple[int, bytes]
-
-
-class RecordStore:
-    """The records a node holds for others, bounded in count, bytes and publishers per key.
-
-    Pure: every call takes ``now``; nothing is evicted before it expires (see the module
-    docstring).  Expired records are invisible at once and forgotten by :meth:`expire` (which
-    ``put`` also runs when it finds the store full).
-    """
-
-    __slots__ = (
-        "_bytes",
-        "_count",
-        "_expiry",
-        "_groups",
-        "changes",
-        "max_bytes",
-        "max_per_key",
-        "max_records",
-    )
-
-    def __init__(
-        self, max_records: int, max_bytes: int, max_per_key: int = MAX_RECORDS_PER_REPLY
-    ) -> None:
-        """Raises :class:`LocalProtocolError` unless every limit is positive."""
-        if min(max_records, max_bytes, max_per_key) <= 0:
-            raise LocalProtocolError("a record store needs positive limits")
-        self.max_records = max_records
-        self.max_bytes = max_bytes
-        self.max_per_key = max_per_key
-        self._groups: dict[_Slot, dict[NodeId, SignedRecord]] = {}
-        self._expiry: list[tuple[int, int, bytes, NodeId]] = []  # lazy heap, may hold stale entries
-        self._count = 0
-        self._bytes = 0
-        self.changes = 0
-        """Bumped whenever a record is added, replaced or forgotten: a saver skips a store
-        that has not changed since its last save."""
-
-    def __len__(self) -> int:
-        return self._count
-
-    @property
-    def bytes_held(self) -> int:
-        """Bytes charged for the records held (values plus ``RECORD_OVERHEAD`` each)."""
-        return self._bytes
-
-    def put(
-        self, record: SignedRecord, now: float, *, trust: TrustAnchor | None = None
-    ) -> PutResult:
-        """Verify ``record`` and hold it.
-
-        Raises :class:`RecordRejected`: from :func:`verify_record` if the record is invalid;
-        with reason ``stale`` if the version held from its publisher is newer, i.e. has a larger
-        ``(sequence, expires_at)`` (or the same pair for a different record: first come wins);
-        with reason ``full`` if there is no room even after forgetting expired records.
-        """
-        info = verify_record(record, now, trust=trust)
-        slot = (int(info.kind), bytes(record.key))
-        held = self._groups.get(slot, {}).get(info.publisher)
-        if held is not None and held.expires_at <= now:
-            self._remove(slot, info.publisher)
-            held = None
-        what = f"{info.kind.name.lower()} record of node {short_id(info.publisher)}"
-        if held is not None:
-            if held == record:
-                return PutResult.UNCHANGED
-            if (record.sequence, record.expires_at) <= (held.sequence, held.expires_at):
-                raise RecordRejected(
-                    f"{what} (sequence {record.sequence}, expiry {record.expires_at}) is not "
-                    f"newer than the one held (sequence {held.sequence}, expiry "
-                    f"{held.expires_at}): publish with a higher sequence",
-                    reason=RejectReason.STALE,
-                )
-            extra_records, extra_bytes = 0, held_size(record) - held_size(held)
-        else:
-            extra_records, extra_bytes = 1, held_size(record)
-        if not self._has_room(slot, extra_records, extra_bytes):
-            self.expire(now)
-            if not self._has_room(slot, extra_records, extra_bytes):
-                raise RecordRejected(
-                    f"no room for the {what} ({len(self)}/{self.max_records} records, "
-                    f"{self.bytes_held}/{self.max_bytes} bytes held): store it on the next "
-                    f"closest peer",
-                    reason=RejectReason.FULL,
-                )
-        if held is not None:
-            self._remove(slot, info.publisher)
-        self._groups.setdefault(slot, {})[info.publisher] = record
-        self.changes += 1
-        self._count += 1
-        self._bytes += held_size(record)
-        heapq.heappush(self._expiry, (record.expires_at, *slot, info.publisher))
-        if len(self._expiry) > 2 * self._count + 64:
-            self._rebuild_expiry()
-        return PutResult.REPLACED if held is not None else PutResult.STORED
-
-    def get(self, kind: int, key: bytes, now: float) -> list[SignedRecord]:
-        """The unexpired records under (kind, key), highest sequence first, then by publisher."""
-        group = self._groups.get((kind, key), {})
-        alive = [(p, r) for p, r in group.items() if r.expires_at > now]
-        alive.sort(key=lambda item: (-item[1].sequence, item[0]))
-        return [r for _, r in alive]
-
-    def expire(self, now: float) -> int:
-        """Forget every record expired at ``now``; return how many were removed."""
-        removed = 0
-        while self._expiry and self._expiry[0][0] <= now:
-            _, kind, key, publisher = heapq.heappop(self._expiry)
-            held = self._groups.get((kind, key), {}).get(publisher)
-            if held is not None and held.expires_at <= now:
-                self._remove((kind, key), publisher)
-                removed += 1
-        return removed
-
-    def records_for_refresh(self, now: float) -> list[SignedRecord]:
-        """Every unexpired record held, grouped by (kind, key) in that order, each group as
-        :meth:`get` orders it: what a holder offers a peer that became closer to their keys."""
-        return [record for kind, key in sorted(self._groups) for record in self.get(kind, key, now)]
-
-    def _has_room(self, slot: _Slot, extra_records: int, extra_bytes: int) -> bool:
-        if self._bytes + extra_bytes > self.max_bytes:
-            return False
-        if extra_records == 0:
-            return True
-        return self._count < self.max_records and len(self._groups.get(slot, {})) < self.max_per_key
-
-    def _remove(self, slot: _Slot, publisher: NodeId) -> None:
-        group = self._groups[slot]
-        record = group.pop(publisher)
-        if not group:
-            del self._groups[slot]
-        self.changes += 1
-        self._count -= 1
-        self._bytes -= held_size(record)
-
-    def _rebuild_expiry(self) -> None:
-        self._expiry = [
-            (record.expires_at, *slot, publisher)
-            for slot, group in self._groups.items()
-            for publisher, record in group.items()
-        ]
-        heapq.heapify(self._expiry)
 
 
 def next_sequence(previous: int | None, now: float) -> int:
@@ -523,8 +443,8 @@ class PublishedRecords:
     __slots__ = ("_records", "_signer", "publisher_key")
 
     def __init__(self, signer: Signer) -> None:
-        self._signer = signer
-        self.publisher_key = _public_key(signer)
+        self._signer = _credentials(signer)
+        self.publisher_key = self._signer.public_key_bytes()
         self._records: dict[_Slot, _Published] = {}
 
     def __len__(self) -> int:

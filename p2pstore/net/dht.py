@@ -6,8 +6,10 @@ contact enters the routing table only when a session with it comes up, so its id
 and region are the ones its certificate proves; contacts named in replies are only dialled,
 with their claimed id as the expected one.  Every RPC has a deadline; a failed one counts
 against the contact, which is dropped only after repeated failures.  Records carry their own
-proof (signature, expiry, kind rules), so holders can pass them on and readers check them
-whoever served them.  Refresh, republish and expiry run on trio's clock.
+proof (signature, publisher's mesh certificate, expiry, kind rules), so holders can pass them on
+and readers check them whoever served them; what one publisher may hold here is bounded by the
+store, and a revocation list reloaded by the node drops a revoked publisher's records.
+Refresh, republish and expiry run on trio's clock.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ import trio
 from p2pstore.core.announcements import Announcement
 from p2pstore.core.contact import Contact
 from p2pstore.core.lookup import Lookup, LookupResult
+from p2pstore.core.record_store import PutResult, RecordStore
 from p2pstore.core.records import (
     RULES,
-    PutResult,
     RecordKind,
-    RecordStore,
+    RejectReason,
     next_sequence,
     renew,
     sign_record,
@@ -44,6 +46,7 @@ from p2pstore.errors import (
 )
 from p2pstore.identity import PeerIdentity, Role, TrustAnchor, short_id
 from p2pstore.net.node import Node
+from p2pstore.net.throttle import RefusalLog
 from p2pstore.wire import (
     MAX_RECORDS_PER_REPLY,
     ContactInfo,
@@ -78,6 +81,10 @@ class DhtSettings:
     probe_concurrency: int = 16
     max_records: int = 100_000
     max_record_bytes: int = 512 * 1024 * 1024
+    max_publisher_records: int | None = None
+    """Records one publisher may hold here; None: a quarter of ``max_records``."""
+    max_publisher_bytes: int | None = None
+    """Bytes of records one publisher may hold here; None: a quarter of ``max_record_bytes``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +122,12 @@ class Dht:
             max_failures=self.settings.max_failures,
             now=trio.current_time(),
         )
-        self.store = RecordStore(self.settings.max_records, self.settings.max_record_bytes)
+        self.store = RecordStore(
+            self.settings.max_records,
+            self.settings.max_record_bytes,
+            max_publisher_records=self.settings.max_publisher_records,
+            max_publisher_bytes=self.settings.max_publisher_bytes,
+        )
         self.published: dict[tuple[int, bytes], SignedRecord] = {}
         self._trust = trust
         self._rng = rng
@@ -123,8 +135,10 @@ class Dht:
         self._nursery: trio.Nursery | None = None
         self.joined = False
         """True once :meth:`join` succeeded (the node's health and metrics report it)."""
+        self._quota_log = RefusalLog()
         node.metrics.watch_routing_table(lambda: len(self.table))
         node.metrics.watch_records(lambda: (len(self.store), self.store.bytes_held))
+        node.metrics.watch_record_publishers(self._usage_by_role)
         node.metrics.watch_joined(lambda: self.joined)
         node.add_listener(self)
         node.handle(FindNode, self._on_find_node)
@@ -538,6 +552,24 @@ class Dht:
     def peer_down(self, peer: PeerIdentity) -> None:
         """Nothing to do: a closed session is not a dead peer; failed requests decide that."""
 
+    def trust_changed(self, trust: TrustAnchor) -> None:
+        """The node reloaded its revocation list: forget every record a revoked certificate
+        signed (their publishers can no longer renew them anywhere either)."""
+        dropped = self.store.drop_revoked(trust)
+        for publisher, count in sorted(dropped.items()):
+            log.warning(
+                "dropped %d DHT records published by %s: its certificate was revoked",
+                count,
+                short_id(publisher),
+                extra={"event": "records_revoked", "publisher": publisher.hex(), "records": count},
+            )
+
+    def _usage_by_role(self) -> dict[str, tuple[int, int]]:
+        return {
+            role.value: (usage.records, usage.bytes)
+            for role, usage in self.store.usage_by_role().items()
+        }
+
     async def _check_oldest(self, oldest: Contact) -> None:
         alive = await self._answers_ping(oldest)
         self.table.ping_result(oldest.id, alive, trio.current_time())
@@ -597,15 +629,41 @@ class Dht:
         try:
             self.store.put(message.record, self._wall_clock(), trust=self._trust())
         except RecordRejected as rejected:
-            log.info(
-                "refused a record from %s: %s",
-                short_id(peer.node_id),
-                rejected,
-                extra={
-                    "event": "record_refused",
-                    "peer": peer.node_id.hex(),
-                    "reason": rejected.reason,
-                },
-            )
+            self.node.metrics.record_record_refused(rejected.reason)
+            if rejected.reason == RejectReason.OVER_QUOTA and rejected.publisher is not None:
+                self._log_over_quota(peer, rejected, rejected.publisher)
+            else:
+                log.info(
+                    "refused a record from %s: %s",
+                    short_id(peer.node_id),
+                    rejected,
+                    extra={
+                        "event": "record_refused",
+                        "peer": peer.node_id.hex(),
+                        "reason": rejected.reason,
+                    },
+                )
             return StoreReply(stored=False, reason=str(rejected)[:500])
         return StoreReply(stored=True, reason="")
+
+    def _log_over_quota(
+        self, peer: PeerIdentity, rejected: RecordRejected, publisher: bytes
+    ) -> None:
+        """Once per publisher per interval: a flood must not become a flood of log lines."""
+        left_out = self._quota_log.due(publisher, trio.current_time())
+        if left_out is None:
+            return
+        log.warning(
+            "%s (sent by %s; %d more refusals of this publisher not logged since its last line)",
+            rejected,
+            short_id(peer.node_id),
+            left_out,
+            extra={
+                "event": "record_quota_exceeded",
+                "publisher": publisher.hex(),
+                "peer": peer.node_id.hex(),
+                "records": self.store.usage_of(publisher).records,
+                "bytes": self.store.usage_of(publisher).bytes,
+                "not_logged": left_out,
+            },
+        )

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from p2pstore.core.records import RejectReason
 from p2pstore.errors import P2PStoreError
 from p2pstore.identity import PeerIdentity
 from p2pstore.net.link import FrameLink
@@ -46,6 +47,14 @@ def bounded_code(code: str) -> str:
     """``code`` if p2pstore itself could have sent it, else ``other``: a peer chooses the codes
     in its replies, and an unbounded label would let it flood the metrics."""
     return code if code in PROTOCOL_CODES or code in _error_names() else OTHER
+
+
+def bounded_reason(reason: str) -> str:
+    """A record refusal's reason if it is one p2pstore gives, else ``other``."""
+    return reason if reason in _REJECT_REASONS else OTHER
+
+
+_REJECT_REASONS = frozenset(reason.value for reason in RejectReason)
 
 
 def _error_names() -> frozenset[str]:
@@ -134,6 +143,20 @@ class NodeMetrics:
             "Objects this node checked as their steward in its last round.",
             registry=r,
         )
+        self.records_refused = Counter(
+            "p2pstore_records_refused",
+            "DHT records peers asked this node to store and it refused, by reason "
+            "(over-quota, uncertified, revoked, full, stale, bad-signature, ...).",
+            ("reason",),
+            registry=r,
+        )
+        for reason in ("over-quota", "uncertified", "revoked", "full"):
+            self.records_refused.labels(reason)  # the ones alerts watch, at 0 from the start
+        self.fragments_refused_quota = Counter(
+            "p2pstore_fragments_over_identity_quota",
+            "Fragments refused because their uploader holds its per-identity quota here.",
+            registry=r,
+        )
         self._live = _LiveLevels()
         r.register(self._live)
 
@@ -159,6 +182,14 @@ class NodeMetrics:
 
     def record_fragment_served(self, size: int) -> None:
         self.fragment_bytes_served.inc(size)
+
+    def record_record_refused(self, reason: str) -> None:
+        """A peer's STORE was refused for ``reason`` (a ``RejectReason`` value)."""
+        self.records_refused.labels(bounded_reason(reason)).inc()
+
+    def record_fragment_over_quota(self) -> None:
+        """A PutFragment was refused: its uploader holds its per-identity quota."""
+        self.fragments_refused_quota.inc()
 
     def record_repair(self, outcome: str) -> None:
         """A chunk repair ``started``, ``finished`` or ``failed``."""
@@ -191,6 +222,10 @@ class NodeMetrics:
         """``held()``: (records, bytes) of DHT records this node holds for others."""
         self._live.records = held
 
+    def watch_record_publishers(self, by_role: Callable[[], Mapping[str, tuple[int, int]]]) -> None:
+        """``by_role()``: (records, bytes) held for node and for client publishers."""
+        self._live.publishers = by_role
+
     def watch_joined(self, joined: Callable[[], bool]) -> None:
         """``joined()``: whether the node has joined the mesh's DHT."""
         self._live.joined = joined
@@ -218,6 +253,7 @@ class _LiveLevels:
         self.peers: Callable[[], Mapping[str, int]] | None = None
         self.routing: Callable[[], int] | None = None
         self.records: Callable[[], tuple[int, int]] | None = None
+        self.publishers: Callable[[], Mapping[str, tuple[int, int]]] | None = None
         self.joined: Callable[[], bool] | None = None
         self.usage: Callable[[], StoreUsage] | None = None
 
@@ -237,12 +273,32 @@ class _LiveLevels:
             count, size = self.records()
             yield _gauge("p2pstore_records_held", "DHT records held for the mesh.", count)
             yield _gauge("p2pstore_record_held_bytes", "Bytes of DHT records held.", size)
+        if self.publishers is not None:
+            yield from _publisher_levels(self.publishers())
         if self.usage is not None:
             yield from _store_levels(self.usage())
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=float(value))
+
+
+def _publisher_levels(by_role: Mapping[str, tuple[int, int]]) -> Iterable[Metric]:
+    records = GaugeMetricFamily(
+        "p2pstore_records_held_by_publisher_role",
+        "DHT records held, by the role of their publisher's certificate (node, client).",
+        labels=["role"],
+    )
+    size = GaugeMetricFamily(
+        "p2pstore_record_held_bytes_by_publisher_role",
+        "Bytes of DHT records held, by the role of their publisher's certificate.",
+        labels=["role"],
+    )
+    for role, (count, held) in sorted(by_role.items()):
+        records.add_metric([role], count)
+        size.add_metric([role], held)
+    yield records
+    yield size
 
 
 def _store_levels(usage: StoreUsage) -> Iterable[Metric]:

@@ -55,11 +55,14 @@ class _SessionOutcome(enum.Enum):
 
 
 class PeerListener(Protocol):
-    """Told when a session with a peer comes up or goes away (e.g. the DHT's routing table)."""
+    """Told when a session with a peer comes up or goes away (e.g. the DHT's routing table),
+    and when the node applies a reloaded revocation list (e.g. the DHT's record store)."""
 
     def peer_up(self, peer: PeerIdentity, address: str) -> None: ...
 
     def peer_down(self, peer: PeerIdentity) -> None: ...
+
+    def trust_changed(self, trust: TrustAnchor) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +171,10 @@ class Node:
             self._scope.cancel()
 
     def apply_trust(self, trust: TrustAnchor) -> None:
-        """Close the sessions of peers whose certificates ``trust`` now revokes."""
+        """Close the sessions of peers whose certificates ``trust`` now revokes, and tell the
+        listeners (the DHT drops the records revoked certificates signed)."""
+        for listener in self._listeners:
+            listener.trust_changed(trust)
         for session in [*self._sessions.values(), *self._clients]:
             if session.peer.serial in trust.revoked_serials:
                 log.warning(

@@ -10,7 +10,10 @@ is verified again on load exactly as a peer's STORE is (signature, publisher's c
 expiry), and an expired one is dropped.
 
 Format: a stream of msgpack values: first the map ``{"format": "p2pstore-records", "version":
-1}``, then one array per record (the wire fields of :class:`SignedRecord`).  Reading stops at the
+2}``, then one array per record (the wire fields of :class:`SignedRecord`).  Version 2 records
+carry their publisher's certificate; a version 1 file (records without one, which no holder
+accepts any more) is refused as a whole with :class:`OldRecordsFile`: the node starts without
+those records and their publishers' republishing brings them back.  Reading stops at the
 store's own limits (``max_records`` records, ``max_bytes`` of values), so a damaged or hostile
 file costs no more memory than a full store.  Written atomically (:func:`replace_file_durably`),
 and only when the store changed since the last save.
@@ -27,19 +30,26 @@ from pathlib import Path
 import msgpack
 import trio
 
-from p2pstore.core.records import RecordStore
+from p2pstore.core.record_store import RecordStore
 from p2pstore.errors import RemoteProtocolError, StoreError
 from p2pstore.store.directory import replace_file_durably
 from p2pstore.wire import MAX_RECORD_VALUE, SignedRecord
+from p2pstore.wire.dht import MAX_PUBLISHER_CERTIFICATE
 from p2pstore.wire.schema import decode_record, schema_of
 
 log = logging.getLogger("p2pstore.node")
 
 FILE_NAME = "records.msgpack"
 FORMAT = "p2pstore-records"
-VERSION = 1
-MAX_ENTRY_BYTES = MAX_RECORD_VALUE + 4096
-"""The largest encoded record: its value plus key, signature, publisher key and integers."""
+VERSION = 2
+MAX_ENTRY_BYTES = MAX_RECORD_VALUE + MAX_PUBLISHER_CERTIFICATE + 4096
+"""The largest encoded record: its value and certificate plus key, signature, publisher key and
+integers."""
+
+
+class OldRecordsFile(StoreError):
+    """The saved-records file was written by an older p2pstore (its records carry no
+    publisher certificate): it is not loaded, the records come back as publishers republish."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +75,9 @@ class RecordBook:
         none if there is no file yet.
 
         Raises :class:`StoreError` naming the file if it cannot be read or is not a records
-        file.  Malformed entries in a well-formed file are counted and skipped; entries past
-        ``max_records``, or past ``max_bytes`` of values, are ignored."""
+        file, :class:`OldRecordsFile` if an older p2pstore wrote it.  Malformed entries in a
+        well-formed file are counted and skipped; entries past ``max_records``, or past
+        ``max_bytes`` of values, are ignored."""
         try:
             if not stat.S_ISREG(self.path.lstat().st_mode):
                 raise StoreError(f"{self.path} is not a regular file: not a records file")
@@ -87,9 +98,21 @@ class RecordBook:
                     isinstance(header, dict)
                     and header.get("format") == FORMAT
                     and type(header.get("version")) is int
-                    and header.get("version") == VERSION
                 ):
                     raise StoreError(f"{self.path} is not a version {VERSION} {FORMAT} file")
+                if header["version"] < VERSION:
+                    raise OldRecordsFile(
+                        f"{self.path} is a version {header['version']} {FORMAT} file, written "
+                        f"by an older p2pstore: its records carry no publisher certificate, "
+                        f"which every holder now requires, so they are not loaded; their "
+                        f"publishers republish them within a day (and the file is rewritten "
+                        f"at the next save)"
+                    )
+                if header["version"] != VERSION:
+                    raise StoreError(
+                        f"{self.path} is a version {header['version']} {FORMAT} file, newer "
+                        f"than this p2pstore reads ({VERSION}): upgrade p2pstore"
+                    )
                 return self._read_entries(entries)
             except msgpack.BufferFull as exc:
                 raise StoreError(

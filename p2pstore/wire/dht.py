@@ -1,10 +1,11 @@
 """The DHT's messages: FIND_NODE, FIND_VALUE and STORE, and the signed record they carry.
 
 Strategy: a record is self-contained, so any holder can pass it on and any receiver can check
-it without trusting the holder: it carries its publisher's public key and signature (the
-publisher's node id is the hash of that key) and an absolute expiry in Unix seconds, since
-records outlive the sessions and clocks of the peers that relay them.  Sizes are bounded here;
-what a record *means* (its kinds, signature rules, replacement order) lives in
+it without trusting the holder: it carries its publisher's public key, the publisher's mesh
+certificate (so a holder checks that a member of the mesh, not a throw-away key, published it)
+and signature (the publisher's node id is the hash of that key), and an absolute expiry in Unix
+seconds, since records outlive the sessions and clocks of the peers that relay them.  Sizes are
+bounded here; what a record *means* (its kinds, signature rules, replacement order) lives in
 ``p2pstore.core.records``.  Contacts in replies are hints — another peer's word about a third
 one — used only to dial; a contact enters a routing table only through its own certificate.
 """
@@ -27,6 +28,8 @@ MAX_RECORDS_PER_REPLY = 16
 
 PUBLIC_KEY_LENGTH = 32
 SIGNATURE_LENGTH = 64
+MAX_PUBLISHER_CERTIFICATE = 4 * 1024
+"""Largest publisher certificate a record carries (DER; a p2pstore certificate is ~600 bytes)."""
 
 
 @record
@@ -43,7 +46,8 @@ class ContactInfo(Record):
 @record
 @dataclasses.dataclass(frozen=True, slots=True)
 class SignedRecord(Record):
-    """A value stored under ``key`` in the DHT, signed by its publisher."""
+    """A value stored under ``key`` in the DHT, signed by its publisher, whose DER certificate
+    (issued by the mesh CA for ``publisher_key``) travels with it."""
 
     kind: int = dataclasses.field(metadata={"min": 0, "max": 255})
     key: NodeId
@@ -52,6 +56,9 @@ class SignedRecord(Record):
     expires_at: int = dataclasses.field(metadata={"min": 0})
     publisher_key: bytes = dataclasses.field(
         metadata={"min_len": PUBLIC_KEY_LENGTH, "max_len": PUBLIC_KEY_LENGTH}
+    )
+    certificate: bytes = dataclasses.field(
+        metadata={"min_len": 1, "max_len": MAX_PUBLISHER_CERTIFICATE}
     )
     signature: bytes = dataclasses.field(
         metadata={"min_len": SIGNATURE_LENGTH, "max_len": SIGNATURE_LENGTH}

@@ -1,4 +1,4 @@
-"""Signed records: what is accepted, what is refused and why, for every kind."""
+"""Signed records: what is accepted, what is refused and why, for every kind and publisher."""
 
 from __future__ import annotations
 
@@ -31,12 +31,19 @@ from p2pstore.wire import Envelope, Kind, SignedRecord, Store, decode_envelope, 
 
 T0 = 1_772_366_400  # 2026-03-01 12:00 UTC
 NOW_DT = datetime.fromtimestamp(T0, UTC)
-ISSUED = NOW_DT - timedelta(days=1)
+ISSUED = NOW_DT - timedelta(days=30)  # the round-trip property moves `now` by up to 12 days
 CA = MeshCA.create_in_memory(mesh_name="grand-est", now=ISSUED)
 TRUST = CA.trust_anchor()
 NODE = CA.issue_in_memory(datacenter="strasbourg-1", region="FR-GES", now=ISSUED)
 NEIGHBOUR = CA.issue_in_memory(datacenter="metz-2", region="FR-GES", now=ISSUED)
-KEY = Ed25519PrivateKey.from_private_bytes(b"\x07" * 32)
+KEY = CA.issue_in_memory(
+    datacenter="laptop",
+    region="FR",
+    role=Role.CLIENT,
+    now=ISSUED,
+    key=Ed25519PrivateKey.from_private_bytes(b"\x07" * 32),
+)
+"""A client: records of every kind but announcements come from clients as well as nodes."""
 PLACEMENT_KEY = hashlib.sha256(b"some object").digest()[:20]
 
 
@@ -51,11 +58,22 @@ def announcement(creds=NODE, **changes):
     return Announcement(**{**fields, **changes})
 
 
-def forge(private_key, kind, key, value, *, sequence=1, expires_at=T0 + 600):
-    """A correctly signed record that sign_record would refuse to make."""
+def forge(
+    creds, kind, key, value, *, sequence=1, expires_at=T0 + 600, private_key=None, certificate=None
+):
+    """A correctly signed record that sign_record would refuse to make: by ``creds`` (its key
+    and certificate), or by ``private_key`` carrying ``certificate`` (any bytes)."""
+    private_key = creds.private_key if private_key is None else private_key
+    certificate = creds.certificate_der() if certificate is None else certificate
     public = private_key.public_key().public_bytes_raw()
     data = signed_bytes(
-        kind, key, value, sequence=sequence, expires_at=expires_at, publisher_key=public
+        kind,
+        key,
+        value,
+        sequence=sequence,
+        expires_at=expires_at,
+        publisher_key=public,
+        certificate=certificate,
     )
     return SignedRecord(
         kind=int(kind),
@@ -64,6 +82,7 @@ def forge(private_key, kind, key, value, *, sequence=1, expires_at=T0 + 600):
         sequence=sequence,
         expires_at=expires_at,
         publisher_key=public,
+        certificate=certificate,
         signature=private_key.sign(data),
     )
 
@@ -99,10 +118,11 @@ def test_sign_then_verify_round_trips_for_content_kinds(kind, value, sequence, t
     key = hashlib.sha256(value).digest()[:20] if kind is RecordKind.MANIFEST else PLACEMENT_KEY
     expires_at = int(now) + ttl
     record = sign_record(KEY, kind, key, value, sequence=sequence, expires_at=expires_at)
-    info = verify_record(record, now)
+    info = verify_record(record, now, trust=TRUST)
     assert info.kind is kind
     assert info.key == key
-    assert info.publisher == node_id_from_public_key(KEY.public_key())
+    assert info.publisher == node_id_from_public_key(KEY.private_key.public_key())
+    assert info.certificate == KEY.identity
     assert (info.sequence, info.expires_at) == (sequence, expires_at)
     assert info.announcement is None
 
@@ -134,6 +154,7 @@ FIELDS = {
     "sequence": 64,
     "expires_at": 64,
     "publisher_key": 256,
+    "certificate": None,
     "signature": 512,
 }
 
@@ -155,11 +176,15 @@ def flip(record, field, bit):
 )
 def test_any_flipped_bit_is_refused(kind, field, bit):
     record = good_record(kind)
-    width = FIELDS[field] or 8 * len(record.value)
+    width = FIELDS[field] or 8 * len(getattr(record, field))
     altered = flip(record, field, bit % width)
     assert altered != record
     reason = rejected(altered).reason
-    assert reason in set(RejectReason) - {RejectReason.STALE, RejectReason.FULL}
+    assert reason in set(RejectReason) - {
+        RejectReason.STALE,
+        RejectReason.FULL,
+        RejectReason.OVER_QUOTA,
+    }
 
 
 # -- time, size, kind ----------------------------------------------------------------------
@@ -193,7 +218,7 @@ def test_oversized_values_are_neither_signed_nor_accepted(kind):
     key = NODE.node_id if kind is RecordKind.ANNOUNCEMENT else PLACEMENT_KEY
     with pytest.raises(LocalProtocolError, match="at most"):
         sign_record(NODE, kind, key, b"\0" * (limit + 1), sequence=1, expires_at=T0 + 60)
-    big = forge(NODE.private_key, kind, key, b"\0" * (limit + 1))
+    big = forge(NODE, kind, key, b"\0" * (limit + 1))
     assert rejected(big).reason is RejectReason.TOO_LARGE
 
 
@@ -202,7 +227,7 @@ def test_a_placement_at_its_size_limit_is_accepted():
     record = sign_record(
         KEY, RecordKind.PLACEMENT, PLACEMENT_KEY, b"\1" * limit, sequence=1, expires_at=T0 + 60
     )
-    assert verify_record(record, T0).kind is RecordKind.PLACEMENT
+    assert verify_record(record, T0, trust=TRUST).kind is RecordKind.PLACEMENT
 
 
 @pytest.mark.parametrize("kind", [0, 4, 17, 255])
@@ -222,7 +247,7 @@ def test_a_manifest_is_accepted_only_under_its_own_object_id(value, other):
     key = manifest_key(object_id)
     assert key == object_id[:20]
     record = sign_record(KEY, RecordKind.MANIFEST, key, value, sequence=1, expires_at=T0 + 60)
-    assert verify_record(record, T0).key == key
+    assert verify_record(record, T0, trust=TRUST).key == key
     if hashlib.sha256(other).digest()[:20] != key:
         with pytest.raises(LocalProtocolError, match="hashes to"):
             sign_record(KEY, RecordKind.MANIFEST, key, other, sequence=1, expires_at=T0 + 60)
@@ -243,8 +268,85 @@ def test_a_node_announces_only_itself():
     value = announcement().encode()
     with pytest.raises(LocalProtocolError, match="only itself"):
         sign_record(NODE, RecordKind.ANNOUNCEMENT, PLACEMENT_KEY, value, sequence=1, expires_at=T0)
-    wrong_key = forge(NODE.private_key, RecordKind.ANNOUNCEMENT, NEIGHBOUR.node_id, value)
+    wrong_key = forge(NODE, RecordKind.ANNOUNCEMENT, NEIGHBOUR.node_id, value)
     assert rejected(wrong_key).reason is RejectReason.BAD_KEY
+
+
+# -- publishers must be members of the mesh ------------------------------------------------
+
+THROWAWAY = Ed25519PrivateKey.from_private_bytes(b"\x66" * 32)
+OTHER_MESH = MeshCA.create_in_memory(mesh_name="grand-est", now=ISSUED)
+
+
+def content(kind, publisher_id):
+    """A value and key that pass the kind's own rules for ``publisher_id``."""
+    if kind is RecordKind.MANIFEST:
+        return manifest_key(hashlib.sha256(b"junk").digest()), b"junk"
+    if kind is RecordKind.ANNOUNCEMENT:
+        return publisher_id, announcement().encode()
+    return PLACEMENT_KEY, b"every share on a node that holds nothing"
+
+
+@pytest.mark.parametrize("kind", list(RecordKind))
+@pytest.mark.parametrize(
+    "certificate",
+    ["garbage", "someone-elses", "other-mesh", "own-key-other-mesh"],
+)
+def test_a_record_signed_by_a_throwaway_key_is_refused(kind, certificate):
+    """The attack of issue 13: a key with no certificate behind it signs a record (a
+    placement at sequence 2**62); whatever certificate it carries, no holder takes it."""
+    der = {
+        "garbage": b"\x30\x03\x02\x01\x01",
+        "someone-elses": NODE.certificate_der(),
+        "other-mesh": OTHER_MESH.issue_in_memory(
+            datacenter="dc-1", region="FR-GES", now=ISSUED
+        ).certificate_der(),
+        "own-key-other-mesh": OTHER_MESH.issue_in_memory(
+            datacenter="dc-1", region="FR-GES", now=ISSUED, key=THROWAWAY
+        ).certificate_der(),
+    }[certificate]
+    publisher = node_id_from_public_key(THROWAWAY.public_key())
+    key, value = content(kind, publisher)
+    record = forge(NODE, kind, key, value, sequence=1 << 62, private_key=THROWAWAY, certificate=der)
+    error = rejected(record)
+    assert error.reason is RejectReason.UNCERTIFIED
+    assert error.sender_at_fault
+    assert "certificate" in str(error)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    kind=st.sampled_from(list(RecordKind)),
+    certificate=st.binary(min_size=1, max_size=4096),
+    sequence=st.integers(0, (1 << 64) - 1),
+)
+def test_no_certificate_bytes_make_a_throwaway_key_a_publisher(kind, certificate, sequence):
+    publisher = node_id_from_public_key(THROWAWAY.public_key())
+    key, value = content(kind, publisher)
+    record = forge(
+        NODE, kind, key, value, sequence=sequence, private_key=THROWAWAY, certificate=certificate
+    )
+    assert rejected(record).reason is RejectReason.UNCERTIFIED
+
+
+def test_a_member_s_record_carries_its_certificate_under_its_signature():
+    record = good_record(RecordKind.PLACEMENT)
+    assert record.certificate == NODE.certificate_der()
+    swapped = dataclasses.replace(record, certificate=NEIGHBOUR.certificate_der())
+    assert rejected(swapped).reason is RejectReason.BAD_SIGNATURE
+    renewed_elsewhere = CA.issue_in_memory(
+        datacenter="strasbourg-1", region="FR-GES", now=ISSUED, key=NODE.private_key
+    )
+    resigned = renew(record, renewed_elsewhere, T0)  # a renewed certificate, same key
+    info = verify_record(resigned, T0, trust=TRUST)
+    assert info.certificate.serial == renewed_elsewhere.identity.serial != NODE.identity.serial
+
+
+def test_a_client_publishes_manifests_and_placements():
+    for kind in (RecordKind.MANIFEST, RecordKind.PLACEMENT):
+        key, value = content(kind, KEY.node_id)
+        record = sign_record(KEY, kind, key, value, sequence=1, expires_at=T0 + 60)
+        assert verify_record(record, T0, trust=TRUST).certificate.role is Role.CLIENT
 
 
 # -- announcements against the mesh CA -----------------------------------------------------
@@ -254,13 +356,6 @@ def announce(creds, value):
     return sign_record(
         creds, RecordKind.ANNOUNCEMENT, creds.node_id, value, sequence=1, expires_at=T0 + 600
     )
-
-
-def test_an_announcement_needs_the_mesh_ca():
-    error = rejected(good_record(RecordKind.ANNOUNCEMENT), trust=None)
-    assert error.reason is RejectReason.UNVERIFIABLE
-    assert not error.sender_at_fault
-    assert "mesh CA" in str(error)
 
 
 def test_an_announcement_claiming_another_region_is_refused():
@@ -277,16 +372,27 @@ def test_an_announcement_claiming_another_datacenter_is_refused():
 
 def test_an_announcement_with_another_nodes_certificate_is_refused():
     value = announcement(NEIGHBOUR, datacenter="strasbourg-1").encode()
-    error = rejected(announce(NODE, value))
+    with pytest.raises(LocalProtocolError, match="another certificate"):
+        announce(NODE, value)
+    error = rejected(forge(NODE, RecordKind.ANNOUNCEMENT, NODE.node_id, value))
     assert error.reason is RejectReason.BAD_VALUE
     assert "certificate of node" in str(error)
+    # Its own certificate in the value, the neighbour's on the record: the record's is refused.
+    mixed = forge(
+        NODE,
+        RecordKind.ANNOUNCEMENT,
+        NODE.node_id,
+        announcement().encode(),
+        certificate=NEIGHBOUR.certificate_der(),
+    )
+    assert rejected(mixed).reason is RejectReason.UNCERTIFIED
 
 
 def test_an_announcement_certified_by_another_mesh_is_refused():
     other_ca = MeshCA.create_in_memory(mesh_name="grand-est", now=ISSUED)
     impostor = other_ca.issue_in_memory(datacenter="strasbourg-1", region="FR-GES", now=ISSUED)
     error = rejected(announce(impostor, announcement(impostor).encode()))
-    assert error.reason is RejectReason.BAD_VALUE
+    assert error.reason is RejectReason.UNCERTIFIED
     assert "wrong-ca" in str(error)
     assert verify_record(
         announce(impostor, announcement(impostor).encode()), T0, trust=other_ca.trust_anchor()
@@ -296,8 +402,11 @@ def test_an_announcement_certified_by_another_mesh_is_refused():
 def test_an_announcement_with_a_revoked_or_expired_certificate_is_refused():
     record = announce(NODE, announcement().encode())
     revoking = TrustAnchor(CA.certificate, frozenset({NODE.identity.serial}))
-    assert "revoked" in str(rejected(record, trust=revoking))
-    short = CA.issue_in_memory(datacenter="dc-1", region="FR-GES", now=ISSUED, valid_days=1)
+    error = rejected(record, trust=revoking)
+    assert error.reason is RejectReason.REVOKED and "revoked" in str(error)
+    assert not error.sender_at_fault  # its relay may not have reloaded its revocation list yet
+    yesterday = NOW_DT - timedelta(days=1)
+    short = CA.issue_in_memory(datacenter="dc-1", region="FR-GES", now=yesterday, valid_days=1)
     late = T0 + 2 * 86400
     record = sign_record(
         short,
@@ -307,12 +416,16 @@ def test_an_announcement_with_a_revoked_or_expired_certificate_is_refused():
         sequence=1,
         expires_at=late + 60,
     )
-    assert "expired" in str(rejected(record, now=late))
+    error = rejected(record, now=late)
+    assert error.reason is RejectReason.UNCERTIFIED and "expired" in str(error)
 
 
 def test_a_client_certificate_cannot_announce():
-    client = CA.issue_in_memory(datacenter="laptop", region="FR", role=Role.CLIENT, now=ISSUED)
-    error = rejected(announce(client, announcement(client).encode()))
+    value = announcement(KEY).encode()
+    with pytest.raises(LocalProtocolError, match="only nodes"):
+        announce(KEY, value)
+    error = rejected(forge(KEY, RecordKind.ANNOUNCEMENT, KEY.node_id, value))
+    assert error.reason is RejectReason.BAD_VALUE
     assert "client certificate" in str(error)
 
 
@@ -330,7 +443,7 @@ def test_a_client_certificate_cannot_announce():
 def test_a_malformed_announcement_is_refused(value):
     with pytest.raises(LocalProtocolError):
         announce(NODE, value)
-    record = forge(NODE.private_key, RecordKind.ANNOUNCEMENT, NODE.node_id, value)
+    record = forge(NODE, RecordKind.ANNOUNCEMENT, NODE.node_id, value)
     assert rejected(record).reason is RejectReason.BAD_VALUE
 
 
@@ -389,7 +502,7 @@ def test_renew_keeps_sequence_and_value_and_extends_expiry():
         record.key,
     )
     assert renewed.expires_at == later + RULES[RecordKind.PLACEMENT].max_ttl
-    assert verify_record(renewed, later).sequence == record.sequence
+    assert verify_record(renewed, later, trust=TRUST).sequence == record.sequence
     assert renew(record, NODE, later, ttl=30).expires_at == later + 30
 
 
@@ -402,24 +515,24 @@ def test_only_the_publisher_renews_within_the_kinds_lifetime():
             renew(record, NODE, T0, ttl=ttl)
 
 
-def test_bare_keys_and_credentials_sign_the_same_bytes():
-    by_creds = sign_record(
-        NODE, RecordKind.PLACEMENT, PLACEMENT_KEY, b"v", sequence=3, expires_at=T0 + 9
-    )
-    by_key = sign_record(
-        NODE.private_key, RecordKind.PLACEMENT, PLACEMENT_KEY, b"v", sequence=3, expires_at=T0 + 9
-    )
-    assert by_creds == by_key
+def test_a_bare_key_cannot_sign_a_record():
+    with pytest.raises(LocalProtocolError, match="certificate"):
+        sign_record(
+            NODE.private_key, RecordKind.PLACEMENT, PLACEMENT_KEY, b"v", sequence=3, expires_at=T0
+        )
 
 
 def test_signatures_are_domain_separated():
     record = good_record(RecordKind.PLACEMENT)
     fields = dict(
-        sequence=record.sequence, expires_at=record.expires_at, publisher_key=record.publisher_key
+        sequence=record.sequence,
+        expires_at=record.expires_at,
+        publisher_key=record.publisher_key,
+        certificate=record.certificate,
     )
     data = signed_bytes(record.kind, record.key, record.value, **fields)
-    assert data.startswith(b"p2pstore-record-v1\0")
-    bare = NODE.private_key.sign(data[len(b"p2pstore-record-v1\0") :])
+    assert data.startswith(b"p2pstore-record-v2\0")
+    bare = NODE.private_key.sign(data[len(b"p2pstore-record-v2\0") :])
     assert (
         rejected(dataclasses.replace(record, signature=bare)).reason is RejectReason.BAD_SIGNATURE
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from datetime import UTC, datetime, timedelta
 
@@ -12,26 +13,39 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from p2pstore.core.announcements import Announcement
+from p2pstore.core.record_store import PutResult, RecordStore, held_size
 from p2pstore.core.records import (
     RULES,
     PublishedRecords,
-    PutResult,
     RecordKind,
     RecordRejected,
-    RecordStore,
     RejectReason,
-    held_size,
     next_sequence,
     renew,
     sign_record,
+    signed_bytes,
     verify_record,
 )
 from p2pstore.errors import LocalProtocolError
-from p2pstore.identity import MeshCA, node_id_from_public_key
+from p2pstore.identity import MeshCA, Role, node_id_from_public_key
+from p2pstore.wire import SignedRecord
 
 T0 = 1_772_366_400
-KEYS = [Ed25519PrivateKey.from_private_bytes(bytes([i + 1]) * 32) for i in range(4)]
-IDS = [node_id_from_public_key(k.public_key()) for k in KEYS]
+ISSUED = datetime.fromtimestamp(T0, UTC) - timedelta(days=30)
+CA = MeshCA.create_in_memory(mesh_name="grand-est", now=ISSUED)
+TRUST = CA.trust_anchor()
+KEYS = [
+    CA.issue_in_memory(
+        datacenter=f"dc-{i}",
+        region="FR-GES",
+        role=Role.CLIENT if i % 2 else Role.NODE,
+        now=ISSUED,
+        key=Ed25519PrivateKey.from_private_bytes(bytes([i + 1]) * 32),
+    )
+    for i in range(4)
+]
+"""Publishers: nodes and clients of the mesh."""
+IDS = [k.node_id for k in KEYS]
 SLOTS = [hashlib.sha256(bytes([i])).digest()[:20] for i in range(3)]
 PLACEMENT = RecordKind.PLACEMENT
 
@@ -46,9 +60,9 @@ def publisher_id(record):
     return hashlib.sha256(record.publisher_key).digest()[:20]
 
 
-def refused(store, record, now=T0):
+def refused(store, record, now=T0, trust=TRUST):
     with pytest.raises(RecordRejected) as caught:
-        store.put(record, now)
+        store.put(record, now, trust=trust)
     return caught.value
 
 
@@ -58,12 +72,12 @@ def refused(store, record, now=T0):
 def test_a_publisher_s_versions_replace_each_other_in_order():
     store = RecordStore(10, 10_000)
     first = placement(sequence=5, value=b"first")
-    assert store.put(first, T0) is PutResult.STORED
-    assert store.put(first, T0 + 1) is PutResult.UNCHANGED
+    assert store.put(first, T0, trust=TRUST) is PutResult.STORED
+    assert store.put(first, T0 + 1, trust=TRUST) is PutResult.UNCHANGED
     renewal = placement(sequence=5, expires_at=T0 + 900, value=b"first")
-    assert store.put(renewal, T0) is PutResult.REPLACED
+    assert store.put(renewal, T0, trust=TRUST) is PutResult.REPLACED
     newer = placement(sequence=6, expires_at=T0 + 300, value=b"second")
-    assert store.put(newer, T0) is PutResult.REPLACED
+    assert store.put(newer, T0, trust=TRUST) is PutResult.REPLACED
     assert store.get(PLACEMENT, SLOTS[0], T0) == [newer]
     for stale in (
         placement(sequence=4, expires_at=T0 + 3000),
@@ -80,8 +94,11 @@ def test_a_publisher_s_versions_replace_each_other_in_order():
 
 def test_an_expired_version_no_longer_blocks_an_older_sequence():
     store = RecordStore(10, 10_000)
-    store.put(placement(sequence=9, expires_at=T0 + 10), T0)
-    assert store.put(placement(sequence=1, expires_at=T0 + 100), T0 + 10) is PutResult.STORED
+    store.put(placement(sequence=9, expires_at=T0 + 10), T0, trust=TRUST)
+    assert (
+        store.put(placement(sequence=1, expires_at=T0 + 100), T0 + 10, trust=TRUST)
+        is PutResult.STORED
+    )
     assert [r.sequence for r in store.get(PLACEMENT, SLOTS[0], T0 + 10)] == [1]
 
 
@@ -95,7 +112,7 @@ def test_get_orders_by_sequence_then_publisher_and_hides_the_expired():
         placement(signer=0, slot=1, sequence=99),
     ]
     for record in records:
-        store.put(record, T0)
+        store.put(record, T0, trust=TRUST)
     got = store.get(PLACEMENT, SLOTS[0], T0)
     assert got[0] == records[1]
     ties = sorted([0, 2, 3], key=lambda i: IDS[i])
@@ -114,7 +131,7 @@ def test_records_for_refresh_lists_every_live_record_by_kind_and_key():
     store = RecordStore(10, 10_000)
     a, b, c = placement(slot=2), placement(slot=0, signer=1), placement(slot=1, expires_at=T0 + 5)
     for record in (a, b, c):
-        store.put(record, T0)
+        store.put(record, T0, trust=TRUST)
     order = sorted([a, b, c], key=lambda r: r.key)
     assert store.records_for_refresh(T0) == order
     assert store.records_for_refresh(T0 + 5) == [r for r in order if r is not c]
@@ -134,52 +151,196 @@ def test_invalid_records_are_refused_and_blamed_on_the_sender():
 def test_a_full_store_refuses_rather_than_evicts_then_makes_room_as_records_expire():
     store = RecordStore(2, 10_000)
     short, long = placement(signer=0, expires_at=T0 + 10), placement(signer=1)
-    store.put(short, T0)
-    store.put(long, T0)
+    store.put(short, T0, trust=TRUST)
+    store.put(long, T0, trust=TRUST)
     error = refused(store, placement(signer=2))
     assert error.reason is RejectReason.FULL
     assert not error.sender_at_fault
     assert "next closest peer" in str(error)
     assert store.get(PLACEMENT, SLOTS[0], T0) == sorted([short, long], key=publisher_id)
-    assert store.put(placement(signer=1, sequence=2), T0) is PutResult.REPLACED  # no new slot
-    assert store.put(placement(signer=2), T0 + 10) is PutResult.STORED  # short expired
+    assert (
+        store.put(placement(signer=1, sequence=2), T0, trust=TRUST) is PutResult.REPLACED
+    )  # no new slot
+    assert store.put(placement(signer=2), T0 + 10, trust=TRUST) is PutResult.STORED  # short expired
     assert len(store) == 2
 
 
 def test_bytes_and_publishers_per_key_are_bounded():
-    by_bytes = RecordStore(100, 2 * held_size(placement(value=b"x" * 100)))
-    by_bytes.put(placement(signer=0, value=b"x" * 100), T0)
-    by_bytes.put(placement(signer=1, value=b"x" * 100), T0)
+    room = held_size(placement(signer=0, value=b"x" * 100))
+    room += held_size(placement(signer=1, value=b"x" * 100))
+    by_bytes = RecordStore(100, room, max_publisher_bytes=room)
+    by_bytes.put(placement(signer=0, value=b"x" * 100), T0, trust=TRUST)
+    by_bytes.put(placement(signer=1, value=b"x" * 100), T0, trust=TRUST)
     assert refused(by_bytes, placement(signer=2)).reason is RejectReason.FULL
     grown = placement(signer=0, sequence=2, value=b"x" * 101)
     assert refused(by_bytes, grown).reason is RejectReason.FULL
-    assert by_bytes.put(placement(signer=0, sequence=2, value=b"x" * 99), T0) is PutResult.REPLACED
+    assert (
+        by_bytes.put(placement(signer=0, sequence=2, value=b"x" * 99), T0, trust=TRUST)
+        is PutResult.REPLACED
+    )
 
     per_key = RecordStore(100, 100_000, max_per_key=2)
-    per_key.put(placement(signer=0), T0)
-    per_key.put(placement(signer=1), T0)
+    per_key.put(placement(signer=0), T0, trust=TRUST)
+    per_key.put(placement(signer=1), T0, trust=TRUST)
     assert refused(per_key, placement(signer=2)).reason is RejectReason.FULL
-    assert per_key.put(placement(signer=2, slot=1), T0) is PutResult.STORED
+    assert per_key.put(placement(signer=2, slot=1), T0, trust=TRUST) is PutResult.STORED
 
 
 def test_limits_must_be_positive():
     with pytest.raises(LocalProtocolError):
         RecordStore(0, 100)
+    with pytest.raises(LocalProtocolError):
+        RecordStore(10, 100, max_publisher_bytes=0)
+
+
+# -- per publisher -------------------------------------------------------------------------
+
+
+def manifest(signer, junk, expires_at=T0 + 60):
+    value = junk.to_bytes(4, "big") * 2048  # 8 KiB: any bytes are a "manifest" of their hash
+    key = hashlib.sha256(value).digest()[:20]
+    return sign_record(
+        KEYS[signer], RecordKind.MANIFEST, key, value, sequence=1, expires_at=expires_at
+    )
+
+
+def test_one_identity_s_junk_manifests_stop_at_its_quota_and_others_still_get_room():
+    """Issue 13's flood, scaled down 1024x: 64 junk manifests from one client would fill the
+    store (512 KiB); it stops at a quarter, and the other members' records still fit."""
+    store = RecordStore(100_000, 512 * 1024)
+    assert (store.max_publisher_records, store.max_publisher_bytes) == (25_000, 128 * 1024)
+    attacker = 1  # a client
+    outcomes = []
+    for junk in range(64):
+        try:
+            store.put(manifest(attacker, junk), T0, trust=TRUST)
+            outcomes.append("stored")
+        except RecordRejected as error:
+            outcomes.append(error.reason)
+            last = error
+    stored = outcomes.count("stored")
+    assert stored == 128 * 1024 // held_size(manifest(attacker, 0))
+    assert outcomes == ["stored"] * stored + [RejectReason.OVER_QUOTA] * (64 - stored)
+    assert not last.sender_at_fault and last.publisher == IDS[attacker]
+    message = str(last)
+    assert "over quota" in message and KEYS[attacker].identity.describe() in message
+    usage = store.usage_of(IDS[attacker])
+    assert f"{usage.records} of its 25000 records" in message
+    assert f"{usage.bytes} of its {128 * 1024} bytes" in message
+    assert store.bytes_held <= 128 * 1024
+    for signer in (0, 2, 3):  # everyone else: a manifest and a placement each
+        assert store.put(manifest(signer, 1000 + signer), T0, trust=TRUST) is PutResult.STORED
+        assert store.put(placement(signer=signer), T0, trust=TRUST) is PutResult.STORED
+    # Its records expire: room comes back for it, and only for what it is owed.
+    later = manifest(attacker, 99, expires_at=T0 + 600)
+    assert store.put(later, T0 + 60, trust=TRUST) is PutResult.STORED
+    assert store.usage_of(IDS[attacker]).records == 1
+
+
+def test_over_quota_counts_a_replacement_by_its_growth():
+    small = held_size(placement(signer=0, value=b"x"))
+    store = RecordStore(100, 100_000, max_publisher_records=2, max_publisher_bytes=2 * small + 10)
+    store.put(placement(signer=0, slot=0, value=b"x"), T0, trust=TRUST)
+    store.put(placement(signer=0, slot=1, value=b"x"), T0, trust=TRUST)
+    assert refused(store, placement(signer=0, slot=2)).reason is RejectReason.OVER_QUOTA
+    grown = placement(signer=0, slot=1, sequence=2, value=b"x" * 12)
+    assert refused(store, grown).reason is RejectReason.OVER_QUOTA
+    assert store.put(placement(signer=0, slot=1, sequence=2, value=b"x" * 11), T0, trust=TRUST)
+    assert store.put(placement(signer=1, slot=2), T0, trust=TRUST) is PutResult.STORED
+
+
+def test_a_forged_record_cannot_displace_another_publisher_s_record():
+    store = RecordStore(100, 100_000)
+    honest = placement(signer=0, sequence=5, value=b"the real holders")
+    store.put(honest, T0, trust=TRUST)
+    for certificate in (KEYS[0].certificate_der(), FORGED_ELSEWHERE.certificate_der()):
+        attack = forged(PLACEMENT, SLOTS[0], b"nobody", 1 << 62, T0 + 600, certificate)
+        assert refused(store, attack).reason is RejectReason.UNCERTIFIED
+    # A member's own record at any sequence sits beside the honest one, never in its place.
+    rival = placement(signer=1, sequence=1 << 62, value=b"nobody")
+    assert store.put(rival, T0, trust=TRUST) is PutResult.STORED
+    assert store.get(PLACEMENT, SLOTS[0], T0) == [rival, honest]
+
+
+def test_revoking_a_publisher_drops_its_records_and_refuses_new_ones():
+    store = RecordStore(100, 100_000)
+    for signer in range(3):
+        store.put(placement(signer=signer), T0, trust=TRUST)
+        store.put(placement(signer=signer, slot=1), T0, trust=TRUST)
+    revoking = dataclasses.replace(TRUST, revoked_serials={KEYS[1].identity.serial})
+    changes = store.changes
+    assert store.drop_revoked(revoking) == {IDS[1]: 2}
+    assert store.changes > changes  # the saver writes the file again
+    assert store.drop_revoked(revoking) == {}
+    assert all(publisher_id(r) != IDS[1] for r in store.records_for_refresh(T0))
+    assert len(store) == 4 and store.usage_of(IDS[1]).records == 0
+    assert (
+        refused(store, placement(signer=1, slot=2), trust=revoking).reason is RejectReason.REVOKED
+    )
+
+
+def test_a_record_lives_no_longer_than_its_publisher_s_certificate():
+    issued = datetime.fromtimestamp(T0, UTC) - timedelta(hours=12)
+    brief = CA.issue_in_memory(datacenter="dc-1", region="FR-GES", now=issued, valid_days=1)
+    ends = int(brief.identity.not_after.timestamp())
+    record = sign_record(brief, PLACEMENT, SLOTS[0], b"v", sequence=1, expires_at=ends + 3600)
+    store = RecordStore(100, 100_000)
+    store.put(record, ends - 10, trust=TRUST)
+    assert store.get(PLACEMENT, SLOTS[0], ends - 1) == [record]
+    assert store.get(PLACEMENT, SLOTS[0], ends) == []
+    assert store.expire(ends) == 1
+
+
+def test_usage_is_reported_by_publisher_role():
+    store = RecordStore(100, 100_000)
+    store.put(placement(signer=0), T0, trust=TRUST)  # a node
+    store.put(placement(signer=1), T0, trust=TRUST)  # a client
+    store.put(placement(signer=3, slot=1), T0, trust=TRUST)  # a client
+    by_role = store.usage_by_role()
+    assert by_role[Role.NODE].records == 1 and by_role[Role.CLIENT].records == 2
+    assert by_role[Role.CLIENT].bytes == store.bytes_held - by_role[Role.NODE].bytes
 
 
 # -- the store against a model -------------------------------------------------------------
 
 
+THROWAWAY = Ed25519PrivateKey.from_private_bytes(b"\x66" * 32)
+FORGED_ELSEWHERE = MeshCA.create_in_memory(mesh_name="grand-est", now=ISSUED).issue_in_memory(
+    datacenter="dc-9", region="FR-GES", now=ISSUED, key=THROWAWAY
+)
+
+
+def forged(kind, key, value, sequence, expires_at, certificate):
+    """A record signed by ``THROWAWAY`` carrying ``certificate`` (see tests/net/hostile.py)."""
+    public = THROWAWAY.public_key().public_bytes_raw()
+    fields = dict(
+        sequence=sequence, expires_at=expires_at, publisher_key=public, certificate=certificate
+    )
+    signature = THROWAWAY.sign(signed_bytes(kind, key, value, **fields))
+    return SignedRecord(kind=int(kind), key=key, value=value, signature=signature, **fields)
+
+
 class RecordStoreMachine(RuleBasedStateMachine):
-    """Random puts, time steps and expiries, checked against a dict of what must be visible."""
+    """Random puts by members and by forgers, time steps, expiries and revocations, checked
+    against a dict of what must be visible: whatever the order, forged records are never
+    held, no member passes its quota, and a revoked member's records are gone."""
 
     @initialize(
         max_records=st.integers(1, 8),
-        max_bytes=st.integers(300, 5000),
+        max_bytes=st.integers(800, 12_000),
         max_per_key=st.integers(1, 4),
+        publisher_records=st.integers(1, 8),
+        publisher_bytes=st.integers(800, 12_000),
     )
-    def setup(self, max_records, max_bytes, max_per_key):
-        self.store = RecordStore(max_records, max_bytes, max_per_key)
+    def setup(self, max_records, max_bytes, max_per_key, publisher_records, publisher_bytes):
+        self.store = RecordStore(
+            max_records,
+            max_bytes,
+            max_per_key,
+            max_publisher_records=publisher_records,
+            max_publisher_bytes=publisher_bytes,
+        )
+        self.trust = TRUST
         self.now = T0
         self.model = {}  # (kind, key, publisher) -> the record that must be visible
         self.highest = {}  # (kind, key, publisher) -> (sequence, expires_at) while held
@@ -198,6 +359,11 @@ class RecordStoreMachine(RuleBasedStateMachine):
             held.expires_at,
         ):
             return RejectReason.STALE
+        own = [r for s, r in live.items() if s[2] == slot[2] and s != slot]
+        if len(own) + 1 > self.store.max_publisher_records or (
+            sum(held_size(r) for r in own) + held_size(record) > self.store.max_publisher_bytes
+        ):
+            return RejectReason.OVER_QUOTA
         used = sum(held_size(r) for r in live.values())
         used += held_size(record) - (held_size(held) if held else 0)
         same_key = sum(1 for s in live if s[:2] == slot[:2])
@@ -237,11 +403,12 @@ class RecordStoreMachine(RuleBasedStateMachine):
 
     def check_put(self, record):
         where = (RecordKind(record.kind), record.key, publisher_id(record))
-        expected = self.expected_outcome(where, record)
+        revoked = KEYS[IDS.index(where[2])].identity.serial in self.trust.revoked_serials
+        expected = RejectReason.REVOKED if revoked else self.expected_outcome(where, record)
         if record.expires_at <= self.now:
             return
         try:
-            outcome = self.store.put(record, self.now)
+            outcome = self.store.put(record, self.now, trust=self.trust)
         except RecordRejected as error:
             outcome = error.reason
         assert outcome == expected
@@ -251,6 +418,47 @@ class RecordStoreMachine(RuleBasedStateMachine):
             self.highest[where] = (record.sequence, record.expires_at)
             self.model[where] = record
             self.sent.append(record)
+
+    @rule(
+        kind=st.sampled_from(list(RecordKind)),
+        slot=st.integers(0, 2),
+        sequence=st.sampled_from([0, 3, 1 << 62]),
+        certificate=st.sampled_from(["member", "garbage", "other-mesh"]),
+    )
+    def forge(self, kind, slot, sequence, certificate):
+        """A throw-away key signs a record carrying a member's, junk or another mesh's
+        certificate: refused, and nothing held changes."""
+        der = {
+            "member": KEYS[slot].certificate_der(),
+            "garbage": b"\x30\x00",
+            "other-mesh": FORGED_ELSEWHERE.certificate_der(),
+        }[certificate]
+        publisher = node_id_from_public_key(THROWAWAY.public_key())
+        value = b"junk" * 100
+        key = {
+            RecordKind.MANIFEST: hashlib.sha256(value).digest()[:20],
+            RecordKind.ANNOUNCEMENT: publisher,
+        }.get(kind, SLOTS[slot])
+        before = self.store.records_for_refresh(self.now)
+        with pytest.raises(RecordRejected) as caught:
+            self.store.put(
+                forged(kind, key, value, sequence, self.now + 60, der), self.now, trust=self.trust
+            )
+        assert caught.value.reason in {RejectReason.UNCERTIFIED, RejectReason.REVOKED}
+        assert self.store.records_for_refresh(self.now) == before
+
+    @rule(signer=st.integers(0, 3))
+    def revoke(self, signer):
+        serial = KEYS[signer].identity.serial
+        self.trust = dataclasses.replace(
+            self.trust, revoked_serials=self.trust.revoked_serials | {serial}
+        )
+        dropped = self.store.drop_revoked(self.trust)
+        gone = {s: r for s, r in self.model.items() if s[2] == IDS[signer]}
+        assert dropped.get(IDS[signer], 0) == len(gone)
+        assert set(dropped) <= {IDS[signer]}
+        self.model = {s: r for s, r in self.model.items() if s not in gone}
+        assert self.store.usage_of(IDS[signer]).records == 0
 
     @rule(step=st.sampled_from([1, 4, 29, 200]))
     def advance(self, step):
@@ -269,6 +477,14 @@ class RecordStoreMachine(RuleBasedStateMachine):
         assert len(self.store) <= self.store.max_records
         assert self.store.bytes_held <= self.store.max_bytes
         assert len(self.store) >= len(self.live())
+        for publisher in IDS:
+            usage = self.store.usage_of(publisher)
+            assert usage.records <= self.store.max_publisher_records
+            assert usage.bytes <= self.store.max_publisher_bytes
+        by_role = self.store.usage_by_role()
+        assert sum(u.records for u in by_role.values()) == len(self.store)
+        assert sum(u.bytes for u in by_role.values()) == self.store.bytes_held
+        assert self.store.usage_of(node_id_from_public_key(THROWAWAY.public_key())).records == 0
 
     @invariant()
     def visible_records_match_the_model(self):
@@ -305,13 +521,13 @@ def test_a_publisher_republishes_renewed_records_when_due():
     store = RecordStore(10, 100_000)
     every = RULES[PLACEMENT].republish_every
     record = published.publish(PLACEMENT, SLOTS[0], b"where", T0)
-    assert store.put(record, T0) is PutResult.STORED
+    assert store.put(record, T0, trust=TRUST) is PutResult.STORED
     assert published.due(T0 + every - 1) == []
     assert published.next_due() == T0 + every
     (renewed,) = published.due(T0 + every)
     assert (renewed.sequence, renewed.value) == (record.sequence, record.value)
     assert renewed.expires_at == T0 + every + RULES[PLACEMENT].max_ttl
-    assert store.put(renewed, T0 + every) is PutResult.REPLACED
+    assert store.put(renewed, T0 + every, trust=TRUST) is PutResult.REPLACED
     assert published.due(T0 + every + 1) == []
     assert published.next_due() == T0 + 2 * every
     assert published.due(T0 + every + 5, interval=5) == [published.get(PLACEMENT, SLOTS[0])]
@@ -324,8 +540,8 @@ def test_a_new_version_outranks_the_old_even_after_a_restart():
     third = again.publish(PLACEMENT, SLOTS[0], b"newer", T0 + 1)
     assert first.sequence < second.sequence < third.sequence
     store = RecordStore(10, 100_000)
-    store.put(first, T0 + 1)
-    assert store.put(third, T0 + 1) is PutResult.REPLACED
+    store.put(first, T0 + 1, trust=TRUST)
+    assert store.put(third, T0 + 1, trust=TRUST) is PutResult.REPLACED
     assert refused(store, second, T0 + 1).reason is RejectReason.STALE
 
 
@@ -355,6 +571,7 @@ def test_a_node_announces_itself_and_holders_check_it_against_the_ca():
     store = RecordStore(10, 100_000)
     assert store.put(record, T0, trust=ca.trust_anchor()) is PutResult.STORED
     assert verify_record(record, T0, trust=ca.trust_anchor()).announcement == value
-    assert refused(store, record).reason is RejectReason.UNVERIFIABLE
+    revoking = dataclasses.replace(ca.trust_anchor(), revoked_serials={node.identity.serial})
+    assert refused(store, record, trust=revoking).reason is RejectReason.REVOKED
     (renewed,) = published.due(T0 + RULES[RecordKind.ANNOUNCEMENT].republish_every)
     assert renewed.expires_at > record.expires_at

@@ -1,6 +1,7 @@
 """Saved records: the file round-trips, refuses garbage and skips what does not decode, and a
-restarted node holds again only the records that still verify (expired and forged ones are
-dropped), so it goes on serving them and stewarding the objects it is closest to."""
+restarted node holds again only the records that still verify (expired, forged, uncertified and
+revoked ones are dropped), so it goes on serving them and stewarding the objects it is closest
+to; a file of the previous format (records without certificates) is refused, saying so."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from datetime import UTC, datetime
 
 import msgpack
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dht_mesh import DhtMesh, wall_clock
+from hostile import forge_record
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pstore.core.records import RecordKind, sign_record
 from p2pstore.errors import StoreError
 from p2pstore.identity import MeshCA, NodeCredentials
-from p2pstore.net.record_book import FILE_NAME, FORMAT, VERSION, RecordBook
+from p2pstore.net.record_book import FILE_NAME, FORMAT, VERSION, OldRecordsFile, RecordBook
 from p2pstore.wire import SignedRecord
 from p2pstore.wire.schema import schema_of
 
@@ -86,11 +89,11 @@ HEADER = {"format": FORMAT, "version": VERSION}
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
-        (b"", "not a version 1"),
+        (b"", "not a version 2"),
         (b"\xc1\xc1\xc1", "not valid msgpack"),
-        (_stream({"format": "p2pstore-contacts", "version": 1}), "not a version 1"),
-        (_stream({"format": FORMAT, "version": 2}), "not a version 1"),
-        (_stream([1, 2, 3]), "not a version 1"),
+        (_stream({"format": "p2pstore-contacts", "version": 2}), "not a version 2"),
+        (_stream({"format": FORMAT, "version": 3}), "newer than this p2pstore reads (2)"),
+        (_stream([1, 2, 3]), "not a version 2"),
         (_stream(HEADER, b"x" * (9 * 1024 * 1024)), "not valid msgpack"),  # an oversized entry
     ],
     ids=["empty", "garbage", "contacts file", "future version", "no header", "oversized entry"],
@@ -132,8 +135,15 @@ async def test_a_restored_store_keeps_only_records_that_still_verify(tmp_path, a
     fresh = records_of(publishers, 4, expires_at=now + 3600)
     expired = records_of(publishers, 2, expires_at=now - 1, seed=2)
     forged = dataclasses.replace(fresh[0], value=fresh[0].value + b"!")
+    throwaway = forge_record(
+        Ed25519PrivateKey.generate(), RecordKind.PLACEMENT, bytes(20), b"x", expires_at=now + 60
+    )
+    revoked = mesh.ca.issue_in_memory(datacenter="dc-9", region="FR-GES", now=datetime.now(UTC))
+    by_revoked = records_of([revoked], 2, expires_at=now + 3600, seed=3)
+    mesh.ca.revoke_in_memory(revoked.identity.serial, now=datetime.now(UTC))
+    mesh.trust = mesh.ca.trust_anchor()  # what the node loads at start
     book = RecordBook(tmp_path, max_records=100, max_bytes=BIG)
-    book.save([*fresh, *expired, forged])
+    book.save([*fresh, *expired, forged, throwaway, *by_revoked])
 
     restarted = mesh.members[0].dht
     assert len(restarted.store) == 0
@@ -181,7 +191,7 @@ async def test_an_unchanged_store_is_not_written_again(tmp_path, autojump_clock,
     publishers = [member.credentials for member in mesh.members]
     now = wall_clock()
     for record in records_of(publishers, 3, expires_at=int(now) + 3600):
-        store.put(record, now)
+        store.put(record, now, trust=mesh.trust)
     book = RecordBook(tmp_path, max_records=100, max_bytes=BIG)
     caplog.set_level(logging.DEBUG, logger="p2pstore")
     assert await book.save_logged(store, now, in_thread=True)
@@ -189,7 +199,9 @@ async def test_an_unchanged_store_is_not_written_again(tmp_path, autojump_clock,
     touched = (tmp_path / FILE_NAME).stat().st_mtime_ns
     assert await book.save_logged(store, now, in_thread=True)  # nothing changed: not rewritten
     assert (tmp_path / FILE_NAME).stat().st_mtime_ns == touched
-    store.put(records_of(publishers, 1, expires_at=int(now) + 3600, seed=5)[0], now)
+    store.put(
+        records_of(publishers, 1, expires_at=int(now) + 3600, seed=5)[0], now, trust=mesh.trust
+    )
     assert await book.save_logged(store, now, in_thread=True)
     assert len(book.load().records) == 4
     saves = [r for r in caplog.records if getattr(r, "event", None) == "records_saved"]
@@ -217,10 +229,32 @@ async def test_a_node_starts_despite_a_damaged_file_and_saves_its_records_every_
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_keep_state_saved, ContactBook(tmp_path), book, dht)
         await trio.sleep(SAVE_INTERVAL / 2)
-        dht.store.put(record, wall_clock())
+        dht.store.put(record, wall_clock(), trust=mesh.trust)
         with pytest.raises(StoreError):
             book.load()  # not yet rewritten
         saved = await log_events.wait_for(event="records_saved")
         assert saved.records == 1 and trio.current_time() >= SAVE_INTERVAL
         assert book.load().records == [record]  # rewritten at the interval, damage gone
         nursery.cancel_scope.cancel()
+
+
+async def test_a_file_of_the_previous_format_is_refused_saying_what_happens(
+    tmp_path, caplog, autojump_clock
+):
+    """Version 1 records carried no publisher certificate: no holder accepts them any more, so
+    the file is not read; the node starts without them and their publishers republish."""
+    old_entry = [2, bytes(20), b"placement", 1, 2_000_000_000, bytes(32), bytes(64)]
+    (tmp_path / FILE_NAME).write_bytes(_stream({"format": FORMAT, "version": 1}, old_entry))
+    book = RecordBook(tmp_path, max_records=10, max_bytes=BIG)
+    with pytest.raises(OldRecordsFile) as refused:
+        book.load()
+    message = str(refused.value)
+    assert FILE_NAME in message and "version 1" in message and "older p2pstore" in message
+    assert "republish" in message
+
+    from p2pstore.cli.node_commands import _restore_records
+
+    mesh = DhtMesh(1)
+    _restore_records(book, mesh.members[0].dht)  # logged, never fatal
+    (warning,) = [r for r in caplog.records if getattr(r, "event", None) == "records_outdated"]
+    assert "republish" in warning.getMessage() and len(mesh.members[0].dht.store) == 0
