@@ -85,7 +85,13 @@ class FragmentNotFound(StoreError):
 
 
 class QuotaExceeded(StoreError):
-    """The fragment store is full: storing more would pass its configured quota."""
+    """The fragment store is full: storing more would pass its configured quota, or, when
+    ``identity`` is set, the share of it one uploading identity may hold (the message names the
+    identity and its usage); either way the fragment belongs on another node."""
+
+    def __init__(self, message: str, *, identity: bytes | None = None) -> None:
+        super().__init__(message)
+        self.identity = identity
 
 
 class StoreNotWritable(StoreError):

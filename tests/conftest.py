@@ -44,12 +44,17 @@ class LogEvents(logging.Handler):
 
     async def wait_for(self, **fields: object) -> logging.LogRecord:
         """The first record (already seen or future) whose attributes equal ``fields``."""
+        return (await self.wait_for_count(1, **fields))[0]
+
+    async def wait_for_count(self, count: int, **fields: object) -> list[logging.LogRecord]:
+        """The records (already seen or future) whose attributes equal ``fields``, once there
+        are ``count`` of them."""
         import trio
 
         while True:
             found = self.matching(**fields)
-            if found:
-                return found[0]
+            if len(found) >= count:
+                return found
             event = trio.Event()
             entry = (fields, event)
             self._waiters.append(entry)

@@ -64,6 +64,26 @@ class NodeConfig:
     """The mesh's coding rules by name: the shipped ones overlaid with ``[rules.NAME]``."""
     repair_check_interval: float = DEFAULT_CHECK_INTERVAL
     """``[repair] check_interval``: seconds between a steward's rounds of checks."""
+    fragment_bytes_per_identity: IdentityShare = field(
+        default_factory=lambda: IdentityShare(fraction=DEFAULT_IDENTITY_SHARE)
+    )
+    """``[limits] fragment_bytes_per_identity``: what one uploading identity may store here."""
+
+
+DEFAULT_IDENTITY_SHARE = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityShare:
+    """Fragment bytes one uploading identity may store on a node: ``size`` bytes, or else
+    ``fraction`` of the store's quota."""
+
+    size: int | None = None
+    fraction: float = DEFAULT_IDENTITY_SHARE
+
+    def of(self, quota_bytes: int) -> int:
+        """The bytes this share allows in a store of ``quota_bytes``."""
+        return self.size if self.size is not None else int(quota_bytes * self.fraction)
 
 
 _SCHEMA: dict[str, dict[str, bool]] = {
@@ -80,6 +100,7 @@ _SCHEMA: dict[str, dict[str, bool]] = {
     "log": {"level": False, "format": False},
     "metrics": {"listen": False, "allow_public": False},
     "repair": {"check_interval": False},
+    "limits": {"fragment_bytes_per_identity": False},
 }
 
 
@@ -235,6 +256,7 @@ def load_node_config(path: Path) -> NodeConfig:
         metrics_allow_public=reader.boolean("metrics", "allow_public", False),
         rules=reader.rules(),
         repair_check_interval=reader.interval("repair", "check_interval", DEFAULT_CHECK_INTERVAL),
+        fragment_bytes_per_identity=_identity_share(reader),
     )
 
 
@@ -319,6 +341,30 @@ def _quota(reader: ConfigReader) -> int | None:
     return quota
 
 
+def _identity_share(reader: ConfigReader) -> IdentityShare:
+    """``[limits] fragment_bytes_per_identity``: a size ("200 GiB") or a share of the store's
+    quota ("25%", the default)."""
+    where = "[limits] fragment_bytes_per_identity"
+    value = reader.string("limits", "fragment_bytes_per_identity")
+    if value is None:
+        return IdentityShare()
+    if value.strip().endswith("%"):
+        try:
+            percent = float(value.strip()[:-1])
+        except ValueError:
+            percent = -1.0
+        if not 0 < percent <= 100:
+            raise reader.error(where, f'expected a share from "1%" to "100%", got {value!r}')
+        return IdentityShare(fraction=percent / 100)
+    try:
+        size = parse_size(value)
+    except ConfigError as exc:
+        raise reader.error(where, f'{exc} (or a share of the store quota, e.g. "25%")') from exc
+    if size <= 0:
+        raise reader.error(where, "must be more than 0 bytes")
+    return IdentityShare(size=size)
+
+
 def seeds_of(reader: ConfigReader) -> tuple[Seed, ...]:
     path = reader.existing_file("bootstrap", "seed_file")
     return load_seed_file(path) if path is not None else ()
@@ -342,6 +388,7 @@ def render_node_config(
     metrics_allow_public: bool = False,
     repair_check_interval: float | None = None,
     rules: Mapping[str, CodingRule] | None = None,
+    fragment_bytes_per_identity: str | None = None,
 ) -> str:
     """A node.toml with these values (used by the local mesh and the operator's tools);
     ``rules`` are written as ``[rules.NAME]`` tables (give the mesh's declared ones)."""
@@ -379,6 +426,8 @@ def render_node_config(
         lines.append("")
     if repair_check_interval is not None:
         lines += ["[repair]", f"check_interval = {float(repair_check_interval)!r}", ""]
+    if fragment_bytes_per_identity is not None:
+        lines += ["[limits]", f"fragment_bytes_per_identity = {q(fragment_bytes_per_identity)}", ""]
     lines += render_rules(rules or {})
     return "\n".join(lines)
 

@@ -277,7 +277,8 @@ def _open_store(config: NodeConfig) -> DiskFragmentStore:
     quota = config.quota_bytes
     if quota is None:
         quota = max(1, int(shutil.disk_usage(config.data_dir).free * DEFAULT_QUOTA_SHARE))
-    store = DiskFragmentStore(config.data_dir, quota)
+    identity_quota = config.fragment_bytes_per_identity.of(quota)
+    store = DiskFragmentStore(config.data_dir, quota, identity_quota=identity_quota)
     usage = store.usage()
     room = usage.bytes_used + shutil.disk_usage(config.data_dir).free
     if config.quota_bytes is not None and config.quota_bytes > room:
@@ -290,13 +291,14 @@ def _open_store(config: NodeConfig) -> DiskFragmentStore:
                    "room_bytes": room},
         )  # fmt: skip
     log.info(
-        "fragment store: %d fragments, %d of %d bytes used%s; recovery: %s",
-        usage.fragments, usage.bytes_used, usage.quota_bytes,
+        "fragment store: %d fragments, %d of %d bytes used (at most %d per uploading "
+        "identity)%s; recovery: %s",
+        usage.fragments, usage.bytes_used, usage.quota_bytes, identity_quota,
         "" if usage.writable else f"; NOT WRITABLE: {usage.reason}",
         store.recovered,
         extra={"event": "store_opened", "fragments": usage.fragments,
                "bytes_used": usage.bytes_used, "quota_bytes": usage.quota_bytes,
-               "writable": usage.writable},
+               "identity_quota_bytes": identity_quota, "writable": usage.writable},
     )  # fmt: skip
     return store
 

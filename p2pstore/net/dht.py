@@ -587,14 +587,31 @@ class Dht:
         return True
 
     async def _hand_over_records(self, newcomer: Contact) -> None:
-        """Give a node that joined closer to some keys than we are the records it should hold."""
+        """Give a node that joined closer to some keys than we are the records it should hold.
+
+        Only records our store accepted are offered, so one publisher's share of what we hand
+        over is bounded by its quota here, whatever it sent us."""
         now = self._wall_clock()
         mine = int.from_bytes(self.node_id, "big")
         theirs = int.from_bytes(newcomer.id, "big")
+        offered = taken = 0
         for record in self.store.records_for_refresh(now):
             key = int.from_bytes(record.key, "big")
             if theirs ^ key < mine ^ key:
-                await self._store_on(newcomer, record)
+                offered += 1
+                taken += await self._store_on(newcomer, record)
+        log.debug(
+            "handed %d DHT records over to %s, which is closer to their keys (%d stored)",
+            offered,
+            short_id(newcomer.id),
+            taken,
+            extra={
+                "event": "records_handed_over",
+                "peer": newcomer.id.hex(),
+                "records": offered,
+                "stored": taken,
+            },
+        )
 
     # -- handlers ---------------------------------------------------------------------------
 

@@ -5,8 +5,11 @@ in a worker thread, at most ``max_threads`` at once per node so a burst of puts 
 threads or memory.  The store already refuses what it must (wrong id, quota, disk errors) with
 typed errors, which the session turns into ``ErrorReply`` codes (``StoreNotWritable`` for a
 read-only or full disk, ``QuotaExceeded``, ``IntegrityError``); reads and ``HasFragments`` go on
-whatever happens to writes.  A fetched fragment is checked against the id that asked for it
-before anyone uses it: a peer that lies is caught here.
+whatever happens to writes.  Each fragment is stored on behalf of the session's peer, whose
+certificate names it: one identity holds at most its share of the store (``QuotaExceeded``
+naming it, logged once per identity per interval however hard it floods).  A fetched fragment
+is checked against the id that asked for it before anyone uses it: a peer that lies is caught
+here.
 
 Stopping: :meth:`FragmentService.drain` refuses new writes (``NodeStopping``) and waits for
 the ones already accepted, so a node stopped by SIGTERM answers every write it took before it
@@ -27,10 +30,12 @@ from p2pstore.errors import (
     NodeLeaving,
     NodeStopping,
     P2PStoreError,
+    QuotaExceeded,
     RemoteError,
 )
 from p2pstore.identity import PeerIdentity, short_id
 from p2pstore.net.node import Node
+from p2pstore.net.throttle import RefusalLog
 from p2pstore.store import FragmentStore
 from p2pstore.wire import (
     GetFragment,
@@ -74,6 +79,7 @@ class FragmentService:
         self._writes_in_flight = 0
         self._writes_done = trio.Event()
         self._writes_done.set()
+        self._quota_log = RefusalLog()
         node.handle(PutFragment, self._on_put)
         node.handle(GetFragment, self._on_get)
         node.handle(HasFragments, self._on_has)
@@ -114,16 +120,16 @@ class FragmentService:
         self._writes_in_flight += 1
         self._writes_done = trio.Event() if self._writes_in_flight == 1 else self._writes_done
         try:
-            await self._run(self.store.put, message.fragment_id, message.data)
+            await self._run(self.store.put, message.fragment_id, message.data, peer.node_id)
+        except QuotaExceeded as exc:
+            if exc.identity is None:
+                self._log_refused(peer, message, exc)
+            else:
+                self._metrics.record_fragment_over_quota()
+                self._log_over_quota(peer, exc)
+            raise
         except P2PStoreError as exc:
-            log.warning(
-                "refused fragment %s from %s: %s",
-                message.fragment_id.hex()[:16],
-                short_id(peer.node_id),
-                exc,
-                extra={"event": "fragment_refused", "reason": type(exc).__name__,
-                       "peer": peer.node_id.hex()},
-            )  # fmt: skip
+            self._log_refused(peer, message, exc)
             raise
         finally:
             # The reply is sent before a drain waiting on this can say goodbye: setting the
@@ -142,6 +148,31 @@ class FragmentService:
                    "bytes": len(message.data), "peer": peer.node_id.hex()},
         )  # fmt: skip
         return PutFragmentReply(stored=True)
+
+    def _log_refused(self, peer: PeerIdentity, message: PutFragment, exc: P2PStoreError) -> None:
+        log.warning(
+            "refused fragment %s from %s: %s",
+            message.fragment_id.hex()[:16],
+            short_id(peer.node_id),
+            exc,
+            extra={"event": "fragment_refused", "reason": type(exc).__name__,
+                   "peer": peer.node_id.hex()},
+        )  # fmt: skip
+
+    def _log_over_quota(self, peer: PeerIdentity, exc: QuotaExceeded) -> None:
+        """Once per identity per interval: a flood must not become a flood of log lines."""
+        left_out = self._quota_log.due(peer.node_id, trio.current_time())
+        if left_out is None:
+            return
+        log.warning(
+            "%s refused: %s (%d more refusals of it not logged since its last line)",
+            peer.describe(),
+            exc,
+            left_out,
+            extra={"event": "fragment_quota_exceeded", "peer": peer.node_id.hex(),
+                   "role": peer.role.value, "bytes": self.store.uploaded_by(peer.node_id),
+                   "not_logged": left_out},
+        )  # fmt: skip
 
     async def _on_get(self, peer: PeerIdentity, message: Message) -> Message:
         assert isinstance(message, GetFragment)

@@ -4,8 +4,10 @@ Strategy: the node never trusts a byte it did not just hash.  A store is a conte
 from a fragment id (the SHA-256 of the bytes, see :mod:`p2pstore.codec.fragment_ids`) to bytes
 with four promises, each tested against both implementations by one conformance suite:
 
-* ``put`` verifies the id before it writes, and never overshoots the quota, even when several
-  worker threads put at once (space is reserved under a lock before any byte is written);
+* ``put`` verifies the id before it writes, and never overshoots the quota, nor the share of it
+  one uploading identity may hold, even when several worker threads put at once (space is
+  reserved under a lock before any byte is written); the store remembers each fragment's
+  uploader, so the share holds across restarts;
 * ``get`` hashes on every read; a mismatch is never served: the fragment is removed and
   :class:`~p2pstore.errors.IntegrityError` raised, so the node can tell its steward to repair it;
 * a store that the disk refuses to write (read-only, full) keeps serving reads, refuses puts with
@@ -128,11 +130,15 @@ class ScrubReport:
 class FragmentStore(Protocol):
     """A node's content-addressed fragment store (see the module docstring for the contract)."""
 
-    def put(self, fragment_id: bytes, data: bytes) -> None:
-        """Store ``data`` under ``fragment_id``; a no-op if it is already stored.
+    def put(self, fragment_id: bytes, data: bytes, uploader: bytes | None = None) -> None:
+        """Store ``data`` under ``fragment_id`` on behalf of ``uploader`` (the node id of the
+        peer that sent it; None for the node's own fragments); a no-op if it is already stored
+        (the first uploader stays charged).
 
         Raises IntegrityError if ``data`` does not hash to ``fragment_id`` (nothing is stored),
-        QuotaExceeded naming used, quota and requested bytes when it would not fit,
+        QuotaExceeded naming used, quota and requested bytes when it would not fit (with
+        ``identity`` set, naming the uploader and its usage, when it would pass the uploader's
+        share), ValueError if ``uploader`` is not a 20-byte node id,
         StoreNotWritable naming the path and the OS error when the disk refuses the write, and
         StoreError if the store is closed or its index fails.
         """
@@ -162,6 +168,10 @@ class FragmentStore(Protocol):
         """Counts, quota and whether (and why not) the store accepts writes."""
         ...
 
+    def uploaded_by(self, uploader: bytes) -> int:
+        """Bytes stored here on behalf of ``uploader`` (what its share is counted against)."""
+        ...
+
     def scrub(self, max_bytes: int, cursor: bytes | None) -> ScrubReport:
         """Re-verify fragments after ``cursor`` in id order, about ``max_bytes`` worth.
 
@@ -180,6 +190,12 @@ def check_id(fragment_id: bytes) -> None:
     """Raise ValueError unless ``fragment_id`` is a well-formed id (32 bytes)."""
     if not isinstance(fragment_id, bytes) or len(fragment_id) != FRAGMENT_ID_BYTES:
         raise ValueError(f"a fragment id is {FRAGMENT_ID_BYTES} bytes, got {fragment_id!r:.80}")
+
+
+def check_uploader(uploader: bytes | None) -> None:
+    """Raise ValueError unless ``uploader`` is None or a 20-byte node id."""
+    if uploader is not None and (not isinstance(uploader, bytes) or len(uploader) != 20):
+        raise ValueError(f"an uploader is a 20-byte node id, got {uploader!r:.80}")
 
 
 def check_page(after: bytes | None, limit: int) -> None:

@@ -4,7 +4,8 @@ Why this shape: the files are the truth and the index a cache of them (see direc
 atomic write, index.py for why the index may lag, recovery.py for how they are reconciled at open).
 This module holds the rules that tie them together under one lock:
 
-* put: hash, reserve quota, write the file (outside the lock), then index it;
+* put: hash, reserve quota (the store's, and the uploader's share of it), write the file
+  (outside the lock), then index it with its uploader;
 * get: look the size up, read at most size + 1 bytes (outside the lock), hash; a mismatch removes
   the fragment (file and row) so it is never served again, and is reported as IntegrityError;
 * a write the disk refuses (EROFS, ENOSPC, EACCES, ...) becomes StoreNotWritable naming the path
@@ -41,6 +42,7 @@ from p2pstore.store.api import (
     check_id,
     check_page,
     check_scrub_budget,
+    check_uploader,
     short,
 )
 from p2pstore.store.directory import DataDirectory
@@ -55,15 +57,19 @@ SCRUB_ROWS = 256
 class DiskFragmentStore:
     """A :class:`~p2pstore.store.api.FragmentStore` in ``data_dir`` (see the module docstring)."""
 
-    def __init__(self, data_dir: Path, quota_bytes: int) -> None:
+    def __init__(
+        self, data_dir: Path, quota_bytes: int, *, identity_quota: int | None = None
+    ) -> None:
         """Open (or create) the store in ``data_dir``, recover from any crash, and lock it.
 
-        What recovery did is in :attr:`recovered`.  Raises StoreError if the directory is locked
-        by another store, cannot be created, or its index cannot be opened; ValueError if
-        ``quota_bytes`` < 0.  A disk that refuses writes does not stop the store from opening:
-        it then opens read-only, and ``usage()`` says why.
+        ``identity_quota``: bytes one uploading identity may hold (default a quarter of the
+        quota).  What recovery did is in :attr:`recovered`.  Raises StoreError if the directory
+        is locked by another store, cannot be created, or its index cannot be opened (an index
+        of an older schema is migrated in place); ValueError if a quota is < 0.  A disk that
+        refuses writes does not stop the store from opening: it then opens read-only, and
+        ``usage()`` says why.
         """
-        self._ledger = SpaceLedger(quota_bytes)
+        self._ledger = SpaceLedger(quota_bytes, identity_quota)
         self._lock = self._ledger.lock
         self._quota_refused = 0
         self._dir = DataDirectory(data_dir)
@@ -80,6 +86,7 @@ class DiskFragmentStore:
                 if self.recovered.refusal is None and (probe := write_refusal(self._dir.tmp)):
                     self.recovered = dataclasses.replace(self.recovered, refusal=probe)
             self._ledger.fragments, self._ledger.bytes_used = self._index.totals()
+            self._ledger.by_uploader = self._index.uploader_totals()
         except OSError as error:
             self._close_parts()
             raise StoreError(f"cannot recover data directory {data_dir}: {error}") from error
@@ -97,9 +104,10 @@ class DiskFragmentStore:
 
     # --- FragmentStore ----------------------------------------------------------------------
 
-    def put(self, fragment_id: bytes, data: bytes) -> None:
+    def put(self, fragment_id: bytes, data: bytes, uploader: bytes | None = None) -> None:
         """See :meth:`p2pstore.store.api.FragmentStore.put`."""
         check_id(fragment_id)
+        check_uploader(uploader)
         check_fragment(fragment_id, data)
         with self._lock:
             self._ledger.wait_until_settled(fragment_id)
@@ -107,9 +115,10 @@ class DiskFragmentStore:
             if self._index.size_of(fragment_id) is not None:
                 return
             try:
-                self._ledger.reserve(fragment_id, len(data))
-            except QuotaExceeded:
-                self._quota_refused = len(data)
+                self._ledger.reserve(fragment_id, len(data), uploader)
+            except QuotaExceeded as refused:
+                if refused.identity is None:  # the store is full, not just this uploader's share
+                    self._quota_refused = len(data)
                 raise
         try:
             self._dir.write_atomic(fragment_id, data)
@@ -122,7 +131,7 @@ class DiskFragmentStore:
                 self._ledger.release(fragment_id)
                 self._check_open()
             try:
-                self._index.insert(fragment_id, len(data))
+                self._index.insert(fragment_id, len(data), uploader)
             except StoreError as error:
                 self._ledger.release(fragment_id)
                 self._ledger.refuse_writes(str(error))
@@ -179,6 +188,7 @@ class DiskFragmentStore:
             size = self._index.size_of(fragment_id)
             if size is None:
                 return False
+            uploader = self._index.uploader_of(fragment_id)
             path = self._dir.path_of(fragment_id)
             try:
                 self._dir.unlink(path)
@@ -186,7 +196,7 @@ class DiskFragmentStore:
                 what = f"cannot delete fragment {short(fragment_id)}"
                 raise self._refused(what, error) from error
             self._index.remove(fragment_id)
-            self._ledger.removed(size)
+            self._ledger.removed(size, uploader)
             return True
 
     def ids(self, after: bytes | None, limit: int) -> list[bytes]:
@@ -201,6 +211,12 @@ class DiskFragmentStore:
         with self._lock:
             self._check_open()
             return dataclasses.replace(self._ledger.usage(), quota_refused=self._quota_refused)
+
+    def uploaded_by(self, uploader: bytes) -> int:
+        """See :meth:`p2pstore.store.api.FragmentStore.uploaded_by`."""
+        with self._lock:
+            self._check_open()
+            return self._ledger.by_uploader.get(uploader, 0)
 
     def scrub(self, max_bytes: int, cursor: bytes | None) -> ScrubReport:
         """See :meth:`p2pstore.store.api.FragmentStore.scrub`.
@@ -314,6 +330,7 @@ class DiskFragmentStore:
             if size is None or self._dir.inode_of(fragment_id) != inode:
                 return
             self._ledger.count_corrupt()
+            uploader = self._index.uploader_of(fragment_id)
             if inode is not None:
                 try:
                     self._dir.unlink(self._dir.path_of(fragment_id))
@@ -324,7 +341,7 @@ class DiskFragmentStore:
             except StoreNotWritable as error:
                 self._ledger.refuse_writes(str(error))
                 return
-            self._ledger.removed(size)
+            self._ledger.removed(size, uploader)
 
     def _forget_file(self, fragment_id: bytes, error: StoreError) -> None:
         """Remove a file the index refused to record, so disk and books agree (lock held)."""
@@ -369,13 +386,22 @@ class ReadOnlyIndex(FragmentIndex):
         try:
             with self._translated("open read-only"):
                 version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version != SCHEMA_VERSION:
+            if version not in (1, SCHEMA_VERSION):
                 raise StoreError(f"index {path} has schema {version}, not {SCHEMA_VERSION}")
         except StoreError:
             self._db.close()
             raise
+        self._without_uploaders = version == 1  # cannot be migrated on a read-only disk
 
-    def insert(self, fragment_id: bytes, size: int) -> None:
+    def uploader_of(self, fragment_id: bytes) -> bytes | None:
+        """None on a schema 1 index (it has no uploaders), else as the writable index does."""
+        return None if self._without_uploaders else super().uploader_of(fragment_id)
+
+    def uploader_totals(self) -> dict[bytes, int]:
+        """Empty on a schema 1 index (it has no uploaders), else as the writable index does."""
+        return {} if self._without_uploaders else super().uploader_totals()
+
+    def insert(self, fragment_id: bytes, size: int, uploader: bytes | None = None) -> None:
         """Always refuses: see the class docstring."""
         raise self._read_only()
 

@@ -1,4 +1,4 @@
-"""The SQLite index of a disk store: which fragments it holds, and their sizes.
+"""The SQLite index of a disk store: which fragments it holds, their sizes and uploaders.
 
 Why SQLite: sorted paging (``ids``), a resumable scrub cursor and startup totals all come from one
 B-tree keyed by id (``WITHOUT ROWID``: the id *is* the key, and SQLite compares BLOBs with memcmp,
@@ -25,18 +25,28 @@ from pathlib import Path
 
 from p2pstore.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: (id, size).  2: and the uploader, the node id of the identity that stored the fragment
+here (NULL when the node stored it itself, or for rows of version 1 and files re-indexed at open:
+they count against no identity's quota).  A version 1 index is migrated in place when opened."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fragments (
     id BLOB PRIMARY KEY NOT NULL CHECK (length(id) = 32),
-    size INTEGER NOT NULL CHECK (size >= 0)
+    size INTEGER NOT NULL CHECK (size >= 0),
+    uploader BLOB CHECK (uploader IS NULL OR length(uploader) = 20)
 ) WITHOUT ROWID
 """
 
+_MIGRATIONS = {
+    1: "ALTER TABLE fragments ADD COLUMN uploader BLOB "
+    "CHECK (uploader IS NULL OR length(uploader) = 20)",
+}
+"""From version N to N+1."""
+
 
 class FragmentIndex:
-    """Rows (id, size); not thread-safe by itself: the store calls it under its lock."""
+    """Rows (id, size, uploader); not thread-safe by itself: the store calls it under its lock."""
 
     def __init__(self, path: Path) -> None:
         """Open or create the index at ``path``.
@@ -62,9 +72,14 @@ class FragmentIndex:
                 f"index {self.path} has schema {version}, newer than this p2pstore "
                 f"understands ({SCHEMA_VERSION}); upgrade p2pstore"
             )
-        if version < SCHEMA_VERSION:
+        if version == 0:
             with self._translated("create its table"):
                 self._db.execute(_SCHEMA)
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version < SCHEMA_VERSION:
+            with self._translated(f"migrate from schema {version}"), self.transaction():
+                for step in range(version, SCHEMA_VERSION):
+                    self._db.execute(_MIGRATIONS[step])
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -80,12 +95,30 @@ class FragmentIndex:
             ).fetchone()
         return None if row is None else int(row[0])
 
-    def insert(self, fragment_id: bytes, size: int) -> None:
-        """Index ``fragment_id`` with ``size`` (replacing any row it had)."""
+    def uploader_of(self, fragment_id: bytes) -> bytes | None:
+        """Who stored ``fragment_id`` here (None: the node itself, unknown, or not indexed)."""
+        with self._translated("look up a fragment"):
+            row = self._db.execute(
+                "SELECT uploader FROM fragments WHERE id = ?", (fragment_id,)
+            ).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def insert(self, fragment_id: bytes, size: int, uploader: bytes | None = None) -> None:
+        """Index ``fragment_id`` with ``size`` and ``uploader`` (replacing any row it had)."""
         with self._translated("record a fragment"):
             self._db.execute(
-                "INSERT OR REPLACE INTO fragments (id, size) VALUES (?, ?)", (fragment_id, size)
+                "INSERT OR REPLACE INTO fragments (id, size, uploader) VALUES (?, ?, ?)",
+                (fragment_id, size, uploader),
             )
+
+    def uploader_totals(self) -> dict[bytes, int]:
+        """Bytes stored per uploader (rows without one are left out)."""
+        with self._translated("count fragments per uploader"):
+            rows = self._db.execute(
+                "SELECT uploader, sum(size) FROM fragments WHERE uploader IS NOT NULL "
+                "GROUP BY uploader"
+            ).fetchall()
+        return {bytes(row[0]): int(row[1]) for row in rows}
 
     def remove(self, fragment_id: bytes) -> None:
         """Drop the row of ``fragment_id`` if there is one."""

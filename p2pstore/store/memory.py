@@ -25,6 +25,7 @@ from p2pstore.store.api import (
     check_id,
     check_page,
     check_scrub_budget,
+    check_uploader,
     short,
 )
 from p2pstore.store.ledger import SpaceLedger
@@ -33,10 +34,13 @@ from p2pstore.store.ledger import SpaceLedger
 class MemoryFragmentStore:
     """A dict-backed :class:`~p2pstore.store.api.FragmentStore`; thread-safe like the disk one."""
 
-    def __init__(self, quota_bytes: int) -> None:
-        self._ledger = SpaceLedger(quota_bytes)
+    def __init__(self, quota_bytes: int, *, identity_quota: int | None = None) -> None:
+        """``identity_quota``: bytes one uploading identity may hold (default a quarter of the
+        quota).  Raises ValueError if a quota is < 0."""
+        self._ledger = SpaceLedger(quota_bytes, identity_quota)
         self._lock = self._ledger.lock
         self._data: dict[bytes, bytes] = {}
+        self._uploaders: dict[bytes, bytes] = {}  # fragment id -> uploader, when it has one
         self._order: list[bytes] = []  # the ids, sorted, for paging and scrubbing
         self._disk_refusal: str | None = None
         self._quota_refused = 0
@@ -62,9 +66,10 @@ class MemoryFragmentStore:
 
     # --- FragmentStore ----------------------------------------------------------------------
 
-    def put(self, fragment_id: bytes, data: bytes) -> None:
+    def put(self, fragment_id: bytes, data: bytes, uploader: bytes | None = None) -> None:
         """See :meth:`p2pstore.store.api.FragmentStore.put`."""
         check_id(fragment_id)
+        check_uploader(uploader)
         check_fragment(fragment_id, data)
         with self._lock:
             self._check_open()
@@ -73,11 +78,14 @@ class MemoryFragmentStore:
                 return
             self._check_disk(f"cannot write fragment {short(fragment_id)}")
             try:
-                self._ledger.reserve(fragment_id, len(data))
-            except QuotaExceeded:
-                self._quota_refused = len(data)
+                self._ledger.reserve(fragment_id, len(data), uploader)
+            except QuotaExceeded as refused:
+                if refused.identity is None:  # the store is full, not just this uploader's share
+                    self._quota_refused = len(data)
                 raise
             self._data[fragment_id] = bytes(data)
+            if uploader is not None:
+                self._uploaders[fragment_id] = uploader
             bisect.insort(self._order, fragment_id)
             self._ledger.commit(fragment_id)
 
@@ -126,6 +134,12 @@ class MemoryFragmentStore:
         with self._lock:
             self._check_open()
             return dataclasses.replace(self._ledger.usage(), quota_refused=self._quota_refused)
+
+    def uploaded_by(self, uploader: bytes) -> int:
+        """See :meth:`p2pstore.store.api.FragmentStore.uploaded_by`."""
+        with self._lock:
+            self._check_open()
+            return self._ledger.by_uploader.get(uploader, 0)
 
     def scrub(self, max_bytes: int, cursor: bytes | None) -> ScrubReport:
         """See :meth:`p2pstore.store.api.FragmentStore.scrub`."""
@@ -188,7 +202,7 @@ class MemoryFragmentStore:
     def _remove(self, fragment_id: bytes) -> None:
         size = len(self._data.pop(fragment_id))
         del self._order[bisect.bisect_left(self._order, fragment_id)]
-        self._ledger.removed(size)
+        self._ledger.removed(size, self._uploaders.pop(fragment_id, None))
 
     def _condemn(self, fragment_id: bytes, seen: bytes) -> None:
         """Remove a fragment found corrupt, unless it changed since (takes the lock)."""

@@ -22,7 +22,7 @@ from p2pstore.cli.config import (
 )
 from p2pstore.cli.main import cli
 from p2pstore.core.rules import MAX_SHARES, SHIPPED_RULES, CodingRule
-from p2pstore.errors import ConfigError
+from p2pstore.errors import ConfigError, QuotaExceeded
 from p2pstore.identity import MeshCA
 
 GOV = CodingRule(
@@ -300,7 +300,7 @@ def test_the_renderer_writes_only_known_keys():
         listen="a:1", data_dir="d", key="k", certificate="c", ca_certificate="ca",
         revocation_list="r", advertise="b:2", bootstrap_peers=("e:3",), seed_file="s",
         quota="1 GiB", metrics_listen="127.0.0.1:9464", metrics_allow_public=True,
-        repair_check_interval=30, rules={"gov": GOV},
+        repair_check_interval=30, rules={"gov": GOV}, fragment_bytes_per_identity="10%",
     )  # fmt: skip
     document = tomllib.loads(text)
     assert set(document.pop("rules")) == {"gov"}
@@ -556,3 +556,42 @@ async def test_join_failures_warn_while_backing_off_and_are_errors_once_at_the_l
     assert first_error >= 5 and set(levels[:first_error]) == {logging.WARNING}  # 1, 2, ... 32 s
     assert set(levels[first_error:]) == {logging.ERROR}
     assert len(levels) - first_error >= 2
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, 250_000), ('"10%"', 100_000), ('"100%"', 1_000_000), ('"64 KiB"', 65_536)],
+)
+def test_the_fragment_share_of_one_identity_is_a_size_or_a_share_of_the_quota(
+    node_dir, tmp_path, value, expected
+):
+    from dataclasses import replace
+
+    from p2pstore.cli.node_commands import _open_store
+
+    text = "" if value is None else f"[limits]\nfragment_bytes_per_identity = {value}\n"
+    config = load_node_config(with_text(node_dir, text, "limits.toml"))
+    assert config.fragment_bytes_per_identity.of(1_000_000) == expected
+    config = replace(config, data_dir=tmp_path / "data", quota_bytes=1_000_000)
+    with _open_store(config) as store:
+        store.put(*_fragment(expected), b"\x01" * 20)
+        full = "store is full" if expected == 1_000_000 else f"{expected} bytes one identity"
+        with pytest.raises(QuotaExceeded, match=full):
+            store.put(*_fragment(1, seed=2), b"\x01" * 20)
+
+
+def _fragment(size: int, seed: int = 1) -> tuple[bytes, bytes]:
+    import random
+
+    from p2pstore.codec.fragment_ids import fragment_id
+
+    data = random.Random(seed).randbytes(size)
+    return fragment_id(data), data
+
+
+@pytest.mark.parametrize("value", ['"0%"', '"101%"', '"lots"', '"0 GiB"', "25", '"%"'])
+def test_a_bad_fragment_share_is_named(node_dir, value):
+    path = with_text(node_dir, f"[limits]\nfragment_bytes_per_identity = {value}\n", "bad.toml")
+    with pytest.raises(ConfigError) as caught:
+        load_node_config(path)
+    assert str(caught.value).startswith(f"{path}: [limits] fragment_bytes_per_identity: ")

@@ -4,6 +4,7 @@ against.  Used by the DHT tests (and small enough to read as an example of wirin
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -15,8 +16,9 @@ from p2pstore.net.memory import Latency, LinkProfile, MemoryNetwork
 from p2pstore.net.node import Node, NodeSettings
 from p2pstore.net.session import SessionSettings
 
-EPOCH = 1_800_000_000.0
-"""Wall-clock seconds at virtual time 0: records carry absolute expiries."""
+EPOCH = float(int(time.time()))
+"""Wall-clock seconds at virtual time 0: records carry absolute expiries, and their publishers'
+certificates (issued now, so valid now) are checked at that clock."""
 
 FAST_DHT = DhtSettings(
     rpc_timeout=2.0, refresh_interval=600.0, republish_interval=300.0, expire_interval=30.0

@@ -20,7 +20,6 @@ from p2pstore.net.session import SessionSettings
 from p2pstore.net.steward import Steward, StewardSettings
 from p2pstore.store import DiskFragmentStore, MemoryFragmentStore
 
-EPOCH = 1_800_000_000.0
 DHT = DhtSettings(rpc_timeout=3.0, refresh_interval=600.0, republish_interval=300.0)
 SMALL_CHUNKS = ClientSettings(chunk_size=64 * 1024, fragment_timeout=10.0, hedge_after=3.0)
 RULE_3_OF_6 = CodingRule("test-3-of-6", k=3, n=6, repair_threshold=4)
@@ -59,9 +58,17 @@ class StorageMesh:
         steward: StewardSettings | None = None,
         rules: tuple[CodingRule, ...] = (RULE_3_OF_6,),
         regions: tuple[str, ...] = ("FR-GES", "FR-IDF"),
+        dht: DhtSettings = DHT,
+        identity_quota: int | None = None,
     ) -> None:
-        """``steward``: run a steward on every node (with ``rules`` added to the shipped ones)."""
+        """``steward``: run a steward on every node (with ``rules`` added to the shipped ones).
+        ``identity_quota``: fragment bytes one identity may store on a node (default: the
+        store's, a quarter of its quota)."""
         self.net = net
+        self.dht_settings = dht
+        self.epoch = net.now.timestamp()
+        """Wall-clock seconds at virtual time 0 (in memory): when the certificates were issued,
+        so records, which carry their publisher's certificate, are checked while it is valid."""
         self.memory = net.kind == "memory"
         self.nodes: list[StorageNode] = []
         self.dead: set[bytes] = set()
@@ -74,9 +81,12 @@ class StorageMesh:
             dht = self._dht(node, index)
             quota = (quotas or {}).get(index, 1 << 30)
             if self.memory:
-                service = FragmentService(node, MemoryFragmentStore(quota), in_threads=False)
+                store = MemoryFragmentStore(quota, identity_quota=identity_quota)
+                service = FragmentService(node, store, in_threads=False)
             else:
-                store = DiskFragmentStore(net.tmp_path / f"store-{index}", quota)
+                store = DiskFragmentStore(
+                    net.tmp_path / f"store-{index}", quota, identity_quota=identity_quota
+                )
                 service = FragmentService(node, store)
             member = StorageNode(index, credentials, node, dht, service)
             if steward is not None:
@@ -95,13 +105,12 @@ class StorageMesh:
         return NodeSettings(session=SessionSettings(hello_timeout=5, request_timeout=10))
 
     def _dht(self, node: Node, seed: int) -> Dht:
-        trust = self.net.trust()
         return Dht(
             node,
-            lambda: trust,
+            lambda: node.transport.trust,  # as the daemon does: a reloaded CRL applies at once
             rng=random.Random(seed),
-            wall_clock=(lambda: EPOCH + trio.current_time()) if self.memory else time.time,
-            settings=DHT,
+            wall_clock=(lambda: self.epoch + trio.current_time()) if self.memory else time.time,
+            settings=self.dht_settings,
         )
 
     async def start(self, nursery: trio.Nursery, count: int | None = None) -> None:
@@ -132,9 +141,16 @@ class StorageMesh:
                     await nursery.start(member.steward.run)
                 task_status.started()
 
-    async def client(self, nursery: trio.Nursery, settings: ClientSettings | None = None) -> Client:
+    async def client(
+        self,
+        nursery: trio.Nursery,
+        settings: ClientSettings | None = None,
+        credentials: NodeCredentials | None = None,
+    ) -> Client:
         """A client node (client certificate, no listening port) joined through live nodes."""
-        credentials = self.net.credentials(datacenter="office", region="FR-GES", role=Role.CLIENT)
+        credentials = credentials or self.net.credentials(
+            datacenter="office", region="FR-GES", role=Role.CLIENT
+        )
         transport = self.net.transport(credentials)
         node = Node(credentials, transport, listen=False, settings=self._node_settings())
         dht = self._dht(node, 1000 + len(self.nodes))

@@ -25,14 +25,16 @@ def fragment(text: bytes) -> tuple[bytes, bytes]:
     return hashlib.sha256(text).digest(), text
 
 
-def serving_node(net, tmp_path):
+def serving_node(net, tmp_path, identity_quota=QUOTA):
+    """A node serving fragments; by default one identity may fill its whole store (the tests
+    of the per-identity share set ``identity_quota``)."""
     credentials = net.credentials()
     node = Node(credentials, net.transport(credentials))
     if net.kind == "tls":
-        store = DiskFragmentStore(tmp_path / "fragments", QUOTA)
+        store = DiskFragmentStore(tmp_path / "fragments", QUOTA, identity_quota=identity_quota)
         service = FragmentService(node, store)
     else:
-        store = MemoryFragmentStore(QUOTA)
+        store = MemoryFragmentStore(QUOTA, identity_quota=identity_quota)
         service = FragmentService(node, store, in_threads=False)
     return node, service
 
@@ -183,11 +185,11 @@ class GatedStore(MemoryFragmentStore):
         self.entered = threading.Event()
         self.gate = threading.Event()
 
-    def put(self, fragment_id: bytes, data: bytes) -> None:
+    def put(self, fragment_id: bytes, data: bytes, uploader: bytes | None = None) -> None:
         self.entered.set()
         if not self.gate.wait(timeout=30):
             raise AssertionError("the test never opened the gate")
-        super().put(fragment_id, data)
+        super().put(fragment_id, data, uploader)
 
 
 async def test_drain_finishes_and_answers_accepted_writes_and_refuses_new_ones(net, tmp_path):
@@ -216,7 +218,7 @@ async def test_drain_finishes_and_answers_accepted_writes_and_refuses_new_ones(n
                 drained.set()
 
             nursery.start_soon(put_first)
-            await trio.to_thread.run_sync(store.entered.wait)  # the write is in its thread
+            assert await trio.to_thread.run_sync(store.entered.wait, 30)  # the write is in a thread
             assert service.writes_in_flight == 1
             nursery.start_soon(drain)
             with pytest.raises(RemoteError) as refused:  # while stopping: no new writes...

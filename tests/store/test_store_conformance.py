@@ -44,8 +44,8 @@ class MemoryHarness:
     def __init__(self, tmp_path: Path) -> None:
         self.opened: list[FragmentStore] = []
 
-    def open(self, quota: int) -> MemoryFragmentStore:
-        store = MemoryFragmentStore(quota)
+    def open(self, quota: int, identity_quota: int | None = None) -> MemoryFragmentStore:
+        store = MemoryFragmentStore(quota, identity_quota=identity_quota)
         self.opened.append(store)
         return store
 
@@ -69,8 +69,10 @@ class DiskHarness:
         self.tmp_path = tmp_path
         self.opened: list[FragmentStore] = []
 
-    def open(self, quota: int) -> DiskFragmentStore:
-        store = DiskFragmentStore(self.tmp_path / f"node{len(self.opened)}", quota)
+    def open(self, quota: int, identity_quota: int | None = None) -> DiskFragmentStore:
+        store = DiskFragmentStore(
+            self.tmp_path / f"node{len(self.opened)}", quota, identity_quota=identity_quota
+        )
         self.opened.append(store)
         return store
 
@@ -407,3 +409,89 @@ def test_a_disk_store_opens_read_only_when_the_disk_refuses_writes(tmp_path):
     with DiskFragmentStore(tmp_path, MiB) as store:
         assert store.recovered.tmp_removed == 1
         assert store.usage().writable
+
+
+# --- per-identity shares ---------------------------------------------------------------------
+
+ALICE, MALLORY = b"\xa1" * 20, b"\x6d" * 20
+
+
+def test_one_uploader_stops_at_its_share_while_others_still_fit(harness):
+    store = harness.open(1000, identity_quota=500)
+    first_id, first = make_fragment(1, 300)
+    store.put(first_id, first, MALLORY)
+    junk_id, junk = make_fragment(2, 250)
+    with pytest.raises(QuotaExceeded) as refused:
+        store.put(junk_id, junk, MALLORY)
+    assert refused.value.identity == MALLORY
+    message = str(refused.value)
+    for part in (MALLORY.hex()[:8], "300 bytes here", "500 bytes one identity", "250 bytes"):
+        assert part in message
+    assert "another node" in message
+    assert not store.has(junk_id) and harness.stray_files(store) == []
+    usage = store.usage()
+    assert (usage.quota_refused, usage.write_refusal) == (0, None)  # the store is not full
+    assert store.uploaded_by(MALLORY) == 300
+    honest_id, honest = make_fragment(3, 400)
+    store.put(honest_id, honest, ALICE)  # another identity still has room
+    own_id, own = make_fragment(4, 250)
+    store.put(own_id, own)  # the node's own fragment: bounded by the quota only
+    assert store.uploaded_by(ALICE) == 400
+    assert store.usage().bytes_used == 950
+    assert store.delete(first_id)
+    assert store.uploaded_by(MALLORY) == 0
+    store.put(junk_id, junk, MALLORY)  # room again for it, once it holds less
+    assert store.uploaded_by(MALLORY) == 250
+
+
+def test_a_share_defaults_to_a_quarter_of_the_quota(harness):
+    store = harness.open(1000)
+    store.put(*make_fragment(1, 250), MALLORY)
+    with pytest.raises(QuotaExceeded, match="250 bytes one identity"):
+        store.put(*make_fragment(2, 1), MALLORY)
+
+
+def test_a_fragment_already_held_is_charged_to_its_first_uploader_only(harness):
+    store = harness.open(1000, identity_quota=500)
+    fid, data = make_fragment(1, 300)
+    store.put(fid, data, ALICE)
+    store.put(fid, data, MALLORY)  # a no-op: nothing new is stored
+    assert (store.uploaded_by(ALICE), store.uploaded_by(MALLORY)) == (300, 0)
+
+
+def test_a_corrupt_fragment_leaves_its_uploader_s_books(harness):
+    store = harness.open(1000, identity_quota=500)
+    fid, data = make_fragment(1, 300)
+    store.put(fid, data, MALLORY)
+    harness.corrupt(store, fid)
+    with pytest.raises(IntegrityError):
+        store.get(fid)
+    assert store.uploaded_by(MALLORY) == 0
+
+
+@pytest.mark.parametrize("bad", [b"", b"x" * 19, b"x" * 32, "ab" * 10])
+def test_malformed_uploaders_are_refused(store, bad):
+    with pytest.raises(ValueError, match="20-byte node id"):
+        store.put(*make_fragment(1, 10), bad)
+    assert store.usage().fragments == 0
+
+
+def test_concurrent_puts_of_one_uploader_never_overshoot_its_share(harness):
+    store = harness.open(10_000, identity_quota=450)
+    fragments = [make_fragment(seed, 100) for seed in range(8)]
+    barrier = threading.Barrier(len(fragments))
+
+    def put(fragment):
+        barrier.wait()
+        try:
+            store.put(*fragment, MALLORY)
+        except QuotaExceeded as refused:
+            assert refused.identity == MALLORY
+            return False
+        return True
+
+    with ThreadPoolExecutor(len(fragments)) as pool:
+        outcomes = list(pool.map(put, fragments))
+    assert outcomes.count(True) == 4
+    assert store.uploaded_by(MALLORY) == store.usage().bytes_used == 400
+    assert harness.stray_files(store) == []

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from p2pstore.codec.fragment_ids import fragment_id
-from p2pstore.errors import IntegrityError, StoreError
+from p2pstore.errors import IntegrityError, QuotaExceeded, StoreError
 from p2pstore.store import MAX_PAGE, DiskFragmentStore, FragmentNotFound, Reconciliation
 from p2pstore.store import disk as disk_module
 from p2pstore.store.directory import STREAM_HASH
@@ -158,6 +158,45 @@ def test_an_index_from_a_newer_version_is_refused(tmp_path):
     db.close()
     with pytest.raises(StoreError, match="upgrade p2pstore"):
         DiskFragmentStore(tmp_path, MiB)
+
+
+def test_what_each_uploader_holds_survives_a_restart(tmp_path):
+    alice, bob = b"\xa1" * 20, b"\xb0" * 20
+    with DiskFragmentStore(tmp_path, MiB, identity_quota=1000) as store:
+        store.put(*make_fragment(1, 600), alice)
+        store.put(*make_fragment(2, 300), bob)
+        store.put(*make_fragment(3, 200))
+    with DiskFragmentStore(tmp_path, MiB, identity_quota=1000) as store:
+        assert (store.uploaded_by(alice), store.uploaded_by(bob)) == (600, 300)
+        with pytest.raises(QuotaExceeded, match="600 bytes here"):
+            store.put(*make_fragment(4, 401), alice)  # restarting does not reset a share
+
+
+def test_an_index_of_schema_1_is_migrated_in_place(tmp_path):
+    """Fragments stored before uploaders were recorded count against no identity."""
+    fid, data = make_fragment(1, 700)
+    DiskFragmentStore(tmp_path, MiB).close()
+    index = tmp_path / "index.sqlite3"
+    index.unlink()
+    with sqlite3.connect(index) as db:  # what p2pstore wrote before the uploader column
+        db.execute(
+            "CREATE TABLE fragments (id BLOB PRIMARY KEY NOT NULL CHECK (length(id) = 32), "
+            "size INTEGER NOT NULL CHECK (size >= 0)) WITHOUT ROWID"
+        )
+        db.execute("INSERT INTO fragments (id, size) VALUES (?, ?)", (fid, len(data)))
+        db.execute("PRAGMA user_version=1")
+    db.close()
+    file_of(tmp_path, fid).write_bytes(data)
+    someone = b"\x5e" * 20
+    with DiskFragmentStore(tmp_path, MiB, identity_quota=500) as store:
+        assert store.recovered.clean and store.get(fid) == data
+        assert store.uploaded_by(someone) == 0
+        store.put(*make_fragment(2, 500), someone)
+    with sqlite3.connect(index) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        rows = dict(db.execute("SELECT id, uploader FROM fragments").fetchall())
+    db.close()
+    assert rows[fid] is None and someone in rows.values()
 
 
 def test_orphans_count_even_past_the_quota(tmp_path):
