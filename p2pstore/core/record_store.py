@@ -194,7 +194,8 @@ class RecordStore:
         ):
             self.expire(now)
             if not self._within_quota(info.publisher, extra_records, extra_bytes):
-                raise self._over_quota(info.certificate, what, held_size(record))
+                kind = f"{info.kind.name.lower()} record"
+                raise self._over_quota(info.certificate, kind, held_size(record))
             if not self._has_room(slot, extra_records, extra_bytes):
                 raise RecordRejected(
                     f"no room for the {what} ({len(self)}/{self.max_records} records, "
