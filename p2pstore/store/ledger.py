@@ -84,9 +84,7 @@ class SpaceLedger:
         self._pending[fragment_id] = (size, uploader)
         self._reserved += size
         if uploader is not None:
-            self._pending_by_uploader[uploader] = (
-                self._pending_by_uploader.get(uploader, 0) + size
-            )
+            _add(self._pending_by_uploader, uploader, size)
 
     def commit(self, fragment_id: bytes) -> None:
         """The put of ``fragment_id`` is stored: turn its booking into used space."""
