@@ -47,7 +47,10 @@ class DhtMesh:
 
     def __init__(self, count: int, *, seed: int = 1, settings: DhtSettings = FAST_DHT) -> None:
         self.rng = random.Random(seed)
-        self.ca = MeshCA.create_in_memory(mesh_name="test", now=datetime.now(UTC))
+        # Issued at EPOCH (when this module was imported), so valid both at the DHT's wall clock
+        # (records carry certificates) and at the real clock (the transport checks sessions).
+        issued = datetime.fromtimestamp(EPOCH, UTC)
+        self.ca = MeshCA.create_in_memory(mesh_name="test", now=issued)
         self.trust = self.ca.trust_anchor()
         self.network = MemoryNetwork(
             random.Random(seed + 1),
@@ -59,7 +62,7 @@ class DhtMesh:
         self.members: list[Member] = []
         for index in range(count):
             credentials = self.ca.issue_in_memory(
-                datacenter=f"dc-{index % 12}", region=regions[index % 3], now=datetime.now(UTC)
+                datacenter=f"dc-{index % 12}", region=regions[index % 3], now=issued
             )
             name = f"n{index}"
             transport = self.network.transport(name, credentials, self.trust)

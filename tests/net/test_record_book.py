@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from dht_mesh import DhtMesh, wall_clock
+from dht_mesh import EPOCH, DhtMesh, wall_clock
 from hostile import forge_record
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -138,7 +138,8 @@ async def test_a_restored_store_keeps_only_records_that_still_verify(tmp_path, a
     throwaway = forge_record(
         Ed25519PrivateKey.generate(), RecordKind.PLACEMENT, bytes(20), b"x", expires_at=now + 60
     )
-    revoked = mesh.ca.issue_in_memory(datacenter="dc-9", region="FR-GES", now=datetime.now(UTC))
+    issued = datetime.fromtimestamp(EPOCH, UTC)  # valid at the mesh's wall clock: only revoked
+    revoked = mesh.ca.issue_in_memory(datacenter="dc-9", region="FR-GES", now=issued)
     by_revoked = records_of([revoked], 2, expires_at=now + 3600, seed=3)
     mesh.ca.revoke_in_memory(revoked.identity.serial, now=datetime.now(UTC))
     mesh.trust = mesh.ca.trust_anchor()  # what the node loads at start
