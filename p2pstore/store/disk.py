@@ -59,7 +59,8 @@ class DiskFragmentStore:
         """Open (or create) the store in ``data_dir``, recover from any crash, and lock it.
 
         What recovery did is in :attr:`recovered`.  Raises StoreError if the directory is locked
-        by another store, cannot be created, or its index cannot be opened; ValueError if
+        by another store, cannot be created, is of another store format (nothing is deleted
+        then), or its index cannot be opened; ValueError if
         ``quota_bytes`` < 0.  A disk that refuses writes does not stop the store from opening:
         it then opens read-only, and ``usage()`` says why.
         """
@@ -68,6 +69,7 @@ class DiskFragmentStore:
         self._quota_refused = 0
         self._dir = DataDirectory(data_dir)
         try:
+            self._dir.check_format()  # before anything hashes a file: see directory.py
             self._index, refusal = self._open_index()
         except StoreError:
             self._dir.close()

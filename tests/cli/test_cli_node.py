@@ -4,7 +4,6 @@ time; every wait reads the process's log lines under a deadline."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import socket
@@ -20,6 +19,7 @@ import trio
 
 from p2pstore.cli.config import write_local_node_config
 from p2pstore.cli.devnet import DevnetNode, create_mesh
+from p2pstore.codec.fragment_ids import fragment_id as fragment_id_of
 from p2pstore.errors import PeerRefused, PeerUnreachable
 from p2pstore.identity import MeshCA, NodeCredentials, TrustAnchor
 from p2pstore.net.fragments import fetch_fragment, store_fragment
@@ -278,7 +278,7 @@ async def test_a_node_process_keeps_fragments_across_a_restart(mesh):
     assert authority.directory is not None
     config = write_config(first, "json", listen=first.address)
     data = b"an encrypted, erasure-coded fragment" * 1000
-    fragment_id = hashlib.sha256(data).digest()
+    fragment_id = fragment_id_of(data)
     with trio.fail_after(DEADLINE):
         async with trio.open_nursery() as nursery:
             client = in_process_node(second, authority.directory)
