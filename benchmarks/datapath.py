@@ -423,8 +423,8 @@ def print_results(results: Results, run: Run, nodes: int) -> None:
             f" {results.ratio(f'{name} get', primaries):6.1%}  (best case: decoding is a copy)"
         )
     print(
-        "1-core ceilings: put = AES-256-GCM + zfec encode + SHA-256 of the n fragments; get = "
-        "SHA-256 of k fragments + zfec decode from k parity shares + AES-256-GCM open"
+        "1-core ceilings: put = AES-256-GCM + zfec encode + ids (Merkle roots) of the n "
+        "fragments; get = ids of k fragments + zfec decode from k parity shares + AES-256-GCM open"
     )
     print_cpu(results, nodes)
     print(
