@@ -53,8 +53,8 @@ Every process started (nodes, prober, attacker) is stopped at the end, on errors
 SIGINT/SIGTERM and after ``--timeout``; each also stops when this process is gone, and the
 attacker and the prober after their own deadline.  Loopback only.
 
-Run: ``python benchmarks/floods.py`` (4 floods x 2 windows of 25 s; about 6 min),
-``--quick`` (8 s windows, 8 nodes, 8 MiB; about 3 min), ``--floods ping,partial``,
+Run: ``python benchmarks/floods.py`` (4 floods x 2 windows of 25 s; about 5 min),
+``--quick`` (8 s windows, 8 nodes, 8 MiB; about 2 min), ``--floods ping,partial``,
 ``--duration 30``, ``--json``, ``--keep`` (keep the mesh's directory: logs and stores).
 """
 
