@@ -16,8 +16,9 @@ give medians, [min - max], and the median of the per-repetition ratios.  A get's
 written to a temporary file whose sha256 must equal the source's.
 
 The ceiling, in one thread, over the same file and chunk size (reading the file not counted):
-put = AES-256-GCM seal (the codec's ``ChunkCipher``) + zfec encode + SHA-256 of the n fragments;
-get = SHA-256 of k fragments + zfec decode from the k last shares (parity only when n >= 2k:
+put = AES-256-GCM seal (the codec's ``ChunkCipher``) + zfec encode + the ids of the n fragments
+(Merkle roots, :func:`~p2pstore.codec.fragment_ids.fragment_id`); get = the ids of k fragments
++ zfec decode from the k last shares (parity only when n >= 2k:
 zfec's worst case) + AES-256-GCM open.  The get asks the holders it timed quickest, so it
 decodes from a mix of primary and parity shares and zfec does real work; the ceiling from the k
 primaries (decoding is then a copy) is printed beside it as the best case.
@@ -62,6 +63,7 @@ from p2pstore.cli.config import write_local_node_config
 from p2pstore.cli.devnet import DevnetNode, create_mesh, run_node_process
 from p2pstore.codec import AES_256_GCM, ChunkCipher, ReadCap, iter_chunks
 from p2pstore.codec.aead import TAG_BYTES
+from p2pstore.codec.fragment_ids import fragment_id
 from p2pstore.core.rules import DEFAULT_RULE_NAME, SHIPPED_RULES, CodingRule
 from p2pstore.identity import NodeCredentials
 from p2pstore.net.client import Client, ClientSettings
@@ -98,7 +100,7 @@ def _coded(cipher: ChunkCipher, coder: zfec.Encoder, k: int, index: int, chunk: 
 
 
 def put_ceiling(path: Path, size: int, rule: CodingRule, chunk_size: int) -> float:
-    """MiB/s of user data: seal + zfec encode + SHA-256 of every fragment, one thread."""
+    """MiB/s of user data: seal + zfec encode + the id of every fragment, one thread."""
     cipher = ChunkCipher(KEY, cipher=AES_256_GCM, chunk_size=chunk_size, object_size=size)
     coder = zfec.Encoder(rule.k, rule.n)
     busy = 0.0
@@ -106,13 +108,13 @@ def put_ceiling(path: Path, size: int, rule: CodingRule, chunk_size: int) -> flo
         for index, chunk in enumerate(iter_chunks(source, chunk_size)):
             start = time.perf_counter()
             for block in _coded(cipher, coder, rule.k, index, chunk):
-                hashlib.sha256(block).digest()
+                fragment_id(block)
             busy += time.perf_counter() - start
     return size / MiB / busy
 
 
 def get_ceilings(path: Path, size: int, rule: CodingRule, chunk_size: int) -> tuple[float, float]:
-    """MiB/s of user data of SHA-256 of k fragments + zfec decode + open, one thread: from the
+    """MiB/s of user data of the ids of k fragments + zfec decode + open, one thread: from the
     k primary shares (best case) and from the k last shares (worst case).  Coding the fragments
     first is not counted."""
     k, n = rule.k, rule.n
@@ -128,7 +130,7 @@ def get_ceilings(path: Path, size: int, rule: CodingRule, chunk_size: int) -> tu
                 start = time.perf_counter()
                 chosen = [blocks[s] for s in shares]
                 for block in chosen:
-                    hashlib.sha256(block).digest()
+                    fragment_id(block)
                 rebuilt = chosen if shares == primaries else decoder.decode(chosen, shares)
                 padded = b"".join(rebuilt)
                 cipher.open(index, memoryview(padded)[:sealed_size])
@@ -421,8 +423,8 @@ def print_results(results: Results, run: Run, nodes: int) -> None:
             f" {results.ratio(f'{name} get', primaries):6.1%}  (best case: decoding is a copy)"
         )
     print(
-        "1-core ceilings: put = AES-256-GCM + zfec encode + SHA-256 of the n fragments; get = "
-        "SHA-256 of k fragments + zfec decode from k parity shares + AES-256-GCM open"
+        "1-core ceilings: put = AES-256-GCM + zfec encode + ids (Merkle roots) of the n "
+        "fragments; get = ids of k fragments + zfec decode from k parity shares + AES-256-GCM open"
     )
     print_cpu(results, nodes)
     print(

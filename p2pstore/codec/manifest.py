@@ -41,7 +41,8 @@ from p2pstore.codec.erasure import block_size_for, check_coding
 from p2pstore.codec.fragment_ids import FRAGMENT_ID_BYTES
 from p2pstore.errors import IntegrityError, LocalProtocolError, RemoteProtocolError
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+"""2: fragment ids are Merkle roots (see :mod:`p2pstore.codec.fragment_ids`); 1: SHA-256."""
 MAX_MANIFEST_BYTES = 8 * 1024 * 1024
 OBJECT_ID_BYTES = 32
 _RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -222,6 +223,12 @@ def _manifest_from_fields(fields: object) -> Manifest:
     if not isinstance(fields, list) or len(fields) != _FIELDS:
         raise RemoteProtocolError(f"manifest must be a msgpack array of {_FIELDS} fields")
     version, size, chunk_size, cipher, rule, k, n, chunks = fields
+    if version == 1 and type(version) is int:
+        raise RemoteProtocolError(
+            f"manifest version 1 was written by an older p2pstore (fragment ids were SHA-256 "
+            f"hashes; this release reads version {MANIFEST_VERSION}, Merkle roots): get the "
+            f"object with the release that put it, and put it again with this one"
+        )
     if version != MANIFEST_VERSION or type(version) is not int:
         raise RemoteProtocolError(
             f"manifest version {version!r} is not supported (this code reads {MANIFEST_VERSION})"

@@ -3,6 +3,7 @@
 Layout::
 
     <data_dir>/lock                  flock'ed by the one process that owns the directory
+    <data_dir>/store-format          "p2pstore fragment store, format 2": how ids are computed
     <data_dir>/index.sqlite3         the index (see index.py); a cache of what fragments/ holds
     <data_dir>/tmp/<random>.part     writes in progress; anything here at open is garbage
     <data_dir>/fragments/ab/ab12...  one file per fragment, named by the hex of its id
@@ -15,6 +16,12 @@ hashed anyway, even a disk that lies about fsync cannot make us serve bad bytes.
 directories keep any one directory near 1/256 of the fragments, and let the open-time
 reconciliation work one prefix at a time in bounded memory.
 
+Format: the ids of format 2 are Merkle roots (:mod:`p2pstore.codec.fragment_ids`); format 1
+(before the marker file existed) named fragments by the SHA-256 of their bytes.  Every file of a
+format-1 store would fail the new hash and be deleted as corrupt by the first open or scrub, so
+:meth:`DataDirectory.check_format` refuses such a directory before anything reads it; ids cannot
+be migrated in place because manifests, and so object ids and capabilities, name them.
+
 This module does I/O only: it raises ``OSError`` and leaves turning it into ``StoreError`` (and
 deciding what a refusal means) to the store.
 """
@@ -22,20 +29,23 @@ deciding what a refusal means) to the store.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
+import re
 import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from p2pstore.codec.fragment_ids import fragment_hasher
 from p2pstore.errors import StoreError
 
 PREFIXES = tuple(f"{p:02x}" for p in range(256))
 READ_BLOCK = 1 << 20
 """Bytes per read while hashing a file in streaming mode (bounds scrub memory)."""
 
-# The streaming hash must be the one p2pstore.codec.fragment_ids uses (a test pins this).
-STREAM_HASH = "sha256"
+STORE_FORMAT = 2
+FORMAT_FILE = "store-format"
+_FORMAT_TEXT = "p2pstore fragment store, format {}\n"
+_FORMAT_LINE = re.compile(r"p2pstore fragment store, format ([0-9]{1,6})\n")
 
 
 class DataDirectory:
@@ -72,6 +82,73 @@ class DataDirectory:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # closing the only descriptor releases the flock
             self._lock_fd = -1
+
+    def check_format(self) -> None:
+        """Refuse a directory of another store format; mark a new (or empty) one as ours.
+
+        Raises StoreError, saying what to do, for a format-1 directory that holds fragment
+        files (deleting nothing), a newer or unreadable marker, or a marker that cannot be
+        written.  A directory without fragment files is adopted: nothing in it can be misjudged.
+        """
+        marker = self.root / FORMAT_FILE
+        try:
+            text = marker.read_text(encoding="ascii", errors="replace")[:100]
+        except FileNotFoundError:
+            text = None
+        except OSError as error:
+            raise StoreError(f"cannot read {marker}: {error.strerror or error}") from error
+        if text is None:
+            old = self.index_path.exists() or self.fragments.exists()
+            if old and (held := self._any_fragment_file()) is not None:
+                raise StoreError(
+                    f"data directory {self.root} is a fragment store of format 1 (fragments named "
+                    f"by SHA-256, e.g. {held}); this p2pstore uses format {STORE_FORMAT} "
+                    f"(Merkle-root ids) and would take every fragment for corrupt, so it "
+                    f"changed nothing. Get your objects with the previous p2pstore release, "
+                    f"then start this node on an empty data directory and put them again with "
+                    f"this one (their capabilities change)"
+                )
+            try:
+                replace_file_durably(marker, [_FORMAT_TEXT.format(STORE_FORMAT).encode()])
+            except OSError as error:
+                raise StoreError(
+                    f"cannot mark {self.root} as a store of format {STORE_FORMAT}: "
+                    f"{error.strerror or error}"
+                ) from error
+            return
+        match = _FORMAT_LINE.fullmatch(text)
+        if match is None:
+            raise StoreError(
+                f"{marker} does not name a store format ({text[:40]!r}); if you know this is a "
+                f"p2pstore data directory, write {_FORMAT_TEXT.format(STORE_FORMAT)!r} into it"
+            )
+        found = int(match.group(1))
+        if found > STORE_FORMAT:
+            raise StoreError(
+                f"data directory {self.root} is a fragment store of format {found}, newer than "
+                f"this p2pstore understands ({STORE_FORMAT}); upgrade p2pstore"
+            )
+        if found < STORE_FORMAT:
+            raise StoreError(
+                f"data directory {self.root} is a fragment store of format {found}; this "
+                f"p2pstore reads format {STORE_FORMAT} only: read your objects back with the "
+                f"release that wrote it, then start this node on an empty data directory"
+            )
+
+    def _any_fragment_file(self) -> str | None:
+        """The name of one entry under ``fragments/``, or None if there is none."""
+        for prefix in PREFIXES:
+            try:
+                with os.scandir(self.fragments / prefix) as entries:
+                    for entry in entries:
+                        return entry.name
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                raise StoreError(
+                    f"cannot list {self.fragments / prefix}: {error.strerror or error}"
+                ) from error
+        return None
 
     def make_layout(self) -> None:
         """Create ``tmp/``, ``fragments/`` and its 256 prefix directories if missing."""
@@ -140,7 +217,7 @@ class DataDirectory:
 
         Returns (digest, bytes read, inode).  Raises FileNotFoundError or OSError.
         """
-        hasher = hashlib.new(STREAM_HASH)
+        hasher = fragment_hasher()
         read = 0
         with open(path, "rb", buffering=0) as file:
             inode = os.fstat(file.fileno()).st_ino

@@ -64,16 +64,17 @@ class DiskFragmentStore:
 
         ``identity_quota``: bytes one uploading identity may hold (default a quarter of the
         quota).  What recovery did is in :attr:`recovered`.  Raises StoreError if the directory
-        is locked by another store, cannot be created, or its index cannot be opened (an index
-        of an older schema is migrated in place); ValueError if a quota is < 0.  A disk that
-        refuses writes does not stop the store from opening: it then opens read-only, and
-        ``usage()`` says why.
+        is locked by another store, cannot be created, is of another store format (nothing is
+        deleted then), or its index cannot be opened (an index of an older schema is migrated in
+        place); ValueError if a quota is < 0.  A disk that refuses writes does not stop the store
+        from opening: it then opens read-only, and ``usage()`` says why.
         """
         self._ledger = SpaceLedger(quota_bytes, identity_quota)
         self._lock = self._ledger.lock
         self._quota_refused = 0
         self._dir = DataDirectory(data_dir)
         try:
+            self._dir.check_format()  # before anything hashes a file: see directory.py
             self._index, refusal = self._open_index()
         except StoreError:
             self._dir.close()

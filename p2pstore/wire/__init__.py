@@ -4,6 +4,7 @@ Importing this package registers every message type; modules that add messages m
 imported here.
 """
 
+from .audit import MAX_AUDIT_LEAF, MAX_AUDIT_PATH, AuditChallenge, AuditProofReply
 from .dht import (
     MAX_CONTACTS,
     MAX_RECORD_VALUE,
@@ -50,6 +51,8 @@ from .schema import Bound, Record, record
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "FRAME_HEADER",
+    "MAX_AUDIT_LEAF",
+    "MAX_AUDIT_PATH",
     "MAX_CONTACTS",
     "MAX_FRAGMENT",
     "MAX_RECORDS_PER_REPLY",
@@ -57,6 +60,8 @@ __all__ = [
     "MAX_REQUEST_ID",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
+    "AuditChallenge",
+    "AuditProofReply",
     "Bound",
     "ContactInfo",
     "Envelope",

@@ -1,6 +1,6 @@
 """The messages that move fragments between clients, stewards and the nodes that hold them.
 
-Fragments are content-addressed: the id is the SHA-256 of the bytes, so every receiver checks
+Fragments are content-addressed: the id is a Merkle root of the bytes, so every receiver checks
 what it gets against the id it asked for, whoever sent it.  Refusals (quota, disk, a fragment
 that does not hash to its id, one not held) come back as ``ErrorReply`` with the error's class
 name as code, so a caller can act on each: go elsewhere, repair, or give up.

@@ -20,7 +20,9 @@ from p2pstore.errors import RemoteProtocolError
 
 from .schema import Bound, Record, record, schema_of
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
+"""2: fragment ids are Merkle roots with audits, records carry certificates, placements are
+holders' receipts.  A version-1 node is refused at Hello (its ids and records mean other things)."""
 MAX_TYPE_CODE: Final = 0xFFFF
 NODE_ID_LENGTH: Final = 20
 MAX_PADDING: Final = 16 * 1024 * 1024

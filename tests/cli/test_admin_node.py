@@ -5,7 +5,6 @@ time; every wait reads the node's log or a real socket under a deadline."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from test_cli_node import DEADLINE, STOP_DEADLINE, in_process_node, node_process
 
 from p2pstore.cli.config import write_local_node_config
 from p2pstore.cli.devnet import DevnetNode, create_mesh, free_loopback_ports
+from p2pstore.codec.fragment_ids import fragment_id as fragment_id_of
 from p2pstore.net.contact_book import ContactBook
 from p2pstore.net.fragments import fetch_fragment, store_fragment
 
@@ -73,7 +73,7 @@ async def test_metrics_health_and_status_of_a_running_node_move_with_a_put_and_a
     admin = f"127.0.0.1:{free_loopback_ports(1)[0]}"
     config = json_config(first, metrics_listen=admin)
     data = b"an encrypted, erasure-coded fragment" * 500
-    fragment_id = hashlib.sha256(data).digest()
+    fragment_id = fragment_id_of(data)
     with trio.fail_after(DEADLINE):
         async with trio.open_nursery() as nursery:
             client = in_process_node(second, authority.directory)

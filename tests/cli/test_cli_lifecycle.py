@@ -26,6 +26,7 @@ from test_cli_objects import wait_until_joined
 
 from p2pstore.cli.config import write_local_node_config
 from p2pstore.cli.devnet import DevnetNode, create_mesh
+from p2pstore.codec.fragment_ids import fragment_id
 from p2pstore.errors import RemoteError
 from p2pstore.net.contact_book import ContactBook
 from p2pstore.net.fragments import fetch_fragment, store_fragment
@@ -279,9 +280,9 @@ async def test_a_node_restarted_on_a_read_only_disk_serves_reads_and_refuses_wri
     assert authority.directory is not None
     configure(first, ())
     kept = b"stored while the disk was fine" * 1000
-    kept_id = hashlib.sha256(kept).digest()
+    kept_id = fragment_id(kept)
     late = b"arrives after the disk went read-only" * 100
-    late_id = hashlib.sha256(late).digest()
+    late_id = fragment_id(late)
     with trio.fail_after(DEADLINE):
         async with trio.open_nursery() as nursery, node_runs(nursery) as runs:
             client = in_process_node(second, authority.directory)

@@ -20,6 +20,7 @@ import trio
 
 from p2pstore.cli.config import write_local_node_config
 from p2pstore.cli.devnet import DevnetNode, create_mesh
+from p2pstore.codec.fragment_ids import fragment_id as fragment_id_of
 from p2pstore.errors import PeerRefused, PeerUnreachable
 from p2pstore.identity import MeshCA, NodeCredentials, TrustAnchor
 from p2pstore.net.fragments import fetch_fragment, store_fragment
@@ -271,6 +272,29 @@ def test_a_busy_port_exits_1_with_one_line(mesh):
     assert last.startswith(f"p2pstore: error: cannot listen on 127.0.0.1:{port}: ")
 
 
+def test_a_data_directory_of_sha256_fragment_ids_is_refused_and_kept(mesh):
+    """A data directory of the previous release (store format 1): the node exits 1 saying what
+    to do, and every file in it is left as it was."""
+    _authority, (first, _second) = mesh
+    config = write_config(first, "text")
+    data_dir = first.directory / "data"
+    old = b"a fragment stored by the previous release"
+    old_file = data_dir / "fragments" / hashlib.sha256(old).hexdigest()[:2]
+    old_file.mkdir(parents=True)
+    old_file = old_file / hashlib.sha256(old).hexdigest()
+    old_file.write_bytes(old)
+    before = sorted(p for p in data_dir.rglob("*"))
+    result = subprocess.run(
+        node_command(config), check=False, capture_output=True, text=True, timeout=DEADLINE
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert "is a fragment store of format 1" in last and "empty data directory" in last
+    assert sorted(p for p in data_dir.rglob("*") if p.name != "lock") == before
+    assert old_file.read_bytes() == old
+
+
 async def test_a_node_process_keeps_fragments_across_a_restart(mesh):
     """A fragment stored over mutual TLS is durable: after SIGTERM and a restart on the same
     data directory the node still serves it, byte for byte."""
@@ -278,7 +302,7 @@ async def test_a_node_process_keeps_fragments_across_a_restart(mesh):
     assert authority.directory is not None
     config = write_config(first, "json", listen=first.address)
     data = b"an encrypted, erasure-coded fragment" * 1000
-    fragment_id = hashlib.sha256(data).digest()
+    fragment_id = fragment_id_of(data)
     with trio.fail_after(DEADLINE):
         async with trio.open_nursery() as nursery:
             client = in_process_node(second, authority.directory)

@@ -51,7 +51,7 @@ def test_round_trip_and_object_id():
     assert decoded == obj.manifest
     assert decoded.encode() == obj.manifest_bytes
     assert decoded.rule == "eu-4of8"
-    assert msgpack.unpackb(obj.manifest_bytes)[0] == 1  # version first
+    assert msgpack.unpackb(obj.manifest_bytes)[0] == 2  # version first
 
 
 def test_manifest_holds_no_key():
@@ -111,7 +111,7 @@ def _mutations():
         return f
 
     return {
-        "version 2": set_field(0, 2),
+        "version 3": set_field(0, 3),
         "bool k": set_field(5, True),
         "k > n": set_field(5, 9),
         "unknown cipher": set_field(3, "rot13"),
@@ -148,11 +148,21 @@ def test_garbage_is_a_remote_protocol_error(data):
 
 def test_non_canonical_encoding_is_refused():
     obj = _object()
-    assert obj.manifest_bytes[:2] == b"\x98\x01"
-    data = b"\x98\xce\x00\x00\x00\x01" + obj.manifest_bytes[2:]  # version as a uint32
+    assert obj.manifest_bytes[:2] == b"\x98\x02"
+    data = b"\x98\xce\x00\x00\x00\x02" + obj.manifest_bytes[2:]  # version as a uint32
     assert msgpack.unpackb(data) == msgpack.unpackb(obj.manifest_bytes)
     with pytest.raises(RemoteProtocolError, match="canonical"):
         decode_manifest(data, object_id_of(data))
+
+
+def test_a_version_1_manifest_is_refused_saying_what_to_do():
+    """Version 1 named fragments by SHA-256: its ids would never match what holders compute."""
+    fields = _fields(_object())
+    fields[0] = 1
+    data = msgpack.packb(fields, use_bin_type=True)
+    with pytest.raises(RemoteProtocolError, match="older p2pstore") as refused:
+        decode_manifest(data, object_id_of(data))
+    assert "get the object with the release that put it, and put it again" in str(refused.value)
 
 
 def test_oversized_manifest_is_refused_before_hashing():

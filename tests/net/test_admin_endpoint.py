@@ -4,7 +4,6 @@ loopback socket."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
+from p2pstore.codec.fragment_ids import fragment_id
 from p2pstore.errors import QuotaExceeded, StoreError
 from p2pstore.identity import MeshCA
 from p2pstore.net.admin import AdminServer, AdminSettings, node_pages
@@ -285,7 +285,7 @@ async def test_status_health_and_metrics_of_a_node(autojump_clock):
 
 
 def _fragment(data: bytes) -> tuple[bytes, bytes]:
-    return hashlib.sha256(data).digest(), data
+    return fragment_id(data), data
 
 
 async def test_health_says_why_when_the_store_refuses_writes(autojump_clock):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import prometheus_client
 import pytest
 import trio
 from dht_mesh import DhtMesh
 
+from p2pstore.codec.fragment_ids import fragment_id
 from p2pstore.errors import RemoteError
 from p2pstore.identity import PeerIdentity, Role
 from p2pstore.net.fragments import FragmentService, fetch_fragment, store_fragment
@@ -22,7 +21,7 @@ QUOTA = 64 * 1024
 
 
 def fragment(text: bytes) -> tuple[bytes, bytes]:
-    return hashlib.sha256(text).digest(), text
+    return fragment_id(text), text
 
 
 def serving_node(net, tmp_path) -> tuple[Node, FragmentService]:

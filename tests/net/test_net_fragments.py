@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import threading
 
 import pytest
 import trio
 
+from p2pstore.codec.fragment_ids import fragment_id
 from p2pstore.errors import IntegrityError, RemoteError
 from p2pstore.identity import PeerIdentity
 from p2pstore.net.fragments import FragmentService, fetch_fragment, store_fragment
@@ -22,7 +22,7 @@ QUOTA = 64 * 1024
 
 
 def fragment(text: bytes) -> tuple[bytes, bytes]:
-    return hashlib.sha256(text).digest(), text
+    return fragment_id(text), text
 
 
 def serving_node(net, tmp_path, identity_quota=QUOTA):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import signal
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from p2pstore.codec.fragment_ids import fragment_id
 from p2pstore.store import MAX_PAGE, DiskFragmentStore
 
 WRITER = Path(__file__).with_name("crash_writer.py")
@@ -49,7 +49,7 @@ def _files_hash_to_their_names(data_dir: Path) -> list[Path]:
     """Every file under fragments/ (before any recovery ran); fails on a partial one."""
     files = sorted(p for p in (data_dir / "fragments").rglob("*") if p.is_file())
     for path in files:
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name, f"partial {path}"
+        assert fragment_id(path.read_bytes()).hex() == path.name, f"partial {path}"
     return files
 
 
@@ -66,7 +66,7 @@ def test_kill_9_during_writes_leaves_no_partial_fragment(tmp_path):
             stored = store.ids(None, MAX_PAGE)
             assert acknowledged <= set(stored), f"seed {seed}: an acknowledged put was lost"
             for fid in stored:
-                assert hashlib.sha256(store.get(fid)).digest() == fid
+                assert fragment_id(store.get(fid)) == fid
             assert {p.name for p in on_disk} == {fid.hex() for fid in stored}, f"seed {seed}"
             assert list((data_dir / "tmp").iterdir()) == []
             usage = store.usage()
@@ -118,7 +118,7 @@ def test_a_crash_at_each_step_of_the_write_path_is_recovered(tmp_path, point):
         assert store.has(victim) is present
         assert acknowledged <= set(store.ids(None, MAX_PAGE))
         for fid in store.ids(None, MAX_PAGE):
-            assert hashlib.sha256(store.get(fid)).digest() == fid
+            assert fragment_id(store.get(fid)) == fid
         expected = dict.fromkeys(
             ("tmp_removed", "orphans_indexed", "orphans_removed", "rows_dropped"), 0
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 import sqlite3
 
@@ -12,7 +11,7 @@ from p2pstore.codec.fragment_ids import fragment_id
 from p2pstore.errors import IntegrityError, QuotaExceeded, StoreError
 from p2pstore.store import MAX_PAGE, DiskFragmentStore, FragmentNotFound, Reconciliation
 from p2pstore.store import disk as disk_module
-from p2pstore.store.directory import STREAM_HASH
+from p2pstore.store.directory import READ_BLOCK, DataDirectory
 
 MiB = 1 << 20
 
@@ -36,9 +35,18 @@ def test_fragments_are_files_named_by_id_under_a_prefix_directory(tmp_path):
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
-def test_the_streaming_hash_is_the_fragment_id_hash():
-    data = b"p2pstore" * 1000
-    assert hashlib.new(STREAM_HASH, data).digest() == fragment_id(data)
+@pytest.mark.parametrize("size", [0, 1, 16 * 1024 + 1, READ_BLOCK, 2 * READ_BLOCK + 12345])
+def test_the_streaming_hash_of_a_file_is_its_fragment_id(tmp_path, size):
+    """Scrub and recovery hash files in READ_BLOCK pieces: the same id as the store's check."""
+    data = random.Random(size).randbytes(size)
+    path = tmp_path / "file"
+    path.write_bytes(data)
+    directory = DataDirectory(tmp_path / "dir")
+    try:
+        digest, read, _ = directory.digest(path, size + 1)
+    finally:
+        directory.close()
+    assert (digest, read) == (fragment_id(data), size)
 
 
 def test_reopening_keeps_everything(tmp_path):
