@@ -301,6 +301,7 @@ def test_the_renderer_writes_only_known_keys():
         revocation_list="r", advertise="b:2", bootstrap_peers=("e:3",), seed_file="s",
         quota="1 GiB", metrics_listen="127.0.0.1:9464", metrics_allow_public=True,
         repair_check_interval=30, rules={"gov": GOV},
+        limits=dict.fromkeys(_SCHEMA["limits"], 4),
     )  # fmt: skip
     document = tomllib.loads(text)
     assert set(document.pop("rules")) == {"gov"}
