@@ -50,12 +50,12 @@ class ReceiveBudget:
         limits allow always fits).  Cancellation leaves nothing reserved."""
         size = min(size, self.per_peer)
         await trio.lowlevel.checkpoint_if_cancelled()
-        if not self._waiting and self._fits(peer, size):
-            self._take(peer, size)
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return
         waiter = _Waiter(peer, size)
         self._waiting.append(waiter)
+        self._grant()
+        if waiter.granted:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         try:
             await waiter.event.wait()
         except BaseException:
@@ -78,12 +78,6 @@ class ReceiveBudget:
             del self._by_peer[peer]
         self.in_use -= size
         self._grant()
-
-    def _fits(self, peer: bytes, size: int) -> bool:
-        return (
-            self.in_use + size <= self.total
-            and self._by_peer.get(peer, 0) + size <= self.per_peer
-        )
 
     def _take(self, peer: bytes, size: int) -> None:
         self.in_use += size

@@ -52,6 +52,9 @@ log = logging.getLogger("p2pstore.node")
 
 Handler = Callable[[PeerIdentity, Message], Awaitable[Message]]
 
+MIN_RETRY_WAIT = 0.02
+"""Seconds waited at least before asking again a peer that answered busy."""
+
 
 class _SessionOutcome(enum.Enum):
     DUPLICATE = "lost the tie-break against an existing session"
@@ -270,7 +273,8 @@ class Node:
                 wait = retry_after(refused)
                 if wait is None or trio.current_time() + wait >= deadline:
                     raise
-            await trio.sleep(wait)
+            # A floor, so a peer that hints "retry at once" cannot make us spin.
+            await trio.sleep(max(wait, MIN_RETRY_WAIT))
             budget = deadline - trio.current_time()
 
     async def _request_once(self, node_id: bytes, message: Message, timeout: float) -> Message:

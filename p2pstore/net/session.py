@@ -185,8 +185,9 @@ class Session:
         """Answer requests and route answers until the link ends or :meth:`close` is called.
 
         Returns normally on a graceful close from either side.  Raises
-        :class:`RemoteProtocolError` if the peer breaks the protocol and
-        :class:`PeerUnreachable` if the link breaks.  Pending requests fail with
+        :class:`RemoteProtocolError` if the peer breaks the protocol (or floods requests without
+        reading the replies) and :class:`PeerUnreachable` if the link breaks or the peer stays
+        silent for ``idle_timeout``.  Pending requests fail with
         :class:`PeerUnreachable` when the session ends, and the link is closed.
         """
         failure: RemoteProtocolError | PeerUnreachable | None = None
@@ -363,8 +364,10 @@ class Session:
         pinged_for: float | None = None
         while True:
             heard = self._last_heard
-            silent = trio.current_time() - heard
-            if silent >= timeout:
+            # Deadlines, not durations: the clock wakes us at exactly ``heard + ...``, where
+            # ``now - heard`` may round below the threshold and spin.
+            now = trio.current_time()
+            if now >= heard + timeout:
                 self._refuse("idle_timeout", f"silent for {timeout:g}s")
                 self._silent = PeerUnreachable(
                     f"{self.describe()} sent nothing for {timeout:g}s, not even an answer to "
@@ -372,7 +375,7 @@ class Session:
                 )
                 self._receive_scope.cancel()
                 return
-            if silent >= timeout / 2 and pinged_for != heard:
+            if now >= heard + timeout / 2 and pinged_for != heard:
                 pinged_for = heard
                 nursery.start_soon(self._keepalive, timeout / 2)
             await trio.sleep_until(heard + (timeout if pinged_for == heard else timeout / 2))
