@@ -32,10 +32,11 @@ from p2pstore.errors import (
     RequestTimeout,
 )
 from p2pstore.identity import NodeCredentials, PeerIdentity, Role, TrustAnchor, short_id
+from p2pstore.net.caps import SessionCaps
 from p2pstore.net.link import FrameLink, Transport, source_of
 from p2pstore.net.metrics import OK, MeteredLink, NodeMetrics, bounded_code
 from p2pstore.net.refusals import RefusalLog
-from p2pstore.net.session import BUSY, Session, SessionSettings, busy_reply, retry_after
+from p2pstore.net.session import BUSY, Session, SessionSettings, busy_reply, retrying_busy
 from p2pstore.wire import (
     PROTOCOL_VERSION,
     ErrorReply,
@@ -51,9 +52,6 @@ from p2pstore.wire import (
 log = logging.getLogger("p2pstore.node")
 
 Handler = Callable[[PeerIdentity, Message], Awaitable[Message]]
-
-MIN_RETRY_WAIT = 0.02
-"""Seconds waited at least before asking again a peer that answered busy."""
 
 
 class _SessionOutcome(enum.Enum):
@@ -131,7 +129,11 @@ class Node:
                 "limited_peers": self.refusals.limited(),
             }
         )
-        self._inbound_from: dict[str, int] = {}
+        self._caps = SessionCaps(
+            self.settings.max_sessions_per_address,
+            self.settings.max_sessions_per_client,
+            self.refusals,
+        )
         self._sessions: dict[bytes, Session] = {}
         self._clients: set[Session] = set()
         """Inbound sessions of clients: never dialled back, so not indexed by id, and one
@@ -262,20 +264,8 @@ class Node:
             self.metrics.record_sent(type(message).__name__, outcome)
 
     async def _request(self, node_id: bytes, message: Message, timeout: float | None) -> Message:
-        """Ask once; while the peer answers busy with a hint that fits the deadline, wait that
-        long and ask again (so honest load that meets a bound slows down instead of failing)."""
         budget = self.settings.session.request_timeout if timeout is None else timeout
-        deadline = trio.current_time() + budget
-        while True:
-            try:
-                return await self._request_once(node_id, message, budget)
-            except RemoteError as refused:
-                wait = retry_after(refused)
-                if wait is None or trio.current_time() + wait >= deadline:
-                    raise
-            # A floor, so a peer that hints "retry at once" cannot make us spin.
-            await trio.sleep(max(wait, MIN_RETRY_WAIT))
-            budget = deadline - trio.current_time()
+        return await retrying_busy(lambda left: self._request_once(node_id, message, left), budget)
 
     async def _request_once(self, node_id: bytes, message: Message, timeout: float) -> Message:
         session = self._sessions.get(node_id)
@@ -367,24 +357,9 @@ class Node:
         self._nursery.start_soon(fn, *args)
 
     async def _accept(self, link: FrameLink) -> None:
-        source = source_of(link.remote_address)
-        held = self._inbound_from.get(source, 0)
-        if held >= self.settings.max_sessions_per_address:
-            self.refusals.refused(
-                source,
-                "sessions_per_address",
-                f"more than {held} sessions from {source}: connection closed",
-            )
-            return  # the transport closes the link
-        self._inbound_from[source] = held + 1
-        try:
-            await self._run_session(link, None)
-        finally:
-            left = self._inbound_from[source] - 1
-            if left:
-                self._inbound_from[source] = left
-            else:
-                del self._inbound_from[source]
+        with self._caps.inbound(source_of(link.remote_address)) as admitted:
+            if admitted:  # else the transport closes the link
+                await self._run_session(link, None)
 
     async def _keep_connected(self, address: str) -> None:
         """Keep a session with the peer at ``address``: dial it, and redial with capped
@@ -444,7 +419,9 @@ class Node:
         outcome = _SessionOutcome.FAILED_GREETING
         try:
             await session.greet()
-            if (excess := self._sessions_over_cap(session)) is not None:
+            clients = (s.peer for s in self._clients)
+            excess = None if link.outbound else self._caps.client_excess(link.peer, clients)
+            if excess is not None:
                 await session.close(excess)
                 return _SessionOutcome.REFUSED
             if not self._register(session):
@@ -495,18 +472,6 @@ class Node:
             error,
             extra={"event": "session_error", "peer": session.peer.node_id.hex(), "error": kind},
         )
-
-    def _sessions_over_cap(self, session: Session) -> str | None:
-        """Why a greeted client session is one too many for its identity, or None."""
-        peer = session.peer
-        if peer.role is not Role.CLIENT or session.link.outbound:
-            return None  # nodes hold one session per node id
-        cap = self.settings.max_sessions_per_client
-        if sum(1 for s in self._clients if s.peer.node_id == peer.node_id) < cap:
-            return None
-        why = f"too many sessions: this client identity already holds {cap} here"
-        self.refusals.refused(peer.node_id.hex(), "sessions_per_client", why)
-        return why
 
     def _register(self, session: Session) -> bool:
         """Add a greeted session; False if it loses the tie-break against an existing one."""
