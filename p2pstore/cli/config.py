@@ -8,11 +8,12 @@ read by :func:`p2pstore.core.rules.rules_from_table` for nodes and clients alike
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,23 @@ from p2pstore.core.rules import (
 )
 from p2pstore.errors import ConfigError
 from p2pstore.net.address import parse_address
+from p2pstore.net.node import NodeSettings
+from p2pstore.net.tls import TlsSettings
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 RULES_SECTION = "rules"
 """The section of ``[rules.NAME]`` tables: its keys are rule names, not a fixed schema."""
 DEFAULT_CHECK_INTERVAL = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """``[limits]``: the bounds on what peers may use, as the transport's and node's settings
+    (keys left out keep the settings' defaults)."""
+
+    transport: TlsSettings = field(default_factory=TlsSettings)
+    node: NodeSettings = field(default_factory=NodeSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +76,8 @@ class NodeConfig:
     """The mesh's coding rules by name: the shipped ones overlaid with ``[rules.NAME]``."""
     repair_check_interval: float = DEFAULT_CHECK_INTERVAL
     """``[repair] check_interval``: seconds between a steward's rounds of checks."""
+    limits: Limits = field(default_factory=Limits)
+    """``[limits]``: per-peer and per-node bounds."""
     fragment_bytes_per_identity: IdentityShare = field(
         default_factory=lambda: IdentityShare(fraction=DEFAULT_IDENTITY_SHARE)
     )
@@ -86,6 +100,30 @@ class IdentityShare:
         return self.size if self.size is not None else int(quota_bytes * self.fraction)
 
 
+_LIMIT_KEYS: dict[str, tuple[str, str, str]] = {
+    # key -> (kind of value, settings it sets, field)
+    "requests_per_session": ("count", "session", "max_inbound"),
+    "busy_replies_per_session": ("count", "session", "max_busy_replies"),
+    "idle_timeout": ("duration", "session", "idle_timeout"),
+    "sessions_per_client": ("count", "node", "max_sessions_per_client"),
+    "sessions_per_address": ("count", "node", "max_sessions_per_address"),
+    "requests_in_flight": ("count", "admission", "max_requests"),
+    "requests_in_flight_per_peer": ("count", "admission", "max_peer_requests"),
+    "lookups_per_second": ("number", "admission", "lookups_per_second"),
+    "lookup_burst": ("number", "admission", "lookup_burst"),
+    "stores_per_second": ("number", "admission", "stores_per_second"),
+    "store_burst": ("number", "admission", "store_burst"),
+    "fragment_bytes_per_second": ("size", "admission", "fragment_bytes_per_second"),
+    "fragment_burst": ("size", "admission", "fragment_burst"),
+    "receive_buffer": ("size", "transport", "receive_budget"),
+    "receive_buffer_per_peer": ("size", "transport", "receive_budget_per_peer"),
+    "partial_frame_timeout": ("duration", "transport", "partial_frame_timeout"),
+    "handshake_timeout": ("duration", "transport", "handshake_timeout"),
+    "handshakes": ("count", "transport", "max_concurrent_handshakes"),
+    "handshakes_per_address": ("count", "transport", "max_handshakes_per_address"),
+}
+
+
 _SCHEMA: dict[str, dict[str, bool]] = {
     # section -> key -> required
     "node": {"listen": True, "advertise": False, "data_dir": True},
@@ -100,7 +138,7 @@ _SCHEMA: dict[str, dict[str, bool]] = {
     "log": {"level": False, "format": False},
     "metrics": {"listen": False, "allow_public": False},
     "repair": {"check_interval": False},
-    "limits": {"fragment_bytes_per_identity": False},
+    "limits": {**dict.fromkeys(_LIMIT_KEYS, False), "fragment_bytes_per_identity": False},
 }
 
 
@@ -257,7 +295,62 @@ def load_node_config(path: Path) -> NodeConfig:
         rules=reader.rules(),
         repair_check_interval=reader.interval("repair", "check_interval", DEFAULT_CHECK_INTERVAL),
         fragment_bytes_per_identity=_identity_share(reader),
+        limits=read_limits(reader),
     )
+
+
+def read_limits(reader: ConfigReader) -> Limits:
+    """``[limits]``; every key is optional and checked (counts >= 1, rates and sizes > 0)."""
+
+    def count(key: str) -> int | None:
+        value = reader.get("limits", key)
+        if value is not None and (type(value) is not int or value < 1):
+            raise reader.error(f"[limits] {key}", f"expected a whole number >= 1, got {value!r}")
+        return value
+
+    def number(key: str) -> float | None:
+        value = reader.get("limits", key)
+        if value is not None and (type(value) not in (int, float) or not value > 0):
+            raise reader.error(f"[limits] {key}", f"expected a number > 0, got {value!r}")
+        return None if value is None else float(value)
+
+    def size(key: str) -> int | None:
+        value = reader.get("limits", key)
+        if value is None or (type(value) is int and value > 0):
+            return value
+        try:
+            parsed = parse_size(value) if isinstance(value, str) else 0
+        except ConfigError as exc:
+            raise reader.error(f"[limits] {key}", str(exc)) from exc
+        if parsed <= 0:
+            problem = f'expected a size such as "64 MiB", got {value!r}'
+            raise reader.error(f"[limits] {key}", problem)
+        return parsed
+
+    def duration(key: str) -> float | None:
+        return reader.interval("limits", key, 0.0) or None
+
+    read: dict[str, Callable[[str], object]] = {
+        "count": count, "number": number, "size": size, "duration": duration
+    }  # fmt: skip
+    given: dict[str, dict[str, Any]] = {"transport": {}, "session": {}, "node": {}}
+    given["admission"] = {}
+    for key, (kind, settings, name) in _LIMIT_KEYS.items():
+        value = read[kind](key)
+        if value is not None:
+            given[settings][name] = value
+    defaults = Limits()
+    try:
+        node = dataclasses.replace(
+            defaults.node,
+            session=dataclasses.replace(defaults.node.session, **given["session"]),
+            admission=dataclasses.replace(defaults.node.admission, **given["admission"]),
+            **given["node"],
+        )
+        transport = dataclasses.replace(defaults.transport, **given["transport"])
+    except ValueError as exc:
+        raise reader.error("[limits]", str(exc)) from exc
+    return Limits(transport=transport, node=node)
 
 
 def _metrics_listen(reader: ConfigReader) -> str | None:
@@ -389,9 +482,11 @@ def render_node_config(
     repair_check_interval: float | None = None,
     rules: Mapping[str, CodingRule] | None = None,
     fragment_bytes_per_identity: str | None = None,
+    limits: Mapping[str, int | float | str] | None = None,
 ) -> str:
     """A node.toml with these values (used by the local mesh and the operator's tools);
-    ``rules`` are written as ``[rules.NAME]`` tables (give the mesh's declared ones)."""
+    ``rules`` are written as ``[rules.NAME]`` tables (give the mesh's declared ones), ``limits``
+    as the ``[limits]`` table (its keys and values as in node.toml)."""
     q = toml_string
     lines = ["[node]", f"listen = {q(listen)}"]
     if advertise:
@@ -426,8 +521,14 @@ def render_node_config(
         lines.append("")
     if repair_check_interval is not None:
         lines += ["[repair]", f"check_interval = {float(repair_check_interval)!r}", ""]
-    if fragment_bytes_per_identity is not None:
-        lines += ["[limits]", f"fragment_bytes_per_identity = {q(fragment_bytes_per_identity)}", ""]
+    if limits or fragment_bytes_per_identity is not None:
+        lines.append("[limits]")
+        if fragment_bytes_per_identity is not None:
+            lines.append(f"fragment_bytes_per_identity = {q(fragment_bytes_per_identity)}")
+        for name, value in (limits or {}).items():
+            text = toml_string(value) if isinstance(value, str) else repr(value)
+            lines.append(f"{name} = {text}")
+        lines.append("")
     lines += render_rules(rules or {})
     return "\n".join(lines)
 
@@ -457,6 +558,7 @@ def write_local_node_config(
     metrics_listen: str | None = None,
     rules: Mapping[str, CodingRule] | None = None,
     repair_check_interval: float | None = None,
+    limits: Mapping[str, int | float | str] | None = None,
 ) -> Path:
     """Write ``node_dir/node.toml`` for the local-mesh layout: the node's ``node.key`` and
     ``node.crt`` beside it, the CA's ``ca.crt`` and ``crl.pem`` in ``../ca``, data in ``data``.
@@ -476,6 +578,7 @@ def write_local_node_config(
             metrics_listen=metrics_listen,
             rules=rules,
             repair_check_interval=repair_check_interval,
+            limits=limits,
         ),
         encoding="utf-8",
     )

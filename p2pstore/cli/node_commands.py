@@ -31,6 +31,7 @@ from p2pstore.net.fragments import FragmentService
 from p2pstore.net.metrics import NodeMetrics
 from p2pstore.net.node import Node
 from p2pstore.net.record_book import OldRecordsFile, RecordBook
+from p2pstore.net.refusals import RefusalLog
 from p2pstore.net.scrubber import Scrubber
 from p2pstore.net.steward import Steward, StewardSettings
 from p2pstore.net.tls import TlsTransport
@@ -183,12 +184,8 @@ async def serve_node(
     credentials = NodeCredentials.load(config.key, config.certificate)
     trust = _load_trust(config)
     host, port = parse_address(config.listen)
-    transport = TlsTransport(
-        credentials, trust, str(config.ca_certificate), listen_host=host, listen_port=port
-    )
-    metrics = NodeMetrics()
-    _add_process_metrics(metrics)
-    mesh_node = Node(credentials, transport, advertise=config.advertise, metrics=metrics)
+    transport, mesh_node = _mesh_node(config, credentials, trust, host, port)
+    metrics = mesh_node.metrics
     store = _open_store(config)
     fragments = FragmentService(mesh_node, store)
     dht = Dht(
@@ -305,6 +302,35 @@ def _open_store(config: NodeConfig) -> DiskFragmentStore:
 
 DEFAULT_QUOTA_SHARE = 0.9
 
+
+
+def _mesh_node(
+    config: NodeConfig, credentials: NodeCredentials, trust: TrustAnchor, host: str, port: int
+) -> tuple[TlsTransport, Node]:
+    """The transport and node of ``config``, with its ``[limits]`` and one refusal log (so a
+    peer refused by either is logged once per interval and counted in the same metrics)."""
+    metrics = NodeMetrics()
+    _add_process_metrics(metrics)
+    refusals = RefusalLog(metrics.record_refusal)
+    transport = TlsTransport(
+        credentials,
+        trust,
+        str(config.ca_certificate),
+        listen_host=host,
+        listen_port=port,
+        settings=config.limits.transport,
+        refusals=refusals,
+    )
+    metrics.watch_limits(transport.levels)
+    mesh_node = Node(
+        credentials,
+        transport,
+        advertise=config.advertise,
+        metrics=metrics,
+        settings=config.limits.node,
+        refusals=refusals,
+    )
+    return transport, mesh_node
 
 def _add_process_metrics(metrics: NodeMetrics) -> None:
     """The daemon's process figures (CPU, memory, open files, GC) beside the node's own."""

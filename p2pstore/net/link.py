@@ -7,13 +7,15 @@ frames.  The peer's identity on a link always comes from its verified certificat
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
 
-from p2pstore.errors import PeerRefused
+from p2pstore.errors import ConfigError, PeerRefused
 from p2pstore.identity import PeerIdentity, Role, short_id
+from p2pstore.net.address import parse_address
 
 
 class FrameLink(Protocol):
@@ -100,3 +102,22 @@ def check_dialled_peer(address: str, peer: PeerIdentity, expected_id: bytes | No
             "as a node",
             reason="not-a-node",
         )
+
+
+def source_of(remote_address: str) -> str:
+    """Who is behind ``remote_address`` for per-address bounds: the host of "host:port", an
+    IPv6 host's /64 (one site's prefix, which a single attacker gets whole), or the whole
+    string for other addresses (the in-memory network's names)."""
+    try:
+        host, _port = parse_address(remote_address)
+    except ConfigError:
+        return remote_address
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

@@ -20,6 +20,7 @@ Adding a family: create it in ``__init__`` on ``self.registry``, give it a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -41,6 +42,21 @@ OK = "ok"
 OTHER = "other"
 PROTOCOL_CODES = frozenset({"busy", "unsupported", "bad-reply"})
 """Error codes that are not exception names: a busy session, an unknown request, a bad answer."""
+
+REFUSAL_REASONS = frozenset({
+    "session_busy",  # a session had its most requests in flight: answered busy
+    "not_reading",  # a session's busy replies piled up unread: the session was ended
+    "node_busy",  # the node had its most requests in flight, or the peer more than its share
+    "peer_busy",  # one identity had its most requests in flight across its sessions
+    "lookup_rate", "store_rate", "fragment_in_rate", "fragment_out_rate",  # token buckets
+    "sessions_per_client", "sessions_per_address",  # a session over its cap was closed
+    "handshakes_per_address",  # a connection over its address's handshake cap was closed
+    "receive_budget",  # a frame waited too long for the node's receive buffers
+    "partial_frame_timeout",  # a frame took too long to arrive
+    "idle_timeout",  # a session stayed silent, keepalive pings unanswered
+})  # fmt: skip
+"""Why a peer was refused (``p2pstore_refusals_total{reason}``): a fixed set, so a flood can
+never grow the metrics."""
 
 
 def bounded_code(code: str) -> str:
@@ -159,6 +175,16 @@ class NodeMetrics:
         )
         self._live = _LiveLevels()
         r.register(self._live)
+        self.refusals = Counter(
+            "p2pstore_refusals",
+            "Requests, sessions and connections refused under a bound, by reason.",
+            ("reason",),
+            registry=r,
+        )
+        for reason in sorted(REFUSAL_REASONS):
+            self.refusals.labels(reason)
+        self._limits = _LimitLevels()
+        r.register(self._limits)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -200,6 +226,10 @@ class NodeMetrics:
         self.repair_bytes.labels("read").inc(read)
         self.repair_bytes.labels("written").inc(written)
 
+    def record_refusal(self, reason: str) -> None:
+        """A peer was refused under a bound; ``reason`` is one of :data:`REFUSAL_REASONS`."""
+        self.refusals.labels(reason if reason in REFUSAL_REASONS else OTHER).inc()
+
     def observe_scrub(self, report: ScrubReport) -> None:
         """One scrub batch ran (the corrupt fragments it found show in the store's count)."""
         self.scrub_checked.inc(report.checked)
@@ -233,6 +263,11 @@ class NodeMetrics:
     def watch_store(self, usage: Callable[[], StoreUsage]) -> None:
         """``usage()``: the fragment store's counts, quota and writability."""
         self._live.usage = usage
+
+    def watch_limits(self, levels: Callable[[], Mapping[str, float]]) -> None:
+        """``levels()``: how full the node's bounds are now, by gauge name (see
+        :class:`_LimitLevels`); several sources add up."""
+        self._limits.sources.append(levels)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -277,6 +312,29 @@ class _LiveLevels:
             yield from _publisher_levels(self.publishers())
         if self.usage is not None:
             yield from _store_levels(self.usage())
+
+
+class _LimitLevels:
+    """How full the node's bounds are, read on every scrape from the parts that hold them."""
+
+    GAUGES: Final = {
+        "requests_in_flight": "Peers' requests being handled now.",
+        "limited_peers": "Peers (or addresses) refused under a bound in the last minute.",
+        "receive_buffer_bytes": "Bytes of large frames being received, from the node's budget.",
+        "handshakes_in_progress": "TLS handshakes in progress.",
+    }
+
+    def __init__(self) -> None:
+        self.sources: list[Callable[[], Mapping[str, float]]] = []
+
+    def collect(self) -> Iterable[Metric]:
+        totals: dict[str, float] = {}
+        for source in self.sources:
+            for name, value in source().items():
+                totals[name] = totals.get(name, 0.0) + value
+        for name, documentation in self.GAUGES.items():
+            if name in totals:
+                yield _gauge(f"p2pstore_{name}", documentation, totals[name])
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

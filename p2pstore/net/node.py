@@ -6,6 +6,9 @@ One session per peer pair: when both sides dial each other at once, both keep th
 dialled by the smaller node id, so they agree without talking.  Whatever a peer sends can end
 that peer's session, never the node: protocol errors and broken links are logged and the session
 is dropped, and the dialers reconnect to bootstrap peers with capped exponential backoff.
+Every peer is bounded: inbound sessions per source address and per client identity, and the
+requests it may have handled at once and per second (:mod:`p2pstore.core.admission`); what is
+refused is answered ``busy`` with a retry hint, which this node's own requests honour.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Protocol
 import trio
 
 from p2pstore import __version__
+from p2pstore.core.admission import Admission, AdmissionSettings
 from p2pstore.errors import (
     P2PStoreError,
     PeerRefused,
@@ -28,9 +32,11 @@ from p2pstore.errors import (
     RequestTimeout,
 )
 from p2pstore.identity import NodeCredentials, PeerIdentity, Role, TrustAnchor, short_id
-from p2pstore.net.link import FrameLink, Transport
+from p2pstore.net.caps import SessionCaps
+from p2pstore.net.link import FrameLink, Transport, source_of
 from p2pstore.net.metrics import OK, MeteredLink, NodeMetrics, bounded_code
-from p2pstore.net.session import Session, SessionSettings
+from p2pstore.net.refusals import RefusalLog
+from p2pstore.net.session import BUSY, Session, SessionSettings, busy_reply, retrying_busy
 from p2pstore.wire import (
     PROTOCOL_VERSION,
     ErrorReply,
@@ -51,6 +57,7 @@ Handler = Callable[[PeerIdentity, Message], Awaitable[Message]]
 class _SessionOutcome(enum.Enum):
     DUPLICATE = "lost the tie-break against an existing session"
     FAILED_GREETING = "ended before or during its greeting"
+    REFUSED = "was over a bound on sessions and closed"
     SERVED = "was registered and served until it ended"
 
 
@@ -73,6 +80,11 @@ class NodeSettings:
     reconnect_initial: float = 1.0
     reconnect_max: float = 60.0
     stop_timeout: float = 5.0
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    max_sessions_per_client: int = 8
+    """Sessions one client identity may hold here (a few ``p2pstore put`` at once)."""
+    max_sessions_per_address: int = 64
+    """Inbound sessions (greeting included) from one source address (IPv6: one /64)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +110,11 @@ class Node:
         settings: NodeSettings | None = None,
         listen: bool = True,
         metrics: NodeMetrics | None = None,
+        refusals: RefusalLog | None = None,
     ) -> None:
         """``metrics`` defaults to a private :class:`NodeMetrics`; the node's services
-        (fragments, DHT) count on the same one."""
+        (fragments, DHT) count on the same one.  ``refusals`` (shared with the transport, so
+        one log throttles both) defaults to one counting into ``metrics``."""
         self.credentials = credentials
         self.identity = credentials.identity
         self.transport = transport
@@ -110,6 +124,19 @@ class Node:
         self._listen = listen
         self.metrics = metrics or NodeMetrics()
         self.metrics.watch_peers(self.session_counts)
+        self.refusals = refusals or RefusalLog(self.metrics.record_refusal)
+        self.admission = Admission(self.settings.admission)
+        self.metrics.watch_limits(
+            lambda: {
+                "requests_in_flight": self.admission.in_flight,
+                "limited_peers": self.refusals.limited(),
+            }
+        )
+        self._caps = SessionCaps(
+            self.settings.max_sessions_per_address,
+            self.settings.max_sessions_per_client,
+            self.refusals,
+        )
         self._sessions: dict[bytes, Session] = {}
         self._clients: set[Session] = set()
         """Inbound sessions of clients: never dialled back, so not indexed by id, and one
@@ -243,6 +270,10 @@ class Node:
             self.metrics.record_sent(type(message).__name__, outcome)
 
     async def _request(self, node_id: bytes, message: Message, timeout: float | None) -> Message:
+        budget = self.settings.session.request_timeout if timeout is None else timeout
+        return await retrying_busy(lambda left: self._request_once(node_id, message, left), budget)
+
+    async def _request_once(self, node_id: bytes, message: Message, timeout: float) -> Message:
         session = self._sessions.get(node_id)
         if session is None:
             raise PeerUnreachable(f"no session with node {short_id(node_id)}")
@@ -332,7 +363,9 @@ class Node:
         self._nursery.start_soon(fn, *args)
 
     async def _accept(self, link: FrameLink) -> None:
-        await self._run_session(link, None)
+        with self._caps.inbound(source_of(link.remote_address)) as admitted:
+            if admitted:  # else the transport closes the link
+                await self._run_session(link, None)
 
     async def _keep_connected(self, address: str) -> None:
         """Keep a session with the peer at ``address``: dial it, and redial with capped
@@ -381,10 +414,22 @@ class Node:
         logged; a bug in a handler is logged with its traceback as an internal error.
         """
         metered = MeteredLink(link, self.metrics)
-        session = Session(metered, self._hello(), self._dispatch, self.settings.session)
+        who = link.peer.node_id.hex()
+        session = Session(
+            metered,
+            self._hello(),
+            self._dispatch,
+            self.settings.session,
+            on_refusal=lambda reason, what: self.refusals.refused(who, reason, what),
+        )
         outcome = _SessionOutcome.FAILED_GREETING
         try:
             await session.greet()
+            clients = (s.peer for s in self._clients)
+            excess = None if link.outbound else self._caps.client_excess(link.peer, clients)
+            if excess is not None:
+                await session.close(excess)
+                return _SessionOutcome.REFUSED
             if not self._register(session):
                 await session.close("duplicate connection")
                 return _SessionOutcome.DUPLICATE
@@ -406,7 +451,11 @@ class Node:
             if started is not None:
                 started.set()
             self._unregister(session)
-        if session.close_reason and session.close_reason != "duplicate connection":
+        if (
+            session.close_reason
+            and session.close_reason != "duplicate connection"
+            and outcome is not _SessionOutcome.REFUSED  # logged, throttled, as peer_limited
+        ):
             log.info(
                 "%s %s disconnected: %s",
                 "client" if link.peer.role is Role.CLIENT else "peer",
@@ -500,15 +549,23 @@ class Node:
         )
 
     async def _dispatch(self, peer: PeerIdentity, message: Message) -> Message:
-        """Answer one request through its handler, counting it by type and outcome."""
+        """Answer one request through its handler, counting it by type and outcome; a request
+        over the peer's share or rate is answered busy without running its handler."""
         began = trio.current_time()
+        kind = type(message).__name__
+        refusal = self.admission.admit(peer.node_id, message, began)
+        if refusal is not None:
+            self.refusals.refused(peer.node_id.hex(), refusal.reason, refusal.why)
+            self.metrics.record_request(kind, BUSY, 0.0)
+            return busy_reply(refusal.why, refusal.retry_after)
         outcome = "cancelled"  # until the handler says otherwise
+        reply: Message | None = None
         try:
             handler = self._handlers.get(type(message))
             if handler is None:
-                reply: Message = ErrorReply(
+                reply = ErrorReply(
                     code="unsupported",
-                    message=f"this node does not serve {type(message).__name__} requests",
+                    message=f"this node does not serve {kind} requests",
                 )
             else:
                 reply = await handler(peer, message)
@@ -522,8 +579,9 @@ class Node:
             outcome = reply.code if isinstance(reply, ErrorReply) else OK
             return reply
         finally:
-            elapsed = trio.current_time() - began
-            self.metrics.record_request(type(message).__name__, outcome, elapsed)
+            now = trio.current_time()
+            self.admission.done(peer.node_id, message, reply, now)
+            self.metrics.record_request(kind, outcome, now - began)
 
     def session_counts(self) -> dict[str, int]:
         """Open sessions by the peer's role (``node``, ``client``)."""

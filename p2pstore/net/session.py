@@ -4,16 +4,21 @@ Strategy: both ends send ``Hello`` first and check the protocol version.  After 
 is an envelope: a REQUEST carries an id the answer repeats in its RESPONSE, so any number of
 requests share the link in any order; NOTICEs (``Goodbye``) need no answer.  Every request has a
 deadline.  Inbound requests run in tasks of this session, at most ``max_inbound`` at once; past
-that the peer is told "busy" at once rather than queued, so a flood costs bounded memory and a
-handler that itself waits on this peer can never deadlock the receive loop.  A malformed frame
-ends the session with :class:`RemoteProtocolError` (after a best-effort Goodbye naming it), which
-the owner records; it never reaches anyone else's session.
+that the peer is told "busy" (with when to retry) rather than queued, so a handler that itself
+waits on this peer can never deadlock the receive loop.  A refusal is a request id in a bounded
+queue that one task answers, never a task of its own: a peer that floods requests and does not
+read its replies fills that queue, and then its session ends.  So a flood costs bounded memory.
+A session that hears nothing for ``idle_timeout`` (its keepalive ping unanswered) ends too.  A
+malformed frame ends the session with :class:`RemoteProtocolError` (after a best-effort Goodbye
+naming it), which the owner records; it never reaches anyone else's session.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -35,6 +40,7 @@ from p2pstore.wire import (
     Hello,
     Kind,
     Message,
+    Ping,
     check_protocol_version,
     decode_envelope,
     encode_envelope,
@@ -45,8 +51,50 @@ log = logging.getLogger("p2pstore.net")
 RequestHandler = Callable[[PeerIdentity, Message], Awaitable[Message]]
 """Answers one request from an authenticated peer; a raised P2PStoreError becomes an ErrorReply."""
 
+RefusalHook = Callable[[str, str], None]
+"""Told ``(reason, what happened)`` when the session refuses its peer under a bound."""
+
 MAX_REQUEST_ID = 2**32 - 1
 ERROR_TEXT_LIMIT = 512
+BUSY = "busy"
+_RETRY_HINT = re.compile(r"retry after (\d+(?:\.\d+)?)s")
+
+
+def busy_reply(why: str, retry_after: float) -> ErrorReply:
+    """A ``busy`` refusal that says when to ask again (in its text: the schema has no optional
+    fields, and every version reads the text)."""
+    hint = f"; retry after {max(0.0, retry_after):.3f}s"
+    return ErrorReply(code=BUSY, message=why[: ERROR_TEXT_LIMIT - len(hint)] + hint)
+
+
+def retry_after(error: RemoteError) -> float | None:
+    """The seconds a ``busy`` refusal asked us to wait before retrying, None if it is not one."""
+    if error.code != BUSY:
+        return None
+    match = _RETRY_HINT.search(str(error))
+    return float(match.group(1)) if match else None
+
+
+MIN_RETRY_WAIT = 0.02
+"""Seconds waited at least before asking again a peer that answered busy."""
+
+
+async def retrying_busy(ask: Callable[[float], Awaitable[Message]], timeout: float) -> Message:
+    """``ask(seconds left)``; while the peer answers busy with a hint that fits ``timeout``, wait
+    that long and ask again, so honest load that meets a bound slows down instead of failing.
+    Raises what the last ``ask`` raised."""
+    deadline = trio.current_time() + timeout
+    left = timeout
+    while True:
+        try:
+            return await ask(left)
+        except RemoteError as refused:
+            wait = retry_after(refused)
+            if wait is None or trio.current_time() + wait >= deadline:
+                raise
+        # A floor, so a peer that hints "retry at once" cannot make us spin.
+        await trio.sleep(max(wait, MIN_RETRY_WAIT))
+        left = deadline - trio.current_time()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +105,22 @@ class SessionSettings:
     request_timeout: float = 10.0
     goodbye_timeout: float = 1.0
     max_inbound: int = 32
+    """Requests of the peer handled at once; more are answered busy."""
+    max_busy_replies: int = 64
+    """Busy replies waiting to be sent; one more ends the session (the peer does not read)."""
+    busy_retry_after: float = 0.1
+    """The wait a busy reply suggests: about one request's time."""
+    idle_timeout: float | None = 1800.0
+    """Seconds without a frame from the peer before the session ends; a keepalive ping goes
+    out after half of it, so only a peer that no longer answers is dropped.  None: never.
+    Long, because idle sessions are cheap (and capped per address and identity) while pings
+    are not free: a simulated 300-node mesh with a 300 s timeout spent 2.5x the CPU idling."""
+
+    def __post_init__(self) -> None:
+        if self.max_inbound < 1 or self.max_busy_replies < 1:
+            raise ValueError("max_inbound and max_busy_replies must be at least 1")
+        if self.idle_timeout is not None and self.idle_timeout <= 0:
+            raise ValueError(f"idle_timeout must be more than 0, got {self.idle_timeout}")
 
 
 class _Pending:
@@ -77,6 +141,8 @@ class Session:
         hello: Hello,
         handler: RequestHandler,
         settings: SessionSettings | None = None,
+        *,
+        on_refusal: RefusalHook | None = None,
     ) -> None:
         self.link = link
         self.settings = settings or SessionSettings()
@@ -90,6 +156,13 @@ class Session:
         self._greet_scope = trio.CancelScope()
         self._closed = False
         self.close_reason: str | None = None
+        self._on_refusal = on_refusal
+        self._receive_scope = trio.CancelScope()
+        self._last_heard = trio.current_time()
+        self._silent: PeerUnreachable | None = None
+        self._busy_send, self._busy_receive = trio.open_memory_channel[int](
+            self.settings.max_busy_replies
+        )
 
     @property
     def peer(self) -> PeerIdentity:
@@ -136,24 +209,36 @@ class Session:
         """Answer requests and route answers until the link ends or :meth:`close` is called.
 
         Returns normally on a graceful close from either side.  Raises
-        :class:`RemoteProtocolError` if the peer breaks the protocol and
-        :class:`PeerUnreachable` if the link breaks.  Pending requests fail with
+        :class:`RemoteProtocolError` if the peer breaks the protocol (or floods requests without
+        reading the replies) and :class:`PeerUnreachable` if the link breaks or the peer stays
+        silent for ``idle_timeout``.  Pending requests fail with
         :class:`PeerUnreachable` when the session ends, and the link is closed.
         """
         failure: RemoteProtocolError | PeerUnreachable | None = None
+        self._last_heard = trio.current_time()
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._send_busy_replies)
+                    if self.settings.idle_timeout is not None:
+                        nursery.start_soon(self._watch_idle, nursery, self.settings.idle_timeout)
                     try:
-                        await self._receive_loop(nursery)
-                    except (RemoteProtocolError, PeerUnreachable) as exc:
-                        failure = exc
-                    nursery.cancel_scope.cancel()
-            if isinstance(failure, RemoteProtocolError):
-                self.close_reason = f"protocol error: {failure}"
-                await self._say_goodbye(self.close_reason)
-            elif failure is not None:
-                self.close_reason = str(failure)
+                        try:
+                            with self._receive_scope:
+                                await self._receive_loop(nursery)
+                        except (RemoteProtocolError, PeerUnreachable) as exc:
+                            failure = exc
+                        failure = failure or self._silent
+                        if isinstance(failure, RemoteProtocolError):
+                            self.close_reason = f"protocol error: {failure}"
+                            await self._say_goodbye(self.close_reason)
+                        elif failure is not None:
+                            self.close_reason = str(failure)
+                    finally:
+                        nursery.cancel_scope.cancel()
+                        # Closing wakes answers stuck sending to a peer that does not read.
+                        with trio.CancelScope(shield=True):
+                            await self.link.aclose()
         finally:
             self._closed = True
             self._fail_pending(self.close_reason or "session closed")
@@ -239,6 +324,7 @@ class Session:
             if payload is None:
                 self.close_reason = self.close_reason or "peer closed the connection"
                 return
+            self._last_heard = trio.current_time()
             envelope = decode_envelope(payload)
             if envelope.kind is Kind.RESPONSE:
                 pending = self._pending.get(envelope.request_id)
@@ -247,11 +333,11 @@ class Session:
                     pending.done.set()
                 # else: the answer came after its deadline; the requester has moved on.
             elif envelope.kind is Kind.REQUEST:
-                if self._inbound >= self.settings.max_inbound:
-                    nursery.start_soon(self._reply_busy, envelope.request_id)
-                else:
+                if self._inbound < self.settings.max_inbound:
                     self._inbound += 1
                     nursery.start_soon(self._answer, envelope.request_id, envelope.message)
+                else:
+                    self._refuse_busy(envelope.request_id)
             elif isinstance(envelope.message, Goodbye):
                 self.close_reason = f"peer said goodbye: {envelope.message.reason}"
                 return
@@ -259,6 +345,25 @@ class Session:
                 raise RemoteProtocolError(
                     f"{self.describe()} sent an unexpected {type(envelope.message).__name__} notice"
                 )
+            # A peer whose frames all sit in one read must not hold the scheduler for it.
+            await trio.lowlevel.checkpoint()
+
+    def _refuse_busy(self, request_id: int) -> None:
+        limit = self.settings.max_inbound
+        self._refuse("session_busy", f"more than {limit} requests in flight on one session")
+        try:
+            self._busy_send.send_nowait(request_id)
+        except trio.WouldBlock:
+            queued = self.settings.max_busy_replies
+            self._refuse("not_reading", f"{queued} busy replies unread: session ended")
+            raise RemoteProtocolError(
+                f"{self.describe()} does not read its replies ({queued} busy replies queued "
+                f"while it kept more than {limit} requests in flight)"
+            ) from None
+
+    def _refuse(self, reason: str, describe: str) -> None:
+        if self._on_refusal is not None:
+            self._on_refusal(reason, describe)
 
     async def _answer(self, request_id: int, message: Message) -> None:
         try:
@@ -270,9 +375,39 @@ class Session:
         finally:
             self._inbound -= 1
 
-    async def _reply_busy(self, request_id: int) -> None:
-        reply = ErrorReply(code="busy", message=f"more than {self.settings.max_inbound} requests")
-        await self._respond(request_id, reply)
+    async def _send_busy_replies(self) -> None:
+        reply = busy_reply(
+            f"more than {self.settings.max_inbound} requests in flight",
+            self.settings.busy_retry_after,
+        )
+        async for request_id in self._busy_receive:
+            await self._respond(request_id, reply)
+
+    async def _watch_idle(self, nursery: trio.Nursery, timeout: float) -> None:
+        """Ping the peer after ``timeout / 2`` of silence; end the session after ``timeout``."""
+        pinged_for: float | None = None
+        while True:
+            heard = self._last_heard
+            # Deadlines, not durations: the clock wakes us at exactly ``heard + ...``, where
+            # ``now - heard`` may round below the threshold and spin.
+            now = trio.current_time()
+            if now >= heard + timeout:
+                self._refuse("idle_timeout", f"silent for {timeout:g}s")
+                self._silent = PeerUnreachable(
+                    f"{self.describe()} sent nothing for {timeout:g}s, not even an answer to "
+                    "a keepalive ping"
+                )
+                self._receive_scope.cancel()
+                return
+            if now >= heard + timeout / 2 and pinged_for != heard:
+                pinged_for = heard
+                nursery.start_soon(self._keepalive, timeout / 2)
+            await trio.sleep_until(heard + (timeout if pinged_for == heard else timeout / 2))
+
+    async def _keepalive(self, timeout: float) -> None:
+        # Any answer, even busy, is a frame heard; a missing one shows in the idle deadline.
+        with contextlib.suppress(P2PStoreError):
+            await self.request(Ping(nonce=0, padding=b""), timeout=timeout)
 
     async def _respond(self, request_id: int, reply: Message) -> None:
         try:

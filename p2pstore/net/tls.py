@@ -4,13 +4,18 @@ Strategy: OpenSSL checks the chain against the mesh CA during the handshake (so 
 from another CA never gets a session); then :class:`~p2pstore.identity.TrustAnchor` checks the
 same certificate again with our revocation list and reads the node id, datacenter and region
 from it.  Nothing a peer *says* about itself is trusted.  Every step that waits on the network
-has a deadline, and handshakes in progress are bounded, so a slow or hostile peer costs little.
+has a deadline, and what a stranger can hold is bounded before it has a certificate: handshakes
+in progress, in all and per source address (connections past an address's share are closed at
+once, so one host cannot hold the slots members need).  After the handshake, a large frame's
+bytes are reserved from the node's :class:`~p2pstore.net.budget.ReceiveBudget` before its body
+is read, and a frame must arrive whole within ``partial_frame_timeout``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +26,10 @@ import trio
 from p2pstore.errors import ConfigError, PeerRefused, PeerUnreachable, RemoteProtocolError
 from p2pstore.identity import NodeCredentials, PeerIdentity, TrustAnchor, short_id
 from p2pstore.net.address import format_address, parse_address
-from p2pstore.net.link import LinkHandler, check_dialled_peer
-from p2pstore.wire import DEFAULT_MAX_FRAME, FrameDecoder, frame_header
+from p2pstore.net.budget import ReceiveBudget
+from p2pstore.net.link import LinkHandler, check_dialled_peer, source_of
+from p2pstore.net.refusals import RefusalLog
+from p2pstore.wire import DEFAULT_MAX_FRAME, FRAME_HEADER, FrameDecoder, frame_header
 
 log = logging.getLogger("p2pstore.net")
 
@@ -31,6 +38,14 @@ RECEIVE_SIZE = 256 * 1024
 
 SMALL_FRAME = 64 * 1024
 """Frames up to this size are sent header and payload in one write."""
+
+UNRESERVED_FRAME = RECEIVE_SIZE
+"""Frames up to this size need no room from the receive budget: one read holds them anyway."""
+
+ACCEPT_RETRY = 0.5
+"""Seconds the listener pauses when the system refuses a connection (out of descriptors)."""
+
+MiB = 1024 * 1024
 
 
 def _wall_clock() -> datetime:
@@ -42,11 +57,29 @@ class TlsSettings:
     """Deadlines and bounds of the TLS transport."""
 
     connect_timeout: float = 10.0
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = 5.0
+    """A TLS handshake takes milliseconds; a stranger that stalls it is dropped after this."""
     max_concurrent_handshakes: int = 64
+    max_handshakes_per_address: int = 16
+    """Handshakes at once from one source address (IPv6: one /64); more are closed at once."""
     max_frame: int = DEFAULT_MAX_FRAME
     send_timeout: float = 30.0
     """Longest one frame may take to leave; past it the link is considered dead."""
+    receive_budget: int = 256 * MiB
+    """Bytes of large partial frames the whole node holds at once."""
+    receive_budget_per_peer: int = 64 * MiB
+    """Of which one peer (node id) holds at most this much."""
+    partial_frame_timeout: float | None = 60.0
+    """Seconds a frame may take from its first byte to its last (and a large one may wait for
+    budget); past it the session ends.  None: no deadline."""
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent_handshakes < 1 or self.max_handshakes_per_address < 1:
+            raise ValueError("handshake limits must be at least 1")
+        if not 0 < self.receive_budget_per_peer <= self.receive_budget:
+            raise ValueError("need 0 < receive_budget_per_peer <= receive_budget")
+        if self.partial_frame_timeout is not None and self.partial_frame_timeout <= 0:
+            raise ValueError("partial_frame_timeout must be more than 0")
 
 
 def make_ssl_contexts(
@@ -70,17 +103,21 @@ def make_ssl_contexts(
 
 
 class TlsLink:
-    """A :class:`~p2pstore.net.link.FrameLink` over a ``trio.SSLStream``."""
+    """A :class:`~p2pstore.net.link.FrameLink` over a ``trio.SSLStream`` (or any byte stream:
+    tests run it over memory streams under a MockClock)."""
 
     def __init__(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: trio.abc.Stream,
         peer: PeerIdentity,
         remote_address: str,
         *,
         outbound: bool,
         max_frame: int,
         send_timeout: float = 30.0,
+        budget: ReceiveBudget | None = None,
+        partial_frame_timeout: float | None = None,
+        refusals: RefusalLog | None = None,
     ) -> None:
         self._stream = stream
         self._send_timeout = send_timeout
@@ -91,6 +128,11 @@ class TlsLink:
         self._decoder = FrameDecoder(max_frame)
         self._send_lock = trio.Lock()
         self._closed = False
+        self._budget = budget
+        self._reserved = 0
+        self._partial_timeout = partial_frame_timeout
+        self._partial_since: float | None = None
+        self._refusals = refusals
 
     @property
     def peer(self) -> PeerIdentity:
@@ -135,25 +177,71 @@ class TlsLink:
         while True:
             frame = self._decoder.next_frame()
             if frame is not None:
+                self._free_room()
+                self._partial_since = trio.current_time() if self._decoder.buffered else None
                 return frame
-            try:
-                data = await self._stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise PeerUnreachable(
-                    f"connection to {self._describe()} broke: {_cause(exc)}"
-                ) from exc
+            await self._reserve_room()
+            data = await self._receive_some()
             if not data:
                 if self._decoder.at_frame_boundary():
                     return None
                 raise RemoteProtocolError(
                     f"{self._describe()} closed the connection in the middle of a frame"
                 )
+            if self._partial_since is None:
+                self._partial_since = trio.current_time()
             self._decoder.feed(data)
+
+    async def _reserve_room(self) -> None:
+        """Before reading a large frame's body, take its size from the node's budget."""
+        size = self._decoder.announced
+        if self._budget is None or self._reserved or size is None or size <= UNRESERVED_FRAME:
+            return
+        wait = math.inf if self._partial_timeout is None else self._partial_timeout
+        with trio.move_on_after(wait):
+            await self._budget.reserve(self._peer.node_id, size)
+            self._reserved = size
+            self._partial_since = trio.current_time()  # the body gets the whole window
+            return
+        self._refuse("receive_budget", f"a frame of {size} bytes found no receive buffers")
+        raise RemoteProtocolError(
+            f"{self._describe()} announced a frame of {size} bytes and the node's receive "
+            f"buffers stayed full for {wait:g}s; try again later"
+        )
+
+    async def _receive_some(self) -> bytes | bytearray:
+        deadline = math.inf
+        if self._partial_since is not None and self._partial_timeout is not None:
+            deadline = self._partial_since + self._partial_timeout
+        try:
+            with trio.move_on_at(deadline):
+                return await self._stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise PeerUnreachable(
+                f"connection to {self._describe()} broke: {_cause(exc)}"
+            ) from exc
+        announced = self._decoder.announced
+        self._refuse("partial_frame_timeout", f"a frame took more than {self._partial_timeout:g}s")
+        raise RemoteProtocolError(
+            f"{self._describe()} did not finish a frame within {self._partial_timeout:g}s "
+            f"({self._decoder.buffered} bytes of "
+            f"{'?' if announced is None else announced + FRAME_HEADER.size} received)"
+        )
+
+    def _free_room(self) -> None:
+        if self._reserved and self._budget is not None:
+            self._budget.release(self._peer.node_id, self._reserved)
+        self._reserved = 0
+
+    def _refuse(self, reason: str, describe: str) -> None:
+        if self._refusals is not None:
+            self._refusals.refused(self._peer.node_id.hex(), reason, describe)
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._free_room()
         with trio.move_on_after(1) as scope:
             scope.shield = True
             # If the peer went first the link is closed either way.
@@ -183,10 +271,18 @@ class TlsTransport:
         listen_port: int = 0,
         settings: TlsSettings | None = None,
         clock: Callable[[], datetime] = _wall_clock,
+        refusals: RefusalLog | None = None,
     ) -> None:
+        """``refusals`` hears of connections and frames refused under a bound (the node's own
+        log, so its metrics count them); a private one by default."""
         self.credentials = credentials
         self.trust = trust
         self.settings = settings or TlsSettings()
+        self.refusals = refusals or RefusalLog()
+        self.budget = ReceiveBudget(
+            self.settings.receive_budget, self.settings.receive_budget_per_peer
+        )
+        self._handshaking: dict[str, int] = {}
         self._server_context, self._client_context = make_ssl_contexts(
             credentials, ca_certificate_path
         )
@@ -204,6 +300,13 @@ class TlsTransport:
     def reload_trust(self, trust: TrustAnchor) -> None:
         """Use a new revocation list for the connections made from now on."""
         self.trust = trust
+
+    def levels(self) -> dict[str, float]:
+        """How full the transport's bounds are (for the node's metrics)."""
+        return {
+            "receive_buffer_bytes": self.budget.in_use,
+            "handshakes_in_progress": sum(self._handshaking.values()),
+        }
 
     async def listen(
         self, handler: LinkHandler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -227,13 +330,36 @@ class TlsTransport:
         handler: LinkHandler,
         nursery: trio.Nursery,
     ) -> None:
+        per_address = self.settings.max_handshakes_per_address
         async with listener:
             while True:
-                stream = await listener.accept()
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:  # out of file descriptors or memory: it passes
+                    log.warning(
+                        "cannot accept a connection: %s; retrying in %gs",
+                        exc.strerror or exc,
+                        ACCEPT_RETRY,
+                        extra={"event": "accept_failed"},
+                    )
+                    await trio.sleep(ACCEPT_RETRY)
+                    continue
+                source = source_of(_peer_address(stream))
+                if self._handshaking.get(source, 0) >= per_address:
+                    self.refusals.refused(
+                        source,
+                        "handshakes_per_address",
+                        f"more than {per_address} TLS handshakes at once from {source}",
+                    )
+                    await trio.aclose_forcefully(stream)
+                    continue
+                self._handshaking[source] = self._handshaking.get(source, 0) + 1
                 await self._handshake_slots.acquire()
-                nursery.start_soon(self._accept_one, stream, handler)
+                nursery.start_soon(self._accept_one, stream, source, handler)
 
-    async def _accept_one(self, stream: trio.SocketStream, handler: LinkHandler) -> None:
+    async def _accept_one(
+        self, stream: trio.SocketStream, source: str, handler: LinkHandler
+    ) -> None:
         remote = _peer_address(stream)
         try:
             link = await self._authenticate(stream, remote, server_side=True)
@@ -255,6 +381,11 @@ class TlsTransport:
             return
         finally:
             self._handshake_slots.release()
+            left = self._handshaking[source] - 1
+            if left:
+                self._handshaking[source] = left
+            else:
+                del self._handshaking[source]
         try:
             await handler(link)
         finally:
@@ -315,6 +446,9 @@ class TlsTransport:
             outbound=not server_side,
             max_frame=self.settings.max_frame,
             send_timeout=self.settings.send_timeout,
+            budget=self.budget,
+            partial_frame_timeout=self.settings.partial_frame_timeout,
+            refusals=self.refusals,
         )
 
 

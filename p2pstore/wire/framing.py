@@ -70,6 +70,16 @@ class FrameDecoder:
         """Bytes received and not yet returned as frames."""
         return len(self._buffer)
 
+    @property
+    def announced(self) -> int | None:
+        """The payload length the next frame's header announced, or None before its header.
+
+        Lets a transport reserve buffer room for a large frame before reading its body."""
+        if self._error is not None or len(self._buffer) < FRAME_HEADER.size:
+            return None
+        length: int = FRAME_HEADER.unpack_from(self._buffer)[0]
+        return length
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes read from the stream."""
         if self._error is None:

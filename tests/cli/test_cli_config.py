@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from p2pstore.cli.client_config import RULES_EXAMPLE, load_client_config, write_client_config
 from p2pstore.cli.config import (
+    _LIMIT_KEYS,
     _SCHEMA,
     NodeConfig,
     load_node_config,
@@ -301,6 +302,7 @@ def test_the_renderer_writes_only_known_keys():
         revocation_list="r", advertise="b:2", bootstrap_peers=("e:3",), seed_file="s",
         quota="1 GiB", metrics_listen="127.0.0.1:9464", metrics_allow_public=True,
         repair_check_interval=30, rules={"gov": GOV}, fragment_bytes_per_identity="10%",
+        limits=dict.fromkeys(_LIMIT_KEYS, 4),
     )  # fmt: skip
     document = tomllib.loads(text)
     assert set(document.pop("rules")) == {"gov"}

@@ -123,3 +123,22 @@ def test_frame_header_limits():
 def test_invalid_max_frame(bad):
     with pytest.raises(LocalProtocolError):
         FrameDecoder(max_frame=bad)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    payloads=st.lists(st.binary(max_size=SMALL_MAX), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=20),
+)
+def test_announced_is_the_length_of_the_frame_being_received(payloads, cuts):
+    stream = b"".join(framed(p, SMALL_MAX) for p in payloads)
+    points = sorted({c for c in cuts if c <= len(stream)} | {0, len(stream)})
+    decoder = FrameDecoder(max_frame=SMALL_MAX)
+    done = 0
+    for start, end in itertools.pairwise(points):
+        decoder.feed(stream[start:end])
+        done += len(drain(decoder))
+        if decoder.buffered >= FRAME_HEADER.size:
+            assert decoder.announced == len(payloads[done])
+        else:
+            assert decoder.announced is None
