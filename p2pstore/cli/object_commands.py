@@ -374,8 +374,11 @@ def status_table(status: ObjectStatus, rules: Mapping[str, CodingRule] = SHIPPED
             or "healthy: live >= repair threshold; degraded: repair due (stewards rebuild the "
             "lost fragments once their holders' grace period is over); unreadable: fewer than "
             "k live"
-            + ("; leaving: the holder is being drained, stewards are moving its fragments"
-               if status.leaving else "")
+            + (
+                "; leaving: the holder is being drained, stewards are moving its fragments"
+                if status.leaving
+                else ""
+            )
         ),
         caption_justify="left",
     )

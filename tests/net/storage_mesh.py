@@ -20,7 +20,6 @@ from p2pstore.net.session import SessionSettings
 from p2pstore.net.steward import Steward, StewardSettings
 from p2pstore.store import DiskFragmentStore, MemoryFragmentStore
 
-EPOCH = 1_800_000_000.0
 DHT = DhtSettings(rpc_timeout=3.0, refresh_interval=600.0, republish_interval=300.0)
 SMALL_CHUNKS = ClientSettings(chunk_size=64 * 1024, fragment_timeout=10.0, hedge_after=3.0)
 RULE_3_OF_6 = CodingRule("test-3-of-6", k=3, n=6, repair_threshold=4)
@@ -63,6 +62,9 @@ class StorageMesh:
         """``steward``: run a steward on every node (with ``rules`` added to the shipped ones)."""
         self.net = net
         self.memory = net.kind == "memory"
+        self.epoch = net.now.timestamp()
+        self.trust = net.trust()
+        """What every node of the mesh trusts (see :meth:`revoke`)."""
         self.nodes: list[StorageNode] = []
         self.dead: set[bytes] = set()
         self.client_settings = settings
@@ -74,7 +76,9 @@ class StorageMesh:
             dht = self._dht(node, index)
             quota = (quotas or {}).get(index, 1 << 30)
             if self.memory:
-                service = FragmentService(node, MemoryFragmentStore(quota), in_threads=False)
+                service = FragmentService(
+                    node, MemoryFragmentStore(quota), in_threads=False, wall_clock=self.wall_clock
+                )
             else:
                 store = DiskFragmentStore(net.tmp_path / f"store-{index}", quota)
                 service = FragmentService(node, store)
@@ -94,13 +98,17 @@ class StorageMesh:
     def _node_settings(self) -> NodeSettings:
         return NodeSettings(session=SessionSettings(hello_timeout=5, request_timeout=10))
 
+    def wall_clock(self) -> float:
+        """Unix time: in memory virtual, from when the harness's certificates were issued (so
+        receipts are checked against certificates in date), real on TLS."""
+        return self.epoch + trio.current_time() if self.memory else time.time()
+
     def _dht(self, node: Node, seed: int) -> Dht:
-        trust = self.net.trust()
         return Dht(
             node,
-            lambda: trust,
+            lambda: self.trust,
             rng=random.Random(seed),
-            wall_clock=(lambda: EPOCH + trio.current_time()) if self.memory else time.time,
+            wall_clock=self.wall_clock,
             settings=DHT,
         )
 
