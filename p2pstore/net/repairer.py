@@ -23,7 +23,7 @@ import trio
 from p2pstore.codec import Manifest
 from p2pstore.codec.manifest import object_id_of
 from p2pstore.codec.repair import rebuild_fragments
-from p2pstore.core.holders import Holdings, LocalEvidence, Placement
+from p2pstore.core.holders import Exclusion, Holdings, LocalEvidence, Placement
 from p2pstore.core.placement import Candidate, choose_holder, within_rule
 from p2pstore.core.repair_plan import (
     ChunkAssessment,
@@ -90,6 +90,18 @@ class Watched:
     assessments: list[ChunkAssessment] = field(default_factory=list)
     answers: dict[tuple[bytes, int], Said] = field(default_factory=dict)
     """How each holder answered this round for each position it was asked about."""
+
+    def unrelayed(self, evidence: LocalEvidence) -> Exclusion:
+        """What the steward does not relay: what it counts lost on its own evidence, and the
+        positions whose holder failed to sign for them this round (it vouches for nothing it
+        could not check)."""
+        local = evidence.exclusion(self.object_id)
+        failed = {slot for slot, said in self.answers.items() if said is Said.FAILED}
+
+        def exclude(holder: bytes, position: int) -> bool:
+            return (holder, position) in failed or (local is not None and local(holder, position))
+
+        return exclude
 
     def due(self, index: int) -> bool:
         """Whether chunk ``index`` needs work: a repair, or a move off a leaving holder."""
@@ -378,10 +390,13 @@ class Repairer:
     async def _publish_repairs(self, watched: Watched, done: list[ChunkRepair]) -> None:
         """Publish our placement record again, now with the new holders' receipts (a union:
         nothing anyone else published is replaced)."""
-        exclude = self.evidence.exclusion(watched.object_id)
-        copies = await publish_holdings(self.dht, watched.holdings, exclude=exclude)
+        copies = await publish_holdings(
+            self.dht, watched.holdings, exclude=watched.unrelayed(self.evidence)
+        )
         watched.placement = watched.holdings.view(
-            self.dht.wall_clock(), self.dht.trust(), exclude=exclude
+            self.dht.wall_clock(),
+            self.dht.trust(),
+            exclude=self.evidence.exclusion(watched.object_id),
         )
         log.info(
             "published the placement of object %s (%d chunks repaired) on %d peers",

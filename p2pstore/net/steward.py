@@ -494,7 +494,7 @@ class Steward:
                     expires_at=int(now) + RULES[RecordKind.MANIFEST].max_ttl,
                 )
                 await self.dht.publish(record)
-            exclude = self.evidence.exclusion(watched.object_id)
+            exclude = watched.unrelayed(self.evidence)
             view = watched.holdings.view(now, self.dht.trust(), exclude=exclude)
             named = frozenset(
                 (h.node_id, watched.holdings.position(index, share))

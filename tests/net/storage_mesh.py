@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import trio
 
@@ -67,6 +68,7 @@ class StorageMesh:
         """What every node of the mesh trusts (see :meth:`revoke`)."""
         self.nodes: list[StorageNode] = []
         self.dead: set[bytes] = set()
+        self.client_nodes: list[Node] = []
         self.client_settings = settings
         for index in range(count):
             dc = index % (datacenters or count)
@@ -145,6 +147,7 @@ class StorageMesh:
         credentials = self.net.credentials(datacenter="office", region="FR-GES", role=Role.CLIENT)
         transport = self.net.transport(credentials)
         node = Node(credentials, transport, listen=False, settings=self._node_settings())
+        self.client_nodes.append(node)
         dht = self._dht(node, 1000 + len(self.nodes))
         await nursery.start(node.run)
         await nursery.start(dht.run)
@@ -153,6 +156,16 @@ class StorageMesh:
         if self.memory:
             base = ClientSettings(**{**_fields(base), "in_threads": False})
         return Client(dht, settings=base)
+
+    def revoke(self, member: StorageNode) -> None:
+        """The mesh CA revokes ``member``'s certificate and every node (and client made here)
+        reloads its trust, as SIGHUP does."""
+        now = datetime.fromtimestamp(self.wall_clock(), UTC)
+        self.net.ca.revoke(member.credentials.identity.serial, now=now)
+        self.trust = self.net.trust()
+        for node in [m.node for m in self.nodes] + self.client_nodes:
+            node.transport.reload_trust(self.trust)  # type: ignore[attr-defined]
+            node.apply_trust(self.trust)
 
     def kill(self, member: StorageNode) -> None:
         """The node stops at once: its sessions drop, its port closes (in memory: it vanishes)."""
