@@ -453,6 +453,10 @@ class Steward:
                 said = answer.said
                 if said is Said.FAILED:
                     self._warn_failed(holder, answer.problem)
+                    report.failures.append(
+                        f"holder {short_id(holder.node_id)} ({holder.datacenter}) did not sign "
+                        f"for its fragments, counted missing: {answer.problem}"
+                    )
             if said is Said.SILENT:
                 self.detector.missed(holder.node_id, trio.current_time())
                 return
