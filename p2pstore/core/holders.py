@@ -35,6 +35,7 @@ Pure.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,7 +68,10 @@ MAX_RECEIPTS: Final = 8192
 MAX_RECEIPTS_PER_HOLDER: Final = 64
 """Receipts of one holder a builder relays: an honest holder's latest check is one receipt per
 1024 positions, so this bounds only what a holder signing receipt after receipt can make a
-relay carry."""
+relay carry; readers ignore any beyond it in one record, so a record costs its reader at
+most this many signature checks per holder it names."""
+MAX_RECORDS_REMEMBERED: Final = 256
+"""Record values whose digests a :class:`Holdings` remembers as merged."""
 STALE_AFTER: Final = RECEIPT_TTL / 2
 """Seconds after which a holder's receipt is shown stale: its stewards stopped renewing it."""
 
@@ -167,7 +171,7 @@ class Holdings:
     """The receipts known for one object, and the certificates that verify them (a CRDT; see
     the module docstring).  ``fragment_ids[chunk][share]`` are the manifest's ids."""
 
-    __slots__ = ("_certificates", "_ids", "_receipts", "chunk_count", "n", "object_id")
+    __slots__ = ("_certificates", "_ids", "_read", "_receipts", "chunk_count", "n", "object_id")
     # _certificates: DER -> (parsed, identity), every holder certificate seen (only the mesh
     # CA makes them, so they cannot be flooded); a holder counts if one of its is valid.
 
@@ -183,6 +187,9 @@ class Holdings:
         self._ids = tuple(fragment_id for row in fragment_ids for fragment_id in row)
         self._receipts: dict[bytes, CheckedReceipt] = {}
         self._certificates: dict[bytes, tuple[x509.Certificate, PeerIdentity]] = {}
+        self._read: set[bytes] = set()
+        """Digests of the record values merged already: one read again (a steward's next
+        round) costs a hash, not a signature check per receipt."""
 
     def __len__(self) -> int:
         return len(self._receipts)
@@ -232,11 +239,18 @@ class Holdings:
     def add_container(self, value: bytes) -> list[str]:
         """Merge a placement record's value; returns why anything in it was ignored (it can
         come from anyone, so nothing in it raises)."""
+        digest = hashlib.sha256(value).digest()
+        if digest in self._read:
+            return []
         try:
             certificates, receipts = self._unpack(value)
         except RemoteProtocolError as exc:
             return [str(exc)]
+        if len(self._read) >= MAX_RECORDS_REMEMBERED:
+            self._read.clear()
+        self._read.add(digest)
         problems: list[str] = []
+        per_holder: dict[bytes, int] = {}
         by_holder: dict[bytes, list[bytes]] = {}
         for der in certificates:
             try:
@@ -256,6 +270,12 @@ class Holdings:
                 if not ders:
                     raise RemoteProtocolError(
                         f"{receipt.describe()} comes without its holder's certificate"
+                    )
+                per_holder[receipt.holder] = per_holder.get(receipt.holder, 0) + 1
+                if per_holder[receipt.holder] > MAX_RECEIPTS_PER_HOLDER:
+                    raise RemoteProtocolError(
+                        f"{receipt.describe()}: more than {MAX_RECEIPTS_PER_HOLDER} receipts of "
+                        "one holder in one record"
                     )
                 self.add(receipt, ders[0])
             except (RemoteProtocolError, IntegrityError) as exc:

@@ -462,6 +462,7 @@ class Client:
             asks,
             timeout=self.settings.fragment_timeout,
             local_store=self.local_store if self._is_local(holder) else None,
+            run_sync=self.run_sync,
         )
 
     async def _publish(self, object_id: bytes, manifest_bytes: bytes, holdings: Holdings) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from p2pstore.core.holders import Exclusion, Holdings
@@ -83,10 +83,12 @@ async def ask_holder(
     *,
     timeout: float,
     local_store: FragmentStore | None = None,
+    run_sync: Callable[..., Awaitable[list[Receipt]]] | None = None,
 ) -> Answer:
     """Ask ``holder`` to state ``asks`` (at most ``MAX_IDS_PER_QUERY`` positions in all);
     valid receipts are merged into each ask's holdings.  With ``local_store``, this node is the
-    holder and signs from its own store.  Raises nothing for what the holder does."""
+    holder and signs from its own store (through ``run_sync``, e.g. in a worker thread).
+    Raises nothing for what the holder does."""
     node = dht.node
     queries = tuple(
         PositionQuery(
@@ -97,9 +99,11 @@ async def ask_holder(
         for ask in asks
     )
     if local_store is not None and holder.node_id == node.identity.node_id:
-        signed = state_fragments(
-            local_store, node.credentials, node.address, queries, dht.wall_clock()
-        )
+        args = (local_store, node.credentials, node.address, queries, dht.wall_clock())
+        if run_sync is None:
+            signed = state_fragments(*args)
+        else:
+            signed = await run_sync(state_fragments, *args)
         raw = tuple(receipt.encode() for receipt in signed)
         certificate = node.credentials.certificate_der()
     else:

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pstore.core.holders import (
+    MAX_RECEIPTS_PER_HOLDER,
     PLACEMENT_FORMAT,
     Holdings,
     LocalEvidence,
@@ -360,5 +361,15 @@ def test_a_holder_flooding_receipts_is_bounded_in_what_a_relay_carries():
         holdings.add(receipt(holder, [position], now=T0 - position), der(holder))
     relayed = holdings_of([holdings.encode(T0, TRUST, max_per_holder=5)])
     assert len(relayed) == 5
+    # A reader checks at most MAX_RECEIPTS_PER_HOLDER receipts of one holder in one record.
+    flood = [
+        (receipt(holder, [p % POSITIONS], now=T0 - p), der(holder))
+        for p in range(MAX_RECEIPTS_PER_HOLDER + 6)
+    ]
+    read = fresh()
+    (value,) = container(flood)
+    problems = read.add_container(value)
+    assert len(read) == MAX_RECEIPTS_PER_HOLDER and len(problems) == 6
+    assert read.add_container(value) == []  # the same record again: nothing to check
     with pytest.raises(LocalProtocolError, match="n=4"):
         Holdings(OBJECT, [IDS[0], IDS[1][:3]])

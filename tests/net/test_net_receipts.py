@@ -176,7 +176,7 @@ async def test_a_holder_that_will_not_sign_is_repaired_at_once(net, clock):
             for h in result.placement.chunks[0]
             if h is not None and h.node_id != steward.node_id
         ][:2]
-        other = mesh.nodes[0].node
+        other = next(m.node for m in mesh.nodes if m not in refusers)
 
         async def refuse(peer, message: Message) -> Message:
             return ErrorReply(code="busy", message="not signing today")
