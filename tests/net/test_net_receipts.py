@@ -137,6 +137,7 @@ async def test_forged_placements_change_no_view_and_the_object_stays_readable(ne
         key = (int(RecordKind.PLACEMENT), manifest_key(object_id))
         own = steward.dht.published.get(key)
         assert own is not None and relayed_holders(own) <= holders
+        assert own.sequence < 2**62  # its own version, not the forger's
 
         # A restarted steward: no memory, the same held records (forgeries included).
         restarted = Steward(
