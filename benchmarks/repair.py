@@ -94,7 +94,8 @@ from p2pstore.core.records import manifest_key
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import P2PStoreError
 from p2pstore.identity import NodeCredentials
-from p2pstore.net.client import Client, ClientSettings, ObjectStatus
+from p2pstore.net.client import Client, ClientSettings
+from p2pstore.net.status import ObjectStatus
 from p2pstore.net.steward import StewardSettings
 
 MiB = 1024 * 1024

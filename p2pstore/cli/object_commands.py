@@ -37,7 +37,8 @@ from p2pstore.codec.capability import CapabilityError
 from p2pstore.core.rules import SHIPPED_RULES, CodingRule, find_rule
 from p2pstore.errors import ConfigError
 from p2pstore.identity import short_id
-from p2pstore.net.client import ObjectStatus, PutResult
+from p2pstore.net.client import PutResult
+from p2pstore.net.status import ObjectStatus
 
 config_option = click.option(
     "--config",

@@ -410,13 +410,26 @@ class Steward:
         )
 
     async def _query_holders(self, report: RoundReport) -> None:
-        """One batched question per holder about all its fragments of the round's objects."""
+        """One batched question per holder about all its fragments of the round's objects.
+
+        A holder counted lost (silent beyond the grace period) is not asked about a share that
+        another holder keeps: its fragment was replaced, and its receipt lapses on its own."""
         wanted: dict[bytes, list[_Slot]] = {}
         holders: dict[bytes, Candidate] = {}
+        now = trio.current_time()
         for number, watched in enumerate(report.objects):
+            grace = watched.rule.grace_period
             for index in range(watched.manifest.chunk_count):
                 for share in range(watched.manifest.n):
-                    for holder in watched.placement.holders_of(index, share):
+                    listed = watched.placement.holders_of(index, share)
+                    lost = {
+                        h.node_id
+                        for h in listed
+                        if self.detector.status(h.node_id, now, grace) is HolderStatus.LOST
+                    }
+                    for holder in listed:
+                        if holder.node_id in lost and len(lost) < len(listed):
+                            continue
                         wanted.setdefault(holder.node_id, []).append((number, index, share))
                         holders[holder.node_id] = holder
         slots_free = trio.Semaphore(self.settings.query_concurrency)

@@ -23,7 +23,7 @@ from p2pstore.codec.manifest import ChunkEntry
 from p2pstore.core.holders import Placement, Statement, placement_of
 from p2pstore.core.placement import Candidate
 from p2pstore.core.rules import SHIPPED_RULES, CodingRule
-from p2pstore.net.client import ObjectStatus
+from p2pstore.net.status import ObjectStatus
 
 CHUNK = 4096
 DAY = 86400.0
