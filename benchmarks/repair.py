@@ -23,14 +23,14 @@ every chunk lose exactly n - k = 4 fragments:
   fragment of it: its file is deleted under the running node, and this process then asks that
   node for the fragment (``GetFragment``), so the node finds the file gone and drops it from its
   index -- as it would when serving a read or scrubbing.  A file deleted without that read is
-  not reported missing: ``HasFragments`` asks the store's index, not the disk.  The next check
+  not reported missing: ``StateFragments`` asks the store's index, not the disk.  The next check
   hears "missing" and repairs without waiting for any grace period.
 
 Aligned losses: a steward round asks the holders one after another (paced at
 ``queries_per_second``), a holder's silence starts when *its* question fails, and a round judges
 every holder at one instant.  So holders that die together are lost together only if the round
 that first misses them misses them all -- by default the benchmark strikes just after a round
-has asked all of them (it watches their ``HasFragments`` request counters; ``--no-align``
+has asked all of them (it watches their ``StateFragments`` request counters; ``--no-align``
 strikes at once) -- and if no later round judges between their grace expiries, which lie as far
 apart as their questions did (0.15-0.6 s here).  Rounds come every check interval plus the
 round's own duration (2.0-3.0 s apart here, with the machine's load), so a grace of a few
@@ -94,7 +94,8 @@ from p2pstore.core.records import manifest_key
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import P2PStoreError
 from p2pstore.identity import NodeCredentials
-from p2pstore.net.client import Client, ClientSettings, ObjectStatus
+from p2pstore.net.client import Client, ClientSettings
+from p2pstore.net.status import ObjectStatus
 from p2pstore.net.steward import StewardSettings
 
 MiB = 1024 * 1024
@@ -228,7 +229,7 @@ COUNTERS = {
     ("p2pstore_repairs_total", "outcome", "failed"): "failed",
     ("p2pstore_repair_bytes_total", "direction", "read"): "read",
     ("p2pstore_repair_bytes_total", "direction", "written"): "written",
-    ("p2pstore_requests_handled_total", "type", "HasFragments"): "asked",
+    ("p2pstore_requests_handled_total", "type", "StateFragments"): "asked",
 }
 Counters = dict[str, dict[str, float]]
 """Counters by node name, then by our name."""
@@ -298,7 +299,7 @@ async def round_asking(
     members: Sequence[Member], check_interval: float
 ) -> tuple[float, float] | None:
     """Wait for a steward round that asks every one of ``members`` about its fragments (each
-    one's ``HasFragments`` counter grows, all within half a check interval); (when it asked
+    one's ``StateFragments`` counter grows, all within half a check interval); (when it asked
     the first, when the last), or None if a round began before we looked."""
     start = await counters_by_node(members)
     asked_at: dict[str, float] = {}

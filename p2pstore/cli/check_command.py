@@ -5,8 +5,9 @@ Why a command as well as stewards: an operator who has just lost a datacenter, o
 who wants proof that an object is whole, should not have to wait for the next steward round.
 The command runs the steward's own check (one batched question per holder) from the client's
 seat; with ``--repair`` it rebuilds what is below the rule's threshold at once, counting
-unreachable holders as lost (the operator overrides the grace period), and publishes the new
-placement version as a steward would.  It never sees the read key or plaintext.
+unreachable holders as lost (the operator overrides the grace period), and publishes its own
+placement record with the new holders' receipts as a steward would.  It never sees the read
+key or plaintext.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ from p2pstore.cli.devnet import (
 from p2pstore.cli.object_commands import health, status_table, transfer_bar
 from p2pstore.core.rules import DEFAULT_RULE_NAME, find_rule
 from p2pstore.errors import ConfigError, P2PStoreError
-from p2pstore.net.client import Client, ClientSettings, ObjectStatus, PutResult
+from p2pstore.net.client import Client, ClientSettings, PutResult
+from p2pstore.net.status import ObjectStatus
 
 MiB = 1024 * 1024
 

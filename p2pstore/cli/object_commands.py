@@ -37,7 +37,8 @@ from p2pstore.codec.capability import CapabilityError
 from p2pstore.core.rules import SHIPPED_RULES, CodingRule, find_rule
 from p2pstore.errors import ConfigError
 from p2pstore.identity import short_id
-from p2pstore.net.client import ObjectStatus, PutResult
+from p2pstore.net.client import PutResult
+from p2pstore.net.status import ObjectStatus
 
 config_option = click.option(
     "--config",
@@ -214,8 +215,9 @@ async def _get(config: ClientConfig, cap: ReadCap, sink: BinaryIO, *, quiet: boo
 @json_option
 def stat(cap: ReadCap | VerifyCap, config_path: Path, as_json: bool) -> None:
     """Show an object's size and rule, and per chunk its live fragments against k, the rule's
-    repair threshold and n, its state, and which node in which datacenter holds each fragment
-    and whether it answers for it (a verify cap is enough).
+    repair threshold and n, its state, and which node in which datacenter holds each fragment,
+    whether it signs for it now, and how fresh its published receipt is (a verify cap is
+    enough).
 
     \b
     healthy     live >= repair threshold
@@ -307,6 +309,20 @@ def stat_summary(
                     "region": holder.region if holder else None,
                     "present": status.present[index][share],
                     "leaving": holder is not None and holder.node_id in status.leaving,
+                    "receipt": receipt_json(status, index, share, holder.node_id)
+                    if holder
+                    else None,
+                    "holders": [
+                        {
+                            "node_id": h.node_id.hex(),
+                            "datacenter": h.datacenter,
+                            "region": h.region,
+                            "present": status.answer(index, share, h.node_id),
+                            "leaving": h.node_id in status.leaving,
+                            "receipt": receipt_json(status, index, share, h.node_id),
+                        }
+                        for h in status.placement.holders_of(index, share)
+                    ],
                 }
             )
         chunks.append(
@@ -352,6 +368,41 @@ def duration_text(seconds: float) -> str:
 _COLOURS = {HEALTHY: "green", DEGRADED: "yellow", UNREADABLE: "red"}
 
 
+def age_text(seconds: float) -> str:
+    """``7300`` -> ``2h``: the largest whole unit (``0s`` for a clock slightly behind)."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def receipt_text(status: ObjectStatus, chunk: int, share: int, holder: bytes) -> str:
+    """How old the holder's published receipt is, in yellow once stale (stewards stopped
+    renewing it)."""
+    receipt = status.receipt(chunk, share, holder)
+    if receipt is None:
+        return "[red]no receipt[/]"
+    age = age_text(status.checked_at - receipt.issued_ms / 1000)
+    if receipt.fresh(status.checked_at):
+        return f"receipt {age}"
+    return f"[yellow]receipt stale {age}[/]"
+
+
+def receipt_json(
+    status: ObjectStatus, chunk: int, share: int, holder: bytes
+) -> dict[str, Any] | None:
+    """A holder's published receipt for ``stat --json``: when issued and expiring, fresh."""
+    receipt = status.receipt(chunk, share, holder)
+    if receipt is None:
+        return None
+    return {
+        "issued_at": receipt.issued_ms / 1000,
+        "expires_at": receipt.expires_ms / 1000,
+        "fresh": receipt.fresh(status.checked_at),
+    }
+
+
 def status_table(status: ObjectStatus, rules: Mapping[str, CodingRule] = SHIPPED_RULES) -> Table:
     """One row per chunk: live fragments against k, the repair threshold and n, the chunk's
     state, then each share's holder."""
@@ -374,8 +425,13 @@ def status_table(status: ObjectStatus, rules: Mapping[str, CodingRule] = SHIPPED
             or "healthy: live >= repair threshold; degraded: repair due (stewards rebuild the "
             "lost fragments once their holders' grace period is over); unreadable: fewer than "
             "k live"
-            + ("; leaving: the holder is being drained, stewards are moving its fragments"
-               if status.leaving else "")
+            + (
+                "; leaving: the holder is being drained, stewards are moving its fragments"
+                if status.leaving
+                else ""
+            )
+            + "; receipt: age of the holder's signed receipt in the placement (renewed by "
+            "stewards; stale when not renewed for a day and a half)"
         ),
         caption_justify="left",
     )
@@ -397,6 +453,11 @@ def status_table(status: ObjectStatus, rules: Mapping[str, CodingRule] = SHIPPED
             present = status.present[index][share]
             leaving = present is None and holder.node_id in status.leaving
             mark = "[yellow]↗ leaving[/]" if leaving else marks[present]
-            cells.append(f"{short_id(holder.node_id)[:6]} {escape(holder.datacenter)}\n{mark}")
+            cell = f"{short_id(holder.node_id)[:6]} {escape(holder.datacenter)}\n{mark}"
+            cell += "\n" + receipt_text(status, index, share, holder.node_id)
+            extra = len(status.placement.holders_of(index, share)) - 1
+            if extra:
+                cell += f"\n+{extra} more holder" + ("s" if extra > 1 else "")
+            cells.append(cell)
         table.add_row(str(index), f"[{colour}]{live}[/]", f"[{colour}]{verdict}[/]", *cells)
     return table

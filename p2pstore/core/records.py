@@ -99,7 +99,7 @@ class KindRules:
 
 RULES: Final[dict[RecordKind, KindRules]] = {
     RecordKind.MANIFEST: KindRules(MAX_RECORD_VALUE, 30 * DAY, DAY),
-    RecordKind.PLACEMENT: KindRules(256 * 1024, 7 * DAY, DAY),
+    RecordKind.PLACEMENT: KindRules(1024 * 1024, 7 * DAY, DAY),
     RecordKind.ANNOUNCEMENT: KindRules(4 * 1024, HOUR, 15 * 60),
 }
 

@@ -3,11 +3,14 @@
 Put: the object is read chunk by chunk, encrypted and coded (in a worker thread: zfec and the
 AEAD release the GIL), and each chunk's n fragments are sent concurrently to the holders that
 placement chooses; a holder that fails or refuses is replaced by the next one the rule allows.
-Only when every fragment of every chunk is durable are the manifest and placement records
-published, and only then is a capability returned.  Get: the manifest is found in the DHT and
-checked against the object id, k fragments per chunk are fetched from the quickest holders
-(another holder is asked when one fails, lies or is slow), checked, decoded, authenticated and
-written out in order.  Memory is bounded by ``chunks_in_flight`` encoded chunks either way.
+Only when every fragment of every chunk is durable, and every holder signed a receipt for what
+it holds (asked once the manifest, hence the object id, exists), are the manifest and the
+placement record (those receipts: ``core.holders``) published, and only then is a capability
+returned.  Get: the manifest is found in the DHT and checked against the object id, the
+placement is the union of the receipts of every placement record found, k fragments per chunk
+are fetched from the quickest receipted holders (another holder is asked when one fails, lies
+or is slow), checked, decoded, authenticated and written out in order.  Memory is bounded by
+``chunks_in_flight`` encoded chunks either way.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, TypeVar
 
@@ -36,13 +39,12 @@ from p2pstore.codec import (
 )
 from p2pstore.codec.chunking import chunk_length
 from p2pstore.core.contact import Contact
-from p2pstore.core.holders import Placement, newest_placement, placement_of
+from p2pstore.core.holders import Holdings, Placement
 from p2pstore.core.placement import Candidate, check_feasible, choose_holder, place_chunk
 from p2pstore.core.records import RULES, RecordKind, manifest_key, sign_record
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import (
     IntegrityError,
-    NodeLeaving,
     NotEnoughFragments,
     ObjectNotFound,
     P2PStoreError,
@@ -57,8 +59,9 @@ from p2pstore.errors import (
 from p2pstore.identity import short_id
 from p2pstore.net.dht import Dht
 from p2pstore.net.fragments import fetch_fragment, store_fragment
+from p2pstore.net.placements import Answer, Ask, Said, ask_holder, publish_holdings, read_holdings
+from p2pstore.net.status import ObjectStatus, object_status
 from p2pstore.store import FragmentStore
-from p2pstore.wire import HasFragments, HasFragmentsReply, SignedRecord
 from p2pstore.wire.fragments import MAX_IDS_PER_QUERY
 
 log = logging.getLogger("p2pstore.client")
@@ -110,28 +113,6 @@ class PutResult:
     @property
     def verify_cap(self) -> VerifyCap:
         return self.read_cap.verify_cap()
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectStatus:
-    """What the mesh holds of an object: per chunk and share, the holder (if known) and
-    whether it has the fragment (True/False), or ``None`` if it could not be asked."""
-
-    manifest: Manifest
-    placement: Placement
-    present: tuple[tuple[bool | None, ...], ...]
-    leaving: frozenset[bytes] = frozenset()
-    """Holders that answered they are being drained (``p2pstore node drain``): their shares
-    are ``None`` (not confirmed live; stewards are moving them), but not silent."""
-
-    def live(self, chunk: int) -> int:
-        """Fragments of ``chunk`` confirmed held."""
-        return sum(1 for state in self.present[chunk] if state)
-
-    @property
-    def readable(self) -> bool:
-        """Whether every chunk has at least k confirmed fragments."""
-        return all(self.live(i) >= self.manifest.k for i in range(len(self.present)))
 
 
 @dataclass
@@ -207,10 +188,21 @@ class Client:
         if state.failure is not None:
             raise state.failure
         encoded = encoder.finish()
-        placement = placement_of(
-            encoded.object_id, rule.n, [state.rows[i] for i in range(encoder.chunk_count)]
-        )
-        copies = await self._publish(encoded.object_id, encoded.manifest_bytes, placement)
+        holdings = Holdings(encoded.object_id, [c.fragment_ids for c in encoded.manifest.chunks])
+        placed = [
+            (holdings.position(index, share), holder)
+            for index in range(encoder.chunk_count)
+            for share, holder in enumerate(state.rows[index])
+        ]
+        problems = await self.confirm(holdings, placed)
+        if problems:
+            raise PutFailed(
+                "every fragment was stored, but not every holder signed a receipt for what it "
+                "holds, so the object could not be found; try again:\n  " + "\n  ".join(problems),
+                chunk=None,
+            )
+        placement = holdings.view(self.dht.wall_clock(), self.dht.trust())
+        copies = await self._publish(encoded.object_id, encoded.manifest_bytes, holdings)
         log.info(
             "put object %s: %d bytes in %d chunks, rule %s, manifest on %d peers",
             encoded.object_id.hex()[:16],
@@ -395,29 +387,65 @@ class Client:
         )
         self._observe(holder.node_id, trio.current_time() - started)
 
-    async def _publish(self, object_id: bytes, manifest_bytes: bytes, placement: Placement) -> int:
-        """Publish the manifest and placement records; returns how many peers took the
-        manifest.  Raises :class:`PutFailed` if too few did."""
+    async def confirm(
+        self, holdings: Holdings, placed: Sequence[tuple[int, Candidate]]
+    ) -> list[str]:
+        """Ask each holder to sign for the positions ``placed`` on it (one request per
+        ``MAX_IDS_PER_QUERY`` positions); the receipts join ``holdings``.  Returns what went
+        wrong, per holder: silence, a refusal, a bad receipt, or a position stated missing."""
+        by_holder: dict[bytes, tuple[Candidate, list[int]]] = {}
+        for position, holder in placed:
+            by_holder.setdefault(holder.node_id, (holder, []))[1].append(position)
+        problems: list[str] = []
+
+        async def confirm_one(holder: Candidate, positions: list[int]) -> None:
+            positions.sort()
+            for start in range(0, len(positions), MAX_IDS_PER_QUERY):
+                asked = tuple(positions[start : start + MAX_IDS_PER_QUERY])
+                answer = await self.ask(holder, [Ask(holdings, asked)])
+                if answer.said is not Said.STATED:
+                    problems.append(f"{describe(holder)}: {answer.said.value} {answer.problem}")
+                    return
+                lost = set(asked) - set(answer.receipts[0].held)
+                if lost:
+                    problems.append(
+                        f"{describe(holder)} says it does not hold positions {sorted(lost)}"
+                    )
+                    return
+
+        async with trio.open_nursery() as nursery:
+            for holder, positions in by_holder.values():
+                nursery.start_soon(confirm_one, holder, positions)
+        return problems
+
+    async def ask(self, holder: Candidate, asks: Sequence[Ask]) -> Answer:
+        """Ask ``holder`` to state positions (see :func:`ask_holder`), from our own store
+        when we are the holder."""
+        return await ask_holder(
+            self.dht,
+            holder,
+            asks,
+            timeout=self.settings.fragment_timeout,
+            local_store=self.local_store if self._is_local(holder) else None,
+            run_sync=self.run_sync,
+        )
+
+    async def _publish(self, object_id: bytes, manifest_bytes: bytes, holdings: Holdings) -> int:
+        """Publish the manifest record and our placement record (the receipts the holders
+        just signed); returns how many peers took the manifest.  Raises :class:`PutFailed` if
+        too few did."""
         key = manifest_key(object_id)
         now = int(self.dht.wall_clock())
-        records = [
-            sign_record(
-                self.node.credentials,
-                kind,
-                key,
-                value,
-                sequence=now,
-                expires_at=now + RULES[kind].max_ttl,
-            )
-            for kind, value in (
-                (RecordKind.MANIFEST, manifest_bytes),
-                (RecordKind.PLACEMENT, placement.encode()),
-            )
-        ]
+        manifest = sign_record(
+            self.node.credentials,
+            RecordKind.MANIFEST,
+            key,
+            manifest_bytes,
+            sequence=now,
+            expires_at=now + RULES[RecordKind.MANIFEST].max_ttl,
+        )
         wanted = max(1, min(self.settings.min_record_copies, len(self.dht.table)))
-        copies = []
-        for record in records:
-            copies.append(await self.dht.publish(record))
+        copies = [await self.dht.publish(manifest), await publish_holdings(self.dht, holdings)]
         if min(copies) < wanted:
             raise PutFailed(
                 f"the object's records were stored on {min(copies)} peers, fewer than the "
@@ -461,21 +489,22 @@ class Client:
             "you are connected to is the one it was stored in"
         )
 
-    async def fetch_placement(self, object_id: bytes, manifest: Manifest) -> Placement:
-        """Where the object's fragments are: every valid placement record merged, newest
-        first.  Raises :class:`ObjectNotFound` if there is none."""
-        records: list[SignedRecord] = await self.dht.find_records(
-            RecordKind.PLACEMENT, manifest_key(object_id)
-        )
-        merged, _, problems = newest_placement(records, object_id, manifest.chunk_count, manifest.n)
-        for problem in problems:
-            log.warning("%s", problem)
-        if merged is None:
+    async def fetch_holdings(self, object_id: bytes, manifest: Manifest) -> Holdings:
+        """Every receipt of every placement record found for the object, checked and merged.
+        Raises :class:`ObjectNotFound` if there is no placement record at all."""
+        holdings = Holdings(object_id, [c.fragment_ids for c in manifest.chunks])
+        if not await read_holdings(self.dht, holdings):
             raise ObjectNotFound(
                 f"object {object_id.hex()[:16]} has a manifest but no placement record: "
                 "its holders are unknown"
             )
-        return merged
+        return holdings
+
+    async def fetch_placement(self, object_id: bytes, manifest: Manifest) -> Placement:
+        """Where the object's fragments are now: the union of every valid receipt found (see
+        :meth:`fetch_holdings`)."""
+        holdings = await self.fetch_holdings(object_id, manifest)
+        return holdings.view(self.dht.wall_clock(), self.dht.trust())
 
     async def get(
         self,
@@ -531,25 +560,36 @@ class Client:
         self, manifest: Manifest, placement: Placement, index: int
     ) -> dict[int, bytes]:
         """k verified fragments of chunk ``index`` (share -> bytes), asking the quickest
-        holders first and another one whenever a fetch fails or the chunk is slow."""
-        row = placement.chunks[index]
+        receipted holders first (each share's freshest holder before its others) and another
+        one whenever a fetch fails or the chunk is slow."""
         ids = manifest.chunks[index].fragment_ids
-        order = sorted(
-            (share for share in range(manifest.n) if row[share] is not None),
-            key=lambda s: self._fetch_preference(row[s], s, manifest.k),
+        pending = sorted(
+            (
+                (rank, share, holder)
+                for share in range(manifest.n)
+                for rank, holder in enumerate(placement.holders_of(index, share))
+            ),
+            key=lambda a: (a[0], *self._fetch_preference(a[2], a[1], manifest.k)),
         )
         got: dict[int, bytes] = {}
         problems: list[str] = [
-            f"share {s}: no known holder" for s in range(manifest.n) if row[s] is None
+            f"share {s}: no known holder"
+            for s in range(manifest.n)
+            if not placement.holders_of(index, s)
         ]
-        pending = list(order)
+        fetching: set[int] = set()
         wake = trio.Event()
-        in_flight = 0
 
-        async def fetch(share: int) -> None:
-            nonlocal in_flight, wake
-            holder = row[share]
-            assert holder is not None
+        def next_attempt() -> tuple[int, Candidate] | None:
+            pending[:] = [a for a in pending if a[1] not in got]
+            for position, (_, share, holder) in enumerate(pending):
+                if share not in fetching:
+                    del pending[position]
+                    return share, holder
+            return None
+
+        async def fetch(share: int, holder: Candidate) -> None:
+            nonlocal wake
             started = trio.current_time()
             try:
                 data = await self.fetch_from(holder, ids[share])
@@ -564,22 +604,28 @@ class Client:
             else:
                 self._observe(holder.node_id, trio.current_time() - started)
                 got[share] = data
-            in_flight -= 1
+            fetching.discard(share)
             wake.set()
+
+        def start_one(nursery: trio.Nursery) -> bool:
+            attempt = next_attempt()
+            if attempt is None:
+                return False
+            fetching.add(attempt[0])
+            nursery.start_soon(fetch, *attempt)
+            return True
 
         async with trio.open_nursery() as nursery:
             while len(got) < manifest.k:
-                while pending and in_flight + len(got) < manifest.k:
-                    in_flight += 1
-                    nursery.start_soon(fetch, pending.pop(0))
-                if in_flight == 0:
+                while len(fetching) + len(got) < manifest.k and start_one(nursery):
+                    pass
+                if not fetching:
                     break
                 with trio.move_on_after(self.settings.hedge_after) as scope:
                     await wake.wait()
                 wake = trio.Event()
-                if scope.cancelled_caught and pending:
-                    in_flight += 1  # a slow chunk: ask one more holder as well
-                    nursery.start_soon(fetch, pending.pop(0))
+                if scope.cancelled_caught:
+                    start_one(nursery)  # a slow chunk: ask one more holder as well
             nursery.cancel_scope.cancel()
         if len(got) < manifest.k:
             raise NotEnoughFragments(
@@ -608,46 +654,8 @@ class Client:
     # -- status -----------------------------------------------------------------------------
 
     async def stat(self, cap: ReadCap | VerifyCap) -> ObjectStatus:
-        """Ask every holder which of the object's fragments it has (one batched request per
-        holder); needs only the verify cap."""
-        manifest = await self.fetch_manifest(cap.object_id)
-        placement = await self.fetch_placement(cap.object_id, manifest)
-        wanted: dict[bytes, list[tuple[int, int]]] = {}
-        holders: dict[bytes, Candidate] = {}
-        for index, row in enumerate(placement.chunks):
-            for share, holder in enumerate(row):
-                if holder is not None:
-                    wanted.setdefault(holder.node_id, []).append((index, share))
-                    holders[holder.node_id] = holder
-        present: list[list[bool | None]] = [[None] * manifest.n for _ in placement.chunks]
-        leaving: set[bytes] = set()
-
-        async def ask(node_id: bytes) -> None:
-            slots = wanted[node_id]
-            for start in range(0, len(slots), MAX_IDS_PER_QUERY):
-                batch = slots[start : start + MAX_IDS_PER_QUERY]
-                ids = tuple(manifest.chunks[i].fragment_ids[s] for i, s in batch)
-                try:
-                    reply = await self.node.call(
-                        node_id,
-                        holders[node_id].address,
-                        HasFragments(fragment_ids=ids),
-                        timeout=self.settings.fragment_timeout,
-                    )
-                except FRAGMENT_FAILURES as exc:
-                    if isinstance(exc, RemoteError) and exc.code == NodeLeaving.__name__:
-                        leaving.add(node_id)
-                    return
-                if not isinstance(reply, HasFragmentsReply) or len(reply.present) != len(ids):
-                    return
-                for (i, s), held in zip(batch, reply.present, strict=True):
-                    present[i][s] = held
-
-        async with trio.open_nursery() as nursery:
-            for node_id in wanted:
-                nursery.start_soon(ask, node_id)
-        rows = tuple(tuple(row) for row in present)
-        return ObjectStatus(manifest, placement, rows, frozenset(leaving))
+        """What the mesh holds of the object now (see :func:`object_status`)."""
+        return await object_status(self, cap)
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -149,6 +149,10 @@ class Dht:
         """Unix time as this DHT reads it (record expiries are wall-clock times)."""
         return self._wall_clock()
 
+    def trust(self) -> TrustAnchor:
+        """The mesh CA as this node trusts it now (receipts are checked against it)."""
+        return self._trust()
+
     # -- service ----------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -17,6 +17,12 @@ whole fragment is read and checked, because the path needs every other leaf's ha
 fragment the store does not have (or found corrupt) is refused as for a read, which the
 challenger counts as missing.
 
+Receipts: ``StateFragments`` (the writer once the object's manifest exists, a steward's check,
+``stat``) is answered with one receipt per object, signed by this node's key, stating each
+position asked as held or missing (``core.receipts``).  The asker's word about which object a
+fragment belongs to is not trusted blindly: a receipt binds the fragment ids it speaks of, so
+one for the wrong object or position matches no manifest and is refused by whoever checks it.
+
 Stopping: :meth:`FragmentService.drain` refuses new writes (``NodeStopping``) and waits for
 the ones already accepted, so a node stopped by SIGTERM answers every write it took before it
 says goodbye, and a client never has to guess whether its fragment was stored.
@@ -25,12 +31,14 @@ says goodbye, and a client never has to guess whether its fragment was stored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import trio
 
 from p2pstore.codec.fragment_ids import AuditProof, audit_proof, check_fragment
+from p2pstore.core.receipts import Receipt, Signer, sign_receipt
 from p2pstore.errors import (
     IntegrityError,
     NodeLeaving,
@@ -52,9 +60,13 @@ from p2pstore.wire import (
     HasFragments,
     HasFragmentsReply,
     Message,
+    PositionQuery,
     PutFragment,
     PutFragmentReply,
+    StateFragments,
+    StateFragmentsReply,
 )
+from p2pstore.wire.fragments import MAX_IDS_PER_QUERY
 
 DEFAULT_STORE_THREADS = 4
 T = TypeVar("T")
@@ -63,7 +75,8 @@ log = logging.getLogger("p2pstore.node")
 
 
 class FragmentService:
-    """Answers PutFragment, GetFragment, HasFragments and AuditChallenge from ``store`` on
+    """Answers PutFragment, GetFragment, HasFragments, AuditChallenge and StateFragments from
+    ``store`` on
     ``node``."""
 
     def __init__(
@@ -73,11 +86,15 @@ class FragmentService:
         *,
         max_threads: int = DEFAULT_STORE_THREADS,
         in_threads: bool = True,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """``in_threads=False`` calls the store directly: for the in-memory store under a
-        ``MockClock``, where a worker thread would let virtual time jump past deadlines."""
+        ``MockClock``, where a worker thread would let virtual time jump past deadlines.
+        ``wall_clock``: Unix time for receipts (the DHT's clock)."""
         self.store = store
         self.node = node
+        self.wall_clock = wall_clock
+        self._certificate = node.credentials.certificate_der()
         self._node_id = node.identity.node_id
         self._metrics = node.metrics
         self._metrics.watch_store(store.usage)
@@ -94,6 +111,7 @@ class FragmentService:
         node.handle(GetFragment, self._on_get)
         node.handle(HasFragments, self._on_has)
         node.handle(AuditChallenge, self._on_audit)
+        node.handle(StateFragments, self._on_state)
 
     @property
     def writes_in_flight(self) -> int:
@@ -220,6 +238,26 @@ class FragmentService:
                 f"cannot audit fragment {fragment_id.hex()[:16]}: {exc} ({len(data)} bytes)"
             ) from exc
 
+
+    async def _on_state(self, peer: PeerIdentity, message: Message) -> Message:
+        assert isinstance(message, StateFragments)
+        if self.leaving:
+            raise NodeLeaving(
+                f"node {short_id(self._node_id)} is leaving the mesh: move its fragments"
+            )
+        check_queries(message.queries)
+        receipts: list[Receipt] = await self._run(
+            state_fragments,
+            self.store,
+            self.node.credentials,
+            self.node.address,
+            message.queries,
+            self.wall_clock(),
+        )
+        return StateFragmentsReply(
+            receipts=tuple(r.encode() for r in receipts), certificate=self._certificate
+        )
+
     async def run_store(self, function: Callable[..., T], *args: object) -> T:
         """Call a store method as the handlers do (a worker thread, bounded)."""
         return await self._run(function, *args)
@@ -229,6 +267,45 @@ class FragmentService:
             await trio.lowlevel.checkpoint()
             return function(*args)
         return await trio.to_thread.run_sync(function, *args, limiter=self._threads)
+
+
+def check_queries(queries: Sequence[PositionQuery]) -> None:
+    """Refuse a malformed ``StateFragments``: one id per position, no position twice in a
+    query, at most ``MAX_IDS_PER_QUERY`` in all.  Raises :class:`RemoteProtocolError`."""
+    total = 0
+    for query in queries:
+        if len(query.positions) != len(query.fragment_ids):
+            raise RemoteProtocolError("StateFragments: one fragment id per position")
+        if len(set(query.positions)) != len(query.positions):
+            raise RemoteProtocolError("StateFragments: a position is asked twice")
+        total += len(query.positions)
+    if total > MAX_IDS_PER_QUERY:
+        raise RemoteProtocolError(
+            f"StateFragments: {total} positions asked, at most {MAX_IDS_PER_QUERY} at once"
+        )
+
+
+def state_fragments(
+    store: FragmentStore,
+    signer: Signer,
+    address: str,
+    queries: Sequence[PositionQuery],
+    now: float,
+) -> list[Receipt]:
+    """A holder's signed answer to each query (blocking: reads the store's index).  The
+    queries must have passed :func:`check_queries`."""
+    receipts = []
+    for query in queries:
+        held: dict[int, bytes] = {}
+        missing: dict[int, bytes] = {}
+        for position, fragment_id in zip(query.positions, query.fragment_ids, strict=True):
+            (held if store.has(fragment_id) else missing)[position] = fragment_id
+        receipts.append(
+            sign_receipt(
+                signer, query.object_id, address=address, held=held, missing=missing, now=now
+            )
+        )
+    return receipts
 
 
 async def fetch_fragment(

@@ -4,10 +4,12 @@ Strategy: a chunk that needs repair (see :func:`assess_chunk`) is rebuilt from a
 fragments with the manifest alone (:func:`rebuild_fragments`: encrypt-then-code means no key and
 no plaintext), its new fragments placed with the put's rendezvous under the rule, with the
 survivors taken and every lost or failing holder excluded, and stored with the put's
-store-with-fallback.  Then one placement record, newer than any seen, replaces the repaired
-chunks' rows whole: two stewards' versions never mix within a chunk, so whichever a reader
-takes, every chunk is within its rule.  Peers that fail a store are reported to the steward's
-failure detector, so the next round offers them nothing.
+store-with-fallback.  Each new holder then signs a receipt for what it took (a holder that
+stores but will not sign fails the chunk's repair, retried next round), and the steward
+publishes its placement record again with those receipts: placements merge by union, so two
+stewards repairing at once at worst both add holders, and a reader counts them all.  Peers
+that fail a store are reported to the steward's failure detector, so the next round offers
+them nothing.
 """
 
 from __future__ import annotations
@@ -21,9 +23,8 @@ import trio
 from p2pstore.codec import Manifest
 from p2pstore.codec.manifest import object_id_of
 from p2pstore.codec.repair import rebuild_fragments
-from p2pstore.core.holders import Placement, newest_placement
+from p2pstore.core.holders import Exclusion, Holdings, LocalEvidence, Placement
 from p2pstore.core.placement import Candidate, choose_holder, within_rule
-from p2pstore.core.records import RULES, RecordKind, manifest_key, sign_record
 from p2pstore.core.repair_plan import (
     ChunkAssessment,
     FailureDetector,
@@ -35,6 +36,7 @@ from p2pstore.core.rules import CodingRule
 from p2pstore.errors import IntegrityError, NotEnoughFragments, PlacementError, PutFailed
 from p2pstore.net.client import FRAGMENT_FAILURES, Client, describe
 from p2pstore.net.dht import RPC_FAILURES, Dht
+from p2pstore.net.placements import Said, publish_holdings
 from p2pstore.store import FragmentStore
 from p2pstore.wire import ReleaseFragments
 from p2pstore.wire.fragments import MAX_IDS_PER_QUERY
@@ -79,12 +81,27 @@ class Watched:
     manifest_bytes: bytes
     rule: CodingRule
     placement: Placement
-    sequence: int
-    """The highest placement record sequence seen: a new version must exceed it."""
+    """Per share the holder the steward counts on (see ``Steward``), then the others."""
+    holdings: Holdings
+    """Every receipt known for the object (what the steward relays)."""
     reports: dict[tuple[int, int], FragmentReport] = field(default_factory=dict)
     leaving: set[tuple[int, int]] = field(default_factory=set)
     """(chunk, share) held by a node that is leaving the mesh: to move, whatever the count."""
     assessments: list[ChunkAssessment] = field(default_factory=list)
+    answers: dict[tuple[bytes, int], Said] = field(default_factory=dict)
+    """How each holder answered this round for each position it was asked about."""
+
+    def unrelayed(self, evidence: LocalEvidence) -> Exclusion:
+        """What the steward does not relay: what it counts lost on its own evidence, and the
+        positions whose holder failed to sign for them this round (it vouches for nothing it
+        could not check)."""
+        local = evidence.exclusion(self.object_id)
+        failed = {slot for slot, said in self.answers.items() if said is Said.FAILED}
+
+        def exclude(holder: bytes, position: int) -> bool:
+            return (holder, position) in failed or (local is not None and local(holder, position))
+
+        return exclude
 
     def due(self, index: int) -> bool:
         """Whether chunk ``index`` needs work: a repair, or a move off a leaving holder."""
@@ -105,9 +122,12 @@ class Repairer:
         client: Client,
         detector: FailureDetector,
         unwelcome: Callable[[], set[bytes]] = set,
+        evidence: LocalEvidence | None = None,
     ) -> None:
-        """``unwelcome``: peers to place nothing on (leaving ones)."""
+        """``unwelcome``: peers to place nothing on (leaving ones); ``evidence``: what the
+        steward counts lost itself (released fragments join it)."""
         self.unwelcome = unwelcome
+        self.evidence = evidence if evidence is not None else LocalEvidence()
         self.dht = dht
         self.node = dht.node
         self.client = client
@@ -122,7 +142,6 @@ class Repairer:
         """Repair every chunk of ``watched`` that needs it; returns what was repaired and
         appends what failed to ``failures``."""
         async with limiter:
-            rows = list(watched.placement.chunks)
             repaired: list[ChunkRepair] = []
             try:
                 candidates = await self.client.candidates(watched.rule)
@@ -148,15 +167,14 @@ class Repairer:
                         extra={"event": "repair_failed", "object": watched.object_id.hex()},
                     )
                     continue
-                rows[index] = _with_holders(rows[index], done.shares, done.holders)
                 repaired.append(done)
             now = trio.current_time()
             for node_id in failed:
                 self.detector.missed(node_id, now)
             if not repaired:
                 return []
-            await self._publish_repairs(watched, rows, repaired)
-            await self._release(repaired)
+            await self._publish_repairs(watched, repaired)
+            await self._release(watched, repaired)
             for done in repaired:
                 self.node.metrics.record_repair("finished")
                 self.node.metrics.record_repair_bytes(done.bytes_read, done.bytes_written)
@@ -255,15 +273,7 @@ class Repairer:
         failed.update(excluded - gone)
         if failures:
             raise failures[0]
-        shares = tuple(sorted(placed))
-        new_row = _with_holders(row, shares, [placed[s] for s in shares])
-        if not within_rule([h for h in new_row if h is not None], rule):
-            raise PlacementError(
-                f"the repaired row of chunk {index} would break rule {rule.name}",
-                rule=rule.name,
-                needed=rule.n,
-                available=len({h.datacenter for h in new_row if h is not None}),
-            )
+        shares = await self._settle(watched, index, placed)
         return ChunkRepair(
             watched.object_id,
             index,
@@ -273,6 +283,34 @@ class Repairer:
             sum(len(fragments[s]) for s in shares),
             moved=tuple((h, ids[s]) for s in moving if s in placed and (h := row[s]) is not None),
         )
+
+    async def _settle(
+        self, watched: Watched, index: int, placed: dict[int, Candidate]
+    ) -> tuple[int, ...]:
+        """Check the repaired row is within the rule and have every new holder sign for its
+        share; returns the shares placed.  Raises :class:`PlacementError` or
+        :class:`PutFailed`."""
+        rule = watched.rule
+        shares = tuple(sorted(placed))
+        row = _with_holders(watched.placement.chunks[index], shares, [placed[s] for s in shares])
+        if not within_rule([h for h in row if h is not None], rule):
+            raise PlacementError(
+                f"the repaired row of chunk {index} would break rule {rule.name}",
+                rule=rule.name,
+                needed=rule.n,
+                available=len({h.datacenter for h in row if h is not None}),
+            )
+        unsigned = await self.client.confirm(
+            watched.holdings,
+            [(watched.holdings.position(index, s), holder) for s, holder in placed.items()],
+        )
+        if unsigned:
+            raise PutFailed(
+                f"chunk {index}: rebuilt fragments were stored but not signed for: "
+                + "; ".join(unsigned),
+                chunk=index,
+            )
+        return shares
 
     @staticmethod
     def _place(
@@ -320,13 +358,19 @@ class Repairer:
             )
             return placed
 
-    async def _release(self, repaired: Sequence[ChunkRepair]) -> None:
+    async def _release(self, watched: Watched, repaired: Sequence[ChunkRepair]) -> None:
         """Tell each leaving holder which of its fragments now live elsewhere (it deletes
-        them and stops when none is left); best effort: it asks again if one is lost."""
+        them and stops when none is left); best effort: it asks again if one is lost.  Its
+        receipts for them no longer count here (it is told to delete what they speak of)."""
         moved: dict[bytes, tuple[Candidate, list[bytes]]] = {}
         for repair in repaired:
             for holder, fragment_id in repair.moved:
                 moved.setdefault(holder.node_id, (holder, []))[1].append(fragment_id)
+                share = watched.manifest.chunks[repair.chunk].fragment_ids.index(fragment_id)
+                position = watched.holdings.position(repair.chunk, share)
+                self.evidence.fragments[(holder.node_id, watched.object_id, position)] = (
+                    "released: moved off a leaving node"
+                )
         for holder, ids in moved.values():
             if holder.node_id == self.dht.node_id and self.client.local_store is not None:
                 await self.client.run_sync(_delete_all, self.client.local_store, ids)
@@ -343,35 +387,21 @@ class Repairer:
                 except FRAGMENT_FAILURES as exc:
                     log.info("could not release fragments on %s: %s", describe(holder), exc)
 
-    async def _publish_repairs(
-        self, watched: Watched, rows: list[tuple[Candidate | None, ...]], done: list[ChunkRepair]
-    ) -> None:
-        """Publish the repaired rows as a new placement version, over the newest one seen:
-        rows are replaced whole, so two stewards' versions never mix within a chunk."""
-        key = manifest_key(watched.object_id)
-        records = await self.dht.find_records(RecordKind.PLACEMENT, key)
-        latest, sequence, _ = newest_placement(
-            records, watched.object_id, watched.manifest.chunk_count, watched.manifest.n
+    async def _publish_repairs(self, watched: Watched, done: list[ChunkRepair]) -> None:
+        """Publish our placement record again, now with the new holders' receipts (a union:
+        nothing anyone else published is replaced)."""
+        copies = await publish_holdings(
+            self.dht, watched.holdings, exclude=watched.unrelayed(self.evidence)
         )
-        base = list(latest.chunks) if latest is not None else list(watched.placement.chunks)
-        for repair in done:
-            base[repair.chunk] = rows[repair.chunk]
-        placement = Placement(watched.object_id, watched.manifest.n, tuple(base))
-        now = int(self.dht.wall_clock())
-        record = sign_record(
-            self.node.credentials,
-            RecordKind.PLACEMENT,
-            key,
-            placement.encode(),
-            sequence=max(now, sequence + 1, watched.sequence + 1),
-            expires_at=now + RULES[RecordKind.PLACEMENT].max_ttl,
+        watched.placement = watched.holdings.view(
+            self.dht.wall_clock(),
+            self.dht.trust(),
+            exclude=self.evidence.exclusion(watched.object_id),
         )
-        copies = await self.dht.publish(record)
-        watched.placement, watched.sequence = placement, record.sequence
         log.info(
-            "published placement version %d of object %s on %d peers",
-            record.sequence,
+            "published the placement of object %s (%d chunks repaired) on %d peers",
             watched.object_id.hex()[:16],
+            len(done),
             copies,
             extra={"event": "placement_published", "object": watched.object_id.hex()},
         )

@@ -5,29 +5,34 @@ decides whether it is the object's steward: no live contact is XOR-closer to the
 (closer contacts are pinged, at most ``max_closer`` of them; a node with more closer contacts
 leaves the object to them).  Once per ``check_interval`` a steward
 
-1. asks every holder of its objects which fragments it still has, one batched ``HasFragments``
-   per holder (not per object), paced to ``queries_per_second``; an answer makes the holder
-   heard in the :class:`FailureDetector`, silence makes it missed;
-2. assesses every chunk with :func:`assess_chunk` (a fragment reported missing is lost at once,
-   one whose holder is silent only after the rule's grace period), and repairs the chunks that
+1. reads the object's placement: the union of the receipts of every placement record it holds
+   (``core.holders``) and of those it gathered itself, minus what it counts lost on its own
+   evidence (``evidence``: a failed audit, a fragment it told a leaving node to delete);
+2. asks every receipted holder to state its positions, one batched ``StateFragments`` per
+   holder (not per object), paced to ``queries_per_second``.  The answer is a fresh signed
+   receipt, which renews the holder's place (receipts expire after three days on their own):
+   "held" keeps it, "missing" removes it at once; an answer makes the holder heard in the
+   :class:`FailureDetector`, silence makes it missed, and an answer that is not a valid
+   receipt (an error, a bad signature) counts as "missing" for this round;
+3. assesses every chunk with :func:`assess_chunk`, counting per share the best of its holders
+   (live before leaving before silent before lost before failed), and repairs the chunks that
    need it: fetch any k survivors, rebuild the lost shares with the verify cap's manifest alone
    (:func:`rebuild_fragments`: no key, no plaintext), place them with the put's rendezvous under
-   the rule, store them, and publish a new placement version;
-3. keeps its own signed copies of the manifest and placement records published, so the DHT
-   renews them after the client that put the object has gone.
+   the rule, store them, have the new holders sign, and publish;
+4. keeps the manifest record and its own placement record published: the receipts it verified
+   that count (never a merge signed as its own claim), again whenever the set of holders
+   changes and at least every ``placement_refresh`` so the receipts in it stay fresh.
 
-Why it is safe to be wrong about who the steward is: a repair publishes whole chunk rows computed
-from one consistent view (survivors plus new holders within the rule), newer than what it read,
-so overlapping stewards at worst repair twice; a steward that dies mid-repair published nothing,
-and its successor redoes the repair (rendezvous picks the same holders, which store a fragment
-they already hold once).  Fragments left behind by a dead steward or a returning holder are
-garbage, never a rule violation.
+Why it is safe to be wrong about who the steward is: placements merge by union, so overlapping
+stewards at worst repair twice (a share then has two holders); a steward that dies mid-repair
+published nothing, and its successor redoes the repair (rendezvous picks the same holders,
+which store a fragment they already hold once).  Fragments left behind by a dead steward or a
+returning holder are garbage, never a rule violation.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,41 +43,33 @@ import trio
 from p2pstore.codec import decode_manifest
 from p2pstore.codec.manifest import object_id_of
 from p2pstore.core.contact import Contact
-from p2pstore.core.holders import newest_placement
+from p2pstore.core.holders import Holdings, LocalEvidence, Placement
 from p2pstore.core.placement import Candidate
 from p2pstore.core.records import RULES, RecordKind, manifest_key, sign_record
 from p2pstore.core.repair_plan import (
     FailureDetector,
     FragmentReport,
+    HolderStatus,
     Verdict,
     assess_chunk,
 )
 from p2pstore.core.rules import SHIPPED_RULES, CodingRule
 from p2pstore.errors import (
     IntegrityError,
-    NodeLeaving,
     P2PStoreError,
-    RemoteError,
     RemoteProtocolError,
 )
 from p2pstore.identity import short_id
-from p2pstore.net.client import FRAGMENT_FAILURES, Client, ClientSettings
+from p2pstore.net.client import Client, ClientSettings
 from p2pstore.net.dht import RPC_FAILURES, Dht
+from p2pstore.net.placements import Ask, Said, publish_holdings, read_holdings
 from p2pstore.net.repairer import ChunkRepair, Known, Repairer, Watched
 from p2pstore.store import FragmentStore
-from p2pstore.wire import HasFragments, HasFragmentsReply, Ping, SignedRecord
+from p2pstore.wire import Ping, SignedRecord
 from p2pstore.wire.fragments import MAX_IDS_PER_QUERY
 
 log = logging.getLogger("p2pstore.steward")
 T = TypeVar("T")
-
-class Leaving(enum.Enum):
-    """A holder's answer meaning "I am being drained: move my fragments"."""
-
-    LEAVING = "leaving"
-
-
-LEAVING = Leaving.LEAVING
 
 _Slot = tuple[int, int, int]
 """(watched object index, chunk, share)."""
@@ -87,16 +84,22 @@ class StewardSettings:
     max_closer: int = 2
     """Closer contacts pinged before stepping in as steward for an object."""
     queries_per_second: float = 20.0
-    """``HasFragments`` requests started per second, over all holders."""
+    """``StateFragments`` requests started per second, over all holders."""
     query_concurrency: int = 8
-    """``HasFragments`` requests in flight at once."""
+    """``StateFragments`` requests in flight at once."""
     query_timeout: float = 10.0
     """Seconds a holder has to answer a check or a ping."""
     repairs_at_once: int = 2
     """Objects being repaired at once."""
+    placement_refresh: float = 86400.0
+    """Seconds after which the steward's placement record is published again with the
+    receipts of its latest round, even if no holder changed (receipts live three days)."""
 
     def __post_init__(self) -> None:
-        if self.check_interval <= 0 or self.queries_per_second <= 0 or self.query_timeout <= 0:
+        if (
+            min(self.check_interval, self.queries_per_second, self.query_timeout) <= 0
+            or self.placement_refresh <= 0
+        ):
             raise ValueError("steward intervals, rates and timeouts must be positive")
         if self.max_closer < 0 or self.query_concurrency < 1 or self.repairs_at_once < 1:
             raise ValueError("steward counts must be positive (max_closer may be 0)")
@@ -145,9 +148,14 @@ class Steward:
         """Set while this node is drained: its own fragments are moved like a leaving peer's."""
         self.leaving_peers: set[bytes] = set()
         """Holders that answered they are leaving: offered no new fragments."""
-        self.repairer = Repairer(dht, self.client, self.detector, self._unwelcome)
+        self.evidence = LocalEvidence()
+        """What this steward counts lost on its own evidence, whatever holders sign."""
+        self.repairer = Repairer(dht, self.client, self.detector, self._unwelcome, self.evidence)
         self.rounds = 0
         self._manifests: dict[bytes, Known] = {}
+        self._holdings: dict[bytes, Holdings] = {}
+        self._published: dict[bytes, tuple[float, frozenset[tuple[bytes, int]]]] = {}
+        """Per key: when our placement record was last published, and the holders it named."""
         self._warned: set[str] = set()
         self._round_done = trio.Event()
 
@@ -206,6 +214,7 @@ class Steward:
         now = trio.current_time()
         due: list[Watched] = []
         for watched in report.objects:
+            self._count_on(watched, now)
             watched.assessments = [
                 assess_chunk(
                     [h.node_id if h is not None else None for h in row],
@@ -302,6 +311,8 @@ class Steward:
     def _stop_renewing(self, key: bytes) -> None:
         for kind in (RecordKind.MANIFEST, RecordKind.PLACEMENT):
             self.dht.published.pop((int(kind), key), None)
+        self._holdings.pop(key, None)
+        self._published.pop(key, None)
 
     # -- checking ---------------------------------------------------------------------------
 
@@ -325,30 +336,100 @@ class Steward:
         if grace_period is not None:
             rule = dataclasses.replace(rule, grace_period=grace_period)
         key = manifest_key(object_id)
-        records = self.dht.store.get(int(RecordKind.PLACEMENT), key, self.dht.wall_clock())
+        now = self.dht.wall_clock()
+        records = self.dht.store.get(int(RecordKind.PLACEMENT), key, now)
         own = self.dht.published.get((int(RecordKind.PLACEMENT), key))
         if own is not None:
             records = [own, *records]
-        if not records:
-            records = await self.dht.find_records(RecordKind.PLACEMENT, key)
-        placement, sequence, problems = newest_placement(
-            records, object_id, manifest.chunk_count, manifest.n
-        )
-        for problem in problems:
-            log.warning("object %s: %s", object_id.hex()[:16], problem)
-        if placement is None:
-            report.failures.append(f"object {object_id.hex()[:16]} has no placement record")
+        holdings = self._holdings.get(key)
+        if holdings is None:
+            holdings = Holdings(object_id, [c.fragment_ids for c in manifest.chunks])
+            if not records:
+                records = await self.dht.find_records(RecordKind.PLACEMENT, key)
+        await read_holdings(self.dht, holdings, records)
+        holdings.prune(now)
+        if not len(holdings):
+            report.failures.append(
+                f"object {object_id.hex()[:16]} has no placement record with a valid receipt"
+            )
             return None
-        return Watched(object_id, manifest, known.manifest_bytes, rule, placement, sequence)
+        self._holdings[key] = holdings
+        placement = holdings.view(now, self.dht.trust(), exclude=self.evidence.exclusion(object_id))
+        return Watched(object_id, manifest, known.manifest_bytes, rule, placement, holdings)
+
+    def _count_on(self, watched: Watched, now: float) -> None:
+        """After the round's answers: the view again, and per share the holder the steward
+        counts on (live, then leaving, silent, lost, and last one whose answer failed), with
+        the reports and moves that follow from it."""
+        answers = watched.answers
+        wall, trust = self.dht.wall_clock(), self.dht.trust()
+        exclude = self.evidence.exclusion(watched.object_id)
+        view = watched.holdings.view(wall, trust, exclude=exclude)
+        gone = watched.holdings.gone(wall, trust, exclude=exclude)
+        grace = watched.rule.grace_period
+        ranks = {
+            HolderStatus.LIVE: 0,
+            HolderStatus.SILENT: 2,
+            HolderStatus.LOST: 3,
+        }
+        rows: list[tuple[Candidate | None, ...]] = []
+        others: list[tuple[tuple[Candidate, ...], ...]] = []
+        for index in range(watched.manifest.chunk_count):
+            row: list[Candidate | None] = []
+            extra: list[tuple[Candidate, ...]] = []
+            for share in range(watched.manifest.n):
+                position = watched.holdings.position(index, share)
+
+                def rank(holder: Candidate, position: int = position) -> int:
+                    said = answers.get((holder.node_id, position))
+                    if said is Said.FAILED:
+                        return 4
+                    if said is Said.LEAVING:
+                        return 1
+                    return ranks[self.detector.status(holder.node_id, now, grace)]
+
+                holders = sorted(view.holders_of(index, share), key=rank)
+                best = holders[0] if holders else None
+                if best is None:  # whoever said last it has it no more: lost, not a candidate
+                    best = gone.chunks[index][share]
+                    if best is not None:
+                        watched.reports[(index, share)] = FragmentReport.MISSING
+                row.append(best)
+                extra.append(tuple(holders[1:]))
+                if best is None:
+                    continue
+                said = answers.get((best.node_id, position))
+                if said is Said.FAILED:
+                    watched.reports[(index, share)] = FragmentReport.MISSING
+                elif said is Said.LEAVING:
+                    watched.leaving.add((index, share))
+            rows.append(tuple(row))
+            others.append(tuple(extra))
+        watched.placement = Placement(
+            watched.object_id, watched.manifest.n, tuple(rows), tuple(others)
+        )
 
     async def _query_holders(self, report: RoundReport) -> None:
-        """One batched question per holder about all its fragments of the round's objects."""
+        """One batched question per holder about all its fragments of the round's objects.
+
+        A holder counted lost (silent beyond the grace period) is not asked about a share that
+        another holder keeps: its fragment was replaced, and its receipt lapses on its own."""
         wanted: dict[bytes, list[_Slot]] = {}
         holders: dict[bytes, Candidate] = {}
+        now = trio.current_time()
         for number, watched in enumerate(report.objects):
-            for index, row in enumerate(watched.placement.chunks):
-                for share, holder in enumerate(row):
-                    if holder is not None:
+            grace = watched.rule.grace_period
+            for index in range(watched.manifest.chunk_count):
+                for share in range(watched.manifest.n):
+                    listed = watched.placement.holders_of(index, share)
+                    lost = {
+                        h.node_id
+                        for h in listed
+                        if self.detector.status(h.node_id, now, grace) is HolderStatus.LOST
+                    }
+                    for holder in listed:
+                        if holder.node_id in lost and len(lost) < len(listed):
+                            continue
                         wanted.setdefault(holder.node_id, []).append((number, index, share))
                         holders[holder.node_id] = holder
         slots_free = trio.Semaphore(self.settings.query_concurrency)
@@ -370,71 +451,80 @@ class Steward:
         slots_free: trio.Semaphore,
     ) -> None:
         try:
-            ids = [
-                report.objects[number].manifest.chunks[index].fragment_ids[share]
-                for number, index, share in batch
-            ]
-            present = await self._holds(holder, ids)
-            if present is None:
+            by_object: dict[int, list[int]] = {}
+            for number, index, share in batch:
+                watched = report.objects[number]
+                by_object.setdefault(number, []).append(watched.holdings.position(index, share))
+            numbers = sorted(by_object)
+            if holder.node_id == self.dht.node_id and self.leaving:
+                said = Said.LEAVING
+            else:
+                asks = [
+                    Ask(report.objects[n].holdings, tuple(sorted(by_object[n]))) for n in numbers
+                ]
+                answer = await self.client.ask(holder, asks)
+                said = answer.said
+                if said is Said.FAILED:
+                    self._warn_failed(holder, answer.problem)
+                    report.failures.append(
+                        f"holder {short_id(holder.node_id)} ({holder.datacenter}) did not sign "
+                        f"for its fragments, counted missing: {answer.problem}"
+                    )
+            if said is Said.SILENT:
                 self.detector.missed(holder.node_id, trio.current_time())
                 return
             self.detector.heard(holder.node_id, trio.current_time())
-            if present is LEAVING:
+            if said is Said.LEAVING:
                 self.leaving_peers.add(holder.node_id)
-                for number, index, share in batch:
-                    report.objects[number].leaving.add((index, share))
-                return
-            self.leaving_peers.discard(holder.node_id)
-            for (number, index, share), held in zip(batch, present, strict=True):
-                if not held:
-                    report.objects[number].reports[(index, share)] = FragmentReport.MISSING
+            else:
+                self.leaving_peers.discard(holder.node_id)
+            for number in numbers:
+                answers = report.objects[number].answers
+                for position in by_object[number]:
+                    answers[(holder.node_id, position)] = said
         finally:
             slots_free.release()
 
-    async def _holds(self, holder: Candidate, ids: list[bytes]) -> list[bool] | Leaving | None:
-        """Which of ``ids`` the holder has, :data:`LEAVING` if it is being drained, or None
-        if it did not answer sensibly."""
-        if holder.node_id == self.dht.node_id and self.store is not None:
-            if self.leaving:
-                return LEAVING
-            store = self.store
-            return [store.has(fragment_id) for fragment_id in ids]
-        try:
-            reply = await self.node.call(
-                holder.node_id,
-                holder.address,
-                HasFragments(fragment_ids=tuple(ids)),
-                timeout=self.settings.query_timeout,
-            )
-        except RemoteError as refused:
-            return LEAVING if refused.code == NodeLeaving.__name__ else None
-        except FRAGMENT_FAILURES:
-            return None
-        if not isinstance(reply, HasFragmentsReply) or len(reply.present) != len(ids):
-            return None
-        return list(reply.present)
+    def _warn_failed(self, holder: Candidate, problem: str) -> None:
+        log.warning(
+            "holder %s did not sign for its fragments, counting them missing this round: %s",
+            short_id(holder.node_id),
+            problem,
+            extra={"event": "holder_unsigned", "peer": holder.node_id.hex()},
+        )
 
     # -- records ----------------------------------------------------------------------------
 
     async def _renew(self, watched: Watched) -> None:
-        """Publish our own copies of the object's records once; the DHT renews them."""
+        """Publish our manifest record once (the DHT renews it), and our placement record
+        whenever the holders it names changed or ``placement_refresh`` has passed."""
         key = manifest_key(watched.object_id)
-        now = int(self.dht.wall_clock())
-        for kind, value, sequence in (
-            (RecordKind.MANIFEST, watched.manifest_bytes, now),
-            (RecordKind.PLACEMENT, watched.placement.encode(), max(watched.sequence, 1)),
-        ):
-            if (int(kind), key) in self.dht.published:
-                continue
-            record = sign_record(
-                self.node.credentials,
-                kind,
-                key,
-                value,
-                sequence=sequence,
-                expires_at=now + RULES[kind].max_ttl,
-            )
-            try:
+        now = self.dht.wall_clock()
+        try:
+            if (int(RecordKind.MANIFEST), key) not in self.dht.published:
+                record = sign_record(
+                    self.node.credentials,
+                    RecordKind.MANIFEST,
+                    key,
+                    watched.manifest_bytes,
+                    sequence=int(now),
+                    expires_at=int(now) + RULES[RecordKind.MANIFEST].max_ttl,
+                )
                 await self.dht.publish(record)
-            except P2PStoreError as exc:
-                log.warning("could not publish records of %s: %s", short_id(key), exc)
+            exclude = watched.unrelayed(self.evidence)
+            view = watched.holdings.view(now, self.dht.trust(), exclude=exclude)
+            named = frozenset(
+                (h.node_id, watched.holdings.position(index, share))
+                for index in range(watched.manifest.chunk_count)
+                for share in range(watched.manifest.n)
+                for h in view.holders_of(index, share)
+            )
+            last = self._published.get(key)
+            fresh = last is not None and now - last[0] < self.settings.placement_refresh
+            own = (int(RecordKind.PLACEMENT), key) in self.dht.published
+            if own and fresh and last is not None and last[1] == named:
+                return
+            await publish_holdings(self.dht, watched.holdings, exclude=exclude)
+            self._published[key] = (now, named)
+        except P2PStoreError as exc:
+            log.warning("could not publish records of %s: %s", short_id(key), exc)

@@ -20,12 +20,13 @@ from p2pstore.cli.object_commands import (
 )
 from p2pstore.codec import Manifest
 from p2pstore.codec.manifest import ChunkEntry
-from p2pstore.core.holders import placement_of
+from p2pstore.core.holders import Placement, Statement, placement_of
 from p2pstore.core.placement import Candidate
 from p2pstore.core.rules import SHIPPED_RULES, CodingRule
-from p2pstore.net.client import ObjectStatus
+from p2pstore.net.status import ObjectStatus
 
 CHUNK = 4096
+DAY = 86400.0
 
 
 def make_status(
@@ -154,3 +155,48 @@ def test_a_holder_being_drained_is_shown_leaving_not_silent():
     assert "being drained" in text
     shares = stat_summary(leaving)["chunks"][0]["fragments"]
     assert [f["leaving"] for f in shares] == [False] * 7 + [True]
+
+
+def test_each_holder_shows_how_fresh_its_receipt_is():
+    """Stewards renew receipts every round: a receipt issued 2 h ago is fresh, one not renewed
+    for 2 days is stale, a share without one says so, and further holders are counted."""
+    status = make_status([8], n=4, k=2)
+    now = 1_800_000_000.0
+    holders = status.placement.chunks[0]
+    extra = Candidate(hashlib.sha1(b"extra").digest(), "10.0.0.9:7400", "dc-9", "FR-GES")
+    placement = Placement(
+        status.placement.object_id,
+        4,
+        status.placement.chunks,
+        (((extra,), (), (), ()),),
+    )
+    receipts = {
+        (holders[0].node_id, 0): Statement(True, int((now - 7300) * 1000), int((now + DAY) * 1000)),
+        (holders[1].node_id, 1): Statement(True, int((now - 2 * DAY) * 1000), int(now * 1000) + 1),
+        (extra.node_id, 0): Statement(True, int((now - 60) * 1000), int((now + DAY) * 1000)),
+    }
+    status = dataclasses.replace(
+        status,
+        placement=placement,
+        receipts=receipts,
+        answers={(extra.node_id, 0): False},
+        checked_at=now,
+    )
+    text = rendered(status)
+    assert "receipt 2h" in text and "receipt stale 2d" in text and "no receipt" in text
+    assert "+1 more holder" in text
+    shares = stat_summary(status)["chunks"][0]["fragments"]
+    assert shares[0]["receipt"]["fresh"] and not shares[1]["receipt"]["fresh"]
+    assert shares[2]["receipt"] is None
+    assert [h["node_id"] for h in shares[0]["holders"]] == [
+        holders[0].node_id.hex(),
+        extra.node_id.hex(),
+    ]
+    assert shares[0]["holders"][1] == {
+        "node_id": extra.node_id.hex(),
+        "datacenter": "dc-9",
+        "region": "FR-GES",
+        "present": False,
+        "leaving": False,
+        "receipt": {"issued_at": now - 60, "expires_at": now + DAY, "fresh": True},
+    }

@@ -99,7 +99,7 @@ def test_one_greedy_peer_gets_its_share_not_the_node(extra):
             Store(
                 record=SignedRecord(
                     kind=1, key=bytes(20), value=b"v", sequence=1, expires_at=1,
-                    publisher_key=bytes(32), signature=bytes(64),
+                    publisher_key=bytes(32), signature=bytes(64), certificate=b"c",
                 )
             ),
             "store_rate",

@@ -1,4 +1,4 @@
-"""Placement under coding rules, and the placement record: property tests."""
+"""Placement under coding rules: property tests (the placement record: test_core_holdings)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pstore.core.holders import Placement, decode_placement
 from p2pstore.core.placement import (
     Candidate,
     check_feasible,
@@ -18,7 +17,7 @@ from p2pstore.core.placement import (
     within_rule,
 )
 from p2pstore.core.rules import SHIPPED_RULES, CodingRule, find_rule
-from p2pstore.errors import ConfigError, LocalProtocolError, PlacementError, RemoteProtocolError
+from p2pstore.errors import ConfigError, PlacementError
 
 REGIONS = ("FR-GES", "FR-IDF", "FR-ARA")
 
@@ -150,34 +149,3 @@ def test_rules_are_validated_and_found_by_name():
         CodingRule("bad", k=9, n=8, repair_threshold=8)
     with pytest.raises(ConfigError, match="known rules: archive, replica-3, standard"):
         find_rule("nope")
-
-
-holder_rows = st.lists(
-    st.lists(st.none() | st.integers(0, 5), min_size=3, max_size=3), min_size=1, max_size=20
-)
-
-
-@settings(max_examples=200, deadline=None)
-@given(holder_rows)
-def test_a_placement_record_round_trips(rows):
-    pool = [Candidate(node_id(i), f"h{i}:1", f"dc-{i}", REGIONS[i % 3]) for i in range(6)]
-    oid = hashlib.sha256(b"object").digest()
-    placement = Placement(
-        oid, 3, tuple(tuple(None if i is None else pool[i] for i in row) for row in rows)
-    )
-    decoded = decode_placement(placement.encode(), oid, len(rows), 3)
-    assert decoded == placement
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=300))
-def test_a_malformed_placement_record_is_refused_cleanly(junk):
-    with pytest.raises(RemoteProtocolError):
-        decode_placement(junk, bytes(32), 2, 3)
-
-
-def test_a_placement_too_big_for_its_record_is_refused_at_encoding():
-    holder = Candidate(node_id(1), "h:1", "dc-1", "FR-GES")
-    rows = tuple((holder,) * 8 for _ in range(20_000))
-    with pytest.raises(LocalProtocolError, match="larger chunk size"):
-        Placement(bytes(32), 8, rows).encode()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import trio
 
@@ -70,8 +71,12 @@ class StorageMesh:
         """Wall-clock seconds at virtual time 0 (in memory): when the certificates were issued,
         so records, which carry their publisher's certificate, are checked while it is valid."""
         self.memory = net.kind == "memory"
+        self.epoch = net.now.timestamp()
+        self.trust = net.trust()
+        """What every node of the mesh trusts (see :meth:`revoke`)."""
         self.nodes: list[StorageNode] = []
         self.dead: set[bytes] = set()
+        self.client_nodes: list[Node] = []
         self.client_settings = settings
         for index in range(count):
             dc = index % (datacenters or count)
@@ -82,7 +87,9 @@ class StorageMesh:
             quota = (quotas or {}).get(index, 1 << 30)
             if self.memory:
                 store = MemoryFragmentStore(quota, identity_quota=identity_quota)
-                service = FragmentService(node, store, in_threads=False)
+                service = FragmentService(
+                    node, store, in_threads=False, wall_clock=self.wall_clock
+                )
             else:
                 store = DiskFragmentStore(
                     net.tmp_path / f"store-{index}", quota, identity_quota=identity_quota
@@ -104,12 +111,17 @@ class StorageMesh:
     def _node_settings(self) -> NodeSettings:
         return NodeSettings(session=SessionSettings(hello_timeout=5, request_timeout=10))
 
+    def wall_clock(self) -> float:
+        """Unix time: in memory virtual, from when the harness's certificates were issued (so
+        receipts are checked against certificates in date), real on TLS."""
+        return self.epoch + trio.current_time() if self.memory else time.time()
+
     def _dht(self, node: Node, seed: int) -> Dht:
         return Dht(
             node,
             lambda: node.transport.trust,  # as the daemon does: a reloaded CRL applies at once
             rng=random.Random(seed),
-            wall_clock=(lambda: self.epoch + trio.current_time()) if self.memory else time.time,
+            wall_clock=self.wall_clock,
             settings=self.dht_settings,
         )
 
@@ -153,6 +165,7 @@ class StorageMesh:
         )
         transport = self.net.transport(credentials)
         node = Node(credentials, transport, listen=False, settings=self._node_settings())
+        self.client_nodes.append(node)
         dht = self._dht(node, 1000 + len(self.nodes))
         await nursery.start(node.run)
         await nursery.start(dht.run)
@@ -161,6 +174,16 @@ class StorageMesh:
         if self.memory:
             base = ClientSettings(**{**_fields(base), "in_threads": False})
         return Client(dht, settings=base)
+
+    def revoke(self, member: StorageNode) -> None:
+        """The mesh CA revokes ``member``'s certificate and every node (and client made here)
+        reloads its trust, as SIGHUP does."""
+        now = datetime.fromtimestamp(self.wall_clock(), UTC)
+        self.net.ca.revoke(member.credentials.identity.serial, now=now)
+        self.trust = self.net.trust()
+        for node in [m.node for m in self.nodes] + self.client_nodes:
+            node.transport.reload_trust(self.trust)  # type: ignore[attr-defined]
+            node.apply_trust(self.trust)
 
     def kill(self, member: StorageNode) -> None:
         """The node stops at once: its sessions drop, its port closes (in memory: it vanishes)."""
