@@ -44,7 +44,7 @@ from p2pstore.core.placement import Candidate
 from p2pstore.core.receipts import Receipt, sign_receipt
 from p2pstore.core.records import RULES, RecordKind, manifest_key, sign_record, signed_bytes
 from p2pstore.errors import FragmentNotFound, PeerUnreachable, RemoteError
-from p2pstore.identity import NodeCredentials, PeerIdentity, public_key_bytes
+from p2pstore.identity import NodeCredentials, PeerIdentity
 from p2pstore.net.fragments import store_fragment
 from p2pstore.net.node import Node
 from p2pstore.wire import (
@@ -339,26 +339,18 @@ def signed_placement_record(
 ) -> SignedRecord:
     """A placement record of ``value`` under ``object_id``'s key, signed by ``signer`` at any
     sequence (``sign_record`` would do, but an attacker does not ask permission)."""
-    key = signer.private_key if isinstance(signer, NodeCredentials) else signer
-    publisher = public_key_bytes(key.public_key())
-    expires_at = math.floor(now) + RULES[RecordKind.PLACEMENT].max_ttl
-    record_key = manifest_key(object_id)
-    data = signed_bytes(
+    if isinstance(signer, NodeCredentials):
+        key, certificate = signer.private_key, signer.certificate_der()
+    else:
+        key, certificate = signer, JUNK_CERTIFICATE
+    return forge_record(
+        key,
         RecordKind.PLACEMENT,
-        record_key,
+        manifest_key(object_id),
         value,
+        expires_at=math.floor(now) + RULES[RecordKind.PLACEMENT].max_ttl,
         sequence=sequence,
-        expires_at=expires_at,
-        publisher_key=publisher,
-    )
-    return SignedRecord(
-        kind=int(RecordKind.PLACEMENT),
-        key=record_key,
-        value=value,
-        sequence=sequence,
-        expires_at=expires_at,
-        publisher_key=publisher,
-        signature=key.sign(data),
+        certificate=certificate,
     )
 
 
