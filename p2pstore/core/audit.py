@@ -308,6 +308,19 @@ class AuditPlanner:
             reason = f"{code}: {text}"[:200]
         return self._judge(state, Evidence(challenge, verdict, now, digest, reason))
 
+    def withdraw(self, challenge: Challenge) -> bool:
+        """Forget an outstanding ``challenge`` that never reached its holder (it could not
+        be dialled: down, which is the grace period's business), with no verdict; returns
+        whether it was outstanding.  Only a challenge that was not sent may be withdrawn: one
+        the holder received is judged, whatever happens to the connection after."""
+        state = self._holders.get(challenge.holder)
+        if state is None or state.pending != challenge:
+            return False
+        state.pending = None
+        if not state.fragments:
+            del self._holders[challenge.holder]
+        return True
+
     def expire(self, now: float) -> list[Evidence]:
         """Judge every outstanding challenge past its deadline as late."""
         late = []

@@ -10,12 +10,14 @@ What a failure costs (the issue's rule): the fragment counts lost at once, witho
 steward's :class:`~p2pstore.core.holders.LocalEvidence`, so its next round repairs it elsewhere
 and no longer relays the holder's receipt for it.  A holder caught with a wrong proof, "not
 found" or a refusal is challenged again at once (:meth:`AuditPlanner.hasten`), so one that kept
-nothing loses all its fragments in as many answers.  One that did not answer in time is also
-counted silent in the failure detector and not audited until it answers a round again: a
-holder that just crashed costs each of its stewards at most one fragment rebuilt before the
-grace period, and one that goes dark whenever challenged loses a fragment each time.  The
-evidence is logged (event ``audit_failed``, every field of the challenge and answer) and the
-latest :data:`FAILURES_KEPT` are kept for ``/status``.
+nothing loses all its fragments in as many answers; so is one that did not answer in time and
+never passed an audit (a liar that stays silent), while one that passed before goes on at the
+usual rate (a stalled disk costs a fragment per audit, not all of them at once).  A holder that
+cannot be dialled is not judged at all (the challenge is withdrawn, the holder left to the
+next round and its grace period), so a crash costs no repair before the grace period; a holder
+that receives the challenge and then drops the session is late.  The evidence is logged (event
+``audit_failed``, every field of the challenge and answer) and the latest
+:data:`FAILURES_KEPT` are kept for ``/status``.
 
 :func:`audit_each` is the one-shot form: one challenge per holder now, for ``stat`` and
 ``check``.  Whatever a holder does -- a bad proof, an error, garbage, silence, a dropped
@@ -43,7 +45,6 @@ from p2pstore.core.audit import (
 )
 from p2pstore.core.holders import LocalEvidence
 from p2pstore.core.placement import Candidate
-from p2pstore.core.repair_plan import FailureDetector
 from p2pstore.errors import PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError
 from p2pstore.identity import short_id
 from p2pstore.net.node import Node
@@ -67,10 +68,21 @@ async def challenge_holder(
     node: Node, address: str, challenge: Challenge, planner: AuditPlanner
 ) -> Evidence | None:
     """Send ``challenge`` to its holder at ``address``, wait until its deadline at most, and
-    have ``planner`` judge the answer (None if it was judged already, e.g. by ``expire``)."""
+    have ``planner`` judge the answer (None if it was judged already, e.g. by ``expire``).
+
+    Raises :class:`PeerUnreachable` or :class:`PeerRefused` if no session with the holder
+    could be had in the first half of the time (the challenge is withdrawn, unjudged: a holder
+    that is down is the grace period's business, and one that refuses every dial is silent to
+    the steward's rounds too).  Once the challenge is sent, anything but a proof is a failure:
+    a holder that drops the session when challenged is late, not down."""
     reply: AuditProofReply | None = None
     error: tuple[str, str] | None = None
     timeout = max(0.0, challenge.deadline - trio.current_time())
+    try:
+        await node.session_with(challenge.holder, address, timeout=timeout / 2)
+    except (PeerUnreachable, PeerRefused):
+        planner.withdraw(challenge)
+        raise
     try:
         answer = await node.call(challenge.holder, address, challenge.message, timeout=timeout)
     except RemoteError as exc:
@@ -133,7 +145,12 @@ async def audit_each(
 
     async def one(challenge: Challenge) -> None:
         planner.drop(challenge.holder)  # one challenge each
-        evidence = await challenge_holder(node, addresses[challenge.holder], challenge, planner)
+        try:
+            evidence = await challenge_holder(
+                node, addresses[challenge.holder], challenge, planner
+            )
+        except (PeerUnreachable, PeerRefused):
+            return  # not audited: it could not be reached
         if evidence is not None:
             found.append(evidence)
 
@@ -153,7 +170,6 @@ class Auditor:
         node: Node,
         planner: AuditPlanner,
         evidence: LocalEvidence,
-        detector: FailureDetector,
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
@@ -162,7 +178,6 @@ class Auditor:
         self.node = node
         self.planner = planner
         self.evidence = evidence
-        self.detector = detector
         self.concurrency = concurrency
         self.failures: deque[AuditFailure] = deque(maxlen=FAILURES_KEPT)
         """The latest failed audits, oldest first."""
@@ -243,7 +258,11 @@ class Auditor:
         try:
             holder = self._holders.get(challenge.holder)
             address = holder.address if holder is not None else ""
-            evidence = await challenge_holder(self.node, address, challenge, self.planner)
+            try:
+                evidence = await challenge_holder(self.node, address, challenge, self.planner)
+            except (PeerUnreachable, PeerRefused):
+                self.planner.drop(challenge.holder)  # down: the next round decides
+                return
             if evidence is not None:
                 self.record(evidence, trio.current_time())
         finally:
@@ -275,10 +294,7 @@ class Auditor:
         if not follow_up:
             return
         self.planner.drop(holder, challenge.fragment_id)
-        if evidence.verdict is AuditVerdict.LATE:
-            self.detector.missed(holder, now)
-            self.planner.drop(holder)  # until it answers a round again
-        else:
+        if evidence.verdict is not AuditVerdict.LATE or not self.planner.results(holder).passed:
             self.planner.hasten(holder, now)
         self._wake.set()
 

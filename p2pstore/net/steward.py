@@ -173,7 +173,6 @@ class Steward:
             self.node,
             AuditPlanner(self.settings.audits, self.rng, audit_reply_error),
             self.evidence,
-            self.detector,
             concurrency=self.settings.audit_concurrency,
         )
         self.rounds = 0

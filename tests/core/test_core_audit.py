@@ -392,3 +392,17 @@ def test_counts_are_kept_for_a_bounded_number_of_holders(monkeypatch):
     run(audits, 3 * HOUR, lambda c: (mesh.proof(c), None))
     assert len(audits.audited()) == 3
     assert all(c.passed and not c.failed for c in audits.audited().values())
+
+
+def test_a_withdrawn_challenge_gets_no_verdict_and_only_an_outstanding_one_is_withdrawn():
+    mesh = Mesh(holders=1, per_holder=1)
+    audits, challenge = one_challenge(mesh)
+    assert audits.withdraw(challenge) and not audits.withdraw(challenge)
+    assert audits.outstanding() == [] and audits.results(challenge.holder).failed == 0
+    assert audits.answered(challenge, None, None, challenge.deadline) is None
+    assert audits.expire(challenge.deadline + 1) == []
+    assert audits.next_deadline() is not None  # still watched: the next one follows
+    audits.drop(challenge.holder)
+    audits, challenge = one_challenge(mesh)
+    audits.drop(challenge.holder)
+    assert audits.withdraw(challenge) and audits.next_deadline() is None

@@ -21,7 +21,7 @@ from p2pstore.cli.object_commands import stat_summary, status_table
 from p2pstore.codec.fragment_ids import LEAF_SIZE, fragment_id
 from p2pstore.core.audit import AuditPlanner, AuditSettings, AuditVerdict, Evidence, WatchedFragment
 from p2pstore.core.rules import SHIPPED_RULES
-from p2pstore.errors import RemoteError
+from p2pstore.errors import PeerUnreachable, RemoteError
 from p2pstore.identity import short_id
 from p2pstore.net.audits import audit_reply_error, challenge_holder
 from p2pstore.net.fragments import FragmentService, store_fragment
@@ -132,6 +132,31 @@ async def test_a_lying_holder_says_it_has_the_fragment_and_fails_its_first_audit
             assert liar.challenges == [first.challenge.message]
             results = planner.results(liar.node_id)
             assert (results.passed, results.failed, results.last) == (0, 1, first)
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_holder_that_cannot_be_dialled_is_not_judged(net, clock, tmp_path):
+    """Down is the grace period's business: the challenge is withdrawn, no verdict."""
+    holder, _service = honest_holder(net, tmp_path)
+    stored = fragments(LEAF_SIZE)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(holder.run)
+            steward = await steward_node(net, nursery)
+            holder_id, address = holder.identity.node_id, holder.address
+            (fid,) = stored
+            await store_fragment(steward, holder_id, address, fid, stored[fid])
+            planner = planner_for(holder_id, stored)
+            await holder.stop()
+            if net.kind == "memory":
+                net.network.vanish(address)
+            wake = planner.next_deadline()
+            await trio.sleep_until(wake)
+            (challenge,) = planner.due(trio.current_time())
+            with pytest.raises(PeerUnreachable):
+                await challenge_holder(steward, address, challenge, planner)
+            assert planner.outstanding() == [] and planner.audited() == {}
+            assert trio.current_time() < challenge.deadline
             nursery.cancel_scope.cancel()
 
 
@@ -358,4 +383,34 @@ async def test_check_audits_every_holder_once_and_repairs_what_a_liar_failed(net
         assert repair.shares == (2,) and liar_id not in {h.node_id for h in repair.holders}
         assert report_json(report)["audit_failures"][0]["node_id"] == liar_id.hex()
         assert await get_bytes(await mesh.client(nursery), result.read_cap) == data
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("net", ["memory"], indirect=True)
+async def test_audits_repair_nothing_of_a_holder_killed_inside_the_grace_period(net, clock):
+    """A holder that dies between rounds is audited no more (its challenges cannot be dialled):
+    nothing fails, nothing is repaired before the grace period; afterwards the round repairs."""
+    grace, interval = timings(net)
+    mesh, rule = auditing_mesh(net)
+    async with trio.open_nursery() as nursery:
+        await mesh.start(nursery)
+        client = await mesh.client(nursery)
+        result = await put_bytes(client, random.Random(5).randbytes(100_000), rule)
+        steward = steward_of(mesh, result.read_cap.object_id)
+        await trio.sleep(5 * interval)  # audits under way
+        victim = next(
+            mesh.by_id(h.node_id)
+            for h in result.placement.chunks[0]
+            if h is not None and h.node_id != steward.node_id
+        )
+        mesh.kill(victim)
+        await trio.sleep(grace - interval)
+        assert repairs_started(mesh) == 0
+        assert not any(m.steward.auditor.failures for m in mesh.nodes)
+        passed = sum(c.passed for c in steward.steward.auditor.planner.audited().values())
+        assert passed >= 5
+        with trio.fail_after(3 * grace):
+            while repairs_started(mesh) == 0:
+                await steward.steward.wait_round()
+        assert not any(m.steward.auditor.failures for m in mesh.nodes)
         nursery.cancel_scope.cancel()
