@@ -406,3 +406,14 @@ def test_a_withdrawn_challenge_gets_no_verdict_and_only_an_outstanding_one_is_wi
     audits, challenge = one_challenge(mesh)
     audits.drop(challenge.holder)
     assert audits.withdraw(challenge) and audits.next_deadline() is None
+
+
+def test_the_time_to_catch_a_liar_as_simulations_readme_states_it():
+    config = AuditSettings()
+    assert 1 / config.rate(1) == 900.0  # 15 minutes at the floor
+    assert math.log(100) / config.rate(1) / 60 == pytest.approx(69, abs=0.5)
+    assert config.rate(4800) == pytest.approx(config.rate(1))  # the floor rules up to 4,800
+    assert config.rate(4801) > config.rate(1)
+    assert 1 / (config.rate(1) * (1 - 0.9)) / HOUR == pytest.approx(2.5)
+    assert 100 / config.rate(100) / HOUR == pytest.approx(25)
+    assert 10_000 / config.rate(10_000) / DAY == pytest.approx(50)
