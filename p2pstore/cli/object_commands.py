@@ -218,7 +218,8 @@ def stat(cap: ReadCap | VerifyCap, config_path: Path, as_json: bool) -> None:
     """Show an object's size and rule, and per chunk its live fragments against k, the rule's
     repair threshold and n, its state, and which node in which datacenter holds each fragment,
     whether it signs for it now, and how fresh its published receipt is (a verify cap is
-    enough).
+    enough).  Each holder is also audited on one fragment it signs for (a random leaf checked
+    against the fragment id); one that fails is named, and that fragment does not count.
 
     \b
     healthy     live >= repair threshold
