@@ -7,7 +7,11 @@ The command runs the steward's own check (one batched question per holder) from 
 seat; with ``--repair`` it rebuilds what is below the rule's threshold at once, counting
 unreachable holders as lost (the operator overrides the grace period), and publishes its own
 placement record with the new holders' receipts as a steward would.  It never sees the read
-key or plaintext.
+key or plaintext.  Each holder that signs for a fragment is also audited once (one random leaf
+of one of its fragments, checked against the fragment id): a holder that fails is named and
+the fragment it failed on counts lost at once, so ``--repair`` rebuilds it elsewhere.  What
+the object's stewards learnt from their own audits stays on their nodes (metrics, ``/status``,
+the ``audit_failed`` log events); this command shows what it proved itself.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from p2pstore.cli.client_config import ClientConfig, connected_client, load_clie
 from p2pstore.cli.object_commands import config_option, json_option
 from p2pstore.codec import ReadCap, VerifyCap
 from p2pstore.codec.capability import CapabilityError, parse_capability
+from p2pstore.core.audit import Evidence
 from p2pstore.core.repair_plan import Verdict
+from p2pstore.identity import short_id
 from p2pstore.net.repairer import Known
 from p2pstore.net.steward import RoundReport, Steward
 
@@ -61,7 +67,8 @@ def check(cap: ReadCap | VerifyCap, config_path: Path, repair: bool, as_json: bo
     """Verify that every fragment of CAP's object is held, chunk by chunk.
 
     A verify cap is enough: nothing is decrypted.  Each holder is asked once which of its
-    fragments it has.  Exit status: 0 every chunk healthy (after --repair, if given), 3 some
+    fragments it has, and audited once on one of them (a failure counts that fragment lost
+    and names the holder).  Exit status: 0 every chunk healthy (after --repair, if given), 3 some
     chunk below its repair threshold but readable, 4 some chunk has fewer than k fragments
     (unreadable), 1 the check itself failed.
     """
@@ -75,6 +82,8 @@ def check(cap: ReadCap | VerifyCap, config_path: Path, repair: bool, as_json: bo
         console.print(report_table(report))
         for failure in report.failures:
             console.print(f"[yellow]![/yellow] {failure}", markup=True, highlight=False)
+        for line in audit_lines(report):
+            console.print(line, markup=False, highlight=False)
     sys.exit(exit_status(report))
 
 
@@ -83,7 +92,7 @@ async def _check(config: ClientConfig, cap: ReadCap | VerifyCap, repair: bool) -
         manifest = await client.fetch_manifest(cap.object_id)
         steward = Steward(client.dht, config.rules, client_settings=client.settings)
         return await steward.check_objects(
-            [Known.of(manifest)], repair=repair, grace_period=0.0 if repair else None
+            [Known.of(manifest)], repair=repair, grace_period=0.0 if repair else None, audit=True
         )
 
 
@@ -180,5 +189,51 @@ def report_json(report: RoundReport) -> dict[str, object]:
         "objects": objects,
         "queries": report.queries,
         "failures": report.failures,
+        "audits": [audit_json(report, e) for e in report.audits],
+        "audit_failures": [audit_json(report, e) for e in report.audits if e.verdict.failed],
         "exit_status": exit_status(report),
     }
+
+
+def audit_json(report: RoundReport, evidence: Evidence) -> dict[str, object]:
+    """One audit of ``check``: the holder, the object and position, the verdict and evidence."""
+    challenge = evidence.challenge
+    where = [
+        (watched.object_id.hex(), index, entry.fragment_ids.index(challenge.fragment_id))
+        for watched in report.objects
+        for index, entry in enumerate(watched.manifest.chunks)
+        if challenge.fragment_id in entry.fragment_ids
+    ]
+    holder = next(
+        (
+            h
+            for watched in report.objects
+            for h in watched.placement.holders()
+            if h.node_id == challenge.holder
+        ),
+        None,
+    )
+    return {
+        "node_id": challenge.holder.hex(),
+        "datacenter": holder.datacenter if holder is not None else None,
+        "fragments": [{"object": o, "chunk": c, "share": s} for o, c, s in where],
+        **{k: v for k, v in evidence.log_fields().items() if k != "holder"},
+    }
+
+
+def audit_lines(report: RoundReport) -> list[str]:
+    """Each failed audit, naming the holder; or that every holder audited passed."""
+    failed = [e for e in report.audits if e.verdict.failed]
+    if not failed:
+        if not report.audits:
+            return []
+        return [f"audits: each of the {len(report.audits)} holders proved one of its fragments"]
+    lines = []
+    for evidence in failed:
+        entry = audit_json(report, evidence)
+        lines.append(
+            f"✗ holder {short_id(evidence.challenge.holder)} ({entry['datacenter'] or '?'}) "
+            f"failed an audit ({evidence.verdict.value}): {evidence.reason}; the fragment is "
+            "counted lost (--repair rebuilds it elsewhere); consider revoking its certificate"
+        )
+    return lines

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pstore.cli.seeds import Seed, load_seed_file
+from p2pstore.core.audit import AuditSettings
 from p2pstore.core.rules import (
     SHIPPED_RULES,
     CodingRule,
@@ -76,6 +77,8 @@ class NodeConfig:
     """The mesh's coding rules by name: the shipped ones overlaid with ``[rules.NAME]``."""
     repair_check_interval: float = DEFAULT_CHECK_INTERVAL
     """``[repair] check_interval``: seconds between a steward's rounds of checks."""
+    audits: AuditSettings = field(default_factory=AuditSettings)
+    """``[repair] audit_*``: how often stewards audit the holders of their objects."""
     limits: Limits = field(default_factory=Limits)
     """``[limits]``: per-peer and per-node bounds."""
     fragment_bytes_per_identity: IdentityShare = field(
@@ -137,7 +140,12 @@ _SCHEMA: dict[str, dict[str, bool]] = {
     "store": {"quota": False},
     "log": {"level": False, "format": False},
     "metrics": {"listen": False, "allow_public": False},
-    "repair": {"check_interval": False},
+    "repair": {
+        "check_interval": False,
+        "audit_fraction_per_day": False,
+        "audits_per_holder_per_hour": False,
+        "audit_timeout": False,
+    },
     "limits": {**dict.fromkeys(_LIMIT_KEYS, False), "fragment_bytes_per_identity": False},
 }
 
@@ -294,8 +302,33 @@ def load_node_config(path: Path) -> NodeConfig:
         metrics_allow_public=reader.boolean("metrics", "allow_public", False),
         rules=reader.rules(),
         repair_check_interval=reader.interval("repair", "check_interval", DEFAULT_CHECK_INTERVAL),
+        audits=read_audits(reader),
         fragment_bytes_per_identity=_identity_share(reader),
         limits=read_limits(reader),
+    )
+
+
+def read_audits(reader: ConfigReader) -> AuditSettings:
+    """``[repair] audit_fraction_per_day`` (0 to 1), ``audits_per_holder_per_hour`` (>= 0;
+    both 0 turn audits off) and ``audit_timeout`` (a duration > 0)."""
+    defaults = AuditSettings()
+
+    def number(key: str, default: float, most: float) -> float:
+        value = reader.get("repair", key)
+        if value is None:
+            return default
+        if type(value) not in (int, float) or not 0 <= value <= most:
+            raise reader.error(
+                f"[repair] {key}", f"expected a number from 0 to {most:g}, got {value!r}"
+            )
+        return float(value)
+
+    return AuditSettings(
+        fraction_per_day=number("audit_fraction_per_day", defaults.fraction_per_day, 1.0),
+        min_per_holder_per_hour=number(
+            "audits_per_holder_per_hour", defaults.min_per_holder_per_hour, 3600.0
+        ),
+        answer_timeout=reader.interval("repair", "audit_timeout", defaults.answer_timeout),
     )
 
 
@@ -480,13 +513,15 @@ def render_node_config(
     metrics_listen: str | None = None,
     metrics_allow_public: bool = False,
     repair_check_interval: float | None = None,
+    audits: AuditSettings | None = None,
     rules: Mapping[str, CodingRule] | None = None,
     fragment_bytes_per_identity: str | None = None,
     limits: Mapping[str, int | float | str] | None = None,
 ) -> str:
     """A node.toml with these values (used by the local mesh and the operator's tools);
-    ``rules`` are written as ``[rules.NAME]`` tables (give the mesh's declared ones), ``limits``
-    as the ``[limits]`` table (its keys and values as in node.toml)."""
+    ``audits`` as the ``[repair] audit_*`` keys, ``rules`` as ``[rules.NAME]`` tables (give
+    the mesh's declared ones), ``limits`` as the ``[limits]`` table (its keys and values as in
+    node.toml)."""
     q = toml_string
     lines = ["[node]", f"listen = {q(listen)}"]
     if advertise:
@@ -519,8 +554,17 @@ def render_node_config(
         lines += ["[metrics]", f"listen = {q(metrics_listen)}"]
         lines += ["allow_public = true"] if metrics_allow_public else []
         lines.append("")
-    if repair_check_interval is not None:
-        lines += ["[repair]", f"check_interval = {float(repair_check_interval)!r}", ""]
+    if repair_check_interval is not None or audits is not None:
+        lines.append("[repair]")
+        if repair_check_interval is not None:
+            lines.append(f"check_interval = {float(repair_check_interval)!r}")
+        if audits is not None:
+            lines += [
+                f"audit_fraction_per_day = {float(audits.fraction_per_day)!r}",
+                f"audits_per_holder_per_hour = {float(audits.min_per_holder_per_hour)!r}",
+                f"audit_timeout = {float(audits.answer_timeout)!r}",
+            ]
+        lines.append("")
     if limits or fragment_bytes_per_identity is not None:
         lines.append("[limits]")
         if fragment_bytes_per_identity is not None:

@@ -211,19 +211,22 @@ async def serve_node(
         async with trio.open_nursery() as nursery:
             await nursery.start(mesh_node.run)
             await nursery.start(dht.run)
-            if config.metrics_listen is not None:
-                admin_host, admin_port = parse_address(config.metrics_listen)
-                admin = AdminServer(node_pages(mesh_node, dht, store), admin_host, admin_port)
-                await nursery.start(admin.run)
-            nursery.start_soon(_join_and_announce, config, dht, store, saved)
-            nursery.start_soon(_keep_state_saved, book, records, dht)
-            nursery.start_soon(Scrubber(store, metrics).run)
             steward = Steward(
                 dht,
                 config.rules,
                 store=store,
-                settings=StewardSettings(check_interval=config.repair_check_interval),
-            )
+                settings=StewardSettings(
+                    check_interval=config.repair_check_interval, audits=config.audits
+                ),
+            )  # its audits draw from random.SystemRandom(): holders cannot predict them
+            if config.metrics_listen is not None:
+                admin_host, admin_port = parse_address(config.metrics_listen)
+                pages = node_pages(mesh_node, dht, store, steward.auditor.status)
+                admin = AdminServer(pages, admin_host, admin_port)
+                await nursery.start(admin.run)
+            nursery.start_soon(_join_and_announce, config, dht, store, saved)
+            nursery.start_soon(_keep_state_saved, book, records, dht)
+            nursery.start_soon(Scrubber(store, metrics).run)
             await nursery.start(steward.run)
             if leave_within is not None:
                 leaving = Departure(fragments, steward)

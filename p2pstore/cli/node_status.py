@@ -117,6 +117,7 @@ def render_status(document: dict[str, Any]) -> str:
         f"{records.get('held', 0)} records held ({_size(records.get('bytes_held'))}), "
         f"{records.get('published', 0)} published"
     )
+    lines += _audit_lines(document.get("audits"))
     peers = document.get("peers") or []
     clients = (document.get("sessions") or {}).get("client", 0)
     lines.append(f"peers     {len(peers)} nodes connected, {clients} client sessions")
@@ -128,6 +129,25 @@ def render_status(document: dict[str, Any]) -> str:
             f"  for {_duration(peer.get('connected_seconds'))}"
         )
     return "\n".join(lines)
+
+
+def _audit_lines(audits: object) -> list[str]:
+    """What the node's steward's audits found: counts, then each holder that failed one."""
+    if not isinstance(audits, dict):
+        return []
+    holders = [h for h in audits.get("holders") or [] if isinstance(h, dict)]
+    failing = [h for h in holders if h.get("failed")]
+    lines = [
+        f"audits    {len(holders)} holders audited by this node's steward, "
+        f"{len(failing)} failed some"
+    ]
+    for holder in failing:
+        lines.append(
+            f"  {str(holder.get('node_id'))[:16]}  {holder.get('datacenter')}  failed "
+            f"{holder.get('failed')}, passed {holder.get('passed')} "
+            f"(last: {holder.get('last_verdict')})"
+        )
+    return lines
 
 
 def _size(value: object) -> str:

@@ -34,6 +34,7 @@ from p2pstore.cli.client_config import (
 )
 from p2pstore.codec import Manifest, ReadCap, VerifyCap, parse_capability
 from p2pstore.codec.capability import CapabilityError
+from p2pstore.core.audit import Evidence
 from p2pstore.core.rules import SHIPPED_RULES, CodingRule, find_rule
 from p2pstore.errors import ConfigError
 from p2pstore.identity import short_id
@@ -217,7 +218,8 @@ def stat(cap: ReadCap | VerifyCap, config_path: Path, as_json: bool) -> None:
     """Show an object's size and rule, and per chunk its live fragments against k, the rule's
     repair threshold and n, its state, and which node in which datacenter holds each fragment,
     whether it signs for it now, and how fresh its published receipt is (a verify cap is
-    enough).
+    enough).  Each holder is also audited on one fragment it signs for (a random leaf checked
+    against the fragment id); one that fails is named, and that fragment does not count.
 
     \b
     healthy     live >= repair threshold
@@ -348,7 +350,52 @@ def stat_summary(
         "chunk_size": manifest.chunk_size,
         "state": health(status, rules),
         "chunks": chunks,
+        "audits": [audit_json(status, evidence) for _, evidence in sorted(status.audits.items())],
+        "audit_failures": [audit_json(status, evidence) for evidence in status.audit_failures()],
     }
+
+
+def audit_json(status: ObjectStatus, evidence: Evidence) -> dict[str, Any]:
+    """One holder's audit in ``stat --json``: who, which fragment, the verdict and evidence."""
+    challenge = evidence.challenge
+    holder = next(
+        (h for h in status.placement.holders() if h.node_id == challenge.holder), None
+    )
+    chunk, share = fragment_position(status.manifest, challenge.fragment_id)
+    return {
+        "node_id": challenge.holder.hex(),
+        "datacenter": holder.datacenter if holder else None,
+        "chunk": chunk,
+        "share": share,
+        **{k: v for k, v in evidence.log_fields().items() if k != "holder"},
+    }
+
+
+def fragment_position(manifest: Manifest, fragment_id: bytes) -> tuple[int | None, int | None]:
+    """(chunk, share) of ``fragment_id`` in ``manifest`` ((None, None) if not in it)."""
+    for index, chunk in enumerate(manifest.chunks):
+        if fragment_id in chunk.fragment_ids:
+            return index, chunk.fragment_ids.index(fragment_id)
+    return None, None
+
+
+def audit_lines(status: ObjectStatus) -> list[str]:
+    """What ``stat`` says of its audits: each failure by holder, or that every holder passed."""
+    failures = status.audit_failures()
+    if not failures:
+        if not status.audits:
+            return []
+        return [f"audits: each of the {len(status.audits)} holders proved one of its fragments"]
+    lines = []
+    for evidence in failures:
+        entry = audit_json(status, evidence)
+        lines.append(
+            f"holder {short_id(evidence.challenge.holder)} ({entry['datacenter'] or '?'}) "
+            f"failed an audit of chunk {entry['chunk']} share {entry['share']} "
+            f"({evidence.verdict.value}): {evidence.reason}; it signs for fragments it cannot "
+            "prove: consider revoking its certificate"
+        )
+    return lines
 
 
 def live_text(live: int, k: int, n: int, threshold: int | None) -> str:
@@ -432,6 +479,10 @@ def status_table(status: ObjectStatus, rules: Mapping[str, CodingRule] = SHIPPED
             )
             + "; receipt: age of the holder's signed receipt in the placement (renewed by "
             "stewards; stale when not renewed for a day and a half)"
+        )
+        + "".join(
+            f"\n[{'green' if line.startswith('audits:') else 'red'}]{escape(line)}[/]"
+            for line in audit_lines(status)
         ),
         caption_justify="left",
     )

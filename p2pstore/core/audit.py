@@ -15,7 +15,10 @@ that kept a share s of its fragments passes one audit with probability about s, 
 kept none fails the first.  Any answer but a valid proof -- a wrong proof, "not found", another
 error, or none by the deadline -- fails: the verdicts say which, the steward decides what a
 failure costs (the issue: the fragment counts lost at once).  Audit only holders the failure
-detector thinks alive: a holder that is down is the grace period's business.
+detector thinks alive: a holder that is down is the grace period's business.  The steward
+tells the planner what it concluded: :meth:`drop` a fragment counted lost (or a holder fallen
+silent), :meth:`hasten` the next challenge of a holder caught failing, so a holder that kept
+nothing loses every fragment in as many answers, not one per interval.
 
 Rate: each holder is challenged at ``max(min_per_holder_per_hour / 3600, fraction_per_day *
 (fragments watched on it) / 86400)`` per second, at most one challenge outstanding per holder.
@@ -125,6 +128,9 @@ class AuditVerdict(enum.Enum):
 
 
 MISSING_CODES = frozenset({"FragmentNotFound", "IntegrityError"})
+MAX_HOLDERS_REMEMBERED = 4096
+"""Holders whose counts a planner keeps (certified members, so this bounds only how long the
+counts of holders gone from the mesh are kept)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,14 +212,43 @@ class AuditPlanner:
             if was_idle:
                 state.due_at = now + self._interval(len(watched))
 
-    def due(self, now: float) -> list[Challenge]:
-        """The challenges to send now (at most one outstanding per holder); each is then
-        outstanding until :meth:`answered` or :meth:`expire` judges it."""
+    def drop(self, holder: bytes, fragment_id: bytes | None = None) -> None:
+        """Stop watching one fragment of ``holder`` (counted lost: nothing left to prove), or
+        all of them (it fell silent: the grace period's business until the next
+        :meth:`watch`); an outstanding challenge is still judged."""
+        state = self._holders.get(holder)
+        if state is None:
+            return
+        if fragment_id is None:
+            state.fragments = []
+        else:
+            state.fragments = [f for f in state.fragments if f.fragment_id != fragment_id]
+        if not state.fragments:
+            state.due_at = math.inf
+            if state.pending is None:
+                del self._holders[holder]
+
+    def hasten(self, holder: bytes, now: float) -> None:
+        """Make ``holder``'s next challenge due at ``now`` (a steward that caught it failing
+        walks its other fragments at once; ``check`` audits every holder once)."""
+        state = self._holders.get(holder)
+        if state is not None and state.fragments:
+            state.due_at = min(state.due_at, now)
+
+    def due(self, now: float, limit: int | None = None) -> list[Challenge]:
+        """The challenges to send now (at most one outstanding per holder, at most ``limit``,
+        the longest due first); each is then outstanding until :meth:`answered` or
+        :meth:`expire` judges it."""
+        ready = [
+            holder
+            for holder, state in self._holders.items()
+            if state.pending is None and state.fragments and state.due_at <= now
+        ]
+        if limit is not None:
+            ready = sorted(ready, key=lambda h: (self._holders[h].due_at, h))[: max(0, limit)]
         challenges = []
-        for holder in sorted(self._holders):
+        for holder in sorted(ready):
             state = self._holders[holder]
-            if state.pending is not None or not state.fragments or state.due_at > now:
-                continue
             fragment = state.fragments[self._rng.randrange(len(state.fragments))]
             challenge = Challenge(
                 holder=holder,
@@ -273,6 +308,19 @@ class AuditPlanner:
             reason = f"{code}: {text}"[:200]
         return self._judge(state, Evidence(challenge, verdict, now, digest, reason))
 
+    def withdraw(self, challenge: Challenge) -> bool:
+        """Forget an outstanding ``challenge`` that never reached its holder (it could not
+        be dialled: down, which is the grace period's business), with no verdict; returns
+        whether it was outstanding.  Only a challenge that was not sent may be withdrawn: one
+        the holder received is judged, whatever happens to the connection after."""
+        state = self._holders.get(challenge.holder)
+        if state is None or state.pending != challenge:
+            return False
+        state.pending = None
+        if not state.fragments:
+            del self._holders[challenge.holder]
+        return True
+
     def expire(self, now: float) -> list[Evidence]:
         """Judge every outstanding challenge past its deadline as late."""
         late = []
@@ -286,6 +334,18 @@ class AuditPlanner:
         """Counts for ``holder`` so far (zeros for one never audited)."""
         return self._results.get(holder, HolderAudits())
 
+    def audited(self) -> dict[bytes, HolderAudits]:
+        """Counts of every holder audited so far (a copy, for metrics and status pages)."""
+        return {
+            holder: HolderAudits(c.passed, c.failed, c.last)
+            for holder, c in sorted(self._results.items())
+        }
+
+    def watched(self, holder: bytes) -> int:
+        """Fragments watched on ``holder`` now."""
+        state = self._holders.get(holder)
+        return 0 if state is None else len(state.fragments)
+
     def outstanding(self) -> list[Challenge]:
         """The challenges sent and not yet judged."""
         return [s.pending for _, s in sorted(self._holders.items()) if s.pending is not None]
@@ -295,6 +355,8 @@ class AuditPlanner:
         holder = evidence.challenge.holder
         if not state.fragments:
             del self._holders[holder]
+        if holder not in self._results and len(self._results) >= MAX_HOLDERS_REMEMBERED:
+            self._forget_one()
         counts = self._results.setdefault(holder, HolderAudits())
         if evidence.verdict.failed:
             counts.failed += 1
@@ -302,6 +364,16 @@ class AuditPlanner:
             counts.passed += 1
         counts.last = evidence
         return evidence
+
+    def _forget_one(self) -> None:
+        """Forget the counts of the holder not watched now whose last audit is oldest (or,
+        if every one is watched, of the oldest)."""
+
+        def age(holder: bytes) -> tuple[bool, float]:
+            last = self._results[holder].last
+            return (holder in self._holders, -math.inf if last is None else last.challenge.sent_at)
+
+        del self._results[min(self._results, key=age)]
 
     def _interval(self, fragments: int) -> float:
         rate = self.settings.rate(fragments)

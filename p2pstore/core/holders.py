@@ -154,6 +154,13 @@ class LocalEvidence:
     holders: dict[bytes, str] = field(default_factory=dict)
     fragments: dict[tuple[bytes, bytes, int], str] = field(default_factory=dict)
 
+    def forget(self, key: bytes) -> None:
+        """Drop the fragment evidence of the objects whose ids start with ``key`` (an
+        object's DHT key: a steward that no longer stewards it)."""
+        self.fragments = {
+            slot: why for slot, why in self.fragments.items() if not slot[1].startswith(key)
+        }
+
     def exclusion(self, object_id: bytes) -> Exclusion | None:
         """The :data:`Exclusion` for one object's views (None when there is no evidence)."""
         if not self.holders and not self.fragments:

@@ -199,8 +199,14 @@ def _refused(status: int, reason: str) -> Response:
 # -- the node's pages ------------------------------------------------------------------------
 
 
-def node_pages(node: Node, dht: Dht | None, store: FragmentStore | None) -> dict[str, Page]:
-    """``/metrics``, ``/health`` and ``/status`` of a running node."""
+def node_pages(
+    node: Node,
+    dht: Dht | None,
+    store: FragmentStore | None,
+    audits: Callable[[], Mapping[str, object]] | None = None,
+) -> dict[str, Page]:
+    """``/metrics``, ``/health`` and ``/status`` of a running node; ``audits()``: what its
+    steward's audits found (``Auditor.status``), shown in ``/status``."""
 
     def metrics() -> Response:
         return Response(200, node.metrics.exposition(), content_type=CONTENT_TYPE)
@@ -210,7 +216,7 @@ def node_pages(node: Node, dht: Dht | None, store: FragmentStore | None) -> dict
         return _json(200 if healthy else 503, document)
 
     def status() -> Response:
-        return _json(200, status_document(node, dht, store))
+        return _json(200, status_document(node, dht, store, audits))
 
     return {"/metrics": metrics, "/health": health, "/status": status}
 
@@ -246,12 +252,19 @@ def health_document(
     return not reasons, document
 
 
-def status_document(node: Node, dht: Dht | None, store: FragmentStore | None) -> dict[str, object]:
-    """What /status shows: who the node is, whom it sees, and what it holds."""
+def status_document(
+    node: Node,
+    dht: Dht | None,
+    store: FragmentStore | None,
+    audits: Callable[[], Mapping[str, object]] | None = None,
+) -> dict[str, object]:
+    """What /status shows: who the node is, whom it sees, what it holds, and (``audits``)
+    which holders its steward caught failing audits."""
     identity = node.identity
     now = trio.current_time()
     usage = store.usage() if store is not None else None
     return {
+        "audits": None if audits is None else audits(),
         "node_id": identity.node_id.hex(),
         "datacenter": identity.datacenter,
         "region": identity.region,

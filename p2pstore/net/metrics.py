@@ -11,7 +11,8 @@ simulator, keep separate books and need nothing set up.  Two kinds of figures:
   numbers are never stale and nothing has to remember to update them.
 
 Label values are bounded sets: message type names, ``ok`` or an error code (a P2PStoreError class
-name or an ErrorReply code), and never a peer id or an address.
+name or an ErrorReply code), and never an address; a peer id only in the audit failures of the
+few holders that failed most (:data:`AUDIT_HOLDER_SERIES`), which an operator needs by name.
 
 Adding a family: create it in ``__init__`` on ``self.registry``, give it a
 ``record_*`` method, call that from the service, and list it in bootstrap/README.md.
@@ -57,6 +58,13 @@ REFUSAL_REASONS = frozenset({
 })  # fmt: skip
 """Why a peer was refused (``p2pstore_refusals_total{reason}``): a fixed set, so a flood can
 never grow the metrics."""
+
+
+AUDIT_OUTCOMES = ("passed", "wrong-proof", "missing", "refused", "late")
+"""``p2pstore_audits_total{outcome}``: the verdicts of :class:`p2pstore.core.audit.AuditVerdict`."""
+AUDIT_HOLDER_SERIES = 32
+"""Holders in ``p2pstore_holder_audit_failures_total``: a bounded set, the ones that failed
+most (holder ids are certified members', and only these few are exported)."""
 
 
 def bounded_code(code: str) -> str:
@@ -173,6 +181,15 @@ class NodeMetrics:
             "Fragments refused because their uploader holds its per-identity quota here.",
             registry=r,
         )
+        self.audits = Counter(
+            "p2pstore_audits",
+            "Storage audits this node's steward judged, by outcome (passed, wrong-proof, "
+            "missing, refused, late).",
+            ("outcome",),
+            registry=r,
+        )
+        for outcome in AUDIT_OUTCOMES:
+            self.audits.labels(outcome)
         self._live = _LiveLevels()
         r.register(self._live)
         self.refusals = Counter(
@@ -226,6 +243,10 @@ class NodeMetrics:
         self.repair_bytes.labels("read").inc(read)
         self.repair_bytes.labels("written").inc(written)
 
+    def record_audit(self, outcome: str) -> None:
+        """A storage audit was judged (``outcome``: one of :data:`AUDIT_OUTCOMES`)."""
+        self.audits.labels(outcome if outcome in AUDIT_OUTCOMES else OTHER).inc()
+
     def record_refusal(self, reason: str) -> None:
         """A peer was refused under a bound; ``reason`` is one of :data:`REFUSAL_REASONS`."""
         self.refusals.labels(reason if reason in REFUSAL_REASONS else OTHER).inc()
@@ -264,6 +285,11 @@ class NodeMetrics:
         """``usage()``: the fragment store's counts, quota and writability."""
         self._live.usage = usage
 
+    def watch_audits(self, failures: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
+        """``failures()``: (holder id, datacenter, failed audits) of the holders that failed
+        one; the :data:`AUDIT_HOLDER_SERIES` with the most are exported."""
+        self._live.audits = failures
+
     def watch_limits(self, levels: Callable[[], Mapping[str, float]]) -> None:
         """``levels()``: how full the node's bounds are now, by gauge name (see
         :class:`_LimitLevels`); several sources add up."""
@@ -291,6 +317,7 @@ class _LiveLevels:
         self.publishers: Callable[[], Mapping[str, tuple[int, int]]] | None = None
         self.joined: Callable[[], bool] | None = None
         self.usage: Callable[[], StoreUsage] | None = None
+        self.audits: Callable[[], Iterable[tuple[str, str, int]]] | None = None
 
     def collect(self) -> Iterable[Metric]:
         if self.peers is not None:
@@ -312,6 +339,8 @@ class _LiveLevels:
             yield from _publisher_levels(self.publishers())
         if self.usage is not None:
             yield from _store_levels(self.usage())
+        if self.audits is not None:
+            yield _holder_audit_failures(self.audits())
 
 
 class _LimitLevels:
@@ -335,6 +364,19 @@ class _LimitLevels:
         for name, documentation in self.GAUGES.items():
             if name in totals:
                 yield _gauge(f"p2pstore_{name}", documentation, totals[name])
+
+
+def _holder_audit_failures(failures: Iterable[tuple[str, str, int]]) -> Metric:
+    family = CounterMetricFamily(
+        "p2pstore_holder_audit_failures",
+        f"Audits failed by a holder, as this node's steward judged them (the "
+        f"{AUDIT_HOLDER_SERIES} holders with the most; decide on revocation with these).",
+        labels=["holder", "datacenter"],
+    )
+    worst = sorted(failures, key=lambda entry: (-entry[2], entry[0]))[:AUDIT_HOLDER_SERIES]
+    for holder, datacenter, failed in worst:
+        family.add_metric([holder, datacenter], failed)
+    return family
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

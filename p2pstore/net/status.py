@@ -4,10 +4,19 @@ Every receipted holder of the object (as the union of its placement records says
 sign which of its fragments it has, one batched ``StateFragments`` per holder; a share counts
 as present when one of its holders signs for it.  Beside that fresh answer, the receipt that
 placed each holder there is kept, so an operator sees whether stewards keep renewing it.
+
+A signature is a claim, not a proof, so each holder that signed for a fragment is then audited
+once on one of them, drawn at random (:func:`~p2pstore.net.audits.audit_each`: one leaf and its
+path, a whole-fragment read on the holder); a failed audit names the holder, and the fragment
+it failed on does not count as present.  What the object's stewards learnt from their own
+audits stays on their nodes (``p2pstore_holder_audit_failures_total``, ``/status``, the
+``audit_failed`` log events): no message asks a steward for it, so ``stat`` shows what it
+proved itself.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -15,8 +24,10 @@ from typing import TYPE_CHECKING
 import trio
 
 from p2pstore.codec import Manifest, ReadCap, VerifyCap
+from p2pstore.core.audit import AuditPlanner, AuditSettings, Evidence, WatchedFragment
 from p2pstore.core.holders import Holdings, Placement, Statement
 from p2pstore.core.placement import Candidate
+from p2pstore.net.audits import AuditTarget, audit_each, audit_reply_error
 from p2pstore.net.placements import Ask, Said
 from p2pstore.wire.fragments import MAX_IDS_PER_QUERY
 
@@ -41,6 +52,12 @@ class ObjectStatus:
     """Per (holder, position): the published receipt the placement counts."""
     checked_at: float = 0.0
     """Unix time of the check (receipts' freshness is judged at it)."""
+    audits: Mapping[bytes, Evidence] = field(default_factory=dict)
+    """Per holder that signed for a fragment: the audit of one of them, made by this check."""
+
+    def audit_failures(self) -> list[Evidence]:
+        """The audits failed in this check, by holder id."""
+        return [e for _, e in sorted(self.audits.items()) if e.verdict.failed]
 
     def live(self, chunk: int) -> int:
         """Fragments of ``chunk`` confirmed held."""
@@ -60,10 +77,14 @@ class ObjectStatus:
         return self.receipts.get((holder, chunk * self.manifest.n + share))
 
 
-async def object_status(client: Client, cap: ReadCap | VerifyCap) -> ObjectStatus:
+async def object_status(
+    client: Client, cap: ReadCap | VerifyCap, rng: random.Random | None = None
+) -> ObjectStatus:
     """Ask every receipted holder to sign which of the object's fragments it has (one
-    batched request per holder); needs only the verify cap.  A holder that refuses to sign,
-    or signs something invalid, counts as not having them."""
+    batched request per holder), then audit each on one fragment it signed for (drawn with
+    ``rng``, by default ``random.SystemRandom()``); needs only the verify cap.  A holder that
+    refuses to sign, or signs something invalid, counts as not having them; one that fails
+    its audit, as not having that one."""
     manifest = await client.fetch_manifest(cap.object_id)
     holdings = await client.fetch_holdings(cap.object_id, manifest)
     now, trust = client.dht.wall_clock(), client.dht.trust()
@@ -96,6 +117,7 @@ async def object_status(client: Client, cap: ReadCap | VerifyCap) -> ObjectStatu
     async with trio.open_nursery() as nursery:
         for holder, positions in wanted.values():
             nursery.start_soon(ask, holder, positions)
+    audits = await _audit_holders(client, manifest, holdings, wanted, answers, rng=rng)
     present: list[tuple[bool | None, ...]] = []
     for index in range(manifest.chunk_count):
         row: list[bool | None] = []
@@ -107,5 +129,35 @@ async def object_status(client: Client, cap: ReadCap | VerifyCap) -> ObjectStatu
             row.append(True if True in said else (False if False in said else None))
         present.append(tuple(row))
     return ObjectStatus(
-        manifest, placement, tuple(present), frozenset(leaving), answers, published, now
+        manifest, placement, tuple(present), frozenset(leaving), answers, published, now, audits
     )
+
+
+async def _audit_holders(
+    client: Client,
+    manifest: Manifest,
+    holdings: Holdings,
+    wanted: Mapping[bytes, tuple[Candidate, list[int]]],
+    answers: dict[tuple[bytes, int], bool | None],
+    *,
+    rng: random.Random | None,
+) -> dict[bytes, Evidence]:
+    """Audit each holder once on a fragment it just signed for; a failure sets that answer
+    to False.  Returns the evidence by holder."""
+    targets = []
+    for holder_id, (holder, positions) in wanted.items():
+        for position in positions:
+            if answers.get((holder_id, position)):
+                chunk = manifest.chunks[position // manifest.n]
+                fragment_id = chunk.fragment_ids[position % manifest.n]
+                fragment = WatchedFragment(holder_id, fragment_id, chunk.block_size)
+                targets.append(AuditTarget(holder, fragment, holdings.object_id, position))
+    settings = AuditSettings(answer_timeout=client.settings.fragment_timeout)
+    planner = AuditPlanner(settings, rng or random.SystemRandom(), audit_reply_error)
+    found = await audit_each(client.node, targets, planner)
+    where = {(t.holder.node_id, t.fragment.fragment_id): t.position for t in targets}
+    for evidence in found:
+        if evidence.verdict.failed:
+            challenge = evidence.challenge
+            answers[(challenge.holder, where[(challenge.holder, challenge.fragment_id)])] = False
+    return {evidence.challenge.holder: evidence for evidence in found}

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -42,6 +43,7 @@ import trio
 
 from p2pstore.codec import decode_manifest
 from p2pstore.codec.manifest import object_id_of
+from p2pstore.core.audit import AuditPlanner, AuditSettings, Evidence, WatchedFragment
 from p2pstore.core.contact import Contact
 from p2pstore.core.holders import Holdings, LocalEvidence, Placement
 from p2pstore.core.placement import Candidate
@@ -60,6 +62,7 @@ from p2pstore.errors import (
     RemoteProtocolError,
 )
 from p2pstore.identity import short_id
+from p2pstore.net.audits import Auditor, AuditTarget, audit_reply_error
 from p2pstore.net.client import Client, ClientSettings
 from p2pstore.net.dht import RPC_FAILURES, Dht
 from p2pstore.net.placements import Ask, Said, publish_holdings, read_holdings
@@ -94,6 +97,10 @@ class StewardSettings:
     placement_refresh: float = 86400.0
     """Seconds after which the steward's placement record is published again with the
     receipts of its latest round, even if no holder changed (receipts live three days)."""
+    audits: AuditSettings = field(default_factory=AuditSettings)
+    """How often holders are audited (``[repair] audit_*``)."""
+    audit_concurrency: int = 8
+    """Audit challenges in flight at once."""
 
     def __post_init__(self) -> None:
         if (
@@ -101,7 +108,12 @@ class StewardSettings:
             or self.placement_refresh <= 0
         ):
             raise ValueError("steward intervals, rates and timeouts must be positive")
-        if self.max_closer < 0 or self.query_concurrency < 1 or self.repairs_at_once < 1:
+        if (
+            self.max_closer < 0
+            or self.query_concurrency < 1
+            or self.repairs_at_once < 1
+            or self.audit_concurrency < 1
+        ):
             raise ValueError("steward counts must be positive (max_closer may be 0)")
 
 
@@ -113,6 +125,8 @@ class RoundReport:
     queries: int = 0
     repairs: list[ChunkRepair] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    audits: list[Evidence] = field(default_factory=list)
+    """The audits this check made (``check`` audits every holder once)."""
 
     def verdicts(self) -> dict[Verdict, int]:
         """Chunks per verdict, after repairs were attempted (as assessed before them)."""
@@ -135,8 +149,11 @@ class Steward:
         store: FragmentStore | None = None,
         settings: StewardSettings | None = None,
         client_settings: ClientSettings | None = None,
+        rng: random.Random | None = None,
     ) -> None:
-        """``store``: this node's fragments (checked and read locally when it is a holder)."""
+        """``store``: this node's fragments (checked and read locally when it is a holder).
+        ``rng`` draws the audits' times, fragments, leaves and nonces: holders must not
+        predict it, so the default is ``random.SystemRandom()`` (tests pass a seeded one)."""
         self.dht = dht
         self.node = dht.node
         self.rules = rules
@@ -151,6 +168,13 @@ class Steward:
         self.evidence = LocalEvidence()
         """What this steward counts lost on its own evidence, whatever holders sign."""
         self.repairer = Repairer(dht, self.client, self.detector, self._unwelcome, self.evidence)
+        self.rng = rng if rng is not None else random.SystemRandom()
+        self.auditor = Auditor(
+            self.node,
+            AuditPlanner(self.settings.audits, self.rng, audit_reply_error),
+            self.evidence,
+            concurrency=self.settings.audit_concurrency,
+        )
         self.rounds = 0
         self._manifests: dict[bytes, Known] = {}
         self._holdings: dict[bytes, Holdings] = {}
@@ -162,11 +186,14 @@ class Steward:
     # -- service ----------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """A round every ``check_interval`` until cancelled; a round's failures are logged."""
-        task_status.started()
-        while True:
-            await trio.sleep(self.settings.check_interval)
-            await self.check_round()
+        """A round every ``check_interval``, and the audits of what the rounds found, until
+        cancelled; a round's failures are logged."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.auditor.run)
+            task_status.started()
+            while True:
+                await trio.sleep(self.settings.check_interval)
+                await self.check_round()
 
     async def wait_round(self) -> None:
         """Return after the next round ends (tests and the demo watch repairs with it)."""
@@ -179,6 +206,7 @@ class Steward:
         report = await self.check_objects(
             [self._manifests[key] for key in keys], renew_records=True
         )
+        self.auditor.watch(self._audit_targets(report), trio.current_time())
         self.rounds += 1
         self._round_done.set()
         self._round_done = trio.Event()
@@ -200,11 +228,14 @@ class Steward:
         repair: bool = True,
         renew_records: bool = False,
         grace_period: float | None = None,
+        audit: bool = False,
     ) -> RoundReport:
         """Check the holders of ``objects`` (batched per holder) and, with
         ``repair``, rebuild every chunk below its threshold.  ``grace_period`` overrides the
-        rules' (``p2pstore check --repair`` passes 0: the operator decided).  Raises nothing
-        for a peer's failure: those are in the report's ``failures``."""
+        rules' (``p2pstore check --repair`` passes 0: the operator decided); ``audit``
+        challenges every holder that signed for a fragment once, now, and counts the fragment
+        lost if it fails.  Raises nothing for a peer's failure: those are in the report's
+        ``failures``."""
         report = RoundReport()
         for known in objects:
             watched = await self._watch(known, grace_period, report)
@@ -212,9 +243,16 @@ class Steward:
                 report.objects.append(watched)
         await self._query_holders(report)
         now = trio.current_time()
-        due: list[Watched] = []
         for watched in report.objects:
             self._count_on(watched, now)
+        if audit:
+            planner = AuditPlanner(self.settings.audits, self.rng, audit_reply_error)
+            report.audits = await self.auditor.spot(self._audit_targets(report), planner)
+            now = trio.current_time()
+            for watched in report.objects:
+                self._count_on(watched, now)  # again: what failed counts lost
+        due: list[Watched] = []
+        for watched in report.objects:
             watched.assessments = [
                 assess_chunk(
                     [h.node_id if h is not None else None for h in row],
@@ -304,6 +342,29 @@ class Steward:
         self.dht.table.record_success(contact.id, trio.current_time())
         return True
 
+    def _audit_targets(self, report: RoundReport) -> list[AuditTarget]:
+        """Every fragment a holder signed for this round, on the holders the failure detector
+        thinks alive and that are not leaving (not this node: it proves nothing to itself)."""
+        targets = []
+        for watched in report.objects:
+            for index, entry in enumerate(watched.manifest.chunks):
+                for share in range(watched.manifest.n):
+                    position = watched.holdings.position(index, share)
+                    for holder in watched.placement.holders_of(index, share):
+                        node_id = holder.node_id
+                        if (
+                            node_id == self.dht.node_id
+                            or node_id in self.leaving_peers
+                            or watched.answers.get((node_id, position)) is not Said.STATED
+                            or self.detector.health(node_id).silent_since is not None
+                        ):
+                            continue
+                        fragment = WatchedFragment(
+                            node_id, entry.fragment_ids[share], entry.block_size
+                        )
+                        targets.append(AuditTarget(holder, fragment, watched.object_id, position))
+        return targets
+
     def _unwelcome(self) -> set[bytes]:
         """Peers a repair must not place on: leaving ones, and this node while it leaves."""
         return self.leaving_peers | ({self.dht.node_id} if self.leaving else set())
@@ -313,6 +374,7 @@ class Steward:
             self.dht.published.pop((int(kind), key), None)
         self._holdings.pop(key, None)
         self._published.pop(key, None)
+        self.evidence.forget(key)
 
     # -- checking ---------------------------------------------------------------------------
 

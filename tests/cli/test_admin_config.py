@@ -135,8 +135,19 @@ def test_the_status_summary_reads_well():
             "corrupt_found": 1,
         },
         "records": {"held": 4, "bytes_held": 2048, "published": 1},
-    }
+        "audits": {
+            "holders": [
+                {"node_id": "ef" * 20, "datacenter": "dc-metz-1", "passed": 0, "failed": 3,
+                 "last_verdict": "wrong-proof", "watched_fragments": 0},
+                {"node_id": "cd" * 20, "datacenter": "dc-nancy-1", "passed": 9, "failed": 0,
+                 "last_verdict": "passed", "watched_fragments": 5},
+            ],
+            "recent_failures": [],
+        },
+    }  # fmt: skip
     text = render_status(document)
+    assert "2 holders audited by this node's steward, 1 failed some" in text
+    assert "efefefefefefefef  dc-metz-1  failed 3, passed 0 (last: wrong-proof)" in text
     assert "ab" * 20 in text
     assert "dc-strasbourg-1, FR-GES, listening on 10.0.0.1:7400" in text
     assert "3 fragments, 3.0 MiB of 500.0 GiB quota, NOT WRITABLE: read-only file system" in text

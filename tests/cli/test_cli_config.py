@@ -16,12 +16,15 @@ from p2pstore.cli.client_config import RULES_EXAMPLE, load_client_config, write_
 from p2pstore.cli.config import (
     _LIMIT_KEYS,
     _SCHEMA,
+    ConfigReader,
     NodeConfig,
     load_node_config,
     parse_size,
+    read_audits,
     render_node_config,
 )
 from p2pstore.cli.main import cli
+from p2pstore.core.audit import AuditSettings
 from p2pstore.core.rules import MAX_SHARES, SHIPPED_RULES, CodingRule
 from p2pstore.errors import ConfigError, QuotaExceeded
 from p2pstore.identity import MeshCA
@@ -302,10 +305,11 @@ def test_the_renderer_writes_only_known_keys():
         revocation_list="r", advertise="b:2", bootstrap_peers=("e:3",), seed_file="s",
         quota="1 GiB", metrics_listen="127.0.0.1:9464", metrics_allow_public=True,
         repair_check_interval=30, rules={"gov": GOV}, fragment_bytes_per_identity="10%",
-        limits=dict.fromkeys(_LIMIT_KEYS, 4),
+        limits=dict.fromkeys(_LIMIT_KEYS, 4), audits=AuditSettings(0.5, 60, 7.5),
     )  # fmt: skip
     document = tomllib.loads(text)
     assert set(document.pop("rules")) == {"gov"}
+    assert read_audits(ConfigReader(Path("x.toml"), document)) == AuditSettings(0.5, 60, 7.5)
     assert {s: set(t) for s, t in document.items()} == {s: set(k) for s, k in _SCHEMA.items()}
 
 
@@ -381,6 +385,35 @@ def test_a_bad_check_interval_is_named(node_dir, value):
     with pytest.raises(ConfigError) as caught:
         load_node_config(path)
     assert str(caught.value).startswith(f"{path}: [repair] check_interval: ")
+
+
+def test_audits_default_to_the_planners_rate_and_are_read_from_repair(node_dir):
+    assert load_node_config(write(node_dir, GOOD)).audits == AuditSettings()
+    path = with_text(
+        node_dir,
+        '[repair]\naudit_fraction_per_day = 0.1\naudits_per_holder_per_hour = 0\n'
+        'audit_timeout = "1m"\n',
+    )
+    assert load_node_config(path).audits == AuditSettings(0.1, 0.0, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("audit_fraction_per_day", "1.5"),
+        ("audit_fraction_per_day", "-0.1"),
+        ("audit_fraction_per_day", '"2%"'),
+        ("audits_per_holder_per_hour", "nan"),
+        ("audits_per_holder_per_hour", "true"),
+        ("audit_timeout", "0"),
+        ("audit_timeout", '"soon"'),
+    ],
+)
+def test_a_bad_audit_setting_is_named(node_dir, key, value):
+    path = with_text(node_dir, f"[repair]\n{key} = {value}\n", "bad.toml")
+    with pytest.raises(ConfigError) as caught:
+        load_node_config(path)
+    assert str(caught.value).startswith(f"{path}: [repair] {key}: ")
 
 
 def test_a_bad_rule_is_refused_naming_the_file_the_rule_and_the_key(node_dir):

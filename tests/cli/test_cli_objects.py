@@ -107,6 +107,10 @@ async def test_put_get_stat_across_node_processes(tmp_path):
                                          "--config", str(config))).stdout)
             assert stat["state"] == "healthy"
             assert [chunk["live"] for chunk in stat["chunks"]] == [8, 8, 8]
+            every = {f["node_id"] for c in stat["chunks"] for f in c["fragments"]}
+            assert {a["node_id"] for a in stat["audits"]} == every  # each proved a fragment
+            assert {a["verdict"] for a in stat["audits"]} == {"passed"}
+            assert stat["audit_failures"] == []
 
             # Kill n-k holders of chunk 0: it is down to k, and the file still comes back.
             holders = {f["node_id"] for f in stat["chunks"][0]["fragments"]}
@@ -242,7 +246,10 @@ async def test_check_sees_silent_holders_and_repair_rebuilds_them_with_a_verify_
                                         str(config))).stdout)
             verify = put["verify_cap"]
             healthy = await run("check", verify, "--json", "--config", str(config))
-            assert json.loads(healthy.stdout)["exit_status"] == 0
+            report = json.loads(healthy.stdout)
+            assert report["exit_status"] == 0
+            assert len(report["audits"]) == 8 and report["audit_failures"] == []
+            assert {a["verdict"] for a in report["audits"]} == {"passed"}
             stat = json.loads((await run("stat", verify, "--json", "--config",
                                          str(config))).stdout)
             holders = [f["node_id"] for f in stat["chunks"][0]["fragments"]]

@@ -300,3 +300,120 @@ def test_a_holder_that_kept_a_share_of_its_fragments_passes_about_that_share():
 def test_settings_are_validated(changes):
     with pytest.raises(ValueError, match="audit"):
         AuditSettings(**changes)
+
+
+# --- what the steward tells the planner ------------------------------------------------------
+
+
+def test_a_dropped_fragment_is_never_challenged_again_and_a_dropped_holder_not_at_all():
+    mesh = Mesh(holders=2, per_holder=3)
+    audits = planner(AuditSettings(min_per_holder_per_hour=60), seed=2)
+    audits.watch(mesh.watched, 0.0)
+    gone = mesh.watched[0]
+    audits.drop(gone.holder, gone.fragment_id)
+    assert audits.watched(gone.holder) == 2
+    evidence = run(audits, 50 * HOUR, lambda c: (mesh.proof(c), None))
+    assert len(evidence) > 1000
+    assert gone.fragment_id not in {e.challenge.fragment_id for e in evidence}
+    audits.drop(holder(1))
+    assert audits.watched(holder(1)) == 0
+    later = run(audits, 100 * HOUR, lambda c: (mesh.proof(c), None))
+    assert later and {e.challenge.holder for e in later} == {holder(0)}
+    audits.drop(holder(0))
+    assert audits.next_deadline() is None
+    audits.drop(holder(9))  # unknown: nothing to do
+
+
+def test_a_dropped_holder_still_has_its_outstanding_challenge_judged():
+    mesh = Mesh(holders=1, per_holder=1)
+    audits, challenge = one_challenge(mesh)
+    audits.drop(challenge.holder)
+    assert audits.outstanding() == [challenge] and audits.due(challenge.deadline + 1) == []
+    evidence = audits.answered(challenge, mesh.proof(challenge), None, challenge.sent_at + 1)
+    assert evidence is not None and evidence.verdict is AuditVerdict.PASSED
+    assert audits.outstanding() == [] and audits.next_deadline() is None
+
+
+def test_hasten_makes_the_next_challenge_due_now_once():
+    mesh = Mesh(holders=2, per_holder=2)
+    audits = planner(AuditSettings(min_per_holder_per_hour=1), seed=4)  # an hour apart
+    audits.watch(mesh.watched, 0.0)
+    audits.hasten(holder(1), 5.0)
+    assert audits.next_deadline() == 5.0
+    (challenge,) = audits.due(5.0)
+    assert challenge.holder == holder(1) and challenge.sent_at == 5.0
+    audits.hasten(holder(1), 6.0)  # outstanding: the next one is due at 6 but waits its turn
+    assert audits.due(6.0) == []
+    audits.answered(challenge, mesh.proof(challenge), None, 7.0)
+    assert [c.holder for c in audits.due(7.0)] == [holder(1)]
+    audits.hasten(holder(9), 1.0)  # unknown: nothing to do
+
+
+def test_due_with_a_limit_sends_the_longest_due_first_and_keeps_the_rest_due():
+    mesh = Mesh(holders=5, per_holder=1)
+    audits = planner(AuditSettings(min_per_holder_per_hour=60), seed=6)
+    audits.watch(mesh.watched, 0.0)
+    order = sorted(range(5), key=lambda h: audits._holders[holder(h)].due_at)
+    now = 10 * HOUR
+    first = audits.due(now, limit=2)
+    assert sorted(c.holder for c in first) == sorted(holder(h) for h in order[:2])
+    assert audits.due(now, limit=0) == []
+    rest = audits.due(now)
+    assert sorted(c.holder for c in rest) == sorted(holder(h) for h in order[2:])
+
+
+def test_a_total_liar_walked_with_hasten_and_drop_loses_every_fragment_in_as_many_answers():
+    """What the steward does with a failure (drop the fragment, hasten the holder): a holder
+    that kept nothing fails once per fragment, back to back, then has nothing left watched."""
+    mesh = Mesh(holders=1, per_holder=50, size=2 * LEAF)
+    audits = planner(AuditSettings(), seed=8)  # default rate: one audit per 15 minutes
+    audits.watch(mesh.watched, 0.0)
+    now = first = audits.next_deadline()
+    failed = []
+    while (wake := audits.next_deadline()) is not None:
+        now = max(now, wake)
+        for challenge in audits.due(now):
+            garbage = AuditProofReply(challenge.nonce, bytes(LEAF), (bytes(32),), 2 * LEAF)
+            evidence = audits.answered(challenge, garbage, None, now + 0.05)
+            assert evidence is not None and evidence.verdict is AuditVerdict.WRONG_PROOF
+            failed.append(challenge.fragment_id)
+            audits.drop(challenge.holder, challenge.fragment_id)
+            audits.hasten(challenge.holder, now + 0.05)
+        now += 0.05
+    assert sorted(failed) == sorted(w.fragment_id for w in mesh.watched)
+    assert now - first < 50 * 0.05 + 1  # after the first failure, 50 answers back to back
+
+
+def test_counts_are_kept_for_a_bounded_number_of_holders(monkeypatch):
+    monkeypatch.setattr("p2pstore.core.audit.MAX_HOLDERS_REMEMBERED", 3)
+    mesh = Mesh(holders=5, per_holder=1)
+    audits = planner(AuditSettings(min_per_holder_per_hour=60), seed=3)
+    audits.watch(mesh.watched, 0.0)
+    run(audits, 3 * HOUR, lambda c: (mesh.proof(c), None))
+    assert len(audits.audited()) == 3
+    assert all(c.passed and not c.failed for c in audits.audited().values())
+
+
+def test_a_withdrawn_challenge_gets_no_verdict_and_only_an_outstanding_one_is_withdrawn():
+    mesh = Mesh(holders=1, per_holder=1)
+    audits, challenge = one_challenge(mesh)
+    assert audits.withdraw(challenge) and not audits.withdraw(challenge)
+    assert audits.outstanding() == [] and audits.results(challenge.holder).failed == 0
+    assert audits.answered(challenge, None, None, challenge.deadline) is None
+    assert audits.expire(challenge.deadline + 1) == []
+    assert audits.next_deadline() is not None  # still watched: the next one follows
+    audits.drop(challenge.holder)
+    audits, challenge = one_challenge(mesh)
+    audits.drop(challenge.holder)
+    assert audits.withdraw(challenge) and audits.next_deadline() is None
+
+
+def test_the_time_to_catch_a_liar_as_simulations_readme_states_it():
+    config = AuditSettings()
+    assert 1 / config.rate(1) == 900.0  # 15 minutes at the floor
+    assert math.log(100) / config.rate(1) / 60 == pytest.approx(69, abs=0.5)
+    assert config.rate(4800) == pytest.approx(config.rate(1))  # the floor rules up to 4,800
+    assert config.rate(4801) > config.rate(1)
+    assert 1 / (config.rate(1) * (1 - 0.9)) / HOUR == pytest.approx(2.5)
+    assert 100 / config.rate(100) / HOUR == pytest.approx(25)
+    assert 10_000 / config.rate(10_000) / DAY == pytest.approx(50)

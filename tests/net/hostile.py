@@ -3,7 +3,8 @@ classes (a real :class:`Node` on the test's transport, the real wire messages), 
 is a regression test on both transports.
 
 ``LyingHolder`` takes fragments and keeps only those in ``keep`` (none by default), says it has
-every fragment it is asked about, and answers audits as ``audit`` says:
+every fragment it is asked about (``HasFragments``, and receipts signed with its node key for
+every position a ``StateFragments`` asks), and answers audits as ``audit`` says:
 
 * ``"garbage"``: a leaf of random bytes and a path of random hashes, of plausible sizes;
 * ``"other-leaf"``: for a fragment it kept, a true proof of another leaf than the one asked
@@ -30,7 +31,8 @@ import hashlib
 import math
 import random
 import struct
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import msgpack
@@ -58,6 +60,8 @@ from p2pstore.wire import (
     PutFragment,
     PutFragmentReply,
     SignedRecord,
+    StateFragments,
+    StateFragmentsReply,
     Store,
     StoreReply,
 )
@@ -73,9 +77,13 @@ class LyingHolder:
     audit: str = "garbage"
     keep: frozenset[bytes] = frozenset()
     rng: random.Random = field(default_factory=lambda: random.Random(666))
+    wall_clock: Callable[[], float] = time.time
+    """Unix time for its receipts (a mesh's clock in memory)."""
     kept: dict[bytes, bytes] = field(default_factory=dict)
     swallowed: list[bytes] = field(default_factory=list)
     challenges: list[AuditChallenge] = field(default_factory=list)
+
+    HANDLED = (PutFragment, HasFragments, GetFragment, AuditChallenge, StateFragments)
 
     def __post_init__(self) -> None:
         if self.audit not in AUDIT_MODES:
@@ -84,6 +92,15 @@ class LyingHolder:
         self.node.handle(HasFragments, self._on_has)
         self.node.handle(GetFragment, self._on_get)
         self.node.handle(AuditChallenge, self._on_audit)
+        self.node.handle(StateFragments, self._on_state)
+
+    @classmethod
+    def taking_over(cls, node: Node, **options: object) -> LyingHolder:
+        """Turn a running honest node (its fragment service) into a liar from now on: it
+        keeps what its store holds but answers every fragment request as a liar would."""
+        for message_type in cls.HANDLED:
+            node._handlers.pop(message_type, None)
+        return cls(node, **options)
 
     @property
     def node_id(self) -> bytes:
@@ -100,6 +117,22 @@ class LyingHolder:
     async def _on_has(self, peer: PeerIdentity, message: Message) -> Message:
         assert isinstance(message, HasFragments)
         return HasFragmentsReply(present=(True,) * len(message.fragment_ids))
+
+    async def _on_state(self, peer: PeerIdentity, message: Message) -> Message:
+        assert isinstance(message, StateFragments)
+        receipts = [
+            sign_receipt(
+                self.node.credentials,
+                query.object_id,
+                address=self.node.address,
+                held=dict(zip(query.positions, query.fragment_ids, strict=True)),
+                now=self.wall_clock(),
+            ).encode()
+            for query in message.queries
+        ]
+        return StateFragmentsReply(
+            receipts=tuple(receipts), certificate=self.node.credentials.certificate_der()
+        )
 
     async def _on_get(self, peer: PeerIdentity, message: Message) -> Message:
         assert isinstance(message, GetFragment)
@@ -338,7 +371,8 @@ def signed_placement_record(
     sequence: int = PLACEMENT_SEQUENCE_ATTACK,
 ) -> SignedRecord:
     """A placement record of ``value`` under ``object_id``'s key, signed by ``signer`` at any
-    sequence (``sign_record`` would do, but an attacker does not ask permission)."""
+    sequence (``sign_record`` would do, but an attacker does not ask permission); it carries
+    the member's certificate, or junk for a key without one."""
     if isinstance(signer, NodeCredentials):
         key, certificate = signer.private_key, signer.certificate_der()
     else:

@@ -102,6 +102,7 @@ class StorageMesh:
                     {**SHIPPED_RULES, **{rule.name: rule for rule in rules}},
                     store=service.store,
                     settings=steward,
+                    rng=random.Random(7000 + index),
                     client_settings=ClientSettings(
                         fragment_timeout=10.0, hedge_after=3.0, in_threads=not self.memory
                     ),

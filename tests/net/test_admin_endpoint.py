@@ -14,15 +14,21 @@ import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from p2pstore.codec.fragment_ids import fragment_id
+from p2pstore.core.audit import WatchedFragment
+from p2pstore.core.placement import Candidate
 from p2pstore.errors import QuotaExceeded, StoreError
 from p2pstore.identity import MeshCA
 from p2pstore.net.admin import AdminServer, AdminSettings, node_pages
+from p2pstore.net.audits import AuditTarget
 from p2pstore.net.dht import Dht
 from p2pstore.net.fragments import FragmentService
 from p2pstore.net.http import MAX_HEAD_BYTES, Response, parse_request, text_response
 from p2pstore.net.memory import MemoryNetwork
+from p2pstore.net.metrics import AUDIT_HOLDER_SERIES, NodeMetrics
 from p2pstore.net.node import Node
+from p2pstore.net.steward import Steward
 from p2pstore.store import MemoryFragmentStore
+from p2pstore.wire import AuditProofReply
 
 SETTINGS = AdminSettings(read_timeout=5.0, write_timeout=10.0, max_connections=4)
 
@@ -282,6 +288,74 @@ async def test_status_health_and_metrics_of_a_node(autojump_clock):
         assert "p2pstore_requests_handled" in families
 
         nursery.cancel_scope.cancel()
+
+
+async def test_status_and_metrics_name_the_holders_that_failed_the_stewards_audits(
+    autojump_clock,
+):
+    world = Fixture()
+    node = world.node("a")
+    dht = world.dht(node)
+    steward = Steward(dht, rng=random.Random(5))
+    admin = AdminServer(node_pages(node, dht, None, steward.auditor.status), "127.0.0.1", 0)
+    liar, honest = b"L" * 20, b"H" * 20
+    object_id = b"o" * 32
+    targets = [
+        AuditTarget(Candidate(h, "x", dc, "FR-GES"), WatchedFragment(h, fid, 100), object_id, p)
+        for p, (h, dc, fid) in enumerate([(liar, "dc-9", b"f" * 32), (honest, "dc-2", b"g" * 32)])
+    ]
+    auditor = steward.auditor
+    auditor.watch(targets, 0.0)
+    for holder in (liar, honest):
+        auditor.planner.hasten(holder, 0.0)
+    for challenge in auditor.planner.due(0.0):
+        if challenge.holder == liar:
+            reply = AuditProofReply(challenge.nonce, b"junk", (), 4)
+            evidence = auditor.planner.answered(challenge, reply, None, 1.0)
+        else:
+            evidence = auditor.planner.answered(challenge, None, ("busy", "later"), 1.0)
+        auditor.record(evidence, 1.0, follow_up=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        _status, _headers, body = await exchange(admin, b"GET /status HTTP/1.1\r\n\r\n")
+        audits = json.loads(body)["audits"]
+        assert [(h["node_id"], h["datacenter"], h["failed"]) for h in audits["holders"]] == [
+            (honest.hex(), "dc-2", 1),
+            (liar.hex(), "dc-9", 1),
+        ]
+        failures = audits["recent_failures"]
+        assert [(f["holder"], f["verdict"]) for f in failures] == [
+            (honest.hex(), "refused"),
+            (liar.hex(), "wrong-proof"),
+        ]
+        assert failures[1]["objects"] == [f"{object_id.hex()}:0"]
+        assert failures[1]["answer_sha256"] and failures[1]["datacenter"] == "dc-9"
+        _status, _headers, body = await exchange(admin, b"GET /metrics HTTP/1.1\r\n\r\n")
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(body.decode())
+            for s in f.samples
+        }
+        outcome = "p2pstore_audits_total"
+        assert samples[(outcome, (("outcome", "wrong-proof"),))] == 1
+        assert samples[(outcome, (("outcome", "refused"),))] == 1
+        assert samples[(outcome, (("outcome", "passed"),))] == 0
+        per_holder = "p2pstore_holder_audit_failures_total"
+        assert samples[(per_holder, (("datacenter", "dc-9"), ("holder", liar.hex())))] == 1
+        nursery.cancel_scope.cancel()
+    assert set(steward.evidence.fragments) == {(liar, object_id, 0), (honest, object_id, 1)}
+
+
+def test_holder_audit_failures_export_at_most_the_worst_holders():
+    metrics = NodeMetrics()
+    metrics.watch_audits(lambda: [(f"{i:040x}", "dc", i) for i in range(1, 100)])
+    families = {
+        f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())
+    }
+    samples = families["p2pstore_holder_audit_failures"].samples
+    totals = [s for s in samples if s.name.endswith("_total")]
+    assert len(totals) == AUDIT_HOLDER_SERIES
+    assert min(s.value for s in totals) == 100 - AUDIT_HOLDER_SERIES
 
 
 def _fragment(data: bytes) -> tuple[bytes, bytes]:
