@@ -73,7 +73,7 @@ class Simulation:
             self._round_phase = self._repair_rng.uniform(0.0, scenario.repair.check_interval)
         self._snapshot = Snapshot()
         self.peers = Peers(scenario.mesh, random.Random(peer_seeds))  # noqa: S311
-        self.network = Network(scenario.network)
+        self.network = Network(scenario.network, lambda: self.queue.now)
         for datacenter, spec in enumerate(scenario.mesh.datacenters):
             for _ in range(spec.peers):
                 self._register(self.peers.add(datacenter))

@@ -62,6 +62,8 @@ class Counters:
     repair_bytes: int = 0
     placement_violations: int = 0
     """Repairs after which a chunk's holders broke its rule (must stay 0)."""
+    repair_times: list[float] = field(default_factory=list)
+    """Seconds from the start of each repair job that landed to its landing."""
     first_repair_at: float | None = None
     last_repair_at: float | None = None
     """When the first and the last repair job started (None before any)."""

@@ -44,6 +44,7 @@ class RepairJob:
     steward: int
     targets: tuple[tuple[int, int], ...]
     """(share, new holder) pairs."""
+    started: float
 
 
 class Stewards:
@@ -216,7 +217,7 @@ class Stewards:
                 moved += size
         job = self._next_job
         self._next_job += 1
-        self.jobs[job] = RepairJob(chunk_number, steward, tuple(sorted(targets.items())))
+        self.jobs[job] = RepairJob(chunk_number, steward, tuple(sorted(targets.items())), now)
         chunk.job = job
         counters = sim.counters
         counters.repair_jobs += 1
@@ -233,6 +234,7 @@ class Stewards:
         storage = sim.storage
         chunk = storage.chunks[job.chunk]
         chunk.job = -1
+        sim.counters.repair_times.append(sim.now - job.started)
         if storage.objects[chunk.obj].lost:
             return
         rebuilt = 0

@@ -8,6 +8,7 @@ excludes a nearby wrong answer, so it could fail."""
 from __future__ import annotations
 
 import math
+import random
 import statistics
 
 import pytest
@@ -16,6 +17,7 @@ from p2pstore.sim import Simulation, scenario_from_dict
 from p2pstore.sim.theory import (
     binomial_survival,
     independent_repairs,
+    lazy_repair_losses,
     mean_interval,
     mttdl_birth_death,
     proportion_interval,
@@ -24,6 +26,8 @@ from p2pstore.sim.theory import (
 REPLICATES = 20
 T_99_19 = 2.861
 """Two-sided 99% quantile of Student's t with 19 degrees of freedom (20 replicates)."""
+T_99_9 = 3.250
+"""The same with 9 degrees of freedom (10 replicates)."""
 DAY = 86400.0
 
 
@@ -111,3 +115,70 @@ def test_mean_time_to_data_loss_is_the_birth_death_chain(k, n, repair):
     # a single repair at a time (mu_i = mu) is a different chain, and the run tells them apart
     single = mttdl_birth_death(k, n, failure, lambda state: repair)
     assert not low <= single <= high
+
+
+def test_slow_lazy_repair_loses_what_the_chain_predicts():
+    """The issue's one-day-repair case, scaled down (simulations/one-day-repair.toml is the
+    full one, compared in simulations/README.md): 4-of-8, repaired when live falls to 5,
+    each repair one day, holders leaving after Exp(30 d), 600 objects over 90 days."""
+    lifetime, days = 30.0, 90.0
+    losses = []
+    for seed in range(10):
+        simulation = Simulation(slow_repair_scenario(seed, 600, 100, days, lifetime))
+        simulation.run()
+        storage = simulation.storage
+        assert storage.stored_objects == 600
+        assert simulation.counters.placement_violations == 0
+        losses.append(storage.lost_objects / storage.stored_objects)
+    low, high = mean_interval(losses, T_99_9)
+
+    def chain(repair_days: float, repair_at: int) -> float:
+        chunks = 20_000
+        lost = lazy_repair_losses(
+            4,
+            8,
+            repair_at,
+            failure_rate=1 / lifetime,
+            repair_time=lambda _: repair_days,
+            horizon=days,
+            chunks=chunks,
+            rng=random.Random(3),
+        )
+        return lost / chunks
+
+    expected = chain(1.0, 5)
+    assert low <= expected <= high, (expected, statistics.fmean(losses), (low, high))
+    # two days per repair, or repair at 6 (the threshold misread as m), would be caught
+    assert not low <= chain(2.0, 5) <= high
+    assert not low <= chain(1.0, 6) <= high
+
+
+def slow_repair_scenario(seed: int, objects: int, peers: int, days: float, lifetime: float):
+    """Peers leave for good after Exp(lifetime days) and are replaced; a 4-of-8 chunk is
+    repaired the moment it falls to 5 live fragments; one repair decodes 4 x 21,600 bytes at
+    1 byte/s: exactly one day (plus milliseconds of transfers)."""
+    return scenario_from_dict(
+        {
+            "name": "one-day-repair",
+            "seed": seed,
+            "duration": f"{days}d",
+            "sample_every": f"{days}d",
+            "mesh": {"peers": peers, "datacenters": peers // 10},
+            "churn": {"lifetime": {"dist": "exponential", "mean": f"{lifetime}d"}},
+            "workload": {"objects": objects, "object_size": 86400, "chunk_size": "4MiB"},
+            "rule": {"name": "standard", "repair_threshold": 6, "grace_period": 0},
+            "repair": {"mode": "lazy", "detection": "instant", "rebuild_rate": 1},
+            "dht": {"enabled": False},
+            "placement": {"candidates": "sample", "sample": 40},
+        }
+    )
+
+
+def test_a_slow_repair_takes_the_time_its_rates_give_it():
+    # before the calendars, uploads booked a day ahead made everything else queue behind
+    # them: repairs took a median of 4 days and up to weeks instead of one
+    simulation = Simulation(slow_repair_scenario(1, 400, 100, 60, 30))
+    simulation.run()
+    times = simulation.counters.repair_times
+    assert len(times) > 1000
+    assert all(DAY <= t < DAY + 1 for t in times), (min(times), max(times))
