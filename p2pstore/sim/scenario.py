@@ -165,9 +165,11 @@ class DhtSpec:
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """One simulator run.  ``rule`` is the coding rule as declared; its threshold defines
-    "at risk" in the outputs, and :func:`applied_rule` is what stewards apply (eager repair
-    raises the threshold to n).  Raises :class:`ConfigError` when inconsistent."""
+    """One simulator run.  ``rule`` is the coding rule as declared (a scenario file gives its
+    threshold as ``repair_at``: repair when live falls to m, ``repair_threshold = m + 1``); its
+    threshold defines "at risk" in the outputs, and :func:`applied_rule` is what stewards
+    apply (eager repair raises the threshold to n).  Raises :class:`ConfigError` when
+    inconsistent."""
 
     name: str
     seed: int
@@ -182,10 +184,15 @@ class Scenario:
     placement: PlacementSpec = field(default_factory=PlacementSpec)
     dht: DhtSpec = field(default_factory=DhtSpec)
     stop_when_all_lost: bool = False
+    warmup: float = 0.0
+    """Seconds at the start left out of every summary figure (the steady-state window is
+    ``[warmup, duration]``); the time series still covers the whole run."""
 
     def __post_init__(self) -> None:
         if self.duration <= 0 or self.sample_every <= 0:
             raise ConfigError("duration and sample_every must be positive")
+        if not 0 <= self.warmup < self.duration:
+            raise ConfigError("warmup must be at least 0 and shorter than the duration")
         if self.placement.candidates == "routing_table" and not self.dht.enabled:
             raise ConfigError(
                 'placement.candidates = "routing_table" needs [dht] enabled = true; '

@@ -19,7 +19,8 @@ rebuild rate, and uploads each rebuilt fragment to its new holder, all through
 :class:`~p2pstore.sim.network.Network`; it lands when the last upload does.  The rebuilt
 fragments then replace the lost holders in the chunk (their old copies, if they come back, are
 dropped), and the steward checks the chunk again.  Bytes counted are the bytes that cross the
-network; messages are one per fetch and store, plus publishing the new placement record.
+network (a fragment the steward reads from or writes to its own store is counted apart, as
+local bytes); messages are one per fetch and store, plus publishing the new placement record.
 """
 
 from __future__ import annotations
@@ -204,17 +205,22 @@ class Stewards:
         network = sim.network
         now = sim.now
         moved = 0
+        local = 0
         fetched = now
         for source in sources:
             if source != steward:
                 fetched = max(fetched, network.transfer(source, steward, size, now))
                 moved += size
+            else:
+                local += size
         decoded = fetched + len(sources) * size / sim.scenario.repair.rebuild_rate
         done = decoded
         for target in targets.values():
             if target != steward:
                 done = max(done, network.transfer(steward, target, size, decoded))
                 moved += size
+            else:
+                local += size
         job = self._next_job
         self._next_job += 1
         self.jobs[job] = RepairJob(chunk_number, steward, tuple(sorted(targets.items())), now)
@@ -225,6 +231,7 @@ class Stewards:
             counters.first_repair_at = now
         counters.last_repair_at = now
         counters.repair_bytes += moved
+        counters.repair_bytes_local += local
         counters.maintenance["repair"] += len(sources) + len(targets) + sim.record_publish_cost()
         sim.queue.schedule(done, Event.REPAIR_DONE, job)
 
