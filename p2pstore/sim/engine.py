@@ -68,6 +68,8 @@ class Simulation:
         self._partition_groups: tuple[tuple[str, ...], ...] = ()
         self._repair_rng = random.Random(repair_seed)  # noqa: S311
         self._candidate_rng = random.Random(repair_seed ^ 1)  # noqa: S311
+        self.repair_time_rng = random.Random(repair_seed ^ 2)  # noqa: S311
+        """Draws repair times when the scenario gives their distribution."""
         self._round_phase = 0.0
         """When the stewards' periodic rounds fall: at ``phase + j * check_interval``."""
         if scenario.repair.detection == "periodic":

@@ -102,13 +102,16 @@ class RepairSpec:
     too, as the node's steward does), at Poisson checks (exponential delay of mean
     ``check_interval``) or at once.  ``retry_after``: wait before trying a repair again that
     could not run (None: one ``check_interval``, as the node's steward retries at its next
-    round).  ``rebuild_rate``: bytes/s of zfec decoding."""
+    round).  ``rebuild_rate``: bytes/s of zfec decoding.  ``time``: if given, each chunk
+    repair takes a duration drawn from it (seconds) instead of what transfers and decoding
+    cost, as in the Markov and Monte Carlo models (its bytes are still counted)."""
 
     mode: str = "lazy"
     detection: str = "periodic"
     check_interval: float = 10 * MINUTE
     retry_after: float | None = None
     rebuild_rate: float = 200e6
+    time: Distribution | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in REPAIR_MODES:

@@ -241,6 +241,11 @@ def _repair(table: _Table) -> RepairSpec:
         rebuild_rate=parse_bandwidth(
             table.get("rebuild_rate", default.rebuild_rate), table.key("rebuild_rate")
         ),
+        time=(
+            None
+            if table.get("time") is None
+            else parse_distribution(table.get("time"), table.key("time"), parse_duration)
+        ),
     )
     table.done()
     return spec

@@ -117,14 +117,28 @@ def test_mean_time_to_data_loss_is_the_birth_death_chain(k, n, repair):
     assert not low <= single <= high
 
 
-def test_slow_lazy_repair_loses_what_the_chain_predicts():
+def fixed(days: float):
+    return lambda _: days
+
+
+def exponential(days: float):
+    return lambda rng: rng.expovariate(1 / days)
+
+
+@pytest.mark.parametrize(
+    ("time", "draw"),
+    [(None, fixed), ({"dist": "exponential", "mean": "1d"}, exponential)],
+    ids=["one-day-decode", "exponential-repair-time"],
+)
+def test_slow_lazy_repair_loses_what_the_chain_predicts(time, draw):
     """The issue's one-day-repair case, scaled down (simulations/one-day-repair.toml is the
     full one, compared in simulations/README.md): 4-of-8, repaired when live falls to 5,
-    each repair one day, holders leaving after Exp(30 d), 600 objects over 90 days."""
+    each repair one day (decoding at the scenario's rate; or drawn from the exponential of
+    the classic chains), holders leaving after Exp(30 d), 600 objects over 90 days."""
     lifetime, days = 30.0, 90.0
     losses = []
     for seed in range(10):
-        simulation = Simulation(slow_repair_scenario(seed, 600, 100, days, lifetime))
+        simulation = Simulation(slow_repair_scenario(seed, 600, 100, days, lifetime, time))
         simulation.run()
         storage = simulation.storage
         assert storage.stored_objects == 600
@@ -139,7 +153,7 @@ def test_slow_lazy_repair_loses_what_the_chain_predicts():
             8,
             repair_at,
             failure_rate=1 / lifetime,
-            repair_time=lambda _: repair_days,
+            repair_time=draw(repair_days),
             horizon=days,
             chunks=chunks,
             rng=random.Random(3),
@@ -153,7 +167,9 @@ def test_slow_lazy_repair_loses_what_the_chain_predicts():
     assert not low <= chain(1.0, 6) <= high
 
 
-def slow_repair_scenario(seed: int, objects: int, peers: int, days: float, lifetime: float):
+def slow_repair_scenario(
+    seed: int, objects: int, peers: int, days: float, lifetime: float, time: object = None
+):
     """Peers leave for good after Exp(lifetime days) and are replaced; a 4-of-8 chunk is
     repaired the moment it falls to 5 live fragments; one repair decodes 4 x 21,600 bytes at
     1 byte/s: exactly one day (plus milliseconds of transfers)."""
@@ -167,7 +183,8 @@ def slow_repair_scenario(seed: int, objects: int, peers: int, days: float, lifet
             "churn": {"lifetime": {"dist": "exponential", "mean": f"{lifetime}d"}},
             "workload": {"objects": objects, "object_size": 86400, "chunk_size": "4MiB"},
             "rule": {"name": "standard", "repair_at": 5, "grace_period": 0},
-            "repair": {"mode": "lazy", "detection": "instant", "rebuild_rate": 1},
+            "repair": {"mode": "lazy", "detection": "instant", "rebuild_rate": 1}
+            | ({} if time is None else {"time": time}),
             "dht": {"enabled": False},
             "placement": {"candidates": "sample", "sample": 40},
         }
@@ -182,3 +199,38 @@ def test_a_slow_repair_takes_the_time_its_rates_give_it():
     times = simulation.counters.repair_times
     assert len(times) > 1000
     assert all(DAY <= t < DAY + 1 for t in times), (min(times), max(times))
+
+
+def exponential_cdf(mean: float):
+    return lambda x: 1 - math.exp(-x / mean)
+
+
+def lognormal_cdf(median: float, sigma: float):
+    return lambda x: 0.5 * (1 + math.erf(math.log(x / median) / (sigma * math.sqrt(2))))
+
+
+def kolmogorov_distance(values, cdf) -> float:
+    ordered = sorted(values)
+    size = len(ordered)
+    return max(max((i + 1) / size - cdf(x), cdf(x) - i / size) for i, x in enumerate(ordered))
+
+
+@pytest.mark.parametrize(
+    ("time", "cdf", "wrong"),
+    [
+        ({"dist": "exponential", "mean": "1d"}, exponential_cdf(1.0), exponential_cdf(1.25)),
+        (
+            {"dist": "lognormal", "median": "1d", "sigma": 0.5},
+            lognormal_cdf(1.0, 0.5),
+            lognormal_cdf(1.0, 0.65),
+        ),
+    ],
+)
+def test_repair_times_follow_the_distribution_the_scenario_gives(time, cdf, wrong):
+    simulation = Simulation(slow_repair_scenario(1, 300, 100, 60, 30, time))
+    simulation.run()
+    days = [t / DAY for t in simulation.counters.repair_times]
+    assert len(days) > 1000
+    critical = 1.628 / math.sqrt(len(days))  # Kolmogorov-Smirnov, 99%
+    assert kolmogorov_distance(days, cdf) < critical
+    assert kolmogorov_distance(days, wrong) > critical  # the test can tell them apart
