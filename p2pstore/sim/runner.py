@@ -46,10 +46,26 @@ def run_scenario(
     write_timeseries(simulation.rows, out_dir / TIMESERIES_FILE)
     write_summary(summary, out_dir / SUMMARY_FILE)
     if plots:
-        from p2pstore.sim.plots import draw_plots  # matplotlib is slow to import
+        from p2pstore.sim.plots import PlotInfo, draw_plots  # matplotlib is slow to import
 
-        draw_plots(simulation.rows, out_dir, scenario.name)
+        info = PlotInfo(
+            title=plot_title(simulation),
+            interval=scenario.sample_every,
+            end=simulation.end,
+            disruptions=tuple(simulation.churn.disruptions),
+        )
+        draw_plots(simulation.rows, out_dir, info)
     return summary
+
+
+def plot_title(simulation: Simulation) -> str:
+    """The line every plot carries: scenario, rule as applied, repair mode, seed."""
+    scenario = simulation.scenario
+    rule = simulation.rule
+    return (
+        f"{scenario.name}: rule {rule.name} {rule.k}-of-{rule.n}, repaired at "
+        f"{rule.repair_threshold - 1} live ({scenario.repair.mode}), seed {scenario.seed}"
+    )
 
 
 def run_scenario_file(scenario_path: str, out_dir: str, plots: bool = True) -> str:
