@@ -35,10 +35,30 @@ from p2pstore.errors import ConfigError
     show_default=True,
     help="Sweeps: points run in this many processes at once.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "dask"]),
+    default="local",
+    show_default=True,
+    help="Sweeps: run points in local processes, or on a Dask cluster (needs --scheduler).",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Sweeps with --engine dask: the scheduler's address, e.g. tcp://127.0.0.1:8786.",
+)
 @click.option("--no-plots", is_flag=True, help="Write the CSV and JSON only.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary lines.")
 def simulate(
-    scenario: Path, out_dir: Path, seed: int | None, workers: int, no_plots: bool, quiet: bool
+    scenario: Path,
+    out_dir: Path,
+    seed: int | None,
+    workers: int,
+    engine: str,
+    scheduler: str | None,
+    no_plots: bool,
+    quiet: bool,
 ) -> None:
     """Run the churn scenario SCENARIO (a TOML file) and write its results to --out.
 
@@ -46,6 +66,8 @@ def simulate(
     Examples (scenario files are described in simulations/README.md):
       p2pstore simulate simulations/datacenter-churn.toml --out results/dc
       p2pstore simulate simulations/sweep-rules.toml --out results/sweep --workers 2
+      p2pstore simulate simulations/sweep-rules.toml --out results/sweep \\
+          --engine dask --scheduler tcp://127.0.0.1:8786
     """
     try:
         data = tomllib.loads(scenario.read_text(encoding="utf-8"))
@@ -56,8 +78,10 @@ def simulate(
     if is_sweep(data):
         if seed is not None:
             raise ConfigError(f"{scenario} is a sweep: list its seeds in [sweep] seeds = [...]")
-        _sweep(scenario, out_dir, workers, not no_plots, quiet)
+        _sweep(scenario, out_dir, workers, engine, scheduler, not no_plots, quiet)
     else:
+        if engine != "local" or scheduler is not None:
+            raise ConfigError(f"{scenario} is one scenario: --engine, --scheduler are for sweeps")
         _single(scenario, data, out_dir, seed, not no_plots, quiet)
 
 
@@ -102,7 +126,15 @@ def _single(
         click.echo(f"results in {out_dir}")
 
 
-def _sweep(path: Path, out_dir: Path, workers: int, plots: bool, quiet: bool) -> None:
+def _sweep(
+    path: Path,
+    out_dir: Path,
+    workers: int,
+    engine: str,
+    scheduler: str | None,
+    plots: bool,
+    quiet: bool,
+) -> None:
     from rich.progress import Progress
 
     from p2pstore.sim.sweep import Point, load_sweep, run_sweep
@@ -115,6 +147,14 @@ def _sweep(path: Path, out_dir: Path, workers: int, plots: bool, quiet: bool) ->
         def done(_: Point) -> None:
             bar.advance(task)
 
-        table = run_sweep(sweep, out_dir, workers=workers, plots=plots, done=done)
+        table = run_sweep(
+            sweep,
+            out_dir,
+            workers=workers,
+            plots=plots,
+            done=done,
+            engine=engine,
+            scheduler=scheduler,
+        )
     if not quiet:
         click.echo(f"{total} points merged into {table}")

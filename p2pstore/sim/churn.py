@@ -20,6 +20,9 @@ from p2pstore.sim.events import Event
 if TYPE_CHECKING:
     from p2pstore.sim.engine import Simulation
 
+Disruption = tuple[float, float | None, str]
+"""An outage or partition: when it began, when it ended (None while it lasts), what it was."""
+
 
 class Churn:
     """Schedules and applies the scenario's churn."""
@@ -33,6 +36,13 @@ class Churn:
         """Outage streams: (spec, scope, target index) -- one per datacenter or region hit."""
         self._members: dict[int, list[int]] = {}
         """Peers held down by each running outage stream."""
+        self.disruptions: list[Disruption] = [
+            (p.at, p.at + p.duration, "partition") for p in self.spec.partitions
+        ]
+        """``[start, end or None while it lasts, what]`` of every outage and partition, for
+        the plots' markers."""
+        self._open: dict[int, int] = {}
+        """Outage stream -> its entry in :attr:`disruptions` while it lasts."""
 
     def handlers(self) -> dict[Event, Callable[[int, int], None]]:
         return {
@@ -129,7 +139,9 @@ class Churn:
         spec, scope, target = self._outages[stream]
         members = [p for p in self._peers_of(scope, target, spec) if not sim.peers.departed[p]]
         sim.counters.outages += 1
+        what = f"{scope} outage" if scope != "peers" else "peers outage"
         if spec.permanent:
+            self.disruptions.append((sim.now, sim.now, f"{what} (for good)"))
             for peer in members:
                 sim.depart(peer)
             if spec.every is not None:
@@ -140,11 +152,15 @@ class Churn:
         for peer in members:
             sim.hold_down(peer)
         self._members[stream] = members
+        self._open[stream] = len(self.disruptions)
+        self.disruptions.append((sim.now, None, what))
         sim.queue.schedule(sim.now + spec.duration.sample(self.rng), Event.OUTAGE_END, stream)
 
     def _on_outage_end(self, stream: int, _: int) -> None:
         sim = self.sim
         spec = self._outages[stream][0]
+        entry = self._open.pop(stream)
+        self.disruptions[entry] = (self.disruptions[entry][0], sim.now, self.disruptions[entry][2])
         for peer in self._members.pop(stream):
             if not sim.peers.departed[peer]:
                 sim.release(peer)

@@ -23,6 +23,7 @@ one steward in the same round, so holders that fail together fall silent togethe
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from p2pstore.errors import LocalProtocolError
 from p2pstore.sim.churn import Churn
 from p2pstore.sim.events import Event, EventQueue
 from p2pstore.sim.mesh_dht import MeshDht, holder_check_messages
-from p2pstore.sim.metrics import Counters, Outcome, Snapshot, step_ratio
+from p2pstore.sim.metrics import Baseline, Counters, Outcome, Snapshot, step_ratio
 from p2pstore.sim.network import Network
 from p2pstore.sim.peers import Peers
 from p2pstore.sim.scenario import Scenario, applied_rule
@@ -67,13 +68,15 @@ class Simulation:
         self._partition_groups: tuple[tuple[str, ...], ...] = ()
         self._repair_rng = random.Random(repair_seed)  # noqa: S311
         self._candidate_rng = random.Random(repair_seed ^ 1)  # noqa: S311
+        self.repair_time_rng = random.Random(repair_seed ^ 2)  # noqa: S311
+        """Draws repair times when the scenario gives their distribution."""
         self._round_phase = 0.0
         """When the stewards' periodic rounds fall: at ``phase + j * check_interval``."""
         if scenario.repair.detection == "periodic":
             self._round_phase = self._repair_rng.uniform(0.0, scenario.repair.check_interval)
         self._snapshot = Snapshot()
         self.peers = Peers(scenario.mesh, random.Random(peer_seeds))  # noqa: S311
-        self.network = Network(scenario.network)
+        self.network = Network(scenario.network, lambda: self.queue.now)
         for datacenter, spec in enumerate(scenario.mesh.datacenters):
             for _ in range(spec.peers):
                 self._register(self.peers.add(datacenter))
@@ -88,6 +91,7 @@ class Simulation:
             Event.SAMPLE: self._on_sample,
             Event.DETECT: self._on_detect,
             Event.GRACE: self._on_grace,
+            Event.WARMUP: self._on_warmup,
             **self.churn.handlers(),
             **self.workload.handlers(),
             **self.stewards.handlers(),
@@ -97,6 +101,8 @@ class Simulation:
             raise LocalProtocolError(f"no handler for {sorted(e.name for e in missing)}")
         self._handlers = [table[kind] for kind in sorted(Event)]
         self._started = False
+        self.baseline = Baseline(Counters(), 0, (0, 0, 0, 0))
+        """What had happened by the end of the warm-up (nothing, without one)."""
 
     @property
     def now(self) -> float:
@@ -112,6 +118,8 @@ class Simulation:
         self.churn.start()
         self.workload.start()
         self.queue.schedule(0.0, Event.SAMPLE)
+        if self.scenario.warmup > 0:
+            self.queue.schedule(self.scenario.warmup, Event.WARMUP)
         queue = self.queue
         handlers = self._handlers
         dht = self.dht
@@ -297,6 +305,14 @@ class Simulation:
         if self._silent(peer, epoch):
             self.stewards.holder_lost(peer)
 
+    def _on_warmup(self, _: int, __: int) -> None:
+        stats = self.dht.stats if self.dht is not None else None
+        self.baseline = Baseline(
+            copy.deepcopy(self.counters),
+            self.storage.lost_objects,
+            (stats.sampled, stats.success, stats.exact, len(stats.hops)) if stats else (0, 0, 0, 0),
+        )
+
     def _on_sample(self, _: int, __: int) -> None:
         self._record_row()
         if self.now < self.end:
@@ -332,6 +348,7 @@ class Simulation:
                 "repair_bytes": counters.repair_bytes,
                 "repair_bytes_step": counters.repair_bytes - snapshot.repair_bytes,
                 "stored_bytes": storage.stored_bytes,
+                "unique_bytes": storage.unique_bytes,
                 "maintenance_messages_step": maintenance - snapshot.maintenance,
                 "gets_step": counters.gets - snapshot.gets,
                 "get_availability_step": step_ratio(

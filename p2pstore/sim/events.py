@@ -64,6 +64,8 @@ class Event(enum.IntEnum):
     """Object ``a``'s fragments have been uploaded by peer ``b``."""
     GET = 18
     """A client reads an object."""
+    WARMUP = 19
+    """The warm-up ends: the summary's window starts (scheduled only for a warm-up > 0)."""
 
 
 class EventQueue:

@@ -29,6 +29,7 @@ COLUMNS: Final = (
     "repair_bytes",
     "repair_bytes_step",
     "stored_bytes",
+    "unique_bytes",
     "maintenance_messages_step",
     "gets_step",
     "get_availability_step",
@@ -60,8 +61,13 @@ class Counters:
     """Rebuilt fragments whose chosen holder was down or unreachable (placed again)."""
     fragments_rebuilt: int = 0
     repair_bytes: int = 0
+    """Bytes repairs moved across the network (fetches from, stores to, other peers)."""
+    repair_bytes_local: int = 0
+    """Bytes repairs read from or wrote to the steward's own store (no network)."""
     placement_violations: int = 0
     """Repairs after which a chunk's holders broke its rule (must stay 0)."""
+    repair_times: list[float] = field(default_factory=list)
+    """Seconds from the start of each repair job that landed to its landing."""
     first_repair_at: float | None = None
     last_repair_at: float | None = None
     """When the first and the last repair job started (None before any)."""
@@ -75,6 +81,16 @@ class Counters:
     maintenance: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(MAINTENANCE_KINDS, 0.0)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """What had happened when the warm-up ended: summary figures count from here."""
+
+    counters: Counters
+    lost_objects: int
+    lookups: tuple[int, int, int, int]
+    """Sampled lookups, successes, exact ones, and how many hop counts were recorded."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,13 @@ run in a fresh process (``spawn``), on another machine, or under any job schedul
 
 from __future__ import annotations
 
+import tempfile
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
+from p2pstore.errors import ConfigError
 from p2pstore.sim.engine import Progress, Simulation
 from p2pstore.sim.report import (
     SUMMARY_FILE,
@@ -21,7 +24,7 @@ from p2pstore.sim.report import (
     write_timeseries,
 )
 from p2pstore.sim.scenario import Scenario
-from p2pstore.sim.scenario_file import load_scenario
+from p2pstore.sim.scenario_file import load_scenario, scenario_from_dict
 
 
 def run_scenario(
@@ -46,10 +49,41 @@ def run_scenario(
     write_timeseries(simulation.rows, out_dir / TIMESERIES_FILE)
     write_summary(summary, out_dir / SUMMARY_FILE)
     if plots:
-        from p2pstore.sim.plots import draw_plots  # matplotlib is slow to import
+        from p2pstore.sim.plots import PlotInfo, draw_plots  # matplotlib is slow to import
 
-        draw_plots(simulation.rows, out_dir, scenario.name)
+        info = PlotInfo(
+            title=plot_title(simulation),
+            interval=scenario.sample_every,
+            end=simulation.end,
+            disruptions=tuple(simulation.churn.disruptions),
+        )
+        draw_plots(simulation.rows, out_dir, info)
     return summary
+
+
+def plot_title(simulation: Simulation) -> str:
+    """The line every plot carries: scenario, rule as applied, repair mode, seed."""
+    scenario = simulation.scenario
+    rule = simulation.rule
+    return (
+        f"{scenario.name}: rule {rule.name} {rule.k}-of-{rule.n}, repaired at "
+        f"{rule.repair_threshold - 1} live ({scenario.repair.mode}), seed {scenario.seed}"
+    )
+
+
+def run_scenario_text(text: str, plots: bool = True) -> dict[str, bytes]:
+    """Run a scenario given as TOML text in a temporary directory; returns every file it
+    wrote (name -> bytes).  What a cluster worker runs: only strings and bytes cross, and the
+    worker needs no file system shared with the client (a trace file, if the scenario names
+    one, must be at the same absolute path).  Raises :class:`ConfigError` for a bad scenario."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"scenario is not valid TOML: {error}") from error
+    with tempfile.TemporaryDirectory(prefix="p2pstore-point-") as scratch:
+        folder = Path(scratch)
+        run_scenario(scenario_from_dict(data), folder, plots=plots)
+        return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
 
 
 def run_scenario_file(scenario_path: str, out_dir: str, plots: bool = True) -> str:

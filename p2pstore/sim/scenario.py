@@ -102,13 +102,16 @@ class RepairSpec:
     too, as the node's steward does), at Poisson checks (exponential delay of mean
     ``check_interval``) or at once.  ``retry_after``: wait before trying a repair again that
     could not run (None: one ``check_interval``, as the node's steward retries at its next
-    round).  ``rebuild_rate``: bytes/s of zfec decoding."""
+    round).  ``rebuild_rate``: bytes/s of zfec decoding.  ``time``: if given, each chunk
+    repair takes a duration drawn from it (seconds) instead of what transfers and decoding
+    cost, as in the Markov and Monte Carlo models (its bytes are still counted)."""
 
     mode: str = "lazy"
     detection: str = "periodic"
     check_interval: float = 10 * MINUTE
     retry_after: float | None = None
     rebuild_rate: float = 200e6
+    time: Distribution | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in REPAIR_MODES:
@@ -165,9 +168,11 @@ class DhtSpec:
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """One simulator run.  ``rule`` is the coding rule as declared; its threshold defines
-    "at risk" in the outputs, and :func:`applied_rule` is what stewards apply (eager repair
-    raises the threshold to n).  Raises :class:`ConfigError` when inconsistent."""
+    """One simulator run.  ``rule`` is the coding rule as declared (a scenario file gives its
+    threshold as ``repair_at``: repair when live falls to m, ``repair_threshold = m + 1``); its
+    threshold defines "at risk" in the outputs, and :func:`applied_rule` is what stewards
+    apply (eager repair raises the threshold to n).  Raises :class:`ConfigError` when
+    inconsistent."""
 
     name: str
     seed: int
@@ -182,10 +187,15 @@ class Scenario:
     placement: PlacementSpec = field(default_factory=PlacementSpec)
     dht: DhtSpec = field(default_factory=DhtSpec)
     stop_when_all_lost: bool = False
+    warmup: float = 0.0
+    """Seconds at the start left out of every summary figure (the steady-state window is
+    ``[warmup, duration]``); the time series still covers the whole run."""
 
     def __post_init__(self) -> None:
         if self.duration <= 0 or self.sample_every <= 0:
             raise ConfigError("duration and sample_every must be positive")
+        if not 0 <= self.warmup < self.duration:
+            raise ConfigError("warmup must be at least 0 and shorter than the duration")
         if self.placement.candidates == "routing_table" and not self.dht.enabled:
             raise ConfigError(
                 'placement.candidates = "routing_table" needs [dht] enabled = true; '

@@ -58,6 +58,7 @@ def scenario_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None)
     duration = parse_duration(top.required("duration"), "duration")
     sample_every = parse_duration(top.get("sample_every", HOUR), "sample_every")
     stop = top.flag("stop_when_all_lost", False)
+    warmup = parse_duration(top.get("warmup", 0), "warmup")
     mesh = _mesh(top.table("mesh", required=True))
     network = _network(top.table("network"))
     churn = parse_churn(top.table("churn").raw, base_dir)
@@ -81,6 +82,7 @@ def scenario_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None)
         placement=placement,
         dht=dht,
         stop_when_all_lost=stop,
+        warmup=warmup,
     )
 
 
@@ -239,22 +241,45 @@ def _repair(table: _Table) -> RepairSpec:
         rebuild_rate=parse_bandwidth(
             table.get("rebuild_rate", default.rebuild_rate), table.key("rebuild_rate")
         ),
+        time=(
+            None
+            if table.get("time") is None
+            else parse_distribution(table.get("time"), table.key("time"), parse_duration)
+        ),
     )
     table.done()
     return spec
 
 
 def _rule(table: _Table) -> CodingRule:
-    """The shipped rule named ``name`` (default standard) with any field overridden."""
+    """The shipped rule named ``name`` (default standard) with any field overridden.
+
+    ``repair_at = m`` is the papers' m: repair when a chunk's live fragments fall to m (the
+    rule's ``repair_threshold`` is m + 1, "repair when fewer than m + 1 are live").  The old
+    key ``repair_threshold`` is refused with the value to write instead: read as m it ran
+    every repair one fragment late, silently."""
     base = find_rule(table.text("name", "standard"), SHIPPED_RULES)
+    if "repair_threshold" in table.raw:
+        old = table.raw["repair_threshold"]
+        hint = f"repair_at = {old - 1}" if isinstance(old, int) else "repair_at = m"
+        raise ConfigError(
+            f'{table.key("repair_threshold")} is no longer read: it meant "repair when fewer '
+            f"than this many fragments are live\", one more than the papers' m; write {hint} "
+            "(repair when live fragments fall to m)"
+        )
     k = table.integer("k", base.k)
     n = table.integer("n", base.n)
-    if (k, n) != (base.k, base.n) and "repair_threshold" not in table.raw:
+    if (k, n) != (base.k, base.n) and "repair_at" not in table.raw:
         raise ConfigError(
-            f"{table.key('repair_threshold')} is required when k or n differ from rule "
+            f"{table.key('repair_at')} is required when k or n differ from rule "
             f"{base.name}'s {base.k}-of-{base.n}"
         )
-    threshold = table.integer("repair_threshold", base.repair_threshold)
+    repair_at = table.integer("repair_at", base.repair_threshold - 1)
+    if not k - 1 <= repair_at < n:
+        raise ConfigError(
+            f"{table.key('repair_at')} = {repair_at}: a {k}-of-{n} chunk is repaired when its "
+            f"live fragments fall to m, with {k - 1} <= m <= {n - 1}"
+        )
     regions = table.get("regions", sorted(base.regions))
     if not isinstance(regions, list) or not all(isinstance(r, str) for r in regions):
         raise ConfigError(f"{table.key('regions')} must be a list of region names")
@@ -263,7 +288,7 @@ def _rule(table: _Table) -> CodingRule:
         base.name,
         k=k,
         n=n,
-        repair_threshold=threshold,
+        repair_threshold=repair_at + 1,
         regions=frozenset(regions),
         max_per_datacenter=table.integer("max_per_datacenter", base.max_per_datacenter),
         grace_period=grace,

@@ -16,10 +16,14 @@ again, as the node's store-with-fallback does.
 
 A repair job fetches k fragments from live sources to the steward, decodes at the scenario's
 rebuild rate, and uploads each rebuilt fragment to its new holder, all through
-:class:`~p2pstore.sim.network.Network`; it lands when the last upload does.  The rebuilt
+:class:`~p2pstore.sim.network.Network`; it lands when the last upload does -- or, when the
+scenario gives a repair-time distribution (``[repair] time``), a drawn time after it started,
+without occupying links, as the Markov models have it.  Either way its new holders are chosen
+when it starts, and one that leaves before it lands gets nothing.  The rebuilt
 fragments then replace the lost holders in the chunk (their old copies, if they come back, are
 dropped), and the steward checks the chunk again.  Bytes counted are the bytes that cross the
-network; messages are one per fetch and store, plus publishing the new placement record.
+network (a fragment the steward reads from or writes to its own store is counted apart, as
+local bytes); messages are one per fetch and store, plus publishing the new placement record.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class RepairJob:
     steward: int
     targets: tuple[tuple[int, int], ...]
     """(share, new holder) pairs."""
+    started: float
 
 
 class Stewards:
@@ -202,21 +207,31 @@ class Stewards:
         size = chunk.fragment_size
         network = sim.network
         now = sim.now
+        drawn = sim.scenario.repair.time
         moved = 0
+        local = 0
         fetched = now
         for source in sources:
-            if source != steward:
+            if source == steward:
+                local += size
+                continue
+            moved += size
+            if drawn is None:
                 fetched = max(fetched, network.transfer(source, steward, size, now))
-                moved += size
         decoded = fetched + len(sources) * size / sim.scenario.repair.rebuild_rate
         done = decoded
         for target in targets.values():
-            if target != steward:
+            if target == steward:
+                local += size
+                continue
+            moved += size
+            if drawn is None:
                 done = max(done, network.transfer(steward, target, size, decoded))
-                moved += size
+        if drawn is not None:  # the model's repair time, not the transfers' (bytes still count)
+            done = now + drawn.sample(sim.repair_time_rng)
         job = self._next_job
         self._next_job += 1
-        self.jobs[job] = RepairJob(chunk_number, steward, tuple(sorted(targets.items())))
+        self.jobs[job] = RepairJob(chunk_number, steward, tuple(sorted(targets.items())), now)
         chunk.job = job
         counters = sim.counters
         counters.repair_jobs += 1
@@ -224,6 +239,7 @@ class Stewards:
             counters.first_repair_at = now
         counters.last_repair_at = now
         counters.repair_bytes += moved
+        counters.repair_bytes_local += local
         counters.maintenance["repair"] += len(sources) + len(targets) + sim.record_publish_cost()
         sim.queue.schedule(done, Event.REPAIR_DONE, job)
 
@@ -233,6 +249,7 @@ class Stewards:
         storage = sim.storage
         chunk = storage.chunks[job.chunk]
         chunk.job = -1
+        sim.counters.repair_times.append(sim.now - job.started)
         if storage.objects[chunk.obj].lost:
             return
         rebuilt = 0

@@ -75,6 +75,9 @@ class Storage:
         self.stored_bytes = 0
         """Bytes of fragments that exist (on up or down peers)."""
         self.user_bytes = 0
+        """Bytes of every object ever stored (its size, before coding)."""
+        self.unique_bytes = 0
+        """Bytes of the objects stored and not lost: the unique data the mesh keeps."""
         self.tracked_chunks = 0
         """Chunks of stored objects not lost: what stewards watch."""
         self._limits = (rule.repair_threshold, rule.k)
@@ -117,6 +120,7 @@ class Storage:
         self.stored_list.append(number)
         self.tracked_chunks += len(obj.chunks)
         self.user_bytes += obj.size
+        self.unique_bytes += obj.size
         for chunk_number in obj.chunks:
             self._count(obj, self.chunks[chunk_number].live, None)
 
@@ -222,6 +226,7 @@ class Storage:
         obj.lost = True
         obj.lost_at = now
         self.lost_objects += 1
+        self.unique_bytes -= obj.size
         self.tracked_chunks -= len(obj.chunks)
         for which in range(2):
             if obj.at_risk[which]:

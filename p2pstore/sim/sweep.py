@@ -6,9 +6,10 @@ scenario file written to ``OUT/points/NNNN/scenario.toml``, and running it is on
 :func:`~p2pstore.sim.runner.run_scenario_file` (two path strings in, a summary file out); the
 list of those calls is also written to ``OUT/jobs.txt`` as ``p2pstore simulate`` command
 lines.  Locally the points run in a ``ProcessPoolExecutor`` with the ``spawn`` start method
-(only path strings cross the process boundary); on a cluster, any engine that runs the lines
-of ``jobs.txt`` does the same work, and :func:`merge` builds the table afterwards from the
-summaries on disk.
+(only path strings cross the process boundary); on a Dask cluster (``engine="dask"``,
+:mod:`p2pstore.sim.cluster`) each point's scenario text goes to a worker and its files come
+back; on any other engine, run the lines of ``jobs.txt`` and call :func:`merge`, which builds
+the table from the summaries on disk.
 
 A sweep file::
 
@@ -43,6 +44,7 @@ from p2pstore.sim.runner import run_scenario_file
 from p2pstore.sim.scenario_file import scenario_from_dict
 
 SWEEP_TABLE = "sweep.csv"
+RUNS_TABLE = "runs.csv"
 JOBS_FILE = "jobs.txt"
 
 
@@ -157,6 +159,9 @@ def expand(sweep: Sweep, out_dir: Path) -> list[Point]:
     return points
 
 
+ENGINES = ("local", "dask")
+
+
 def run_sweep(
     sweep: Sweep,
     out_dir: Path,
@@ -164,11 +169,33 @@ def run_sweep(
     workers: int = 1,
     plots: bool = True,
     done: Callable[[Point], None] | None = None,
+    engine: str = "local",
+    scheduler: str | None = None,
 ) -> Path:
-    """Run every point in ``workers`` spawned processes, then :func:`merge`; returns the
-    table's path.  Raises :class:`P2PStoreError` naming the points that failed."""
+    """Run every point -- in ``workers`` spawned processes (``local``) or on the Dask
+    scheduler at ``scheduler`` (``dask``, :mod:`p2pstore.sim.cluster`) -- then :func:`merge`;
+    returns the table's path.  Raises :class:`ConfigError` for a bad engine or scheduler,
+    :class:`P2PStoreError` naming the points that failed."""
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown sweep engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if (engine == "dask") != (scheduler is not None):
+        raise ConfigError("--scheduler ADDRESS goes with --engine dask, and only with it")
     out_dir.mkdir(parents=True, exist_ok=True)
     points = expand(sweep, out_dir)
+    if scheduler is not None:
+        from p2pstore.sim.cluster import run_on_dask
+
+        failures = run_on_dask(points, scheduler, plots=plots, done=done)
+    else:
+        failures = _run_locally(points, workers, plots, done)
+    if failures:
+        raise P2PStoreError("sweep points failed:\n  " + "\n  ".join(failures))
+    return merge(points, out_dir)
+
+
+def _run_locally(
+    points: Sequence[Point], workers: int, plots: bool, done: Callable[[Point], None] | None
+) -> list[str]:
     failures: list[str] = []
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context) as pool:
@@ -184,27 +211,34 @@ def run_sweep(
                 failures.append(f"point {point.index}: {error}")
             if done is not None:
                 done(point)
-    if failures:
-        raise P2PStoreError("sweep points failed:\n  " + "\n  ".join(failures))
-    return merge(points, out_dir)
+    return failures
 
 
 def merge(points: Sequence[Point], out_dir: Path) -> Path:
-    """One CSV row per point: its number, grid values and seed, then its summary flattened."""
+    """One CSV row per point: its number, grid values and seed, then its summary flattened
+    (``sweep.csv``: results only, so the same sweep gives the same table on any engine);
+    each point's wall time goes to ``runs.csv``."""
     rows = []
+    runs = []
     for point in points:
-        summary = read_summary(point.out_dir / SUMMARY_FILE)
+        summary = dict(read_summary(point.out_dir / SUMMARY_FILE))
+        run = summary.pop("run", {})
         row: dict[str, Any] = {"point": point.index, "seed": point.seed}
         row.update({key: _plain(value) for key, value in point.params})
         row.update(_flatten(summary))
         rows.append(row)
+        runs.append({"point": point.index, **_flatten(run)})
+    _write_csv(rows, out_dir / SWEEP_TABLE)
+    _write_csv(runs, out_dir / RUNS_TABLE)
+    return out_dir / SWEEP_TABLE
+
+
+def _write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    table = out_dir / SWEEP_TABLE
-    with table.open("w", newline="", encoding="utf-8") as file:
+    with path.open("w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    return table
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

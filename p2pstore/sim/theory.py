@@ -11,11 +11,18 @@
   ``i - 1``.  With ``n = 2, k = 1`` and one repair at rate ``mu`` this is the classic mirrored
   pair's ``(3 lam + mu) / (2 lam^2)``.  Independent repairs of every lost fragment
   (``mu_i = (n - i) mu``) are what the simulator's per-holder detection produces.
+* **Lazy repair, Monte Carlo.**  A chunk whose fragments fail independently at ``lam`` and
+  that is repaired, at once, when its live fragments fall to ``repair_at``: the repair takes a
+  drawn time, rebuilds the fragments missing when it started (each on a new holder that fails
+  at ``lam`` from then on, so it lands only if that holder lasted), and the chunk is checked
+  again when it lands.  The chunk is lost when fewer than k fragments exist.  No closed form
+  covers a fixed repair time; :func:`lazy_repair_losses` runs the chain chunk by chunk.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from collections.abc import Callable, Sequence
 
@@ -71,3 +78,49 @@ def mean_interval(values: Sequence[float], z: float = Z_99) -> tuple[float, floa
     centre = statistics.fmean(values)
     half = z * statistics.stdev(values) / math.sqrt(len(values))
     return centre - half, centre + half
+
+
+def lazy_repair_losses(
+    k: int,
+    n: int,
+    repair_at: int,
+    *,
+    failure_rate: float,
+    repair_time: Callable[[random.Random], float],
+    horizon: float,
+    chunks: int,
+    rng: random.Random,
+) -> int:
+    """How many of ``chunks`` independent chunks the lazy chain above loses within
+    ``horizon`` (time in the unit of ``1 / failure_rate``); ``repair_time`` draws one repair's
+    duration.  Raises :class:`ConfigError` for parameters outside ``k <= repair_at < n``."""
+    if not (1 <= k <= repair_at < n) or failure_rate <= 0 or horizon <= 0 or chunks < 0:
+        raise ConfigError(f"need 1 <= k <= repair_at < n, got k={k} repair_at={repair_at} n={n}")
+    expovariate = rng.expovariate
+    lost = 0
+    for _ in range(chunks):
+        now = 0.0
+        live = n
+        lands = math.inf  # when the repair in flight lands
+        rebuilt = 0  # fragments it brings (their holders lasted until it lands)
+        while True:
+            failure = now + expovariate(live * failure_rate)
+            if lands <= failure:
+                if lands >= horizon:
+                    break
+                now = lands
+                live += rebuilt
+                lands = math.inf
+            else:
+                if failure >= horizon:
+                    break
+                now = failure
+                live -= 1
+                if live < k:
+                    lost += 1
+                    break
+            if live <= repair_at and lands == math.inf:
+                duration = repair_time(rng)
+                lands = now + duration
+                rebuilt = sum(expovariate(failure_rate) > duration for _ in range(n - live))
+    return lost

@@ -14,6 +14,7 @@ import pytest
 
 from p2pstore.sim import Simulation, scenario_from_dict
 from p2pstore.sim.metrics import COLUMNS
+from p2pstore.sim.report import summarize
 from p2pstore.sim.sweep import dumps_toml
 
 HOUR = 3600.0
@@ -258,6 +259,49 @@ def test_the_time_series_and_dht_figures():
     assert 1 <= sum(stats.hops) / stats.sampled <= 4
     maintenance = simulation.counters.maintenance
     assert all(maintenance[kind] > 0 for kind in ("dht_probes", "announcements", "holder_checks"))
+
+
+def test_the_summary_covers_the_window_after_the_warmup():
+    whole = run(**BUSY)
+    warm = run(**BUSY, warmup="12h")
+    assert warm.rows == whole.rows  # the warm-up changes what is summed, not the run
+    everything, window = summarize(whole), summarize(warm)
+    at_12h = next(r for r in whole.rows if r["time_s"] == 12 * HOUR)
+    last = whole.rows[-1]
+    assert everything["window_days"] == 1.0 and window["window_days"] == 0.5
+    assert window["repair_bytes"] == last["repair_bytes"] - at_12h["repair_bytes"] > 0
+    rebuilt = last["fragments_rebuilt"] - at_12h["fragments_rebuilt"]
+    assert window["fragments_rebuilt"] == rebuilt > 0
+    assert window["objects_lost"] == last["objects_lost"] - at_12h["objects_lost"]
+    assert window["gets"] + summarize_gets_before(whole, 12 * HOUR) == everything["gets"]
+    assert window["objects_at_risk_max"] == max(
+        r["objects_at_risk"] for r in whole.rows if r["time_s"] >= 12 * HOUR
+    )
+    # the literature's figure: every byte a repair reads or writes, network and the steward's
+    # own store, per 30-day month, over the mean unique (uncoded, not lost) bytes stored
+    assert everything["repair_bytes_local"] > 0  # a steward often holds a share itself
+    months = 0.5 / 30
+    unique = window["unique_bytes_mean"]
+    assert unique == pytest.approx(
+        sum(
+            a["unique_bytes"] * (b["time_s"] - a["time_s"])
+            for a, b in itertools.pairwise(whole.rows)
+            if a["time_s"] >= 12 * HOUR
+        )
+        / (12 * HOUR)
+    )
+    assert window["repair_bytes_per_month_per_unique_byte"] == pytest.approx(
+        (window["repair_bytes"] + window["repair_bytes_local"]) / months / unique
+    )
+    # today's figure, next to it: network bytes over the coded (fragment) bytes stored
+    assert window["repair_bytes_per_month_over_stored"] == pytest.approx(
+        window["repair_bytes"] / months / window["stored_bytes_mean"]
+    )
+    assert window["stored_bytes_mean"] > 1.9 * unique  # 4-of-8 stores about twice the data
+
+
+def summarize_gets_before(simulation: Simulation, at: float) -> int:
+    return sum(int(r["gets_step"]) for r in simulation.rows if 0 < r["time_s"] <= at)
 
 
 def test_full_disks_make_puts_fail_loudly():

@@ -9,9 +9,11 @@ import sys
 
 from click.testing import CliRunner
 
+import p2pstore
 from p2pstore.cli.main import cli
 from p2pstore.sim import load_scenario, run_scenario
 from p2pstore.sim.metrics import COLUMNS
+from p2pstore.sim.report import scenario_digest
 from p2pstore.sim.sweep import JOBS_FILE, SWEEP_TABLE
 
 SCENARIO = """
@@ -58,6 +60,11 @@ def test_a_run_writes_csv_json_and_plots(tmp_path):
     assert saved["peer_days"] == 15.0 and saved["run"]["wall_seconds"] > 0
     assert 0 <= saved["get_availability"] <= 1
     assert set(saved["maintenance_by_kind"]) >= {"dht_probes", "holder_checks", "repair"}
+    assert saved["p2pstore_version"] == p2pstore.__version__
+    assert saved["window_days"] == 0.5 and saved["rule"]["repair_at"] == 5
+    other = load_scenario(write(tmp_path, SCENARIO.replace("objects = 20", "objects = 21"), "b"))
+    assert saved["scenario_digest"] == scenario_digest(load_scenario(write(tmp_path)))
+    assert saved["scenario_digest"] != scenario_digest(other)
     for name in ("peers", "durability", "repair", "service"):
         png = (out / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 10_000

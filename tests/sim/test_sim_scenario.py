@@ -67,7 +67,7 @@ def test_distribution_errors_name_the_key():
 def test_unknown_keys_and_bad_rules_are_refused():
     with pytest.raises(ConfigError, match=r"rule\.grace_perod"):
         scenario_from_dict({**MINIMAL, "rule": {"grace_perod": "1h"}})
-    with pytest.raises(ConfigError, match="repair_threshold is required"):
+    with pytest.raises(ConfigError, match="repair_at is required"):
         scenario_from_dict({**MINIMAL, "rule": {"k": 2, "n": 4}})
     with pytest.raises(ConfigError, match="needs 8 datacenters in FR-GES"):
         scenario_from_dict(
@@ -83,6 +83,22 @@ def test_unknown_keys_and_bad_rules_are_refused():
         scenario_from_dict(
             {**MINIMAL, "dht": {"enabled": False}, "placement": {"candidates": "routing_table"}}
         )
+
+
+def test_repair_at_is_the_papers_m_and_the_old_threshold_key_is_refused():
+    rule = scenario_from_dict({**MINIMAL, "rule": {"k": 4, "n": 8, "repair_at": 5}}).rule
+    assert rule.repair_threshold == 6  # repaired when live falls to 5: fewer than 6 live
+    with pytest.raises(
+        ConfigError, match=r"rule\.repair_threshold is no longer read.*repair_at = 5"
+    ):
+        scenario_from_dict({**MINIMAL, "rule": {"repair_threshold": 6}})
+    for m in (2, 8):
+        with pytest.raises(ConfigError, match=r"with 3 <= m <= 7"):
+            scenario_from_dict({**MINIMAL, "rule": {"repair_at": m}})
+    warm = scenario_from_dict({**MINIMAL, "duration": "10d", "warmup": "2d"})
+    assert warm.warmup == 2 * 86400
+    with pytest.raises(ConfigError, match="warmup"):
+        scenario_from_dict({**MINIMAL, "duration": "1d", "warmup": "1d"})
 
 
 def test_defaults_and_eager_mode():

@@ -8,6 +8,7 @@ excludes a nearby wrong answer, so it could fail."""
 from __future__ import annotations
 
 import math
+import random
 import statistics
 
 import pytest
@@ -16,6 +17,7 @@ from p2pstore.sim import Simulation, scenario_from_dict
 from p2pstore.sim.theory import (
     binomial_survival,
     independent_repairs,
+    lazy_repair_losses,
     mean_interval,
     mttdl_birth_death,
     proportion_interval,
@@ -24,6 +26,8 @@ from p2pstore.sim.theory import (
 REPLICATES = 20
 T_99_19 = 2.861
 """Two-sided 99% quantile of Student's t with 19 degrees of freedom (20 replicates)."""
+T_99_9 = 3.250
+"""The same with 9 degrees of freedom (10 replicates)."""
 DAY = 86400.0
 
 
@@ -49,7 +53,7 @@ def survival_run(seed: int, k: int, n: int) -> float:
             "mesh": {"peers": 400, "datacenters": 40},
             "churn": {"lifetime": {"dist": "exponential", "mean": "100d"}},
             "workload": {"objects": 400, "object_size": "4KiB"},
-            "rule": {"name": "standard", "k": k, "n": n, "repair_threshold": n},
+            "rule": {"name": "standard", "k": k, "n": n, "repair_at": n - 1},
             "repair": {"mode": "none"},
             "dht": {"enabled": False},
             "placement": {"candidates": "sample", "sample": 20},
@@ -87,7 +91,7 @@ def mean_time_to_loss(seed: int, k: int, n: int, repair: float) -> float:
             "mesh": {"peers": 60, "datacenters": 60},
             "churn": {"lifetime": {"dist": "exponential", "mean": "10d"}},
             "workload": {"objects": 60, "object_size": "1KiB"},
-            "rule": {"name": "standard", "k": k, "n": n, "repair_threshold": n, "grace_period": 0},
+            "rule": {"name": "standard", "k": k, "n": n, "repair_at": n - 1, "grace_period": 0},
             "repair": {"mode": "eager", "detection": "poisson", "check_interval": f"{1 / repair}d"},
             "dht": {"enabled": False},
             "placement": {"candidates": "sample", "sample": 16},
@@ -111,3 +115,122 @@ def test_mean_time_to_data_loss_is_the_birth_death_chain(k, n, repair):
     # a single repair at a time (mu_i = mu) is a different chain, and the run tells them apart
     single = mttdl_birth_death(k, n, failure, lambda state: repair)
     assert not low <= single <= high
+
+
+def fixed(days: float):
+    return lambda _: days
+
+
+def exponential(days: float):
+    return lambda rng: rng.expovariate(1 / days)
+
+
+@pytest.mark.parametrize(
+    ("time", "draw"),
+    [(None, fixed), ({"dist": "exponential", "mean": "1d"}, exponential)],
+    ids=["one-day-decode", "exponential-repair-time"],
+)
+def test_slow_lazy_repair_loses_what_the_chain_predicts(time, draw):
+    """The issue's one-day-repair case, scaled down (simulations/one-day-repair.toml is the
+    full one, compared in simulations/README.md): 4-of-8, repaired when live falls to 5,
+    each repair one day (decoding at the scenario's rate; or drawn from the exponential of
+    the classic chains), holders leaving after Exp(30 d), 600 objects over 90 days."""
+    lifetime, days = 30.0, 90.0
+    losses = []
+    for seed in range(10):
+        simulation = Simulation(slow_repair_scenario(seed, 600, 100, days, lifetime, time))
+        simulation.run()
+        storage = simulation.storage
+        assert storage.stored_objects == 600
+        assert simulation.counters.placement_violations == 0
+        losses.append(storage.lost_objects / storage.stored_objects)
+    low, high = mean_interval(losses, T_99_9)
+
+    def chain(repair_days: float, repair_at: int) -> float:
+        chunks = 20_000
+        lost = lazy_repair_losses(
+            4,
+            8,
+            repair_at,
+            failure_rate=1 / lifetime,
+            repair_time=draw(repair_days),
+            horizon=days,
+            chunks=chunks,
+            rng=random.Random(3),
+        )
+        return lost / chunks
+
+    expected = chain(1.0, 5)
+    assert low <= expected <= high, (expected, statistics.fmean(losses), (low, high))
+    # two days per repair, or repair at 6 (the threshold misread as m), would be caught
+    assert not low <= chain(2.0, 5) <= high
+    assert not low <= chain(1.0, 6) <= high
+
+
+def slow_repair_scenario(
+    seed: int, objects: int, peers: int, days: float, lifetime: float, time: object = None
+):
+    """Peers leave for good after Exp(lifetime days) and are replaced; a 4-of-8 chunk is
+    repaired the moment it falls to 5 live fragments; one repair decodes 4 x 21,600 bytes at
+    1 byte/s: exactly one day (plus milliseconds of transfers)."""
+    return scenario_from_dict(
+        {
+            "name": "one-day-repair",
+            "seed": seed,
+            "duration": f"{days}d",
+            "sample_every": f"{days}d",
+            "mesh": {"peers": peers, "datacenters": peers // 10},
+            "churn": {"lifetime": {"dist": "exponential", "mean": f"{lifetime}d"}},
+            "workload": {"objects": objects, "object_size": 86400, "chunk_size": "4MiB"},
+            "rule": {"name": "standard", "repair_at": 5, "grace_period": 0},
+            "repair": {"mode": "lazy", "detection": "instant", "rebuild_rate": 1}
+            | ({} if time is None else {"time": time}),
+            "dht": {"enabled": False},
+            "placement": {"candidates": "sample", "sample": 40},
+        }
+    )
+
+
+def test_a_slow_repair_takes_the_time_its_rates_give_it():
+    # before the calendars, uploads booked a day ahead made everything else queue behind
+    # them: repairs took a median of 4 days and up to weeks instead of one
+    simulation = Simulation(slow_repair_scenario(1, 400, 100, 60, 30))
+    simulation.run()
+    times = simulation.counters.repair_times
+    assert len(times) > 1000
+    assert all(DAY <= t < DAY + 1 for t in times), (min(times), max(times))
+
+
+def exponential_cdf(mean: float):
+    return lambda x: 1 - math.exp(-x / mean)
+
+
+def lognormal_cdf(median: float, sigma: float):
+    return lambda x: 0.5 * (1 + math.erf(math.log(x / median) / (sigma * math.sqrt(2))))
+
+
+def kolmogorov_distance(values, cdf) -> float:
+    ordered = sorted(values)
+    size = len(ordered)
+    return max(max((i + 1) / size - cdf(x), cdf(x) - i / size) for i, x in enumerate(ordered))
+
+
+@pytest.mark.parametrize(
+    ("time", "cdf", "wrong"),
+    [
+        ({"dist": "exponential", "mean": "1d"}, exponential_cdf(1.0), exponential_cdf(1.25)),
+        (
+            {"dist": "lognormal", "median": "1d", "sigma": 0.5},
+            lognormal_cdf(1.0, 0.5),
+            lognormal_cdf(1.0, 0.65),
+        ),
+    ],
+)
+def test_repair_times_follow_the_distribution_the_scenario_gives(time, cdf, wrong):
+    simulation = Simulation(slow_repair_scenario(1, 300, 100, 60, 30, time))
+    simulation.run()
+    days = [t / DAY for t in simulation.counters.repair_times]
+    assert len(days) > 1000
+    critical = 1.628 / math.sqrt(len(days))  # Kolmogorov-Smirnov, 99%
+    assert kolmogorov_distance(days, cdf) < critical
+    assert kolmogorov_distance(days, wrong) > critical  # the test can tell them apart
