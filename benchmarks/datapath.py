@@ -165,15 +165,19 @@ class Mesh:
                 )
 
 
-def prepare_mesh(directory: Path, nodes: int) -> Mesh:
+def prepare_mesh(directory: Path, nodes: int, audits_per_hour: float | None = None) -> Mesh:
     """CA, node identities and configs (one datacenter per node, logs at warning level) and
-    the client's identity under ``directory``."""
+    the client's identity under ``directory``; ``audits_per_hour`` sets every node's ``[repair]
+    audits_per_holder_per_hour`` (else node.toml leaves the default)."""
     _authority, members, client = create_mesh(directory, nodes, nodes, REGIONS)
     for member in members:
         others = () if member is members[0] else (members[0].address,)
-        write_local_node_config(
+        path = write_local_node_config(
             member.directory, listen=member.address, bootstrap_peers=others, log_level="warning"
         )
+        if audits_per_hour is not None:
+            with path.open("a", encoding="utf-8") as config:
+                config.write(f"\n[repair]\naudits_per_holder_per_hour = {audits_per_hour!r}\n")
     assert client.key_path is not None and client.certificate_path is not None
     return Mesh(
         directory, members, client.key_path, client.certificate_path, directory / "ca" / "ca.crt"
@@ -355,6 +359,8 @@ class Run:
     size: int
     repeats: int
     settings: ClientSettings
+    audits_per_hour: float | None = None
+    as_json: bool = False
 
 
 async def measure(
@@ -471,7 +477,7 @@ async def benchmark(
     with tempfile.TemporaryDirectory(prefix="p2pstore-datapath-") as tmp:
         directory = Path(tmp)
         check_disk(directory, needed)
-        mesh = prepare_mesh(directory, nodes)
+        mesh = prepare_mesh(directory, nodes, run.audits_per_hour)
         source = directory / "object.bin"
         progress(f"writing {run.size // MiB} MiB of random bytes")
         digest = write_random_file(source, run.size)
@@ -483,7 +489,11 @@ async def benchmark(
             mesh_client = await start_client(nursery, mesh)
             results = Results()
             await measure(mesh_client, mesh, source, digest, run, results, progress)
-            print_results(results, run, nodes)
+            if run.as_json:
+                json.dump({"size": run.size, "samples": results.samples}, sys.stdout)
+                print()
+            else:
+                print_results(results, run, nodes)
             if explore_repeats:
                 variants = Run(run.size, explore_repeats, run.settings)
                 await explore_settings(mesh_client, mesh, source, digest, variants, progress)
@@ -623,6 +633,15 @@ def main() -> None:
     parser.add_argument(
         "--rss", type=parse_size, metavar="SIZE", help="memory-bound check of a SIZE object"
     )
+    parser.add_argument(
+        "--audits-per-hour",
+        type=float,
+        metavar="N",
+        help="every node's [repair] audits_per_holder_per_hour (default: node.toml's default)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the samples as one JSON line, no table"
+    )
     args = parser.parse_args()
     if args.nodes < max(r.n for r in RULES):
         parser.error(f"--nodes must be at least {max(r.n for r in RULES)}: one per fragment")
@@ -635,12 +654,15 @@ def main() -> None:
         return
     size = args.size or (64 * MiB if args.quick else 256 * MiB)
     repeats = args.repeat or (1 if args.quick else 3)
-    print(
-        f"p2pstore data path: {args.nodes} node processes (p2pstore node run, mutual TLS on "
-        "loopback, one datacenter each, fragments fsynced to disk) and this process as the client"
-    )
-    explore_repeats = (args.repeat or 1) if args.explore else 0
-    trio.run(benchmark, Run(size, repeats, ClientSettings()), args.nodes, explore_repeats, progress)
+    if not args.json:
+        print(
+            f"p2pstore data path: {args.nodes} node processes (p2pstore node run, mutual TLS on "
+            "loopback, one datacenter each, fragments fsynced to disk) and this process as the "
+            "client"
+        )
+    explore_repeats = (args.repeat or 1) if args.explore and not args.json else 0
+    run = Run(size, repeats, ClientSettings(), args.audits_per_hour, args.json)
+    trio.run(benchmark, run, args.nodes, explore_repeats, progress)
 
 
 if __name__ == "__main__":
