@@ -43,6 +43,7 @@ from p2pstore.core.holders import Holdings, Placement
 from p2pstore.core.placement import Candidate, check_feasible, choose_holder, place_chunk
 from p2pstore.core.records import RULES, RecordKind, manifest_key, sign_record
 from p2pstore.core.rules import CodingRule
+from p2pstore.core.store_plan import STORE_ATTEMPTS, StoreAttempts
 from p2pstore.errors import (
     IntegrityError,
     NotEnoughFragments,
@@ -91,8 +92,8 @@ class ClientSettings:
     ``chunk_size * n / k``."""
     fragment_timeout: float = 60.0
     """Seconds one fragment store or fetch may take (a 1 MiB fragment over a slow link)."""
-    store_attempts: int = 4
-    """Holders tried for one fragment before the put fails."""
+    store_attempts: int = STORE_ATTEMPTS
+    """Holders tried for one fragment before the put fails (the simulator's budget too)."""
     hedge_after: float = 10.0
     """Seconds a chunk's fetches may take before one more holder is asked as well."""
     min_record_copies: int = 3
@@ -343,7 +344,8 @@ class Client:
         the failed one joined ``excluded``), up to ``store_attempts`` holders; returns the one
         that took it.  Raises :class:`PutFailed` naming ``what`` and each holder's failure."""
         problems: list[str] = []
-        for _ in range(self.settings.store_attempts):
+        attempts = StoreAttempts(self.settings.store_attempts)
+        while True:
             try:
                 await self.store_on(holder, fragment_id, data)
             except FRAGMENT_FAILURES as exc:
@@ -359,6 +361,8 @@ class Client:
                 )
             else:
                 return holder
+            if not attempts.failed(0):
+                break
             try:
                 holder = reselect()
             except PlacementError as exc:
