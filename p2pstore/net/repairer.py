@@ -35,8 +35,9 @@ from p2pstore.core.rules import CodingRule
 from p2pstore.core.store_plan import place_what_fits
 from p2pstore.errors import IntegrityError, NotEnoughFragments, PlacementError, PutFailed
 from p2pstore.net.client import FRAGMENT_FAILURES, Client, describe
-from p2pstore.net.dht import RPC_FAILURES, Dht
+from p2pstore.net.dht import Dht
 from p2pstore.net.placements import Said, publish_holdings
+from p2pstore.net.publisher import RPC_FAILURES
 from p2pstore.store import FragmentStore
 from p2pstore.wire import ReleaseFragments
 from p2pstore.wire.fragments import MAX_IDS_PER_QUERY
