@@ -58,6 +58,7 @@ from p2pstore.errors import (
     StoreError,
 )
 from p2pstore.identity import short_id
+from p2pstore.net.capacity import weigh_by_free_space
 from p2pstore.net.dht import Dht
 from p2pstore.net.fragments import fetch_fragment, store_fragment
 from p2pstore.net.placements import Answer, Ask, Said, ask_holder, publish_holdings, read_holdings
@@ -468,11 +469,12 @@ class Client:
         if self.local_store is not None:  # a storage node offers its own store too
             me = self.node.identity
             contacts.append(Contact(me.node_id, self.node.address, me.datacenter, me.region))
-        return [
+        allowed = [
             Candidate(c.id, c.address, c.datacenter, c.region)
             for c in contacts
             if rule.allows_region(c.region)
         ]
+        return await weigh_by_free_space(self.dht, allowed)  # as the simulator weighs them
 
     def _is_local(self, holder: Candidate) -> bool:
         return self.local_store is not None and holder.node_id == self.node.identity.node_id

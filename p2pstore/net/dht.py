@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import trio
 
+from p2pstore.core.capacity import FreeSpace
 from p2pstore.core.contact import Contact
 from p2pstore.core.lookup import Lookup, LookupResult
 from p2pstore.core.record_store import RecordStore
@@ -122,6 +123,8 @@ class Dht:
         self.joined = False
         """True once :meth:`join` succeeded (the node's health and metrics report it)."""
         self.holder = RecordHolder(self, self.store)
+        self.free_space = FreeSpace()
+        """Free space other nodes announced (placement weighs candidates by it)."""
         self.publisher = Publisher(self)
         self.published = self.publisher.records
         """What this node publishes itself, and when each is due again."""
