@@ -405,8 +405,8 @@ async def _join_and_announce(
     config: NodeConfig, dht: Dht, store: DiskFragmentStore, saved: list[Contact]
 ) -> None:
     """Join the mesh through the bootstrap peers and the contacts saved by the last run,
-    retrying with backoff while none answers, then announce this node and keep the
-    announcement fresh."""
+    retrying with backoff while none answers, then announce this node (the DHT keeps the
+    announcement fresh)."""
     delay = JOIN_RETRY_INITIAL
     while True:
         try:
@@ -429,18 +429,13 @@ async def _join_and_announce(
             )
         await trio.sleep(delay)
         delay = min(2 * delay, JOIN_RETRY_MAX)
-    while True:
-        stored = await dht.announce(free_bytes=store.usage().free_bytes)
-        log.info(
-            "announced this node to %d peers",
-            stored,
-            extra={"event": "announced", "stored_on": stored},
-        )
-        await trio.sleep(ANNOUNCE_INTERVAL)
-
-
-ANNOUNCE_INTERVAL = 15 * 60.0
-"""Announcements live an hour; a fresh one (new free space) every 15 minutes."""
+    # Once: the DHT's publisher sends it again when due, with the free space it has then.
+    stored = await dht.announce(lambda: store.usage().free_bytes)
+    log.info(
+        "announced this node to %d peers",
+        stored,
+        extra={"event": "announced", "stored_on": stored},
+    )
 
 
 async def _with_early_stop(

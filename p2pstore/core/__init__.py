@@ -3,11 +3,11 @@
 from p2pstore.core.announcements import Announcement, decode_announcement, verify_announcement
 from p2pstore.core.contact import Contact, xor_distance
 from p2pstore.core.lookup import Lookup, LookupResult
+from p2pstore.core.published import PublishedRecords
 from p2pstore.core.record_store import PutResult, RecordStore
 from p2pstore.core.records import (
     RULES,
     KindRules,
-    PublishedRecords,
     RecordInfo,
     RecordKind,
     RejectReason,

@@ -28,7 +28,8 @@ fragments, and a holder that missed an update keeps serving the old version unti
 so they live 7 days; announcements carry free capacity and reachability, which go stale
 quickly, so a dead node vanishes from the DHT within an hour.
 
-What a holder keeps, and how much per publisher, is :mod:`p2pstore.core.record_store`.
+What a holder keeps, and how much per publisher, is :mod:`p2pstore.core.record_store`; what a
+publisher sends again, and when, is :mod:`p2pstore.core.published`.
 """
 
 from __future__ import annotations
@@ -67,9 +68,6 @@ RECORD_DOMAIN: Final = b"p2pstore-record-v2\0"
 """v2: the publisher's certificate is signed too (v1 records carried none)."""
 MAX_SKEW: Final = int(CLOCK_SKEW.total_seconds())
 """Seconds a record's expiry may exceed ``now + max_ttl`` (the publisher's clock may be ahead)."""
-
-_Slot = tuple[int, bytes]
-"""(kind, key): where a record lives."""
 
 HOUR: Final = 3600
 DAY: Final = 24 * HOUR
@@ -185,8 +183,8 @@ def sign_record(
     time (size, the kind's key rule, a malformed announcement, a client announcing) or a field
     is out of range.
     """
-    kind = _known_kind(kind, LocalProtocolError)
-    credentials = _credentials(signer)
+    kind = known_kind(kind, LocalProtocolError)
+    credentials = credentials_of(signer)
     publisher_key = credentials.public_key_bytes()
     publisher = credentials.node_id
     certificate = credentials.certificate_der()
@@ -238,10 +236,10 @@ def renew(record: SignedRecord, signer: Signer, now: float, ttl: int | None = No
     Raises :class:`LocalProtocolError` if ``signer`` is not the record's publisher, or ``ttl``
     is not in ``(0, max_ttl]``.
     """
-    kind = _known_kind(record.kind, LocalProtocolError)
-    if _credentials(signer).public_key_bytes() != record.publisher_key:
+    kind = known_kind(record.kind, LocalProtocolError)
+    if credentials_of(signer).public_key_bytes() != record.publisher_key:
         raise LocalProtocolError("only a record's publisher can renew it; publish your own copy")
-    expires_at = math.floor(now) + _ttl(kind, ttl)
+    expires_at = math.floor(now) + checked_ttl(kind, ttl)
     return sign_record(
         signer, kind, record.key, record.value, sequence=record.sequence, expires_at=expires_at
     )
@@ -255,7 +253,7 @@ def verify_record(record: SignedRecord, now: float, *, trust: TrustAnchor) -> Re
     first, the signature before the certificate, both before the rules that read the value):
     ``uncertified`` or ``revoked`` when the publisher is not a member of the mesh at ``now``.
     """
-    kind = _known_kind(record.kind, RecordRejected)
+    kind = known_kind(record.kind, RecordRejected)
     rules = RULES[kind]
     what = f"{kind.name.lower()} record under {record.key.hex()[:16]}"
     _check_size(kind, record.value)
@@ -383,7 +381,7 @@ def _check_size(kind: RecordKind, value: bytes) -> None:
         )
 
 
-def _known_kind(kind: int, error: type[RecordRejected] | type[LocalProtocolError]) -> RecordKind:
+def known_kind(kind: int, error: type[RecordRejected] | type[LocalProtocolError]) -> RecordKind:
     try:
         return RecordKind(kind)
     except ValueError:
@@ -395,7 +393,7 @@ def _known_kind(kind: int, error: type[RecordRejected] | type[LocalProtocolError
         raise LocalProtocolError(message) from None
 
 
-def _credentials(signer: Signer) -> NodeCredentials:
+def credentials_of(signer: Signer) -> NodeCredentials:
     if isinstance(signer, NodeCredentials):
         return signer
     raise LocalProtocolError(
@@ -404,7 +402,7 @@ def _credentials(signer: Signer) -> NodeCredentials:
     )
 
 
-def _ttl(kind: RecordKind, ttl: int | None) -> int:
+def checked_ttl(kind: RecordKind, ttl: int | None) -> int:
     max_ttl = RULES[kind].max_ttl
     if ttl is None:
         return max_ttl
@@ -421,89 +419,3 @@ def next_sequence(previous: int | None, now: float) -> int:
     state still outranks what it published before (unless its clock went back)."""
     stamp = math.floor(now * 1000)
     return stamp if previous is None or stamp > previous else previous + 1
-
-
-@dataclasses.dataclass(slots=True)
-class _Published:
-    record: SignedRecord
-    kind: RecordKind
-    ttl: int
-    last_published: float
-
-
-class PublishedRecords:
-    """The records a node publishes itself, and when each is due to be sent again.
-
-    Each republish renews the record (same sequence, fresh expiry), so a record lives as long as
-    its publisher keeps running :meth:`due`.  One record per (kind, key): a new version replaces
-    the old.  Pure: the driver sends what :meth:`publish` and :meth:`due` return as STOREs to
-    the closest peers, and wakes up at :meth:`next_due`.
-    """
-
-    __slots__ = ("_records", "_signer", "publisher_key")
-
-    def __init__(self, signer: Signer) -> None:
-        self._signer = _credentials(signer)
-        self.publisher_key = self._signer.public_key_bytes()
-        self._records: dict[_Slot, _Published] = {}
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def get(self, kind: int, key: bytes) -> SignedRecord | None:
-        """The current version published under (kind, key), if any."""
-        entry = self._records.get((kind, key))
-        return None if entry is None else entry.record
-
-    def publish(
-        self, kind: RecordKind, key: bytes, value: bytes, now: float, *, ttl: int | None = None
-    ) -> SignedRecord:
-        """Sign a new version of (kind, key) (see :func:`next_sequence`), remember it as sent at
-        ``now``, and return it for the driver to store.  Raises :class:`LocalProtocolError` as
-        :func:`sign_record` does, or for a ``ttl`` outside the kind's limit."""
-        kind = _known_kind(kind, LocalProtocolError)
-        ttl = _ttl(kind, ttl)
-        previous = self.get(kind, key)
-        sequence = next_sequence(None if previous is None else previous.sequence, now)
-        expires_at = math.floor(now) + ttl
-        record = sign_record(
-            self._signer, kind, key, value, sequence=sequence, expires_at=expires_at
-        )
-        self._records[(kind, key)] = _Published(record, kind, ttl, now)
-        return record
-
-    def add(self, record: SignedRecord, now: float) -> None:
-        """Keep republishing ``record`` (signed elsewhere by this publisher), sent at ``now``.
-
-        Raises :class:`LocalProtocolError` if another key signed it.
-        """
-        kind = _known_kind(record.kind, LocalProtocolError)
-        if record.publisher_key != self.publisher_key:
-            raise LocalProtocolError("this node can only republish the records it signed")
-        ttl = max(1, min(RULES[kind].max_ttl, record.expires_at - math.floor(now)))
-        self._records[(kind, record.key)] = _Published(record, kind, ttl, now)
-
-    def remove(self, kind: int, key: bytes) -> bool:
-        """Stop republishing (kind, key); the copies held elsewhere expire.  True if it was kept."""
-        return self._records.pop((kind, key), None) is not None
-
-    def due(self, now: float, interval: float | None = None) -> list[SignedRecord]:
-        """Renew and return, in (kind, key) order, every record last sent ``interval`` seconds
-        ago or more (default: its kind's ``republish_every``); they count as sent at ``now``."""
-        out = []
-        for slot in sorted(self._records):
-            entry = self._records[slot]
-            if self._due_at(entry, interval) <= now:
-                entry.record = renew(entry.record, self._signer, now, entry.ttl)
-                entry.last_published = now
-                out.append(entry.record)
-        return out
-
-    def next_due(self, interval: float | None = None) -> float | None:
-        """When :meth:`due` next has something to return (None when nothing is published)."""
-        return min((self._due_at(e, interval) for e in self._records.values()), default=None)
-
-    @staticmethod
-    def _due_at(entry: _Published, interval: float | None) -> float:
-        every = RULES[entry.kind].republish_every if interval is None else interval
-        return entry.last_published + every

@@ -43,6 +43,7 @@ from p2pstore.core.holders import Holdings, Placement
 from p2pstore.core.placement import Candidate, check_feasible, choose_holder, place_chunk
 from p2pstore.core.records import RULES, RecordKind, manifest_key, sign_record
 from p2pstore.core.rules import CodingRule
+from p2pstore.core.store_plan import STORE_ATTEMPTS, StoreAttempts
 from p2pstore.errors import (
     IntegrityError,
     NotEnoughFragments,
@@ -57,6 +58,7 @@ from p2pstore.errors import (
     StoreError,
 )
 from p2pstore.identity import short_id
+from p2pstore.net.capacity import weigh_by_free_space
 from p2pstore.net.dht import Dht
 from p2pstore.net.fragments import fetch_fragment, store_fragment
 from p2pstore.net.placements import Answer, Ask, Said, ask_holder, publish_holdings, read_holdings
@@ -91,8 +93,8 @@ class ClientSettings:
     ``chunk_size * n / k``."""
     fragment_timeout: float = 60.0
     """Seconds one fragment store or fetch may take (a 1 MiB fragment over a slow link)."""
-    store_attempts: int = 4
-    """Holders tried for one fragment before the put fails."""
+    store_attempts: int = STORE_ATTEMPTS
+    """Holders tried for one fragment before the put fails (the simulator's budget too)."""
     hedge_after: float = 10.0
     """Seconds a chunk's fetches may take before one more holder is asked as well."""
     min_record_copies: int = 3
@@ -343,7 +345,8 @@ class Client:
         the failed one joined ``excluded``), up to ``store_attempts`` holders; returns the one
         that took it.  Raises :class:`PutFailed` naming ``what`` and each holder's failure."""
         problems: list[str] = []
-        for _ in range(self.settings.store_attempts):
+        attempts = StoreAttempts(self.settings.store_attempts)
+        while True:
             try:
                 await self.store_on(holder, fragment_id, data)
             except FRAGMENT_FAILURES as exc:
@@ -359,6 +362,8 @@ class Client:
                 )
             else:
                 return holder
+            if not attempts.failed(0):
+                break
             try:
                 holder = reselect()
             except PlacementError as exc:
@@ -464,11 +469,12 @@ class Client:
         if self.local_store is not None:  # a storage node offers its own store too
             me = self.node.identity
             contacts.append(Contact(me.node_id, self.node.address, me.datacenter, me.region))
-        return [
+        allowed = [
             Candidate(c.id, c.address, c.datacenter, c.region)
             for c in contacts
             if rule.allows_region(c.region)
         ]
+        return await weigh_by_free_space(self.dht, allowed)  # as the simulator weighs them
 
     def _is_local(self, holder: Candidate) -> bool:
         return self.local_store is not None and holder.node_id == self.node.identity.node_id

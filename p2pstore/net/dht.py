@@ -9,7 +9,8 @@ against the contact, which is dropped only after repeated failures.  Records car
 proof (signature, publisher's mesh certificate, expiry, kind rules), so holders can pass them on
 and readers check them whoever served them; what one publisher may hold here is bounded by the
 store, and a revocation list reloaded by the node drops a revoked publisher's records.
-Refresh, republish and expiry run on trio's clock.
+Refresh and expiry run on trio's clock; our own records are sent again by the
+:class:`Publisher` when the core says they are due.
 """
 
 from __future__ import annotations
@@ -22,17 +23,12 @@ from dataclasses import dataclass
 
 import trio
 
-from p2pstore.core.announcements import Announcement
+from p2pstore.core.capacity import FreeSpace
 from p2pstore.core.contact import Contact
 from p2pstore.core.lookup import Lookup, LookupResult
-from p2pstore.core.record_store import PutResult, RecordStore
+from p2pstore.core.record_store import RecordStore
 from p2pstore.core.records import (
-    RULES,
     RecordKind,
-    RejectReason,
-    next_sequence,
-    renew,
-    sign_record,
     verify_record,
 )
 from p2pstore.core.routing import RoutingTable, UpdateKind
@@ -46,9 +42,9 @@ from p2pstore.errors import (
 )
 from p2pstore.identity import PeerIdentity, Role, TrustAnchor, short_id
 from p2pstore.net.node import Node
-from p2pstore.net.throttle import RefusalLog
+from p2pstore.net.publisher import RPC_FAILURES, FreeBytes, Publisher
+from p2pstore.net.record_holder import RecordHolder
 from p2pstore.wire import (
-    MAX_RECORDS_PER_REPLY,
     ContactInfo,
     FindNode,
     FindNodeReply,
@@ -58,13 +54,9 @@ from p2pstore.wire import (
     Ping,
     SignedRecord,
     Store,
-    StoreReply,
 )
 
 log = logging.getLogger("p2pstore.dht")
-
-REPLY_VALUE_BUDGET = 12 * 1024 * 1024
-"""Record bytes one FIND_VALUE reply may carry: the rest of a 16 MiB frame is headroom."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +68,6 @@ class DhtSettings:
     rpc_timeout: float = 5.0
     max_failures: int = 3
     refresh_interval: float = 3600.0
-    republish_interval: float = 1800.0
     expire_interval: float = 60.0
     probe_concurrency: int = 16
     max_records: int = 100_000
@@ -96,9 +87,6 @@ class LookupOutcome:
 
 
 _Outcome = Message | PeerRefused | PeerUnreachable | RemoteError | RemoteProtocolError
-
-RPC_FAILURES = (PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError)
-"""What a request to another peer can fail with: the peer's fault or the network's, never ours."""
 
 
 class Dht:
@@ -128,22 +116,26 @@ class Dht:
             max_publisher_records=self.settings.max_publisher_records,
             max_publisher_bytes=self.settings.max_publisher_bytes,
         )
-        self.published: dict[tuple[int, bytes], SignedRecord] = {}
         self._trust = trust
         self._rng = rng
         self._wall_clock = wall_clock
         self._nursery: trio.Nursery | None = None
         self.joined = False
         """True once :meth:`join` succeeded (the node's health and metrics report it)."""
-        self._quota_log = RefusalLog()
+        self.holder = RecordHolder(self, self.store)
+        self.free_space = FreeSpace()
+        """Free space other nodes announced (placement weighs candidates by it)."""
+        self.publisher = Publisher(self)
+        self.published = self.publisher.records
+        """What this node publishes itself, and when each is due again."""
         node.metrics.watch_routing_table(lambda: len(self.table))
         node.metrics.watch_records(lambda: (len(self.store), self.store.bytes_held))
-        node.metrics.watch_record_publishers(self._usage_by_role)
+        node.metrics.watch_record_publishers(self.holder.usage_by_role)
         node.metrics.watch_joined(lambda: self.joined)
         node.add_listener(self)
         node.handle(FindNode, self._on_find_node)
-        node.handle(FindValue, self._on_find_value)
-        node.handle(Store, self._on_store)
+        node.handle(FindValue, self.holder.on_find_value)
+        node.handle(Store, self.holder.on_store)
 
     def wall_clock(self) -> float:
         """Unix time as this DHT reads it (record expiries are wall-clock times)."""
@@ -160,8 +152,8 @@ class Dht:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._every, self.settings.refresh_interval, self.refresh)
-            nursery.start_soon(self._every, self.settings.republish_interval, self.republish)
-            nursery.start_soon(self._every, self.settings.expire_interval, self._expire)
+            await nursery.start(self.publisher.run)
+            nursery.start_soon(self._every, self.settings.expire_interval, self.holder.expire)
             task_status.started()
 
     @staticmethod
@@ -294,7 +286,7 @@ class Dht:
                     extra={"event": "contact_dropped", "peer": contact.id.hex()},
                 )
 
-    def _heard_from(self, peer: PeerIdentity) -> None:
+    def heard_from(self, peer: PeerIdentity) -> None:
         """A request from a node proves it is alive."""
         if peer.role is Role.NODE:
             self.table.record_success(peer.node_id, trio.current_time())
@@ -313,7 +305,7 @@ class Dht:
 
         ``seeds`` start the lookup from chosen contacts instead of our table's closest (e.g. to
         check what the mesh answers from one node's point of view)."""
-        local = self._local_records(int(kind), key)
+        local = self.holder.local_records(int(kind), key)
         outcome = await self._lookup(
             key, FindValue(kind=int(kind), key=key), find_value=True, seeds=seeds
         )
@@ -322,28 +314,6 @@ class Dht:
             if record not in found:
                 found.append(record)
         return found
-
-    def restore(self, records: Sequence[SignedRecord]) -> int:
-        """Hold again records saved by an earlier run, each verified as a peer's STORE is
-        (an expired, forged or superseded one is dropped).  Returns how many it holds anew
-        (a record it already held is not counted twice)."""
-        kept = 0
-        for record in records:
-            try:
-                outcome = self.store.put(record, self._wall_clock(), trust=self._trust())
-            except RecordRejected:
-                continue
-            kept += outcome is not PutResult.UNCHANGED
-        return kept
-
-    def _local_records(self, kind: int, key: bytes) -> list[SignedRecord]:
-        """Unexpired records under (kind, key) that this node holds: its own first."""
-        now = self._wall_clock()
-        held = self.store.get(kind, key, now)
-        own = self.published.get((kind, key))
-        if own is None or own.expires_at <= now:
-            return held
-        return [own, *[record for record in held if record != own]]
 
     async def _lookup(
         self,
@@ -457,86 +427,18 @@ class Dht:
 
     async def publish(self, record: SignedRecord) -> int:
         """Store ``record`` on the k closest nodes to its key; returns how many accepted it.
+        Our own records are republished as their kind's rules say (see :class:`Publisher`)."""
+        return await self.publisher.publish(record)
 
-        The record is remembered and republished every republish interval until it expires.
-        """
-        self.published[(record.kind, record.key)] = record
-        return await self._store_on_closest(record)
+    async def publish_value(self, kind: RecordKind, key: bytes, value: bytes) -> int:
+        """Sign ``value`` as a new version of our record (kind, key) and publish it.  Raises
+        :class:`LocalProtocolError` if the record breaks its kind's rules."""
+        record = self.published.publish(kind, key, value, self._wall_clock())
+        return await self.publisher.publish(record)
 
-    async def _store_on_closest(self, record: SignedRecord) -> int:
-        result = await self.lookup(record.key)
-        accepted = 0
-
-        async def store_one(contact: Contact) -> None:
-            nonlocal accepted
-            if await self._store_on(contact, record):
-                accepted += 1
-
-        async with trio.open_nursery() as nursery:
-            for contact in result.closest:
-                nursery.start_soon(store_one, contact)
-        return accepted
-
-    async def _store_on(self, contact: Contact, record: SignedRecord) -> bool:
-        try:
-            reply = await self.node.call(
-                contact.id,
-                contact.address,
-                Store(record=record),
-                timeout=self.settings.rpc_timeout,
-            )
-        except RPC_FAILURES as exc:
-            self.table.record_failure(contact.id, trio.current_time())
-            log.debug("storing on %s failed: %s", short_id(contact.id), exc)
-            return False
-        self.table.record_success(contact.id, trio.current_time())
-        if isinstance(reply, StoreReply) and not reply.stored:
-            log.info(
-                "%s refused a record: %s",
-                short_id(contact.id),
-                reply.reason,
-                extra={"event": "store_refused", "peer": contact.id.hex()},
-            )
-        return isinstance(reply, StoreReply) and reply.stored
-
-    async def republish(self) -> None:
-        """Store our own records again, so they survive the churn of their holders; a record
-        that would expire before the next two rounds is renewed (re-signed, same sequence)."""
-        now = self._wall_clock()
-        for slot, held in list(self.published.items()):
-            record = held
-            if held.expires_at - now < 2 * self.settings.republish_interval:
-                record = self.published[slot] = renew(held, self.node.credentials, now)
-            await self._store_on_closest(record)
-
-    async def announce(self, free_bytes: int) -> int:
-        """Publish this node's signed announcement (address, datacenter, region, free space and
-        certificate), which placement reads; returns how many peers stored it."""
-        now = self._wall_clock()
-        identity = self.node.identity
-        previous = self.published.get((int(RecordKind.ANNOUNCEMENT), self.node_id))
-        value = Announcement(
-            address=self.node.address,
-            datacenter=identity.datacenter,
-            region=identity.region,
-            free_bytes=free_bytes,
-            certificate_der=self.node.credentials.certificate_der(),
-        ).encode()
-        record = sign_record(
-            self.node.credentials,
-            RecordKind.ANNOUNCEMENT,
-            self.node_id,
-            value,
-            sequence=next_sequence(previous.sequence if previous else None, now),
-            expires_at=int(now) + RULES[RecordKind.ANNOUNCEMENT].max_ttl,
-        )
-        return await self.publish(record)
-
-    async def _expire(self) -> None:
-        await trio.lowlevel.checkpoint()
-        removed = self.store.expire(self._wall_clock())
-        if removed:
-            log.debug("expired %d records", removed)
+    async def announce(self, free_bytes: int | FreeBytes) -> int:
+        """Publish this node's announcement, kept fresh from then on (see :class:`Publisher`)."""
+        return await self.publisher.announce(free_bytes)
 
     # -- what the node hears ----------------------------------------------------------------
 
@@ -551,28 +453,18 @@ class Dht:
         if update.kind is UpdateKind.PING_NEEDED and update.ping is not None:
             self._nursery.start_soon(self._check_oldest, update.ping)
         elif update.kind is UpdateKind.ADDED:
-            self._nursery.start_soon(self._hand_over_records, contact)
+            self._nursery.start_soon(self.holder.hand_over, contact)
 
     def peer_down(self, peer: PeerIdentity) -> None:
         """Nothing to do: a closed session is not a dead peer; failed requests decide that."""
 
     def trust_changed(self, trust: TrustAnchor) -> None:
-        """The node reloaded its revocation list: forget every record a revoked certificate
-        signed (their publishers can no longer renew them anywhere either)."""
-        dropped = self.store.drop_revoked(trust)
-        for publisher, count in sorted(dropped.items()):
-            log.warning(
-                "dropped %d DHT records published by %s: its certificate was revoked",
-                count,
-                short_id(publisher),
-                extra={"event": "records_revoked", "publisher": publisher.hex(), "records": count},
-            )
+        """The node reloaded its revocation list: forget the records revoked publishers signed."""
+        self.holder.drop_revoked(trust)
 
-    def _usage_by_role(self) -> dict[str, tuple[int, int]]:
-        return {
-            role.value: (usage.records, usage.bytes)
-            for role, usage in self.store.usage_by_role().items()
-        }
+    def restore(self, records: Sequence[SignedRecord]) -> int:
+        """Hold again records saved by an earlier run (see :meth:`RecordHolder.restore`)."""
+        return self.holder.restore(records)
 
     async def _check_oldest(self, oldest: Contact) -> None:
         alive = await self._answers_ping(oldest)
@@ -590,36 +482,9 @@ class Dht:
             return False
         return True
 
-    async def _hand_over_records(self, newcomer: Contact) -> None:
-        """Give a node that joined closer to some keys than we are the records it should hold.
-
-        Only records our store accepted are offered, so one publisher's share of what we hand
-        over is bounded by its quota here, whatever it sent us."""
-        now = self._wall_clock()
-        mine = int.from_bytes(self.node_id, "big")
-        theirs = int.from_bytes(newcomer.id, "big")
-        offered = taken = 0
-        for record in self.store.records_for_refresh(now):
-            key = int.from_bytes(record.key, "big")
-            if theirs ^ key < mine ^ key:
-                offered += 1
-                taken += await self._store_on(newcomer, record)
-        log.debug(
-            "handed %d DHT records over to %s, which is closer to their keys (%d stored)",
-            offered,
-            short_id(newcomer.id),
-            taken,
-            extra={
-                "event": "records_handed_over",
-                "peer": newcomer.id.hex(),
-                "records": offered,
-                "stored": taken,
-            },
-        )
-
     # -- handlers ---------------------------------------------------------------------------
 
-    def _contact_infos(self, target: bytes, exclude: bytes) -> tuple[ContactInfo, ...]:
+    def contact_infos(self, target: bytes, exclude: bytes) -> tuple[ContactInfo, ...]:
         return tuple(
             ContactInfo(node_id=c.id, address=c.address, datacenter=c.datacenter, region=c.region)
             for c in self.table.closest(
@@ -629,62 +494,5 @@ class Dht:
 
     async def _on_find_node(self, peer: PeerIdentity, message: Message) -> Message:
         assert isinstance(message, FindNode)
-        self._heard_from(peer)
-        return FindNodeReply(contacts=self._contact_infos(message.target, peer.node_id))
-
-    async def _on_find_value(self, peer: PeerIdentity, message: Message) -> Message:
-        assert isinstance(message, FindValue)
-        self._heard_from(peer)
-        chosen: list[SignedRecord] = []
-        budget = REPLY_VALUE_BUDGET
-        for record in self._local_records(message.kind, message.key):
-            if len(record.value) > budget or len(chosen) >= MAX_RECORDS_PER_REPLY:
-                break
-            chosen.append(record)
-            budget -= len(record.value)
-        contacts = () if chosen else self._contact_infos(message.key, peer.node_id)
-        return FindValueReply(records=tuple(chosen), contacts=contacts)
-
-    async def _on_store(self, peer: PeerIdentity, message: Message) -> Message:
-        assert isinstance(message, Store)
-        try:
-            self.store.put(message.record, self._wall_clock(), trust=self._trust())
-        except RecordRejected as rejected:
-            self.node.metrics.record_record_refused(rejected.reason)
-            if rejected.reason == RejectReason.OVER_QUOTA and rejected.publisher is not None:
-                self._log_over_quota(peer, rejected, rejected.publisher)
-            else:
-                log.info(
-                    "refused a record from %s: %s",
-                    short_id(peer.node_id),
-                    rejected,
-                    extra={
-                        "event": "record_refused",
-                        "peer": peer.node_id.hex(),
-                        "reason": rejected.reason,
-                    },
-                )
-            return StoreReply(stored=False, reason=str(rejected)[:500])
-        return StoreReply(stored=True, reason="")
-
-    def _log_over_quota(
-        self, peer: PeerIdentity, rejected: RecordRejected, publisher: bytes
-    ) -> None:
-        """Once per publisher per interval: a flood must not become a flood of log lines."""
-        left_out = self._quota_log.due(publisher, trio.current_time())
-        if left_out is None:
-            return
-        log.warning(
-            "%s (sent by %s; %d more refusals of this publisher not logged since its last line)",
-            rejected,
-            short_id(peer.node_id),
-            left_out,
-            extra={
-                "event": "record_quota_exceeded",
-                "publisher": publisher.hex(),
-                "peer": peer.node_id.hex(),
-                "records": self.store.usage_of(publisher).records,
-                "bytes": self.store.usage_of(publisher).bytes,
-                "not_logged": left_out,
-            },
-        )
+        self.heard_from(peer)
+        return FindNodeReply(contacts=self.contact_infos(message.target, peer.node_id))

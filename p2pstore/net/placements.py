@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from p2pstore.core.holders import Exclusion, Holdings
 from p2pstore.core.placement import Candidate
 from p2pstore.core.receipts import CheckedReceipt, Receipt, decode_receipt
-from p2pstore.core.records import RULES, RecordKind, manifest_key, next_sequence, sign_record
+from p2pstore.core.records import RecordKind, manifest_key
 from p2pstore.errors import (
     IntegrityError,
     NodeLeaving,
@@ -186,13 +186,4 @@ async def publish_holdings(
     now = dht.wall_clock()
     value = holdings.encode(now, dht.trust(), exclude=exclude)
     key = manifest_key(holdings.object_id)
-    previous = dht.published.get((int(RecordKind.PLACEMENT), key))
-    record = sign_record(
-        dht.node.credentials,
-        RecordKind.PLACEMENT,
-        key,
-        value,
-        sequence=next_sequence(None if previous is None else previous.sequence, now),
-        expires_at=int(now) + RULES[RecordKind.PLACEMENT].max_ttl,
-    )
-    return await dht.publish(record)
+    return await dht.publish_value(RecordKind.PLACEMENT, key, value)

@@ -30,13 +30,14 @@ from p2pstore.core.repair_plan import (
     FailureDetector,
     FragmentReport,
     Verdict,
-    place_repairs,
 )
 from p2pstore.core.rules import CodingRule
+from p2pstore.core.store_plan import place_what_fits
 from p2pstore.errors import IntegrityError, NotEnoughFragments, PlacementError, PutFailed
 from p2pstore.net.client import FRAGMENT_FAILURES, Client, describe
-from p2pstore.net.dht import RPC_FAILURES, Dht
+from p2pstore.net.dht import Dht
 from p2pstore.net.placements import Said, publish_holdings
+from p2pstore.net.publisher import RPC_FAILURES
 from p2pstore.store import FragmentStore
 from p2pstore.wire import ReleaseFragments
 from p2pstore.wire.fragments import MAX_IDS_PER_QUERY
@@ -324,39 +325,21 @@ class Repairer:
         excluded: set[bytes],
         size: int,
     ) -> dict[int, Candidate]:
-        """Holders for ``wanted`` within the rule; when the mesh has room for only some of
-        them (too few datacenters left), as many as it has: every fragment is still placed
-        within the rule, there are just fewer.  Raises :class:`PlacementError` if none fits."""
-        try:
-            return place_repairs(
-                wanted, ids, keep, candidates, rule, excluded=excluded, fragment_size=size
-            )
-        except PlacementError as whole:
-            placed: dict[int, Candidate] = {}
-            for share in wanted:
-                try:
-                    placed |= place_repairs(
-                        (share,),
-                        ids,
-                        [*keep, *placed.values()],
-                        candidates,
-                        rule,
-                        excluded=excluded,
-                        fragment_size=size,
-                    )
-                except PlacementError:
-                    continue
-            if not placed:
-                raise
+        """Holders for ``wanted`` within the rule, or as many as fit (see
+        :func:`place_what_fits`).  Raises :class:`PlacementError` if none fits."""
+        placed = place_what_fits(
+            wanted, ids, keep, candidates, rule, excluded=excluded, fragment_size=size
+        )
+        if len(placed) < len(wanted):
             log.warning(
-                "chunk %d: only %d of the %d fragments to rebuild fit the rule: %s",
+                "chunk %d: only %d of the %d fragments to rebuild fit the rule %s",
                 index,
                 len(placed),
                 len(wanted),
-                whole,
+                rule.name,
                 extra={"event": "repair_partial", "chunk": index},
             )
-            return placed
+        return placed
 
     async def _release(self, watched: Watched, repaired: Sequence[ChunkRepair]) -> None:
         """Tell each leaving holder which of its fragments now live elsewhere (it deletes

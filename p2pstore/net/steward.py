@@ -47,7 +47,7 @@ from p2pstore.core.audit import AuditPlanner, AuditSettings, Evidence, WatchedFr
 from p2pstore.core.contact import Contact
 from p2pstore.core.holders import Holdings, LocalEvidence, Placement
 from p2pstore.core.placement import Candidate
-from p2pstore.core.records import RULES, RecordKind, manifest_key, sign_record
+from p2pstore.core.records import RecordKind, manifest_key
 from p2pstore.core.repair_plan import (
     FailureDetector,
     FragmentReport,
@@ -64,8 +64,9 @@ from p2pstore.errors import (
 from p2pstore.identity import short_id
 from p2pstore.net.audits import Auditor, AuditTarget, audit_reply_error
 from p2pstore.net.client import Client, ClientSettings
-from p2pstore.net.dht import RPC_FAILURES, Dht
+from p2pstore.net.dht import Dht
 from p2pstore.net.placements import Ask, Said, publish_holdings, read_holdings
+from p2pstore.net.publisher import RPC_FAILURES
 from p2pstore.net.repairer import ChunkRepair, Known, Repairer, Watched
 from p2pstore.store import FragmentStore
 from p2pstore.wire import Ping, SignedRecord
@@ -371,7 +372,7 @@ class Steward:
 
     def _stop_renewing(self, key: bytes) -> None:
         for kind in (RecordKind.MANIFEST, RecordKind.PLACEMENT):
-            self.dht.published.pop((int(kind), key), None)
+            self.dht.published.remove(kind, key)
         self._holdings.pop(key, None)
         self._published.pop(key, None)
         self.evidence.forget(key)
@@ -400,7 +401,7 @@ class Steward:
         key = manifest_key(object_id)
         now = self.dht.wall_clock()
         records = self.dht.store.get(int(RecordKind.PLACEMENT), key, now)
-        own = self.dht.published.get((int(RecordKind.PLACEMENT), key))
+        own = self.dht.published.get(RecordKind.PLACEMENT, key)
         if own is not None:
             records = [own, *records]
         holdings = self._holdings.get(key)
@@ -564,15 +565,7 @@ class Steward:
         now = self.dht.wall_clock()
         try:
             if (int(RecordKind.MANIFEST), key) not in self.dht.published:
-                record = sign_record(
-                    self.node.credentials,
-                    RecordKind.MANIFEST,
-                    key,
-                    watched.manifest_bytes,
-                    sequence=int(now),
-                    expires_at=int(now) + RULES[RecordKind.MANIFEST].max_ttl,
-                )
-                await self.dht.publish(record)
+                await self.dht.publish_value(RecordKind.MANIFEST, key, watched.manifest_bytes)
             exclude = watched.unrelayed(self.evidence)
             view = watched.holdings.view(now, self.dht.trust(), exclude=exclude)
             named = frozenset(

@@ -14,7 +14,7 @@ Strategy (what is exact and what is modelled; ``simulations/README.md`` says it 
   closest to the key (where the object's records live), and is exact when its k closest are the
   true k closest live peers -- both checked against :class:`~p2pstore.sim.idspace.IdIndex`;
 * periodic traffic -- probes, bucket refreshes, announcements, record republishing -- is not
-  run but counted from the timers of ``p2pstore.net.dht`` and ``p2pstore.core.records`` over
+  run but counted from the timers of ``p2pstore.net.dht`` and ``p2pstore.core.published`` over
   the live peers, with the table sizes and lookup costs measured on this run's own tables.
 """
 
@@ -25,7 +25,8 @@ import random
 from dataclasses import dataclass, field
 
 from p2pstore.core.contact import Contact
-from p2pstore.core.records import RULES, RecordKind
+from p2pstore.core.published import republish_period
+from p2pstore.core.records import RecordKind
 from p2pstore.errors import LocalProtocolError
 from p2pstore.sim.dht_driver import DEFAULT_RPC_TIMEOUT, SimulatedDht
 from p2pstore.sim.peers import Peers
@@ -155,15 +156,25 @@ class MeshDht:
     ) -> dict[str, float]:
         """Messages the periodic timers of ``live`` peers send in ``seconds``."""
         refresh = self.spec.refresh_interval
-        announce = RULES[RecordKind.ANNOUNCEMENT].republish_every
-        republish = RULES[RecordKind.MANIFEST].republish_every
         store = rpcs_per_lookup + self.spec.k  # find the k closest, then one STORE each
         return {
             "dht_probes": live * self._table_size * seconds / refresh,
             "dht_refresh": live * self._buckets * rpcs_per_lookup * seconds / refresh,
-            "announcements": live * store * seconds / announce,
-            "record_republish": 2 * objects * store * seconds / republish,
+            "announcements": live * store * republish_rounds(RecordKind.ANNOUNCEMENT, seconds),
+            "record_republish": objects
+            * store
+            * sum(republish_rounds(kind, seconds) for kind in OBJECT_RECORDS),
         }
+
+
+OBJECT_RECORDS = (RecordKind.MANIFEST, RecordKind.PLACEMENT)
+"""The records each object keeps published (by its steward; the node's Publisher sends them)."""
+
+
+def republish_rounds(kind: RecordKind, seconds: float) -> float:
+    """Times one record of ``kind`` is sent again in ``seconds``: the core's period, which the
+    node's :class:`~p2pstore.net.publisher.Publisher` follows too."""
+    return seconds / republish_period(kind)
 
 
 def holder_check_messages(

@@ -11,8 +11,9 @@ mesh-wide :class:`~p2pstore.core.repair_plan.FailureDetector`, plus, during a pa
 holder on the other side counted silent since the partition began -- and, on NEEDS_REPAIR,
 :func:`~p2pstore.core.repair_plan.place_repairs` over its candidates, with the lost holders and
 every candidate the detector knows silent excluded, exactly the calls the node's steward makes.
-A chosen holder that turns out to be down or unreachable is excluded and the share placed
-again, as the node's store-with-fallback does.
+As the node's repairer does (both call :mod:`p2pstore.core.store_plan`), the shares that fit
+the rule are placed when not all do, and a chosen holder that turns out to be down or
+unreachable is excluded and the share placed again, within the store attempt budget.
 
 A repair job fetches k fragments from live sources to the steward, decodes at the scenario's
 rebuild rate, and uploads each rebuilt fragment to its new holder, all through
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from p2pstore.core.repair_plan import PeerHealth, Verdict, assess_chunk, place_repairs
+from p2pstore.core.store_plan import StoreAttempts, place_what_fits
 from p2pstore.errors import PlacementError
 from p2pstore.sim.events import Event
 
@@ -162,7 +164,8 @@ class Stewards:
         lost: tuple[int, ...],
         steward: int,
     ) -> dict[int, int] | None:
-        """New holders for ``rebuild`` (share -> peer), or None if the rule cannot be met."""
+        """New holders for the shares of ``rebuild`` that fit the rule (share -> peer), or
+        None if none fits or a share spent its store attempts (the repair waits a round)."""
         sim = self.sim
         peers = sim.peers
         chunk = sim.storage.chunks[chunk_number]
@@ -172,31 +175,38 @@ class Stewards:
         candidates = sim.candidates(steward, include_self=True)
         health = sim.detector.health  # the node's Repairer offers silent peers nothing
         excluded.update(c.node_id for c in candidates if health(c.node_id).silent_since is not None)
+        size = chunk.fragment_size
+        try:  # as many rebuilt shares as fit the rule, as the node's repairer places
+            placed = place_what_fits(
+                rebuild, ids, survivors, candidates, sim.rule, excluded=excluded, fragment_size=size
+            )
+        except PlacementError:
+            return None
+        attempts = StoreAttempts()  # the node's store-with-fallback budget
         chosen: dict[int, int] = {}
-        pending = list(rebuild)
-        while pending:
-            taken = survivors + [peers.candidate(p) for p in chosen.values()]
-            try:
-                placed = place_repairs(
-                    pending,
-                    ids,
-                    taken,
-                    candidates,
-                    sim.rule,
-                    excluded=excluded,
-                    fragment_size=chunk.fragment_size,
-                )
-            except PlacementError:
-                return None
-            pending = []
-            for share, candidate in placed.items():
-                peer = peers.by_node_id[candidate.node_id]
-                if peers.reachable(steward, peer) and peers.fits(peer, chunk.fragment_size):
+        for share in list(placed):
+            while True:
+                peer = peers.by_node_id[placed[share].node_id]
+                if peers.reachable(steward, peer) and peers.fits(peer, size):
                     chosen[share] = peer
-                else:
-                    excluded.add(candidate.node_id)
-                    sim.counters.failed_stores += 1
-                    pending.append(share)
+                    break
+                excluded.add(placed[share].node_id)
+                sim.counters.failed_stores += 1
+                if not attempts.failed(share):
+                    return None
+                others = [*survivors, *(c for s, c in placed.items() if s != share)]
+                try:
+                    placed |= place_repairs(
+                        (share,),
+                        ids,
+                        others,
+                        candidates,
+                        sim.rule,
+                        excluded=excluded,
+                        fragment_size=size,
+                    )
+                except PlacementError:
+                    return None
         return chosen
 
     def _start(

@@ -2,7 +2,8 @@
 
 Strategy: a put is what the real client does -- candidates from the putter's view (its routing
 table, by default), :func:`~p2pstore.core.placement.place_chunk` per chunk under the rule, a
-chosen holder that does not answer excluded and its share placed again -- with the upload
+chosen holder that does not answer excluded and its share placed again, within the client's
+budget of holders per fragment (:class:`~p2pstore.core.store_plan.StoreAttempts`) -- with the upload
 modelled by the network: the putter's uplink sends ``n`` fragments per chunk, one after
 another.  The object counts as stored when the last fragment lands (holders that went down
 meanwhile are replaced then, as the client's retries would).  The objects of the initial load
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from p2pstore.core.placement import Candidate, place_chunk
 from p2pstore.core.repair_plan import place_repairs
+from p2pstore.core.store_plan import StoreAttempts
 from p2pstore.errors import PlacementError
 from p2pstore.sim.events import Event
 from p2pstore.sim.units import HOUR
@@ -91,9 +93,12 @@ class Workload:
                 chosen = list(
                     place_chunk(ids, candidates, sim.rule, excluded=excluded, fragment_size=size)
                 )
+                attempts = StoreAttempts()  # the client's budget per fragment
                 while bad := [s for s, c in enumerate(chosen) if refuses(c)]:
                     excluded.update(chosen[s].node_id for s in bad)
                     sim.counters.failed_stores += len(bad)
+                    if not all([attempts.failed(s) for s in bad]):
+                        return None
                     kept = [c for s, c in enumerate(chosen) if s not in bad]
                     again = place_repairs(
                         bad, ids, kept, candidates, sim.rule, excluded=excluded, fragment_size=size

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from p2pstore.core.announcements import Announcement
+from p2pstore.core.published import PublishedRecords, republish_period
 from p2pstore.core.record_store import PutResult, RecordStore, held_size
 from p2pstore.core.records import (
     RULES,
-    PublishedRecords,
     RecordKind,
     RecordRejected,
     RejectReason,
@@ -577,3 +577,32 @@ def test_a_node_announces_itself_and_holders_check_it_against_the_ca():
     assert refused(store, record, trust=revoking).reason is RejectReason.REVOKED
     (renewed,) = published.due(T0 + RULES[RecordKind.ANNOUNCEMENT].republish_every)
     assert renewed.expires_at > record.expires_at
+
+
+def test_each_kind_is_republished_at_its_own_period():
+    """Manifests and placements daily, announcements every 15 minutes: the rule the node's DHT
+    and the simulator's traffic model both read (nodes once republished everything every 30
+    minutes)."""
+    assert republish_period(RecordKind.MANIFEST) == 24 * 3600
+    assert republish_period(PLACEMENT) == 24 * 3600
+    assert republish_period(RecordKind.ANNOUNCEMENT) == 15 * 60
+    assert republish_period(PLACEMENT, ttl=3600) == 900  # a short-lived record: a quarter of it
+    published = PublishedRecords(KEYS[0])
+    published.add(placement(signer=0, expires_at=T0 + 400), T0)
+    assert published.next_due() == T0 + 100  # renewed long before it expires
+    (renewed,) = published.due(T0 + 100)
+    assert renewed.expires_at == T0 + 500
+
+
+def test_a_due_record_whose_value_changed_goes_out_as_a_new_version():
+    published = PublishedRecords(KEYS[0])
+    first = published.publish(PLACEMENT, SLOTS[0], b"old", T0)
+    every = republish_period(PLACEMENT)
+    slot = (int(PLACEMENT), SLOTS[0])
+    assert published.due(T0 + 1, values={slot: b"new"}) == []  # not due: nothing is sent
+    (same,) = published.due(T0 + every, values={slot: b"old"})
+    assert (same.sequence, same.value) == (first.sequence, b"old")
+    (changed,) = published.due(T0 + 2 * every, values={slot: b"new"})
+    assert changed.value == b"new" and changed.sequence > first.sequence
+    assert published.get(PLACEMENT, SLOTS[0]) == changed
+    assert published.next_due() == T0 + 3 * every

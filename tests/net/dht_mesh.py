@@ -20,9 +20,7 @@ EPOCH = float(int(time.time()))
 """Wall-clock seconds at virtual time 0: records carry absolute expiries, and their publishers'
 certificates (issued now, so valid now) are checked at that clock."""
 
-FAST_DHT = DhtSettings(
-    rpc_timeout=2.0, refresh_interval=600.0, republish_interval=300.0, expire_interval=30.0
-)
+FAST_DHT = DhtSettings(rpc_timeout=2.0, refresh_interval=600.0, expire_interval=30.0)
 
 
 def wall_clock() -> float:

@@ -21,7 +21,7 @@ from p2pstore.net.session import SessionSettings
 from p2pstore.net.steward import Steward, StewardSettings
 from p2pstore.store import DiskFragmentStore, MemoryFragmentStore
 
-DHT = DhtSettings(rpc_timeout=3.0, refresh_interval=600.0, republish_interval=300.0)
+DHT = DhtSettings(rpc_timeout=3.0, refresh_interval=600.0)
 SMALL_CHUNKS = ClientSettings(chunk_size=64 * 1024, fragment_timeout=10.0, hedge_after=3.0)
 RULE_3_OF_6 = CodingRule("test-3-of-6", k=3, n=6, repair_threshold=4)
 

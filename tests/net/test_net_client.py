@@ -248,3 +248,25 @@ async def test_stat_tells_a_holder_being_drained_from_a_silent_one(net, clock):
                 assert status.present[index][share] is expected
         assert status.live(0) == RULE_3_OF_6.n - 2
         nursery.cancel_scope.cancel()
+
+
+async def test_placement_weighs_candidates_by_the_free_space_they_announced(net, clock):
+    """A node that announces no room is offered no fragment, as the simulator's placement
+    leaves a full peer out (nodes once ignored the free space announcements carry)."""
+    mesh = StorageMesh(net, 8)
+    data = payload(3 * 64 * 1024)
+    async with trio.open_nursery() as nursery:
+        await mesh.start(nursery)
+        full = mesh.nodes[2]
+        for member in mesh.nodes:
+            await member.dht.announce(0 if member is full else 10**12)
+        client = await mesh.client(nursery)
+        candidates = await client.candidates(RULE_3_OF_6)
+        free = {c.node_id: c.free_bytes for c in candidates}
+        assert free[full.node_id] == 0
+        assert all(free[m.node_id] == 10**12 for m in mesh.nodes if m is not full)
+        result = await put_bytes(client, data)
+        for row in result.placement.chunks:
+            assert full.node_id not in {h.node_id for h in row}
+        assert await get_bytes(client, result.read_cap) == data
+        nursery.cancel_scope.cancel()

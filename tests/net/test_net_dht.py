@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
+from collections import Counter
 
 import pytest
 import trio
 from dht_mesh import DhtMesh, wall_clock
 
+from p2pstore.core.announcements import decode_announcement
 from p2pstore.core.records import RecordKind, sign_record
 from p2pstore.errors import PeerUnreachable
 from p2pstore.net.dht import DhtSettings
+from p2pstore.sim.mesh_dht import republish_rounds
 
 K = 20
-SLOW_MAINTENANCE = DhtSettings(
-    rpc_timeout=2.0, refresh_interval=3600.0, republish_interval=1800.0, expire_interval=300.0
-)
+SLOW_MAINTENANCE = DhtSettings(rpc_timeout=2.0, refresh_interval=3600.0, expire_interval=300.0)
 
 
 @pytest.fixture
@@ -142,4 +144,42 @@ async def test_joining_tries_every_bootstrap_peer_and_says_when_none_answers(clo
             with pytest.raises(PeerUnreachable, match="expected node") as error:
                 await third.dht.join([second.node.address], {second.node.address: first.node_id})
             assert third.dht.table.get(second.node_id) is None
+            nursery.cancel_scope.cancel()
+
+
+async def test_each_kind_is_republished_at_the_period_the_simulator_counts(clock):
+    """Over two virtual days a node sends its manifest and placement again daily and its
+    announcement every 15 minutes, with the free space of the moment: what the core's
+    ``republish_period`` says and the simulator's traffic model counts (nodes once sent every
+    record every 30 minutes, 48 times what the simulator reported)."""
+    mesh = DhtMesh(8, seed=5, settings=SLOW_MAINTENANCE)
+    span = 2 * 86400 + 60
+    with trio.fail_after(span + 3600):
+        async with trio.open_nursery() as nursery:
+            await mesh.start(nursery)
+            publisher = mesh.members[3].dht
+            sent: Counter[RecordKind] = Counter()
+            store_on_closest = publisher.publisher.store_on_closest
+
+            async def counting(record):
+                sent[RecordKind(record.kind)] += 1
+                return await store_on_closest(record)
+
+            publisher.publisher.store_on_closest = counting  # type: ignore[method-assign]
+            manifest = b"a manifest"
+            key = hashlib.sha256(manifest).digest()[:20]
+            free = [10**12]
+            started = trio.current_time()
+            await publisher.publish_value(RecordKind.MANIFEST, key, manifest)
+            await publisher.publish_value(RecordKind.PLACEMENT, key, b"a placement")
+            await publisher.announce(lambda: free[0])
+            free[0] = 5 * 10**11
+            await trio.sleep(span - (trio.current_time() - started))
+            for kind in RecordKind:  # the first send, then what the simulator counts
+                assert sent[kind] == 1 + int(republish_rounds(kind, span)), kind
+            assert sent[RecordKind.ANNOUNCEMENT] == 1 + 192
+            (found,) = await mesh.members[0].dht.find_records(
+                RecordKind.ANNOUNCEMENT, publisher.node_id
+            )
+            assert decode_announcement(found.value).free_bytes == 5 * 10**11
             nursery.cancel_scope.cancel()

@@ -73,7 +73,6 @@ async def test_a_record_signed_by_a_throwaway_key_is_refused_by_every_node(net, 
 SMALL_RECORD_STORE = DhtSettings(
     rpc_timeout=DHT.rpc_timeout,
     refresh_interval=DHT.refresh_interval,
-    republish_interval=DHT.republish_interval,
     max_record_bytes=2 * MiB,  # so one publisher's quota is 512 KiB
 )
 JUNK_SIZE = 64 * KiB

@@ -135,7 +135,7 @@ async def test_forged_placements_change_no_view_and_the_object_stays_readable(ne
         await rounds(steward, 2, net)
         assert repairs_started(mesh) == 0
         key = (int(RecordKind.PLACEMENT), manifest_key(object_id))
-        own = steward.dht.published.get(key)
+        own = steward.dht.published.get(*key)
         assert own is not None and relayed_holders(own) <= holders
         assert own.sequence < 2**62  # its own version, not the forger's
 
@@ -147,10 +147,10 @@ async def test_forged_placements_change_no_view_and_the_object_stays_readable(ne
             settings=steward.steward.settings,
             client_settings=steward.steward.client.settings,
         )
-        steward.dht.published.pop(key)
+        steward.dht.published.remove(*key)
         report = await restarted.check_objects([Known.of(manifest)], renew_records=True)
         assert not report.repairs
-        assert relayed_holders(steward.dht.published[key]) <= holders
+        assert relayed_holders(steward.dht.published.get(*key)) <= holders
 
         again = await put_bytes(client, data, rule, convergence_secret=SECRET)
         assert again.read_cap == result.read_cap

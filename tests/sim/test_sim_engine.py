@@ -12,6 +12,7 @@ from collections import Counter
 
 import pytest
 
+from p2pstore.core.store_plan import STORE_ATTEMPTS
 from p2pstore.sim import Simulation, scenario_from_dict
 from p2pstore.sim.metrics import COLUMNS
 from p2pstore.sim.report import summarize
@@ -317,3 +318,48 @@ def test_runs_once():
     simulation = run(duration="1h")
     with pytest.raises(Exception, match="runs once"):
         simulation.run()
+
+
+def test_a_put_gives_a_fragment_up_after_the_clients_attempt_budget():
+    """The node's client tries ``STORE_ATTEMPTS`` holders per fragment; so does a simulated put
+    (it once retried until no candidate was left)."""
+    wide = {"peers": 120, "datacenters": 40, "regions": ["FR-GES"]}
+    simulation = Simulation(scenario(mesh=wide, placement={"candidates": "all"}))
+    client = 0
+    peers = simulation.peers
+    peers.hold_down(client)  # a client node: not a candidate itself
+    for peer in range(len(peers)):  # and cut off from every peer
+        peers.group[peer] = 0 if peer == client else 1
+    number = simulation.workload._new_object()
+    assert simulation.workload._place(number, client) is None
+    # every share refused on each of its holders: n shares times the budget, no more
+    assert simulation.counters.failed_stores == simulation.rule.n * STORE_ATTEMPTS
+
+
+def test_a_repair_places_the_rebuilt_fragments_that_fit():
+    """Too few datacenters left for n: the steward rebuilds as many fragments as fit the rule,
+    as the node's repairer does (the simulator once gave such a repair up)."""
+    killed = {"dc-0", "dc-1", "dc-2", "dc-3"}
+    sections = {
+        "mesh": {"peers": 30, "datacenters": 10, "regions": ["FR-GES"]},
+        "rule": {"name": "standard", "max_per_datacenter": 1},
+    }
+    before = Simulation(scenario(**sections))
+    before.run()
+    expected = 0
+    for counts in holders_by_datacenter(before):
+        lost = sum(counts[dc] for dc in killed)
+        if 8 - lost < 6:  # below threshold; 6 live datacenters, 8 - lost of them taken
+            expected += 6 - (8 - lost)
+    assert expected > 0
+    after = run(
+        **sections,
+        churn={
+            "outages": [
+                {"scope": "datacenter", "targets": sorted(killed), "at": "1h", "permanent": True}
+            ],
+            "replace_departed": False,
+        },
+    )
+    assert after.counters.fragments_rebuilt == expected
+    assert after.outcome().placement_violations == 0

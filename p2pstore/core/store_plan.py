@@ -1,0 +1,96 @@
+"""What a put and a repair do when a chosen holder fails, and how much of a repair to place.
+
+Strategy: these are the two placement decisions taken around the rendezvous choice
+(:mod:`p2pstore.core.placement`), and they were once written in each driver, where they drifted
+(the node tried four holders per fragment, the simulator without limit; the node placed the
+rebuilt shares that fit, the simulator gave up).  Both drivers -- the node's ``Client`` and
+``Repairer``, the simulator's workload and stewards -- now ask here:
+
+* :class:`StoreAttempts`: every fragment of a put or a repair gets the same budget of holders
+  (``STORE_ATTEMPTS``); a failed store excludes the holder and asks placement for the next one,
+  until the budget is spent, and then the fragment fails (a put fails, a repair waits for the
+  next round).  A bound, so a mesh of refusing peers costs a bounded number of uploads.
+* :func:`place_what_fits`: a repair places every rebuilt share within the rule if it can, and
+  otherwise as many as fit (too few datacenters left): each is still within the rule, there are
+  just fewer, which is better for durability than waiting with none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Final
+
+from p2pstore.core.placement import Candidate
+from p2pstore.core.repair_plan import place_repairs
+from p2pstore.core.rules import CodingRule
+from p2pstore.errors import LocalProtocolError, PlacementError
+
+STORE_ATTEMPTS: Final = 4
+"""Holders tried for one fragment (of a put or a repair) before it is given up."""
+
+
+class StoreAttempts:
+    """How many holders each share of a chunk has tried, against one budget."""
+
+    __slots__ = ("_tried", "budget")
+
+    def __init__(self, budget: int = STORE_ATTEMPTS) -> None:
+        if type(budget) is not int or budget < 1:
+            raise LocalProtocolError(f"a store attempt budget is at least 1, got {budget!r}")
+        self.budget = budget
+        self._tried: dict[int, int] = {}
+
+    def failed(self, share: int) -> bool:
+        """Count a failed store of ``share``; True if another holder may still be tried."""
+        tried = self._tried.get(share, 0) + 1
+        self._tried[share] = tried
+        return tried < self.budget
+
+    def tried(self, share: int) -> int:
+        """Failed stores of ``share`` so far."""
+        return self._tried.get(share, 0)
+
+
+def place_what_fits(
+    wanted: Sequence[int],
+    fragment_ids: Sequence[bytes],
+    survivors: Sequence[Candidate],
+    candidates: Sequence[Candidate],
+    rule: CodingRule,
+    *,
+    excluded: Collection[bytes] = (),
+    fragment_size: int = 0,
+) -> dict[int, Candidate]:
+    """Holders for the rebuilt shares ``wanted`` within ``rule`` (see :func:`place_repairs`);
+    when the candidates have room for only some of them, as many as fit, in ``wanted``'s order.
+
+    Raises :class:`PlacementError` (the whole placement's) if not one share fits.
+    """
+    try:
+        return place_repairs(
+            wanted,
+            fragment_ids,
+            survivors,
+            candidates,
+            rule,
+            excluded=excluded,
+            fragment_size=fragment_size,
+        )
+    except PlacementError:
+        placed: dict[int, Candidate] = {}
+        for share in wanted:
+            try:
+                placed |= place_repairs(
+                    (share,),
+                    fragment_ids,
+                    [*survivors, *placed.values()],
+                    candidates,
+                    rule,
+                    excluded=excluded,
+                    fragment_size=fragment_size,
+                )
+            except PlacementError:
+                continue
+        if not placed:
+            raise
+        return placed
