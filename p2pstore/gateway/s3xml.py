@@ -46,11 +46,15 @@ def _build(parent: ET.Element, tree: Tree) -> None:
             _build(element, child)
 
 
-def render(root: str, children: Iterable[Tree]) -> bytes:
-    """An XML document with S3's namespace on its root element."""
+def render(root: str, children: Iterable[Tree] | str) -> bytes:
+    """An XML document with S3's namespace on its root element (``children`` may be its
+    text)."""
     element = ET.Element(root, xmlns=NAMESPACE)
-    for child in children:
-        _build(element, child)
+    if isinstance(children, str):
+        element.text = children or None
+    else:
+        for child in children:
+            _build(element, child)
     return _document(element)
 
 
