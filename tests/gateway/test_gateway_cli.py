@@ -49,7 +49,7 @@ def test_key_create_ls_rm(tmp_path: Path) -> None:
     listed = json.loads(
         runner.invoke(cli, ["gateway", "--config", str(config), "key", "ls", "--json"]).output
     )
-    assert [row["access_key_id"] for row in listed][0] == first["access_key_id"]
+    assert listed[0]["access_key_id"] == first["access_key_id"]
     assert listed[1]["buckets"] == ["photos", "scans"] and listed[1]["read_only"]
     assert "secret" not in json.dumps(listed)
     keys_file = tmp_path / "gateway-keys.sqlite"
