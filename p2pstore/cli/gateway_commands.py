@@ -94,9 +94,8 @@ async def serve_gateway(config: GatewayConfig, *, ready: trio.Event | None = Non
     """Join the mesh and serve S3 until cancelled."""
     from p2pstore.gateway.app import GatewaySettings, S3App
     from p2pstore.gateway.blobs import MeshBlobs
-    from p2pstore.gateway.bucket_ops import HANDLERS as BUCKET_HANDLERS
     from p2pstore.gateway.names import LocalBackend
-    from p2pstore.gateway.object_ops import HANDLERS as OBJECT_HANDLERS
+    from p2pstore.gateway.operations import HANDLERS
     from p2pstore.gateway.server import serve
     from p2pstore.net.client import ClientSettings
 
@@ -107,7 +106,7 @@ async def serve_gateway(config: GatewayConfig, *, ready: trio.Event | None = Non
         app = S3App(
             backend,
             key_of=keys.get,
-            handlers={**BUCKET_HANDLERS, **OBJECT_HANDLERS},
+            handlers=HANDLERS,
             settings=GatewaySettings(region=config.region, domains=config.domains),
         )
         try:

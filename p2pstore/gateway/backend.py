@@ -46,6 +46,9 @@ class BucketInfo:
     created: float
     versioning: str = ""
     """``""`` (never enabled), ``Enabled`` or ``Suspended``."""
+    object_lock: bool = False
+    default_retention: float | None = None
+    """Seconds every new version is retained for (compliance mode), or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,26 @@ class Backend(Protocol):
     async def delete_bucket(self, tenant: str, name: str) -> None: ...
 
     async def set_versioning(self, tenant: str, name: str, status: str) -> None: ...
+
+    async def set_object_lock(
+        self, tenant: str, name: str, default_retention: float | None
+    ) -> None:
+        """Turn Object Lock on (it never goes off) with this default retention."""
+        ...
+
+    async def retain(
+        self,
+        tenant: str,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+        *,
+        until: float | None = None,
+        legal_hold: bool | None = None,
+    ) -> ObjectInfo:
+        """Set a version's retention date (it may be extended, never shortened: else
+        ``AccessDenied``) and/or its legal hold."""
+        ...
 
     async def store(self, body: Body, size: int) -> Blob:
         """Stream exactly ``size`` bytes of ``body`` into storage; the blob has no name."""

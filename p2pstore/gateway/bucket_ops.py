@@ -46,6 +46,8 @@ async def create_bucket(call: Call) -> Response:
     check_bucket_name(call.bucket)
     await call.body.read_all(MAX_XML_BYTES)  # an optional location constraint
     await call.backend.create_bucket(call.tenant, call.bucket)
+    if (call.header("x-amz-bucket-object-lock-enabled") or "").lower() == "true":
+        await call.backend.set_object_lock(call.tenant, call.bucket, None)
     return Response(headers=[("Location", f"/{call.bucket}")])
 
 

@@ -37,7 +37,8 @@ from p2pstore.gateway.s3errors import S3Error
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS buckets (
         name TEXT PRIMARY KEY NOT NULL, tenant TEXT NOT NULL, created REAL NOT NULL,
-        versioning TEXT NOT NULL DEFAULT '')""",
+        versioning TEXT NOT NULL DEFAULT '', object_lock INTEGER NOT NULL DEFAULT 0,
+        default_retention REAL)""",
     """CREATE TABLE IF NOT EXISTS versions (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, bucket TEXT NOT NULL, key TEXT NOT NULL,
         version_id TEXT NOT NULL, size INTEGER NOT NULL, meta TEXT NOT NULL,
@@ -53,6 +54,7 @@ _SCHEMA = (
         size INTEGER NOT NULL, md5 BLOB NOT NULL, modified REAL NOT NULL,
         PRIMARY KEY (upload_id, number))""",
 )
+_BUCKET = "name, tenant, created, versioning, object_lock, default_retention"
 _COLUMNS = (
     "key, version_id, size, meta, modified, segments, delete_marker, retain_until, legal_hold"
 )
@@ -64,6 +66,11 @@ class BlobStore(Protocol):
     async def store(self, body: Body, size: int) -> Blob: ...
 
     async def read(self, blob: Blob, start: int, stop: int, write: Write) -> None: ...
+
+
+def _bucket(row: tuple[str, str, float, str, int, float | None]) -> BucketInfo:
+    name, tenant, created, versioning, lock, retention = row
+    return BucketInfo(name, tenant, created, versioning, bool(lock), retention)
 
 
 def _meta_json(meta: ObjectMeta) -> str:
@@ -104,11 +111,10 @@ class LocalBackend:
 
     async def list_buckets(self, tenant: str) -> list[BucketInfo]:
         rows = self._db.execute(
-            "SELECT name, tenant, created, versioning FROM buckets WHERE tenant = ? "
-            "ORDER BY name",
+            f"SELECT {_BUCKET} FROM buckets WHERE tenant = ? ORDER BY name",  # noqa: S608
             (tenant,),
         )
-        return [BucketInfo(*row) for row in rows]
+        return [_bucket(row) for row in rows]
 
     async def create_bucket(self, tenant: str, name: str) -> None:
         row = self._db.execute("SELECT tenant FROM buckets WHERE name = ?", (name,)).fetchone()
@@ -122,13 +128,13 @@ class LocalBackend:
 
     async def bucket(self, tenant: str, name: str) -> BucketInfo:
         row = self._db.execute(
-            "SELECT name, tenant, created, versioning FROM buckets WHERE name = ?", (name,)
+            f"SELECT {_BUCKET} FROM buckets WHERE name = ?", (name,)  # noqa: S608
         ).fetchone()
         if row is None:
             raise S3Error("NoSuchBucket", f"the bucket {name} does not exist", resource=name)
         if row[1] != tenant:
             raise S3Error("AccessDenied", f"the bucket {name} is another tenant's", resource=name)
-        return BucketInfo(*row)
+        return _bucket(row)
 
     async def delete_bucket(self, tenant: str, name: str) -> None:
         await self.bucket(tenant, name)
@@ -145,8 +151,52 @@ class LocalBackend:
         self._db.execute("DELETE FROM buckets WHERE name = ?", (name,))
 
     async def set_versioning(self, tenant: str, name: str, status: str) -> None:
-        await self.bucket(tenant, name)
+        bucket = await self.bucket(tenant, name)
+        if bucket.object_lock and status != "Enabled":
+            raise S3Error("InvalidBucketState", "versioning cannot be suspended under Object Lock")
         self._db.execute("UPDATE buckets SET versioning = ? WHERE name = ?", (status, name))
+
+    async def set_object_lock(
+        self, tenant: str, name: str, default_retention: float | None
+    ) -> None:
+        await self.bucket(tenant, name)
+        self._db.execute(
+            "UPDATE buckets SET object_lock = 1, versioning = 'Enabled', default_retention = ? "
+            "WHERE name = ?",
+            (default_retention, name),
+        )
+
+    async def retain(
+        self,
+        tenant: str,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+        *,
+        until: float | None = None,
+        legal_hold: bool | None = None,
+    ) -> ObjectInfo:
+        info = await self.head(tenant, bucket, key, version_id)
+        if not (await self.bucket(tenant, bucket)).object_lock:
+            raise S3Error("InvalidRequest", f"Object Lock is not enabled on {bucket}")
+        if until is not None:
+            if info.retain_until is not None and until < info.retain_until:
+                raise S3Error(
+                    "AccessDenied", "a compliance retention date can be extended, not shortened",
+                    resource=key,
+                )
+            self._db.execute(
+                "UPDATE versions SET retain_until = ? WHERE bucket = ? AND key = ? "
+                "AND version_id = ?",
+                (until, bucket, key, info.version_id),
+            )
+        if legal_hold is not None:
+            self._db.execute(
+                "UPDATE versions SET legal_hold = ? WHERE bucket = ? AND key = ? "
+                "AND version_id = ?",
+                (int(legal_hold), bucket, key, info.version_id),
+            )
+        return await self.head(tenant, bucket, key, info.version_id)
 
     # -- bytes ------------------------------------------------------------------------------
 
@@ -172,6 +222,9 @@ class LocalBackend:
     ) -> ObjectInfo:
         version_id = self._new_version_id(bucket)
         now = self.clock()
+        retain_until = None
+        if bucket.default_retention is not None and not delete_marker:
+            retain_until = now + bucket.default_retention
         if version_id == NULL_VERSION:
             self._refuse_if_retained(bucket.name, key, NULL_VERSION, now)
         with self._db:
@@ -182,7 +235,7 @@ class LocalBackend:
             )
             self._db.execute(
                 "INSERT INTO versions (bucket, key, version_id, size, meta, modified, segments, "
-                "delete_marker) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "delete_marker, retain_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     bucket.name,
                     key,
@@ -192,11 +245,12 @@ class LocalBackend:
                     now,
                     json.dumps([[s.ref, s.size] for s in segments]),
                     int(delete_marker),
+                    retain_until,
                 ),
             )
         return ObjectInfo(
             key, version_id, sum(s.size for s in segments), meta, now, tuple(segments),
-            delete_marker=delete_marker,
+            delete_marker=delete_marker, retain_until=retain_until,
         )
 
     async def commit(

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 from p2pstore.gateway import etag
 from p2pstore.gateway.app import Call, Handler, Response
 from p2pstore.gateway.backend import NULL_VERSION, Blob, ObjectInfo, ObjectMeta, Upload, Write
+from p2pstore.gateway.lock_ops import lock_headers, parse_date
 from p2pstore.gateway.s3errors import S3Error
 from p2pstore.gateway.s3xml import (
     MAX_XML_BYTES,
@@ -79,10 +80,35 @@ async def put_object(call: Call) -> Response:
                 raise
         else:
             raise S3Error("PreconditionFailed", "the object exists", resource=call.object_key)
+    until = _requested_retention(call)
     blob, digest = await _store_checked(call, MAX_PUT)
     meta = _object_meta(call, etag.single_part(digest))
     info = await call.backend.commit(call.tenant, call.bucket, call.object_key, [blob], meta)
+    await _apply_retention(call, info, until)
     return Response(headers=[("ETag", meta.etag), *_version_header(info)])
+
+
+def _requested_retention(call: Call) -> tuple[float | None, bool]:
+    """The retention date and legal hold a write asks for in its headers."""
+    mode = call.header("x-amz-object-lock-mode")
+    date = call.header("x-amz-object-lock-retain-until-date")
+    if (mode is None) != (date is None):
+        raise S3Error("InvalidArgument", "give both the Object Lock mode and its date")
+    if mode is not None and mode != "COMPLIANCE":
+        raise S3Error("NotImplemented", "only COMPLIANCE Object Lock mode is offered")
+    hold = call.header("x-amz-object-lock-legal-hold") == "ON"
+    return (parse_date(date) if date else None), hold
+
+
+async def _apply_retention(
+    call: Call, info: ObjectInfo, requested: tuple[float | None, bool]
+) -> None:
+    until, hold = requested
+    if until is not None or hold:
+        await call.backend.retain(
+            call.tenant, call.bucket, info.key, info.version_id,
+            until=until, legal_hold=True if hold else None,
+        )
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -137,6 +163,7 @@ def _object_headers(call: Call, info: ObjectInfo) -> list[tuple[str, str]]:
         ("Accept-Ranges", "bytes"),
         ("Content-Type", info.meta.content_type),
         *_version_header(info),
+        *lock_headers(info),
         *((f"x-amz-meta-{k}", v) for k, v in info.meta.metadata),
     ]
     for param, header in _OVERRIDES.items():

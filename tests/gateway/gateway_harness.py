@@ -16,10 +16,9 @@ import trio
 from botocore.config import Config
 
 from p2pstore.gateway.app import GatewaySettings, S3App
-from p2pstore.gateway.bucket_ops import HANDLERS as BUCKET_HANDLERS
 from p2pstore.gateway.keys import ENTROPY_BYTES, AccessKey, AccessKeyStore, new_key
 from p2pstore.gateway.names import BlobStore, LocalBackend
-from p2pstore.gateway.object_ops import HANDLERS as OBJECT_HANDLERS
+from p2pstore.gateway.operations import HANDLERS
 from p2pstore.gateway.server import serve
 
 
@@ -89,7 +88,7 @@ async def running_gateway(
     app = S3App(
         backend,
         key_of=keys.get,
-        handlers={**BUCKET_HANDLERS, **OBJECT_HANDLERS},
+        handlers=HANDLERS,
         settings=settings,
     )
     admin = new_key(
