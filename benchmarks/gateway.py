@@ -11,12 +11,14 @@ is MiB of user data per second, wall clock; every read back is checked by SHA-25
 gateway's peak RSS is its ``VmHWM`` after the run (the issue: under 300 MiB during a 2 GiB
 upload; ``--size 2GiB`` checks exactly that).
 
-Run: ``python benchmarks/gateway.py`` (256 MiB, 1 repetition), ``--size 64MiB`` for a quick one.
+Run: ``python benchmarks/gateway.py`` (256 MiB, 1 repetition), ``--size 64MiB`` for a quick one,
+``--s3-put-only --size 2GiB`` for the memory bound alone (one upload through the gateway).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -115,7 +117,9 @@ async def start_gateway(config: Path) -> tuple[trio.Process, str]:
     return process, line.split("serving S3 on ")[1].split()[0]
 
 
-async def benchmark(size: int, nodes: int, repetitions: int, directory: Path) -> dict[str, object]:
+async def benchmark(
+    size: int, nodes: int, repetitions: int, directory: Path, *, s3_put_only: bool = False
+) -> dict[str, object]:
     source = directory / "source.bin"
     expected = write_random(source, size)
     _authority, members, _client = create_mesh(
@@ -160,6 +164,21 @@ async def benchmark(size: int, nodes: int, repetitions: int, directory: Path) ->
         )
         await trio.to_thread.run_sync(lambda: s3.create_bucket(Bucket="bench"))
         out = directory / "out.bin"
+        if s3_put_only:
+            started = time.perf_counter()
+            await trio.to_thread.run_sync(
+                lambda: s3.upload_file(str(source), "bench", "object", Config=transfer)
+            )
+            seconds = time.perf_counter() - started
+            peak = vm_hwm_mib(gateway.pid)
+            gateway.kill()
+            await gateway.wait()
+            nursery.cancel_scope.cancel()
+            return {
+                "size_mib": size / MiB,
+                "s3_put_mib_s": round(size / MiB / seconds, 1),
+                "gateway_peak_rss_mib": round(peak),
+            }
         for _ in range(repetitions):
             started = time.perf_counter()
             put = json.loads(
@@ -203,10 +222,18 @@ def main() -> None:
     parser.add_argument("--size", default="256MiB")
     parser.add_argument("--nodes", type=int, default=8)
     parser.add_argument("--repetitions", type=int, default=1)
+    parser.add_argument("--s3-put-only", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="p2pstore-gateway-bench-") as directory:
         result = trio.run(
-            benchmark, parse_size(args.size), args.nodes, args.repetitions, Path(directory)
+            functools.partial(
+                benchmark,
+                parse_size(args.size),
+                args.nodes,
+                args.repetitions,
+                Path(directory),
+                s3_put_only=args.s3_put_only,
+            )
         )
     print(json.dumps(result))
 
