@@ -156,8 +156,8 @@ class S3App:
                 leaf = S3Error("ServiceUnavailable", f"the mesh could not serve this: {leaf}")
             response = _error_response(leaf, request_id)
         response.headers.append(("x-amz-request-id", request_id))
+        self.metrics.requests[(operation, response.status)] += 1  # counted as it is answered
         await self._send(send, response)
-        self.metrics.requests[(operation, response.status)] += 1
         spent = trio.current_time() - started
         self.metrics.seconds[operation] = self.metrics.seconds.get(operation, 0.0) + spent
 

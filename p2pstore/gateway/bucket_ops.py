@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Callable
 from urllib.parse import quote
 
@@ -107,7 +108,7 @@ def _entry(info: ObjectInfo, encode: Encode, owner: Tree | None = None) -> Tree:
     return ("Contents", fields + ([owner] if owner else []))
 
 
-async def _page(call: Call, after: str) -> Page:
+async def _page(call: Call, after: str, skip: str | None) -> Page:
     prefix = call.param("prefix") or ""
 
     async def fetch(cursor: str, limit: int) -> list[ObjectInfo]:
@@ -119,6 +120,7 @@ async def _page(call: Call, after: str) -> Page:
         delimiter=call.param("delimiter") or "",
         after=after,
         max_keys=_max_keys(call),
+        skip=skip,
     )
 
 
@@ -139,17 +141,26 @@ def _common(call: Call, page: Page, encode: Encode) -> list[Tree]:
     return head + entries
 
 
+def _parse_token(token: str) -> tuple[str, str | None]:
+    """A continuation token: where the previous page stopped, and its last common prefix."""
+    try:
+        after, skip = json.loads(base64.urlsafe_b64decode(token.encode()).decode("utf-8"))
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        after = None
+        skip = None
+    if not isinstance(after, str) or not isinstance(skip, str | None):
+        raise S3Error("InvalidArgument", "the continuation token is not valid")
+    return after, skip
+
+
 async def list_objects_v2(call: Call) -> Response:
     await call.backend.bucket(call.tenant, call.bucket)
     encode = _encoder(call)
     token = call.param("continuation-token")
-    after = call.param("start-after") or ""
+    after, skip = call.param("start-after") or "", None
     if token is not None:
-        try:
-            after = base64.urlsafe_b64decode(token.encode()).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise S3Error("InvalidArgument", "the continuation token is not valid") from None
-    page = await _page(call, after)
+        after, skip = _parse_token(token)
+    page = await _page(call, after, skip)
     owner = _owner(call) if call.param("fetch-owner") == "true" else None
     tree = _common(call, page, encode) + [_entry(o, encode, owner) for o in page.objects]
     tree.append(("KeyCount", len(page.objects) + len(page.prefixes)))
@@ -158,7 +169,9 @@ async def list_objects_v2(call: Call) -> Response:
     if call.param("start-after"):
         tree.append(("StartAfter", encode(call.param("start-after") or "")))
     if page.truncated:
-        next_token = base64.urlsafe_b64encode(page.cursor.encode("utf-8")).decode()
+        next_token = base64.urlsafe_b64encode(
+            json.dumps([page.cursor, page.skip]).encode("utf-8")
+        ).decode()
         tree.append(("NextContinuationToken", next_token))
     return Response(body=render("ListBucketResult", tree))
 
@@ -167,7 +180,9 @@ async def list_objects(call: Call) -> Response:
     await call.backend.bucket(call.tenant, call.bucket)
     encode = _encoder(call)
     marker = call.param("marker") or ""
-    page = await _page(call, marker)
+    delimiter = call.param("delimiter") or ""
+    skip = marker if delimiter and marker.endswith(delimiter) else None  # a NextMarker prefix
+    page = await _page(call, marker, skip)
     tree = _common(call, page, encode) + [
         _entry(o, encode, _owner(call)) for o in page.objects
     ]

@@ -29,32 +29,41 @@ class Page:
     truncated: bool
     cursor: str
     """Where the next page starts (after): the last name, or a prefix followed by PAST."""
+    skip: str | None
+    """The last common prefix: names under it (even past the cursor) are already listed."""
 
 
 async def list_page(
-    fetch: Fetch, *, prefix: str, delimiter: str, after: str, max_keys: int
+    fetch: Fetch,
+    *,
+    prefix: str,
+    delimiter: str,
+    after: str,
+    max_keys: int,
+    skip: str | None = None,
 ) -> Page:
+    """One page from ``after`` (exclusive); ``skip``: a common prefix a previous page ended
+    with, whose names must not be listed again."""
     objects: list[ObjectInfo] = []
     prefixes: list[str] = []
     cursor = after
     while True:
         batch = await fetch(cursor, BATCH)
         for info in batch:
+            if skip is not None and info.key.startswith(skip):
+                cursor = info.key  # a name past prefix + PAST: still under the prefix
+                continue
+            if len(objects) + len(prefixes) == max_keys:
+                return Page(objects, prefixes, True, cursor, skip)
             rest = info.key[len(prefix) :]
             cut = rest.find(delimiter) if delimiter else -1
             if cut >= 0:
-                common = prefix + rest[: cut + len(delimiter)]
-                if prefixes and prefixes[-1] == common:
-                    continue
-                if len(objects) + len(prefixes) == max_keys:
-                    return Page(objects, prefixes, True, cursor)
-                prefixes.append(common)
-                cursor = common + PAST
+                skip = prefix + rest[: cut + len(delimiter)]
+                prefixes.append(skip)
+                cursor = skip + PAST
                 break  # ask again from past the prefix
-            if len(objects) + len(prefixes) == max_keys:
-                return Page(objects, prefixes, True, cursor)
             objects.append(info)
             cursor = info.key
         else:
             if len(batch) < BATCH:
-                return Page(objects, prefixes, False, cursor)
+                return Page(objects, prefixes, False, cursor, skip)
