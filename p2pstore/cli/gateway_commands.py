@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import trio
@@ -23,12 +24,17 @@ from p2pstore.core.rules import CodingRule, find_rule
 from p2pstore.errors import ConfigError
 from p2pstore.gateway.keys import ENTROPY_BYTES, AccessKeyStore, new_key
 
+if TYPE_CHECKING:
+    from p2pstore.gateway.app import S3App
+    from p2pstore.net.admin import AdminServer
+
 CONFIG_ENV = "P2PSTORE_GATEWAY_CONFIG"
 
 _SCHEMA: dict[str, dict[str, bool]] = {
     "gateway": {
         "listen": True,
         "client": True,
+        "admin": False,
         "region": False,
         "domains": False,
         "keys": False,
@@ -41,6 +47,7 @@ EXAMPLE = """\
 [gateway]
 listen = "127.0.0.1:9000"        # where S3 clients connect (put TLS in front for a network)
 client = "client/client.toml"    # the identity this gateway reaches the mesh with
+# admin = "127.0.0.1:9001"       # /metrics for Prometheus (requests, bytes, latency)
 # region = "us-east-1"           # the region clients sign for
 # domains = ["s3.example.org"]   # BUCKET.s3.example.org addresses a bucket (virtual-host style)
 # keys = "gateway-keys.sqlite"   # access keys (p2pstore gateway key create)
@@ -53,6 +60,7 @@ client = "client/client.toml"    # the identity this gateway reaches the mesh wi
 class GatewayConfig:
     path: Path
     listen: str
+    admin: str | None
     client: ClientConfig
     region: str
     domains: tuple[str, ...]
@@ -81,6 +89,7 @@ def load_gateway_config(path: Path) -> GatewayConfig:
     return GatewayConfig(
         path=path,
         listen=listen,
+        admin=reader.address("gateway", "admin"),
         client=client,
         region=reader.string("gateway", "region") or "us-east-1",
         domains=tuple(domains),
@@ -111,6 +120,8 @@ async def serve_gateway(config: GatewayConfig, *, ready: trio.Event | None = Non
         )
         try:
             async with trio.open_nursery() as nursery:
+                if config.admin is not None:
+                    await nursery.start(_admin_server(app, config.admin).run)
                 urls = await nursery.start(serve, app, config.listen)
                 click.echo(f"p2pstore gateway: serving S3 on {' '.join(urls)}", err=True)
                 if ready is not None:
@@ -118,6 +129,19 @@ async def serve_gateway(config: GatewayConfig, *, ready: trio.Event | None = Non
         finally:
             backend.close()
             keys.close()
+
+
+def _admin_server(app: S3App, address: str) -> AdminServer:
+    from p2pstore.net.address import parse_address
+    from p2pstore.net.admin import AdminServer
+    from p2pstore.net.http import Response
+    from p2pstore.net.metrics import CONTENT_TYPE
+
+    def metrics() -> Response:
+        return Response(200, app.metrics.exposition(), content_type=CONTENT_TYPE)
+
+    host, port = parse_address(address)
+    return AdminServer({"/metrics": metrics}, host, port)
 
 
 @click.group(invoke_without_command=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from p2pstore.errors import P2PStoreError
 from p2pstore.gateway.backend import Backend, Write
 from p2pstore.gateway.body import RequestBody
 from p2pstore.gateway.keys import AccessKey
+from p2pstore.gateway.metrics import GatewayMetrics
 from p2pstore.gateway.routing import Route, route
 from p2pstore.gateway.s3errors import S3Error
 from p2pstore.gateway.s3xml import error_document
@@ -86,16 +86,6 @@ class Call:
 Handler = Callable[[Call], Awaitable[Response]]
 
 
-@dataclass
-class GatewayMetrics:
-    requests: Counter[tuple[str, int]] = field(default_factory=Counter)
-    """(operation, status) -> requests answered."""
-    bytes_in: int = 0
-    bytes_out: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
-    """operation -> total seconds spent answering."""
-
-
 def _leaf(error: BaseException) -> BaseException:
     """The first non-group exception of a (nested) group, as trio's nurseries raise them."""
     while isinstance(error, BaseExceptionGroup):
@@ -135,13 +125,14 @@ class S3App:
         operation = "Unknown"
         try:
             request = _signed_request(scope)
-            call = self._authorise(request, receive)
-            operation = call.route.operation
+            found = self._route(request)
+            operation = found.operation
+            call = self._authorise(request, found, receive)
             handler = self.handlers.get(operation)
             if handler is None:
                 raise S3Error("NotImplemented", f"{operation} is not implemented by this gateway")
             response = await handler(call)
-            self.metrics.bytes_in += call.body.received
+            self.metrics.bytes_in.inc(call.body.received)
         except (P2PStoreError, BaseExceptionGroup) as error:
             leaf = _leaf(error)
             if not isinstance(leaf, P2PStoreError):
@@ -156,16 +147,15 @@ class S3App:
                 leaf = S3Error("ServiceUnavailable", f"the mesh could not serve this: {leaf}")
             response = _error_response(leaf, request_id)
         response.headers.append(("x-amz-request-id", request_id))
-        self.metrics.requests[(operation, response.status)] += 1  # counted as it is answered
+        self.metrics.answered(operation, response.status)  # counted as it is answered
         await self._send(send, response)
-        spent = trio.current_time() - started
-        self.metrics.seconds[operation] = self.metrics.seconds.get(operation, 0.0) + spent
+        self.metrics.latency.labels(operation=operation).observe(trio.current_time() - started)
 
-    def _authorise(self, request: SignedRequest, receive: Any) -> Call:
+    def _route(self, request: SignedRequest) -> Route:
         size = sum(len(k) + len(v) for k, v in request.headers)
         if size > MAX_HEADER_BYTES:
             raise S3Error("RequestHeaderSectionTooLarge", "the request's headers are too large")
-        found = route(
+        return route(
             request.method,
             request.header("host") or "",
             request.path,
@@ -173,6 +163,8 @@ class S3App:
             domains=self.settings.domains,
             has_copy_source=request.header("x-amz-copy-source") is not None,
         )
+
+    def _authorise(self, request: SignedRequest, found: Route, receive: Any) -> Call:
         auth = authenticate(
             request,
             now=self.clock(),
@@ -196,12 +188,12 @@ class S3App:
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         if response.stream is None:
             await send({"type": "http.response.body", "body": response.body})
-            self.metrics.bytes_out += len(response.body)
+            self.metrics.bytes_out.inc(len(response.body))
             return
 
         async def write(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
-            self.metrics.bytes_out += len(data)
+            self.metrics.bytes_out.inc(len(data))
 
         await response.stream(write)  # an error here drops the connection: a short body
         await send({"type": "http.response.body", "body": b""})

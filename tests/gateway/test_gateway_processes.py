@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from gateway_harness import S3, boto_client
 
 from p2pstore.cli.client_config import connected_client, load_client_config
-from p2pstore.cli.devnet import create_mesh
+from p2pstore.cli.devnet import create_mesh, free_loopback_ports
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import P2PStoreError
 from p2pstore.gateway.keys import AccessKey
@@ -130,7 +130,11 @@ async def test_boto3_through_the_gateway_to_node_processes(tmp_path: Path) -> No
     with trio.fail_after(DEADLINE):
         async with node_processes(tmp_path / "mesh", 8) as client_config:
             config = tmp_path / "gateway.toml"
-            config.write_text(f'[gateway]\nlisten = "127.0.0.1:0"\nclient = "{client_config}"\n')
+            admin = f"127.0.0.1:{free_loopback_ports(1)[0]}"
+            config.write_text(
+                f'[gateway]\nlisten = "127.0.0.1:0"\nclient = "{client_config}"\n'
+                f'admin = "{admin}"\n'
+            )
             writer = await make_key(config, "--tenant", "uni")
             reader = await make_key(config, "--tenant", "uni", "--read-only")
             async with gateway_process(config) as (url, process):
@@ -218,6 +222,14 @@ async def test_boto3_through_the_gateway_to_node_processes(tmp_path: Path) -> No
                 with pytest.raises(ClientError) as caught:
                     await s3.head_object(Bucket="archive", Key="copy")
                 assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+                metrics = await trio.to_thread.run_sync(
+                    lambda: urllib.request.urlopen(f"http://{admin}/metrics", timeout=10).read()
+                )
+                assert (
+                    b'p2pstore_gateway_requests_total{operation="UploadPart",status="200"} 3.0'
+                    in metrics
+                )
+                assert b"p2pstore_gateway_request_seconds_bucket" in metrics
                 print(f"gateway peak RSS: {peak_rss_mib(process.pid):.0f} MiB")
                 process.send_signal(signal.SIGINT)
                 with trio.fail_after(30):

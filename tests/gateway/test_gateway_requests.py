@@ -206,7 +206,12 @@ async def test_bad_input_gets_an_s3_error_and_the_gateway_keeps_serving(tmp_path
             await s3.put_object_acl(Bucket="bkt", Key="k", ACL="private")
         assert code(caught.value) == "NotImplemented"
         assert [b["Name"] for b in (await s3.list_buckets())["Buckets"]] == ["bkt"]
-        assert gw.app.metrics.requests[("ListBuckets", 200)] == 1
+        assert gw.app.metrics.count("ListBuckets", 200) == 1
+        assert gw.app.metrics.count("ListObjects", 403) == 1  # the anonymous request
+        assert gw.app.metrics.count("GetObject", 403) == 1  # the expired presigned URL
+        assert b'p2pstore_gateway_requests_total{operation="PutObject"' in (
+            gw.app.metrics.exposition()
+        )
 
 
 async def test_keys_limited_to_buckets(tmp_path: Path) -> None:
