@@ -51,6 +51,7 @@ def cli(debug: bool) -> None:
       p2pstore ca --help         create the mesh CA, issue and revoke certificates
       p2pstore node run --help   run a datacenter node from its TOML config
       p2pstore simulate S --out D   run churn scenario S in the simulator (simulations/)
+      p2pstore gateway --config G   serve the mesh as an S3 endpoint
     """
 
 
@@ -59,6 +60,7 @@ def _register() -> None:
     from p2pstore.cli.check_command import check
     from p2pstore.cli.demo import demo
     from p2pstore.cli.devnet import devnet
+    from p2pstore.cli.gateway_commands import gateway
     from p2pstore.cli.node_commands import node
     from p2pstore.cli.object_commands import get, put, stat
     from p2pstore.cli.simulate import simulate
@@ -68,6 +70,7 @@ def _register() -> None:
     cli.add_command(devnet)
     cli.add_command(demo)
     cli.add_command(simulate)
+    cli.add_command(gateway)
     for command in (put, get, stat, check):
         cli.add_command(command)
 

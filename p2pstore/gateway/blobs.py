@@ -1,0 +1,140 @@
+"""Where the gateway's bytes go: the mesh through the native client, or memory (tests).
+
+A body streams into :meth:`Client.put` through a file-like reader that the client's encoding
+thread pulls from (``trio.from_thread``), so the gateway holds about ``chunks_in_flight`` chunks
+of an upload, never the whole object.  A ranged read fetches and decodes only the chunks that
+overlap the range, a few at a time, and hands them out in order.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+import trio
+
+from p2pstore.codec import ObjectDecoder, ReadCap
+from p2pstore.core.rules import CodingRule
+from p2pstore.errors import P2PStoreError
+from p2pstore.gateway.backend import Blob, Body, Write
+from p2pstore.gateway.s3errors import S3Error
+from p2pstore.net.client import Client
+
+PIECE = 256 * 1024
+"""Bytes handed to ``write`` at a time by the memory store."""
+
+
+class _BodyReader(io.RawIOBase):
+    """A blocking file over an async body, read from a worker thread of trio's."""
+
+    def __init__(self, body: Body) -> None:
+        self.body = body
+        self.failure: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            raise io.UnsupportedOperation("the body is read in chunks")
+        try:
+            return trio.from_thread.run(self._read_exactly, size)
+        except BaseException as exc:
+            self.failure = exc
+            raise
+
+    async def _read_exactly(self, size: int) -> bytes:
+        pieces: list[bytes] = []
+        wanted = size
+        while wanted:
+            piece = await self.body.read(wanted)
+            if not piece:
+                break
+            pieces.append(piece)
+            wanted -= len(piece)
+        return b"".join(pieces)
+
+
+class MeshBlobs:
+    """Blobs are objects in the mesh (random keys), referenced by their read caps."""
+
+    def __init__(self, client: Client, rule: CodingRule) -> None:
+        if not client.settings.in_threads:
+            raise ValueError("the gateway streams bodies from the client's encoding threads")
+        self.client = client
+        self.rule = rule
+
+    async def store(self, body: Body, size: int) -> Blob:
+        if size == 0:
+            if await body.read(1):
+                raise S3Error("IncompleteBody", "the body is longer than declared")
+            return Blob("", 0)
+        reader = _BodyReader(body)
+        try:
+            result = await self.client.put(reader, size, self.rule)  # type: ignore[arg-type]
+        except (P2PStoreError, BaseExceptionGroup):
+            if isinstance(reader.failure, S3Error):
+                raise reader.failure from None
+            raise
+        if await body.read(1):
+            raise S3Error("IncompleteBody", "the body is longer than declared")
+        return Blob(result.read_cap.to_string(), size)
+
+    async def read(self, blob: Blob, start: int, stop: int, write: Write) -> None:
+        if start >= stop:
+            return
+        cap = ReadCap.parse(blob.ref)
+        client = self.client
+        manifest = await client.fetch_manifest(cap.object_id)
+        placement = await client.fetch_placement(cap.object_id, manifest)
+        decoder = ObjectDecoder(manifest, cap.key)
+        size = manifest.chunk_size
+        indices = range(start // size, (stop - 1) // size + 1)
+        results: dict[int, bytes] = {}
+        ready = {index: trio.Event() for index in indices}
+        window = trio.Semaphore(client.settings.chunks_in_flight)
+
+        async def fetch_one(index: int) -> None:
+            fragments = await client.fetch_chunk(manifest, placement, index)
+            results[index] = await client.run_sync(decoder.decode_chunk, index, fragments)
+            ready[index].set()
+
+        async def write_in_order() -> None:
+            for index in indices:
+                await ready[index].wait()
+                data = results.pop(index)
+                base = index * size
+                await write(data[max(0, start - base) : stop - base])
+                window.release()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write_in_order)
+            for index in indices:
+                await window.acquire()
+                nursery.start_soon(fetch_one, index)
+
+
+class MemoryBlobs:
+    """Blobs in a dict: for tests of everything above the mesh."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self._ids = itertools.count()
+
+    async def store(self, body: Body, size: int) -> Blob:
+        pieces, got = [], 0
+        while piece := await body.read(PIECE):
+            got += len(piece)
+            if got > size:
+                raise S3Error("IncompleteBody", "the body is longer than declared")
+            pieces.append(piece)
+        if got != size:
+            raise S3Error("IncompleteBody", f"the body ended after {got} of {size} bytes")
+        ref = f"mem-{next(self._ids)}"
+        self.data[ref] = b"".join(pieces)
+        return Blob(ref, size)
+
+    async def read(self, blob: Blob, start: int, stop: int, write: Write) -> None:
+        data = self.data[blob.ref] if blob.size else b""
+        for offset in range(start, stop, PIECE):
+            await write(data[offset : min(stop, offset + PIECE)])

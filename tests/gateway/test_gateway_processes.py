@@ -1,0 +1,236 @@
+"""boto3 against ``p2pstore gateway`` in front of a mesh of real node processes over mutual TLS:
+the gateway is a process of its own, as an institution runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+from botocore.exceptions import ClientError
+from gateway_harness import S3, boto_client
+
+from p2pstore.cli.client_config import connected_client, load_client_config
+from p2pstore.cli.devnet import create_mesh, free_loopback_ports
+from p2pstore.core.rules import CodingRule
+from p2pstore.errors import P2PStoreError
+from p2pstore.gateway.keys import AccessKey
+
+MiB = 1024 * 1024
+CHUNK = 4 * MiB  # the client's default chunk size
+DEADLINE = 240.0
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "p2pstore", *args]
+
+
+async def wait_until_joined(config: Path, count: int) -> None:
+    everyone = CodingRule("probe", k=1, n=1, repair_threshold=1)
+    with trio.fail_after(60):
+        while True:
+            try:
+                async with connected_client(load_client_config(config)) as client:
+                    if len(await client.candidates(everyone)) >= count:
+                        return
+            except* (P2PStoreError, OSError):
+                pass  # a node not listening yet
+            await trio.sleep(0.3)
+
+
+@asynccontextmanager
+async def node_processes(directory: Path, count: int) -> AsyncIterator[Path]:
+    """``count`` node processes of a fresh local mesh; yields the client config."""
+    _authority, members, _client = create_mesh(directory, count, count, ("FR-GES", "FR-IDF"))
+    processes = []
+    try:
+        for member in members:
+            with (member.directory / "node.log").open("ab") as log:
+                processes.append(
+                    await trio.lowlevel.open_process(
+                        cli("node", "run", "--config", str(member.directory / "node.toml")),
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=log,
+                    )
+                )
+        config = directory / "client" / "client.toml"
+        await wait_until_joined(config, count)
+        yield config
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+        with trio.CancelScope(shield=True):
+            for process in processes:
+                await process.wait()
+
+
+async def make_key(config: Path, *args: str) -> AccessKey:
+    done = await trio.run_process(
+        cli("gateway", "--config", str(config), "key", "create", "--json", *args),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    made = json.loads(done.stdout)
+    return AccessKey(made["access_key_id"], made["secret_access_key"], "", None, False, 0.0)
+
+
+@asynccontextmanager
+async def gateway_process(config: Path) -> AsyncIterator[tuple[str, trio.Process]]:
+    """``p2pstore gateway`` started, and the URL it reports once it serves."""
+    process = await trio.lowlevel.open_process(
+        cli("gateway", "--config", str(config)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    seen = b""
+    try:
+        with trio.fail_after(60):
+            while b"serving S3 on " not in seen or not seen.endswith(b"\n"):
+                piece = await process.stderr.receive_some(4096)
+                assert piece, f"the gateway exited: {seen.decode(errors='replace')}"
+                seen += piece
+        line = next(x for x in seen.decode().splitlines() if "serving S3 on " in x)
+        url = line.split("serving S3 on ")[1].split()[0]
+        yield url, process
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def code(error: ClientError) -> str:
+    return str(error.response["Error"]["Code"])
+
+
+@pytest.mark.integration
+async def test_boto3_through_the_gateway_to_node_processes(tmp_path: Path) -> None:
+    with trio.fail_after(DEADLINE):
+        async with node_processes(tmp_path / "mesh", 8) as client_config:
+            config = tmp_path / "gateway.toml"
+            admin = f"127.0.0.1:{free_loopback_ports(1)[0]}"
+            config.write_text(
+                f'[gateway]\nlisten = "127.0.0.1:0"\nclient = "{client_config}"\n'
+                f'admin = "{admin}"\n'
+            )
+            writer = await make_key(config, "--tenant", "uni")
+            reader = await make_key(config, "--tenant", "uni", "--read-only")
+            async with gateway_process(config) as (url, process):
+                s3 = S3(boto_client(url, writer))
+                await s3.create_bucket(Bucket="archive")
+                data = os.urandom(2 * CHUNK + 12345)
+                put = await s3.put_object(Bucket="archive", Key="scan/1.tif", Body=data)
+                assert put["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+                body, _ = await s3.get_bytes(Bucket="archive", Key="scan/1.tif")
+                assert body == data
+                for start, stop in (
+                    (CHUNK - 100, CHUNK + 100),
+                    (2 * CHUNK - 1, 2 * CHUNK + 1),
+                    (0, 1),
+                    (len(data) - 5, len(data)),
+                ):
+                    body, got = await s3.get_bytes(
+                        Bucket="archive", Key="scan/1.tif", Range=f"bytes={start}-{stop - 1}"
+                    )
+                    assert body == data[start:stop], (start, stop)
+                    assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
+
+                parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(777)]
+                upload = await s3.create_multipart_upload(Bucket="archive", Key="big")
+                uid = upload["UploadId"]
+                tags = [
+                    (
+                        await s3.upload_part(
+                            Bucket="archive", Key="big", UploadId=uid, PartNumber=n, Body=part
+                        )
+                    )["ETag"]
+                    for n, part in enumerate(parts, 1)
+                ]
+                await s3.complete_multipart_upload(
+                    Bucket="archive",
+                    Key="big",
+                    UploadId=uid,
+                    MultipartUpload={
+                        "Parts": [{"PartNumber": n, "ETag": t} for n, t in enumerate(tags, 1)]
+                    },
+                )
+                whole = b"".join(parts)
+                body, got = await s3.get_bytes(Bucket="archive", Key="big")
+                assert body == whole
+                assert got["ETag"].endswith('-3"')
+                edge = 5 * MiB
+                body, _ = await s3.get_bytes(
+                    Bucket="archive", Key="big", Range=f"bytes={edge - 10}-{edge + 9}"
+                )
+                assert body == whole[edge - 10 : edge + 10]
+
+                await s3.copy_object(
+                    Bucket="archive", Key="copy", CopySource={"Bucket": "archive", "Key": "big"}
+                )
+                head = await s3.head_object(Bucket="archive", Key="copy")
+                assert head["ContentLength"] == len(whole)
+                listing = await s3.list_objects_v2(Bucket="archive", Delimiter="/")
+                assert [o["Key"] for o in listing["Contents"]] == ["big", "copy"]
+                assert [p["Prefix"] for p in listing["CommonPrefixes"]] == ["scan/"]
+
+                presigned = s3.client.generate_presigned_url(
+                    "get_object", Params={"Bucket": "archive", "Key": "scan/1.tif"}, ExpiresIn=60
+                )
+                fetched = await trio.to_thread.run_sync(
+                    lambda: urllib.request.urlopen(presigned, timeout=30).read()
+                )
+                assert fetched == data
+
+                readonly = S3(boto_client(url, reader))
+                assert (await readonly.head_object(Bucket="archive", Key="big"))["ContentLength"]
+                with pytest.raises(ClientError) as caught:
+                    await readonly.put_object(Bucket="archive", Key="x", Body=b"no")
+                assert code(caught.value) == "AccessDenied"
+                forged = AccessKey(writer.key_id, "wrong" * 8, "", None, False, 0.0)
+                with pytest.raises(ClientError) as caught:
+                    await S3(boto_client(url, forged)).list_buckets()
+                assert code(caught.value) == "SignatureDoesNotMatch"
+                with pytest.raises(ClientError) as caught:
+                    await s3.put_bucket_tagging(
+                        Bucket="archive", Tagging={"TagSet": [{"Key": "a", "Value": "b"}]}
+                    )
+                assert code(caught.value) == "NotImplemented"
+
+                await s3.delete_object(Bucket="archive", Key="copy")
+                with pytest.raises(ClientError) as caught:
+                    await s3.head_object(Bucket="archive", Key="copy")
+                assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+                metrics = await trio.to_thread.run_sync(
+                    lambda: urllib.request.urlopen(f"http://{admin}/metrics", timeout=10).read()
+                )
+                assert (
+                    b'p2pstore_gateway_requests_total{operation="UploadPart",status="200"} 3.0'
+                    in metrics
+                )
+                assert b"p2pstore_gateway_request_seconds_bucket" in metrics
+                print(f"gateway peak RSS: {peak_rss_mib(process.pid):.0f} MiB")
+                process.send_signal(signal.SIGINT)
+                with trio.fail_after(30):
+                    await process.wait()
