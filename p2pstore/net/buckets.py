@@ -106,7 +106,8 @@ class BucketService:
 
         async def one(contact: Contact) -> None:
             nonlocal took
-            took += await self._push_to(contact, bucket, entries)
+            complete = await self._push_to(contact, bucket, entries)
+            took += complete  # not `took += await ...`: that reads `took` before awaiting
 
         async with trio.open_nursery() as nursery:
             for contact in contacts:
