@@ -24,9 +24,9 @@ from p2pstore.errors import ConfigError, IdentityError, PeerUnreachable, StoreEr
 from p2pstore.identity import NodeCredentials, TrustAnchor, short_id
 from p2pstore.net.address import parse_address
 from p2pstore.net.admin import AdminServer, node_pages
+from p2pstore.net.buckets import BucketService
 from p2pstore.net.contact_book import SAVE_INTERVAL, ContactBook, contacts_worth_saving
 from p2pstore.net.departure import Departure, DrainOutcome
-from p2pstore.net.buckets import BucketService
 from p2pstore.net.dht import Dht
 from p2pstore.net.fragments import FragmentService
 from p2pstore.net.metrics import NodeMetrics
@@ -195,7 +195,6 @@ async def serve_node(
         rng=random.Random(),  # noqa: S311 - picks bucket-refresh targets, not secrets
         wall_clock=time.time,
     )
-    buckets = BucketService(dht)
     book = ContactBook(config.data_dir)
     saved = _load_saved_contacts(book)
     records = RecordBook(config.data_dir, dht.settings.max_records, dht.settings.max_record_bytes)
@@ -213,7 +212,7 @@ async def serve_node(
         async with trio.open_nursery() as nursery:
             await nursery.start(mesh_node.run)
             await nursery.start(dht.run)
-            await nursery.start(buckets.run)
+            await nursery.start(BucketService(dht).run)
             steward = Steward(
                 dht,
                 config.rules,
