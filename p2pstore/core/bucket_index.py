@@ -27,6 +27,7 @@ has them is a follow-up (see bootstrap/README.md, "Buckets").  Pure: no I/O, no 
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 from collections.abc import Iterable, Iterator
@@ -87,7 +88,7 @@ def _better_retention(new: VerifiedEntry, old: VerifiedEntry | None) -> bool:
 class BucketIndex:
     """The entries of one bucket, joined slot by slot (see the module docstring)."""
 
-    __slots__ = ("_digests", "_slots", "_summary", "bucket")
+    __slots__ = ("_digests", "_slots", "_sorted", "_summary", "bucket")
 
     def __init__(self, bucket: bytes) -> None:
         self.bucket = NodeId(bucket)
@@ -95,6 +96,9 @@ class BucketIndex:
         """name token -> version id -> slots."""
         self._digests: dict[bytes, VerifiedEntry] = {}
         self._summary: bytes | None = None
+        self._sorted: list[bytes] | None = None
+        """The digests in order, rebuilt after a change: a replica serves many pages of
+        an index between two writes."""
 
     def __len__(self) -> int:
         """Entries kept (the slot winners)."""
@@ -136,7 +140,7 @@ class BucketIndex:
         displaced = [before[d] for d in before.keys() - after.keys()]
         for old in displaced:
             del self._digests[old.digest]
-        self._summary = None
+        self._summary = self._sorted = None
         return displaced
 
     def merge(self, entries: Iterable[VerifiedEntry]) -> int:
@@ -150,21 +154,27 @@ class BucketIndex:
 
     def entries(self) -> list[VerifiedEntry]:
         """The entries kept, in digest order: what a replica serves and a peer merges."""
-        return [self._digests[d] for d in sorted(self._digests)]
+        return [self._digests[d] for d in self._ordered()]
+
+    def _ordered(self) -> list[bytes]:
+        if self._sorted is None:
+            self._sorted = sorted(self._digests)
+        return self._sorted
 
     def page(self, after: bytes, limit: int) -> tuple[list[VerifiedEntry], bytes]:
         """Up to ``limit`` entries whose digest is above ``after``, and the cursor of the next
         page (empty when this one is the last)."""
-        keys = sorted(d for d in self._digests if d > after)
-        chosen = keys[:limit]
-        cursor = chosen[-1] if len(keys) > limit else b""
+        ordered = self._ordered()
+        start = bisect.bisect_right(ordered, after)
+        chosen = ordered[start : start + limit]
+        cursor = chosen[-1] if start + limit < len(ordered) else b""
         return [self._digests[d] for d in chosen], cursor
 
     def summary(self) -> bytes:
         """A digest of the entries kept: equal summaries mean equal states."""
         if self._summary is None:
             h = hashlib.sha256(b"p2pstore-bucket-summary-v1\0")
-            for digest in sorted(self._digests):
+            for digest in self._ordered():
                 h.update(digest)
             self._summary = h.digest()
         return self._summary

@@ -32,7 +32,8 @@ MAX_ENTRY_PAYLOAD: Final = 4 * 1024
 """A sealed name, read cap, size, mtime and user metadata fit in 4 KiB."""
 MAX_ENTRY_BYTES: Final = MAX_ENTRY_PAYLOAD + MAX_PUBLISHER_CERTIFICATE + 512
 """The most one encoded entry may take (payload, certificate and fixed fields)."""
-MAX_ENTRIES_PER_MESSAGE: Final = 64
+MAX_ENTRIES_PER_MESSAGE: Final = 256
+"""At most about 2.2 MiB of entries per message, well inside a frame."""
 MAX_TIMESTAMP: Final = 2**62
 """Milliseconds (and retention seconds) are ints below this, so msgpack keeps them in 64 bits."""
 MAX_CURSOR: Final = 64

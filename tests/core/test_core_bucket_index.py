@@ -214,6 +214,20 @@ def test_pages_cover_every_entry_once_in_digest_order():
     assert len(seen) == 10
 
 
+@settings(max_examples=100)
+@given(lists, st.integers(1, 6))
+def test_pages_of_any_size_cover_the_index_once(items, limit):
+    index = index_of(items)
+    seen, cursor = [], b""
+    while True:
+        page, cursor = index.page(cursor, limit)
+        assert len(page) <= limit
+        seen.extend(e.digest for e in page)
+        if not cursor:
+            break
+    assert seen == [e.digest for e in index.entries()]
+
+
 def test_an_entry_of_another_bucket_is_refused():
     other = BucketIndex(hashlib.sha256(b"x").digest()[:20])
     with pytest.raises(LocalProtocolError, match="joined into"):

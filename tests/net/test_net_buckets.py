@@ -128,7 +128,7 @@ async def test_anti_entropy_brings_every_replica_to_the_same_index(net, clock):
             writing = BucketService(writer.dht, SETTINGS)
             replicas = await writing.replicas(BUCKET)
             first, second = (
-                entries(writer.node.credentials, writer.dht.wall_clock(), 100)[i::2] for i in (0, 1)
+                entries(writer.node.credentials, writer.dht.wall_clock(), 600)[i::2] for i in (0, 1)
             )
             # Two replicas each got half of the writes (the others none): a partition.
             assert await writing._push_to(replicas[0], BUCKET, first)
@@ -137,5 +137,6 @@ async def test_anti_entropy_brings_every_replica_to_the_same_index(net, clock):
             await held[replicas[1].id].anti_entropy()
             summaries = {held[c.id].replica.index(BUCKET).summary() for c in replicas}
             assert len(summaries) == 1
-            assert all(len(held[c.id].replica.index(BUCKET)) == 100 for c in replicas)
+            # 600 entries: several pages each way (256 per message).
+            assert all(len(held[c.id].replica.index(BUCKET)) == 600 for c in replicas)
             nursery.cancel_scope.cancel()
