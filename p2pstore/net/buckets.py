@@ -16,17 +16,19 @@ advance, and a bucket read stops at ``max_pull_entries``; every call has a timeo
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
+import trio.lowlevel
 
 from p2pstore.core.bucket_entries import verify_entry
 from p2pstore.core.bucket_index import BucketIndex
 from p2pstore.core.bucket_replica import BucketReplica
 from p2pstore.core.contact import Contact
-from p2pstore.errors import EntryRejected
-from p2pstore.identity import PeerIdentity, TrustAnchor, short_id
+from p2pstore.errors import EntryRejected, StoreError
+from p2pstore.identity import NodeId, PeerIdentity, TrustAnchor, short_id
+from p2pstore.net.bucket_book import BucketBook
 from p2pstore.net.dht import RPC_FAILURES, Dht
 from p2pstore.wire import (
     MAX_ENTRIES_PER_MESSAGE,
@@ -52,6 +54,11 @@ class BucketSettings:
     max_bytes: int = 1024 * 1024 * 1024
     max_pull_entries: int = 2_000_000
     """Entries one bucket read takes from one replica at most (then it stops with what it has)."""
+    save_interval: float = 300.0
+    """How often a node with a :class:`BucketBook` saves what it holds (and at a clean stop)."""
+    in_threads: bool = True
+    """Load and save the book in a worker thread (False under a mock clock, which would jump
+    while a thread works)."""
 
 
 @dataclass
@@ -72,22 +79,116 @@ class BucketService:
     calls :meth:`push` and :meth:`fetch`.
     """
 
-    def __init__(self, dht: Dht, settings: BucketSettings | None = None) -> None:
+    def __init__(
+        self, dht: Dht, settings: BucketSettings | None = None, *, book: BucketBook | None = None
+    ) -> None:
+        """``book``: where a node saves the entries it holds across restarts (None: memory
+        only, as for clients and tests)."""
         self.dht = dht
         self.node = dht.node
         self.settings = settings or BucketSettings()
         self.replica = BucketReplica(self.settings.max_entries, self.settings.max_bytes)
+        self.book = book
+        self._restored = book is None
         self.node.handle(BucketPush, self._on_push)
         self.node.handle(BucketPull, self._on_pull)
         self.node.add_listener(self)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Reconcile the buckets held with their other replicas, every interval, until
-        cancelled."""
+        """Hold again what the last run saved, then reconcile the buckets held with their
+        other replicas and save them, every interval, until cancelled (a last save then)."""
         task_status.started()
-        while True:
-            await trio.sleep(self.settings.anti_entropy_interval)
-            await self.anti_entropy()
+        try:
+            await self.restore()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_every, self.settings.anti_entropy_interval, self.anti_entropy)
+                if self.book is not None:
+                    nursery.start_soon(_every, self.settings.save_interval, self._save_in_thread)
+        finally:
+            self.save(level=logging.INFO)  # blocking, at a stop: the node is going away
+
+    # -- persistence -------------------------------------------------------------------------
+
+    async def restore(self) -> int:
+        """Push the saved entries through the replica (verified like a peer's), in batches
+        that let the node serve meanwhile; return how many are held again."""
+        if self.book is None or self._restored:
+            return 0
+        try:
+            if self.settings.in_threads:
+                loaded = await trio.to_thread.run_sync(self.book.load)
+            else:
+                loaded = self.book.load()
+        except StoreError as error:
+            log.warning(
+                "ignoring the saved bucket entries: %s",
+                error,
+                extra={"event": "buckets_unreadable"},
+            )
+            self._restored = True
+            return 0
+        kept = 0
+        for start in range(0, len(loaded.entries), MAX_ENTRIES_PER_MESSAGE):
+            for bucket, entry in loaded.entries[start : start + MAX_ENTRIES_PER_MESSAGE]:
+                outcome = self.replica.push(
+                    bucket, [entry], self.dht.wall_clock(), trust=self.dht.trust()
+                )
+                kept += outcome.added
+            await trio.lowlevel.checkpoint()
+        self._restored = True
+        self.book.saved_changes = self.replica.changes
+        log.info(
+            "holding again %d bucket index entries saved by the last run (%d invalid, revoked "
+            "or over their tenant's quota, dropped)",
+            kept,
+            len(loaded.entries) + loaded.malformed - kept,
+            extra={"event": "buckets_loaded", "entries": kept},
+        )
+        return kept
+
+    def save(self, level: int = logging.DEBUG) -> bool:
+        """Save the entries held if they changed since the last save (never before the saved
+        ones were restored: that would overwrite them); log instead of raising.  Blocking."""
+        book = self.book
+        if book is None or not self._restored or book.saved_changes == self.replica.changes:
+            return True
+        return self._write(book, book.snapshot(self.replica), self.replica.changes, level)
+
+    async def _save_in_thread(self) -> None:
+        book = self.book
+        if book is None or not self._restored or book.saved_changes == self.replica.changes:
+            return
+        held, changes = book.snapshot(self.replica), self.replica.changes
+        if self.settings.in_threads:
+            await trio.to_thread.run_sync(self._write, book, held, changes, logging.DEBUG)
+        else:
+            self._write(book, held, changes, logging.DEBUG)
+
+    def _write(
+        self,
+        book: BucketBook,
+        held: list[tuple[NodeId, BucketEntry]],
+        changes: int,
+        level: int,
+    ) -> bool:
+        try:
+            book.save(held)
+        except StoreError as error:
+            log.warning(
+                "could not save the bucket entries held here: %s",
+                error,
+                extra={"event": "buckets_save_failed"},
+            )
+            return False
+        book.saved_changes = changes
+        log.log(
+            level,
+            "saved %d bucket index entries to %s",
+            len(held),
+            book.path,
+            extra={"event": "buckets_saved", "entries": len(held)},
+        )
+        return True
 
     # -- a client's reads and writes ---------------------------------------------------------
 
@@ -283,3 +384,9 @@ class BucketService:
                 dropped,
                 extra={"event": "bucket_entries_revoked", "entries": dropped},
             )
+
+
+async def _every(interval: float, job: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        await trio.sleep(interval)
+        await job()
