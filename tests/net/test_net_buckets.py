@@ -140,3 +140,42 @@ async def test_anti_entropy_brings_every_replica_to_the_same_index(net, clock):
             # 600 entries: several pages each way (256 per message).
             assert all(len(held[c.id].replica.index(BUCKET)) == 600 for c in replicas)
             nursery.cancel_scope.cancel()
+
+
+class LoopingReplica(BucketService):
+    """A hostile replica: every page says "more after this", with the same cursor."""
+
+    async def _on_pull(self, peer: PeerIdentity, message: Message) -> Message:
+        reply = await super()._on_pull(peer, message)
+        assert isinstance(reply, BucketPullReply)
+        return dataclasses.replace(reply, cursor=b"\x00" * 32, summary=b"lies")
+
+
+async def test_anti_entropy_with_hostile_peers_keeps_only_what_verifies_and_terminates(
+    net, clock, log_events
+):
+    mesh = StorageMesh(net, 6)
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            await mesh.start(nursery)
+            writer = await mesh.client(nursery, credentials=tenant_client(mesh))
+            writing = BucketService(writer.dht, SETTINGS)
+            replicas = await writing.replicas(BUCKET)
+            by_id = {m.node_id: m for m in mesh.nodes}
+            hostile = {by_id[replicas[1].id].index: ForgingReplica}
+            hostile[by_id[replicas[2].id].index] = LoopingReplica
+            held = services(mesh, hostile)
+            batch = entries(writer.node.credentials, writer.dht.wall_clock(), 20)
+            for contact in replicas[1:3]:
+                assert await writing._push_to(contact, BUCKET, batch)
+            assert await writing._push_to(replicas[0], BUCKET, batch[:1])  # it knows the bucket
+            honest = held[replicas[0].id]
+            await honest.anti_entropy()
+            # It took nothing from the forger, and the looping peer's entries once.
+            assert {e.entry for e in honest.replica.index(BUCKET).entries()} == set(batch)
+            assert log_events.matching(event="bucket_entry_refused")
+            assert log_events.matching(event="bucket_pull_looped")
+            reader = await mesh.client(nursery, credentials=tenant_client(mesh))
+            outcome = await BucketService(reader.dht, SETTINGS).fetch(BUCKET)
+            assert {e.entry for e in outcome.index.entries()} == set(batch)
+            nursery.cancel_scope.cancel()
