@@ -150,3 +150,24 @@ class PutFailed(P2PStoreError):
     def __init__(self, message: str, *, chunk: int | None) -> None:
         super().__init__(message)
         self.chunk = chunk
+
+
+class EntryRejected(P2PStoreError):
+    """A bucket index entry was refused; ``reason`` is one of
+    ``p2pstore.core.bucket_index.EntryReason``.  Like :class:`RecordRejected`, a refusal for
+    ``full`` or ``over-quota`` is the replica declining, the others mean the entry is invalid."""
+
+    NOT_THE_SENDERS_FAULT = frozenset({"full", "over-quota", "revoked"})
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    @property
+    def sender_at_fault(self) -> bool:
+        """True when the entry itself is invalid, False when only this replica declined it."""
+        return self.reason not in self.NOT_THE_SENDERS_FAULT
+
+
+class BucketNotFound(P2PStoreError):
+    """No replica knows the bucket, or the name has no live version in it."""

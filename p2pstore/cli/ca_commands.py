@@ -72,6 +72,11 @@ def init(directory: Path, mesh_name: str, days: int) -> None:
     help="Where to write the key and certificate [default: the CA directory].",
 )
 @click.option("--client", is_flag=True, help="A client identity (put/get), not a storage node.")
+@click.option(
+    "--tenant",
+    default=None,
+    help="The tenant (institution) a client identity acts for: its buckets and names.",
+)
 @click.option("--days", default=365, show_default=True, help="Validity of the certificate.")
 def issue(
     directory: Path,
@@ -80,6 +85,7 @@ def issue(
     region: str,
     out_dir: Path | None,
     client: bool,
+    tenant: str | None,
     days: int,
 ) -> None:
     """Issue a node (or client) identity signed by the CA in DIRECTORY."""
@@ -94,12 +100,15 @@ def issue(
         role=Role.CLIENT if client else Role.NODE,
         now=_now(),
         valid_days=days,
+        tenant=tenant,
     )
     identity = credentials.identity
     click.echo(f"issued {identity.role.value} identity {name}")
     click.echo(f"  node id:     {identity.node_id.hex()}")
     click.echo(f"  datacenter:  {identity.datacenter}")
     click.echo(f"  region:      {identity.region}")
+    if identity.tenant is not None:
+        click.echo(f"  tenant:      {identity.tenant}")
     click.echo(f"  serial:      {identity.serial}")
     click.echo(f"  expires:     {identity.not_after:%Y-%m-%d}")
     click.echo(f"  key:         {credentials.key_path} (mode 0600)")

@@ -67,7 +67,12 @@ _SCHEMA: dict[str, dict[str, bool]] = {
         "revocation_list": False,
     },
     "bootstrap": {"peers": False, "seed_file": False},
-    "client": {"rule": False, "chunk_size": False, "convergence_secret": False},
+    "client": {
+        "rule": False,
+        "chunk_size": False,
+        "convergence_secret": False,
+        "tenant_key": False,
+    },
 }
 
 
@@ -87,6 +92,31 @@ class ClientConfig:
     """Every rule this client knows by name: the shipped ones overlaid with ``[rules.NAME]``."""
     chunk_size: int
     convergence_secret: Path | None
+    tenant_key: Path | None = None
+    """The tenant's bucket key file (64 hex digits): buckets and names need it."""
+
+    def read_tenant_key(self) -> bytes:
+        """The tenant key.  Raises :class:`ConfigError` if none is configured or the file is
+        unreadable or not 64 hex digits."""
+        if self.tenant_key is None:
+            raise ConfigError(
+                f"{self.path}: [client] tenant_key is not set: buckets need the tenant's key "
+                f"file (64 hex digits, shared by the tenant's machines, never by the mesh)"
+            )
+        try:
+            text = self.tenant_key.read_text(encoding="ascii").strip()
+            key = bytes.fromhex(text)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"{self.path}: [client] tenant_key: cannot read 64 hex digits from "
+                f"{self.tenant_key}: {exc}"
+            ) from exc
+        if len(key) != SECRET_BYTES:
+            raise ConfigError(
+                f"{self.path}: [client] tenant_key: {self.tenant_key} holds {len(key)} bytes, "
+                f"a tenant key is {SECRET_BYTES} (64 hex digits)"
+            )
+        return key
 
     def read_secret(self) -> bytes | None:
         """The convergence secret, or None when the config names none.
@@ -148,6 +178,7 @@ def load_client_config(path: Path) -> ClientConfig:
         rules=rules,
         chunk_size=chunk_size,
         convergence_secret=reader.path_value("client", "convergence_secret"),
+        tenant_key=reader.path_value("client", "tenant_key"),
     )
 
 
@@ -161,13 +192,15 @@ def write_client_config(
     bootstrap_peers: tuple[str, ...],
     rule: str = DEFAULT_RULE_NAME,
     rules: Mapping[str, CodingRule] | None = None,
+    tenant: bool = False,
 ) -> Path:
     """Write ``directory/client.toml`` and a fresh ``client.secret`` (mode 0600) beside it;
-    ``rules`` are the mesh's declared coding rules, written as ``[rules.NAME]`` tables."""
-    secret = directory / "client.secret"
-    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_hex(SECRET_BYTES) + "\n")
+    ``rules`` are the mesh's declared coding rules, written as ``[rules.NAME]`` tables.  With
+    ``tenant``, a fresh ``tenant.key`` too (the client's certificate must name a tenant)."""
+    for name in ("client.secret", *(("tenant.key",) if tenant else ())):
+        fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(SECRET_BYTES) + "\n")
     q = toml_string
     lines = [
         "# A p2pstore client: `p2pstore put/get/stat --config` this file, or set",
@@ -188,6 +221,9 @@ def write_client_config(
         '# chunk_size = "4 MiB"',
         "# Same file + same secret = same object, stored once; remove for random keys.",
         'convergence_secret = "client.secret"',
+        "# The tenant's bucket key (buckets, names): the same file on every machine of the",
+        "# tenant, never given to the mesh.",
+        'tenant_key = "tenant.key"' if tenant else '# tenant_key = "tenant.key"',
         "",
         "# The mesh's coding rules, declared exactly as in every node's node.toml:",
         *RULES_EXAMPLE,

@@ -49,6 +49,8 @@ from p2pstore.net.session import SessionSettings
 from p2pstore.net.tls import TlsSettings, TlsTransport
 from p2pstore.wire import StatusReply, StatusRequest
 
+DEVNET_TENANT = "devnet"
+"""The tenant the local mesh's client acts for, so buckets work out of the box."""
 POLL_INTERVAL = 0.5
 STOP_GRACE = 10.0
 
@@ -154,7 +156,13 @@ def create_mesh(
     client_dir = directory / "client"
     client_dir.mkdir()
     client = authority.issue(
-        client_dir, "client", datacenter="devnet", region=regions[0], role=Role.CLIENT, now=now
+        client_dir,
+        "client",
+        datacenter="devnet",
+        region=regions[0],
+        role=Role.CLIENT,
+        now=now,
+        tenant=DEVNET_TENANT,
     )
     write_client_config(
         client_dir,
@@ -164,6 +172,7 @@ def create_mesh(
         revocation_list="../ca/crl.pem",
         bootstrap_peers=tuple(m.address for m in members),
         rules=LOCAL_RULES,
+        tenant=True,
     )
     return authority, members, client
 

@@ -48,6 +48,7 @@ def cli(debug: bool) -> None:
       p2pstore put FILE          store a file (see put --help for the client config)
       p2pstore get CAP -o FILE   read it back;  p2pstore stat CAP: where it lives
       p2pstore check CAP         verify every fragment (--repair rebuilds what is missing)
+      p2pstore bucket create B   a bucket; then cp FILE B/KEY, ls B/, cp B/KEY FILE, rm B/KEY
       p2pstore ca --help         create the mesh CA, issue and revoke certificates
       p2pstore node run --help   run a datacenter node from its TOML config
       p2pstore simulate S --out D   run churn scenario S in the simulator (simulations/)
@@ -56,13 +57,14 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
+    from p2pstore.cli.bucket_commands import bucket, cp, ls, rm, stat
     from p2pstore.cli.ca_commands import ca
     from p2pstore.cli.check_command import check
     from p2pstore.cli.demo import demo
     from p2pstore.cli.devnet import devnet
     from p2pstore.cli.gateway_commands import gateway
     from p2pstore.cli.node_commands import node
-    from p2pstore.cli.object_commands import get, put, stat
+    from p2pstore.cli.object_commands import get, put
     from p2pstore.cli.simulate import simulate
 
     cli.add_command(ca)
@@ -71,7 +73,7 @@ def _register() -> None:
     cli.add_command(demo)
     cli.add_command(simulate)
     cli.add_command(gateway)
-    for command in (put, get, stat, check):
+    for command in (put, get, stat, check, bucket, cp, ls, rm):
         cli.add_command(command)
 
 

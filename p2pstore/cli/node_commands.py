@@ -24,6 +24,8 @@ from p2pstore.errors import ConfigError, IdentityError, PeerUnreachable, StoreEr
 from p2pstore.identity import NodeCredentials, TrustAnchor, short_id
 from p2pstore.net.address import parse_address
 from p2pstore.net.admin import AdminServer, node_pages
+from p2pstore.net.bucket_book import BucketBook
+from p2pstore.net.buckets import BucketService
 from p2pstore.net.contact_book import SAVE_INTERVAL, ContactBook, contacts_worth_saving
 from p2pstore.net.departure import Departure, DrainOutcome
 from p2pstore.net.dht import Dht
@@ -211,6 +213,7 @@ async def serve_node(
         async with trio.open_nursery() as nursery:
             await nursery.start(mesh_node.run)
             await nursery.start(dht.run)
+            await nursery.start(BucketService(dht, book=BucketBook(config.data_dir, 10**6)).run)
             steward = Steward(
                 dht,
                 config.rules,
@@ -306,7 +309,6 @@ def _open_store(config: NodeConfig) -> DiskFragmentStore:
 DEFAULT_QUOTA_SHARE = 0.9
 
 
-
 def _mesh_node(
     config: NodeConfig, credentials: NodeCredentials, trust: TrustAnchor, host: str, port: int
 ) -> tuple[TlsTransport, Node]:
@@ -334,6 +336,7 @@ def _mesh_node(
         refusals=refusals,
     )
     return transport, mesh_node
+
 
 def _add_process_metrics(metrics: NodeMetrics) -> None:
     """The daemon's process figures (CPU, memory, open files, GC) beside the node's own."""

@@ -7,6 +7,7 @@ mesh CA signed; the layers above import these names from here.
 from p2pstore.identity.ca import IssuedCertificate, MeshCA, Revocation, parse_reason
 from p2pstore.identity.certificates import (
     CLOCK_SKEW,
+    TENANT_URI_PREFIX,
     PeerIdentity,
     Role,
     TrustAnchor,
@@ -18,6 +19,7 @@ from p2pstore.identity.certificates import (
     validate_datacenter,
     validate_mesh_name,
     validate_region,
+    validate_tenant,
 )
 from p2pstore.identity.credentials import (
     NodeCredentials,
@@ -37,6 +39,7 @@ from p2pstore.identity.nodeid import (
 __all__ = [
     "CLOCK_SKEW",
     "NODE_ID_BYTES",
+    "TENANT_URI_PREFIX",
     "IssuedCertificate",
     "MeshCA",
     "NodeCredentials",
@@ -60,5 +63,6 @@ __all__ = [
     "validate_datacenter",
     "validate_mesh_name",
     "validate_region",
+    "validate_tenant",
     "verify_signature",
 ]

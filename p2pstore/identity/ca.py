@@ -40,9 +40,6 @@ from p2pstore.identity.certificates import (
     Role,
     TrustAnchor,
     as_utc,
-    authority_key_identifier,
-    build_ca_certificate,
-    build_node_certificate,
     check_ca_certificate,
     format_serial,
     load_certificate,
@@ -50,6 +47,7 @@ from p2pstore.identity.certificates import (
     parse_serial,
     validate_datacenter,
     validate_region,
+    validate_tenant,
 )
 from p2pstore.identity.credentials import (
     PRIVATE_FILE_MODE,
@@ -64,6 +62,11 @@ from p2pstore.identity.nodeid import (
     NodeId,
     parse_node_id,
     public_key_bytes,
+)
+from p2pstore.identity.profile import (
+    authority_key_identifier,
+    build_ca_certificate,
+    build_node_certificate,
 )
 
 CA_KEY_FILE = "ca.key"
@@ -90,10 +93,12 @@ class IssuedCertificate:
     region: str
     role: Role
     not_after: datetime
+    tenant: str | None = None
 
     def to_json(self) -> dict[str, str | None]:
         """The index file's JSON form of this entry."""
         return {
+            "tenant": self.tenant,
             "serial": format_serial(self.serial),
             "name": self.name,
             "node_id": self.node_id.hex(),
@@ -109,7 +114,9 @@ class IssuedCertificate:
         if not isinstance(entry, dict):
             raise IdentityError(f"index entry {entry!r} is not an object")
         name = entry.get("name")
+        tenant = entry.get("tenant")
         return cls(
+            tenant=None if tenant is None else validate_tenant(str(tenant)),
             serial=parse_serial(str(entry["serial"])),
             name=None if name is None else str(name),
             node_id=parse_node_id(str(entry["node_id"])),
@@ -347,8 +354,10 @@ class MeshCA:
         valid_days: int = 365,
         key: Ed25519PrivateKey | None = None,
         serial: int | None = None,
+        tenant: str | None = None,
     ) -> NodeCredentials:
-        """Issue a certificate for ``key`` (a fresh key if None) without writing files.
+        """Issue a certificate for ``key`` (a fresh key if None) without writing files; a
+        client's may name the ``tenant`` it acts for.
 
         The serial is remembered by this object only (revocable through it, not listed in the
         index file).  Raises :class:`IdentityError` if an argument is invalid or the
@@ -363,6 +372,7 @@ class MeshCA:
             valid_days=valid_days,
             key=key,
             serial=serial,
+            tenant=tenant,
         )
 
     def issue(
@@ -375,8 +385,10 @@ class MeshCA:
         role: Role = Role.NODE,
         now: datetime,
         valid_days: int = 365,
+        tenant: str | None = None,
     ) -> NodeCredentials:
-        """Issue a fresh key and certificate as ``out_dir/<name>.key`` (0600) and ``.crt``.
+        """Issue a fresh key and certificate as ``out_dir/<name>.key`` (0600) and ``.crt``; a
+        client's may name the ``tenant`` it acts for.
 
         The serial is recorded in the CA's index before the files are written.  Raises
         :class:`IdentityError` if either file exists (nothing is overwritten), an argument is
@@ -402,6 +414,7 @@ class MeshCA:
             role=role,
             now=as_utc(now),
             valid_days=valid_days,
+            tenant=tenant,
         )
         write_new_file(key_path, private_key_pem(credentials.private_key), PRIVATE_FILE_MODE)
         try:
@@ -422,6 +435,7 @@ class MeshCA:
         valid_days: int,
         key: Ed25519PrivateKey | None = None,
         serial: int | None = None,
+        tenant: str | None = None,
     ) -> NodeCredentials:
         validate_datacenter(datacenter)
         validate_region(region)
@@ -449,10 +463,11 @@ class MeshCA:
                 not_before=now - CLOCK_SKEW,
                 not_after=not_after,
                 serial=serial,
+                tenant=tenant,
             )
             credentials = NodeCredentials.from_objects(key, certificate)
             entry = IssuedCertificate(
-                serial, name, credentials.node_id, datacenter, region, role, not_after
+                serial, name, credentials.node_id, datacenter, region, role, not_after, tenant
             )
             if persist and self.directory is not None:
                 self._issued[serial] = entry

@@ -8,11 +8,13 @@ decides (is it signed by *our* CA, in date, not revoked?).  TLS (OpenSSL) checks
 the handshake; Python's ``ssl`` cannot load CRLs from memory, so revocation and our own profile
 rules are checked here, after the handshake, on the peer's DER certificate.
 
-The certificate profile is built here too (:func:`build_node_certificate`, used by
-:mod:`p2pstore.identity.ca`), next to its parser, so the two cannot drift apart: subject CN =
+The certificate profile (built by :mod:`p2pstore.identity.profile`, parsed here): subject CN =
 40-hex node id, OU = datacenter, ST = region (an ISO 3166-2-like code such as ``FR-GES``), O =
 mesh name; the role is the ExtendedKeyUsage (serverAuth+clientAuth for nodes, clientAuth only for
-clients); a DNS SAN ``<node id>.p2pstore``; Ed25519 signatures throughout.
+clients); a DNS SAN ``<node id>.p2pstore``; Ed25519 signatures throughout.  A client certificate
+may name the tenant (institution) it acts for with a URI SAN ``urn:p2pstore:tenant:<tenant>``:
+the mesh CA is what admits a machine into a tenant, exactly as it admits a node into a region,
+and revoking the certificate takes the machine out.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from p2pstore.errors import IdentityError, PeerRefused
@@ -38,6 +40,10 @@ CLOCK_SKEW = timedelta(minutes=5)
 SAN_SUFFIX = ".p2pstore"
 """A certificate's DNS SubjectAlternativeName is ``<hex node id>.p2pstore``."""
 
+TENANT_URI_PREFIX = "urn:p2pstore:tenant:"
+"""A client certificate names its tenant with the URI SAN ``urn:p2pstore:tenant:<tenant>``."""
+
+_TENANT = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 _REGION = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
 _DATACENTER = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MESH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,47}")
@@ -104,6 +110,17 @@ def validate_mesh_name(name: str) -> str:
     return name
 
 
+def validate_tenant(name: str) -> str:
+    """Check a tenant name (2-63 characters of ``a-z 0-9 -``, starting with a letter or digit);
+    return it.  Raises :class:`IdentityError` naming the bad name otherwise."""
+    if not isinstance(name, str) or _TENANT.fullmatch(name) is None:
+        raise IdentityError(
+            f"invalid tenant name {name!r}: use 2 to 63 lowercase letters, digits and '-', "
+            f"starting with a letter or digit (e.g. 'univ-strasbourg')"
+        )
+    return name
+
+
 def format_serial(serial: int) -> str:
     """How messages, the CA index and the CLI write a certificate serial (decimal)."""
     return str(serial)
@@ -142,12 +159,18 @@ class PeerIdentity:
     serial: int
     not_before: datetime
     not_after: datetime
+    tenant: str | None = None
+    """The tenant a client certificate acts for (its buckets, names, deletions), if any."""
 
     def __post_init__(self) -> None:
         if len(self.node_id) != NODE_ID_BYTES:
             raise ValueError(f"node_id must be 20 bytes, got {len(self.node_id)}")
         validate_datacenter(self.datacenter)
         validate_region(self.region)
+        if self.tenant is not None:
+            validate_tenant(self.tenant)
+            if self.role is not Role.CLIENT:
+                raise ValueError("only a client certificate acts for a tenant")
         if self.serial <= 0:
             raise ValueError(f"serial must be positive, got {self.serial}")
         object.__setattr__(self, "not_before", as_utc(self.not_before, "not_before"))
@@ -230,6 +253,7 @@ def _parse_identity(cert: x509.Certificate) -> PeerIdentity:
         raise _malformed(cert, f"extended key usages {names} match neither node nor client")
     if cert.serial_number <= 0:
         raise _malformed(cert, "its serial number is not positive")
+    tenant = _tenant(cert, role)
     return PeerIdentity(
         node_id=node_id,
         datacenter=datacenter,
@@ -238,109 +262,28 @@ def _parse_identity(cert: x509.Certificate) -> PeerIdentity:
         serial=cert.serial_number,
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
+        tenant=tenant,
     )
 
 
-def _key_usage(*, digital_signature: bool = False, cert_sign: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=digital_signature,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def authority_key_identifier(ca: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    """The AuthorityKeyIdentifier that certificates and CRLs signed by ``ca`` carry."""
-    ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-
-
-def build_ca_certificate(
-    key: Ed25519PrivateKey,
-    *,
-    mesh_name: str,
-    not_before: datetime,
-    not_after: datetime,
-    serial: int,
-) -> x509.Certificate:
-    """The self-signed mesh CA certificate (CA=True, path length 0, keyCertSign+cRLSign).
-
-    Raises :class:`IdentityError` if ``mesh_name`` is invalid.
-    """
-    validate_mesh_name(mesh_name)
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, mesh_name),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"{mesh_name} mesh CA"),
-        ]
-    )
-    public_key = key.public_key()
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(public_key)
-        .serial_number(serial)
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-    )
-    return builder.sign(key, algorithm=None)
-
-
-def build_node_certificate(
-    ca_key: Ed25519PrivateKey,
-    ca_certificate: x509.Certificate,
-    public_key: Ed25519PublicKey,
-    *,
-    datacenter: str,
-    region: str,
-    role: Role,
-    not_before: datetime,
-    not_after: datetime,
-    serial: int,
-) -> x509.Certificate:
-    """A node or client certificate for ``public_key`` in the profile this module parses.
-
-    Raises :class:`IdentityError` if ``datacenter`` or ``region`` is invalid.
-    """
-    validate_datacenter(datacenter)
-    validate_region(region)
-    node_hex = node_id_from_public_key(public_key).hex()
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, region),
-            *ca_certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, datacenter),
-            x509.NameAttribute(NameOID.COMMON_NAME, node_hex),
-        ]
-    )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_certificate.subject)
-        .public_key(public_key)
-        .serial_number(serial)
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(digital_signature=True), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(list(role.extended_key_usages)), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(node_hex + SAN_SUFFIX)]), critical=False
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(authority_key_identifier(ca_certificate), critical=False)
-    )
-    return builder.sign(ca_key, algorithm=None)
+def _tenant(cert: x509.Certificate, role: Role) -> str | None:
+    """The tenant the certificate's URI SAN names, if any (at most one, clients only)."""
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    uris = names.get_values_for_type(x509.UniformResourceIdentifier)
+    tenants = [u.removeprefix(TENANT_URI_PREFIX) for u in uris if u.startswith(TENANT_URI_PREFIX)]
+    if not tenants:
+        return None
+    if len(tenants) > 1:
+        raise _malformed(cert, f"it names {len(tenants)} tenants, at most one is allowed")
+    if role is not Role.CLIENT:
+        raise _malformed(cert, "a node certificate cannot act for a tenant")
+    try:
+        return validate_tenant(tenants[0])
+    except IdentityError as error:
+        raise _malformed(cert, str(error)) from error
 
 
 def load_certificate(path: Path) -> x509.Certificate:

@@ -5,6 +5,16 @@ imported here.
 """
 
 from .audit import MAX_AUDIT_LEAF, MAX_AUDIT_PATH, AuditChallenge, AuditProofReply
+from .buckets import (
+    MAX_ENTRIES_PER_MESSAGE,
+    BucketEntry,
+    BucketPull,
+    BucketPullReply,
+    BucketPush,
+    BucketPushReply,
+    decode_entry,
+    encode_entry,
+)
 from .dht import (
     MAX_CONTACTS,
     MAX_RECORD_VALUE,
@@ -57,6 +67,7 @@ __all__ = [
     "MAX_AUDIT_LEAF",
     "MAX_AUDIT_PATH",
     "MAX_CONTACTS",
+    "MAX_ENTRIES_PER_MESSAGE",
     "MAX_FRAGMENT",
     "MAX_RECORDS_PER_REPLY",
     "MAX_RECORD_VALUE",
@@ -66,6 +77,11 @@ __all__ = [
     "AuditChallenge",
     "AuditProofReply",
     "Bound",
+    "BucketEntry",
+    "BucketPull",
+    "BucketPullReply",
+    "BucketPush",
+    "BucketPushReply",
     "ContactInfo",
     "Envelope",
     "ErrorReply",
@@ -99,7 +115,9 @@ __all__ = [
     "Store",
     "StoreReply",
     "check_protocol_version",
+    "decode_entry",
     "decode_envelope",
+    "encode_entry",
     "encode_envelope",
     "frame_header",
     "message",

@@ -107,6 +107,23 @@ def test_issue_a_client_identity(ca_dir):
     assert identity_from_certificate(load_certificate(ca_dir / "alice.crt")).role is Role.CLIENT
 
 
+def test_issue_a_client_identity_for_a_tenant(ca_dir):
+    result = issue(ca_dir, "gateway-1", "--client", "--tenant", "univ-strasbourg")
+    assert result.exit_code == 0, result.output
+    assert field(result.output, "tenant") == "univ-strasbourg"
+    cert = load_certificate(ca_dir / "gateway-1.crt")
+    assert identity_from_certificate(cert).tenant == "univ-strasbourg"
+    listed = run("ca", "list", ca_dir)
+    assert listed.exit_code == 0, listed.output
+
+
+def test_a_node_identity_cannot_act_for_a_tenant(ca_dir):
+    result = issue(ca_dir, "node-9", "--tenant", "acme")
+    assert result.exit_code != 0
+    assert "client" in result.output
+    assert not (ca_dir / "node-9.crt").exists()
+
+
 @pytest.mark.parametrize("region", ["fr-ges", "FRANCE", "F", "FR_GES"])
 def test_issue_names_an_invalid_region(ca_dir, region):
     result = issue(ca_dir, "node-1", region=region)

@@ -23,7 +23,7 @@ from p2pstore.identity import (
     validate_datacenter,
     validate_region,
 )
-from p2pstore.identity.certificates import authority_key_identifier
+from p2pstore.identity.profile import authority_key_identifier
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CA_KEY = Ed25519PrivateKey.from_private_bytes(b"\x11" * 32)

@@ -46,6 +46,7 @@ class NetHarness:
         ca: MeshCA | None = None,
         issued_at: datetime | None = None,
         valid_days: int = 30,
+        tenant: str | None = None,
     ) -> NodeCredentials:
         self._count += 1
         directory = self.tmp_path / f"id-{self._count}"
@@ -58,6 +59,7 @@ class NetHarness:
             role=role,
             now=issued_at or self.now,
             valid_days=valid_days,
+            tenant=tenant,
         )
 
     def reserve_address(self) -> str:
