@@ -10,14 +10,17 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 import click
 import trio
 
+from p2pstore.cli.certificate_expiry import register_expiry_metric, warn_before_expiry
 from p2pstore.cli.config import NodeConfig, load_node_config
 from p2pstore.cli.lifeline import watch_parent
 from p2pstore.cli.logs import configure_logging
+from p2pstore.cli.node_identity import init
 from p2pstore.cli.node_status import status
 from p2pstore.core.contact import Contact
 from p2pstore.core.rules import parse_duration
@@ -43,10 +46,12 @@ log = logging.getLogger("p2pstore.node")
 
 @click.group()
 def node() -> None:
-    """Run a datacenter node, and ask a running one for its status."""
+    """Create a node's key and certificate request, run the node, and ask a running one for
+    its status."""
 
 
 node.add_command(status)
+node.add_command(init)
 
 
 @node.command("run")
@@ -235,7 +240,7 @@ async def serve_node(
                 await nursery.start(admin.run)
             nursery.start_soon(_join_and_announce, config, dht, store, saved)
             nursery.start_soon(_keep_state_saved, book, records, dht)
-            _start_watches(nursery, store, metrics, parent_fd)
+            _start_watches(nursery, store, metrics, parent_fd, _expiries(credentials, trust))
             await nursery.start(steward.run)
             if leave_within is not None:
                 leaving = Departure(fragments, steward)
@@ -265,12 +270,26 @@ async def serve_node(
 
 
 def _start_watches(
-    nursery: trio.Nursery, store: DiskFragmentStore, metrics: NodeMetrics, parent_fd: int | None
+    nursery: trio.Nursery,
+    store: DiskFragmentStore,
+    metrics: NodeMetrics,
+    parent_fd: int | None,
+    expiries: dict[str, datetime],
 ) -> None:
-    """The node's watches over itself: its disk, and the local mesh that started it if any."""
+    """The node's watches over itself: its disk, its certificates' expiry, and the local mesh
+    that started it if any."""
     nursery.start_soon(Scrubber(store, metrics).run)
+    register_expiry_metric(metrics.registry, expiries, time.time)
+    nursery.start_soon(warn_before_expiry, expiries, time.time)
     if parent_fd is not None:
         nursery.start_soon(watch_parent, parent_fd)
+
+
+def _expiries(credentials: NodeCredentials, trust: TrustAnchor) -> dict[str, datetime]:
+    return {
+        "node": credentials.identity.not_after,
+        "ca": trust.ca_certificate.not_valid_after_utc,
+    }
 
 
 async def _leave(
