@@ -18,7 +18,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from repair import http_get
 
-from p2pstore.cli.devnet import LOCAL_RULES
+from p2pstore.cli.local_mesh import LOCAL_RULES
 
 MiB = 1024 * 1024
 RULE = LOCAL_RULES["standard"]

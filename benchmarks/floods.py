@@ -105,7 +105,7 @@ from rss_client import MeshClient, get_hashed, put_file
 from transport import ECHO, ECHO_SIZE, _process, _read_port, _recv_exactly
 
 from p2pstore.cli.config import write_local_node_config
-from p2pstore.cli.devnet import LOCAL_RULES, DevnetNode, create_mesh
+from p2pstore.cli.local_mesh import LOCAL_RULES, DevnetNode, create_mesh
 from p2pstore.codec import ReadCap
 from p2pstore.core.records import manifest_key
 from p2pstore.errors import P2PStoreError

@@ -86,7 +86,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rss_client import MeshClient
 
 from p2pstore.cli.config import write_local_node_config
-from p2pstore.cli.devnet import DevnetNode, create_mesh, free_loopback_ports, run_node_process
+from p2pstore.cli.devnet import run_node_process
+from p2pstore.cli.local_mesh import DevnetNode, create_mesh, free_loopback_ports
 from p2pstore.codec import ObjectEncoder, ReadCap, rebuild_fragments
 from p2pstore.codec.fragments import HEADER_BYTES
 from p2pstore.core.holders import Placement

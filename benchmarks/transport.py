@@ -40,7 +40,7 @@ import trio
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from p2pstore.cli.config import write_local_node_config
-from p2pstore.cli.devnet import free_loopback_ports
+from p2pstore.cli.local_mesh import free_loopback_ports
 from p2pstore.errors import P2PStoreError
 from p2pstore.identity import MeshCA, NodeCredentials, PeerIdentity, TrustAnchor
 from p2pstore.net.session import Session, SessionSettings

@@ -22,6 +22,10 @@ class IdentityError(P2PStoreError):
     """A key, certificate, CA or revocation list is missing, unreadable or inconsistent."""
 
 
+class KeyEncrypted(IdentityError):
+    """A key file is passphrase-encrypted and no passphrase was given (ask for one and retry)."""
+
+
 class ProtocolError(P2PStoreError):
     """A protocol rule was broken."""
 

@@ -1,13 +1,16 @@
-"""``p2pstore ca``: the mesh CA ceremony — create it, issue node certificates, revoke them."""
+"""``p2pstore ca``: the mesh CA ceremony — create it, sign nodes' requests, renew and revoke
+their certificates."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from cryptography.hazmat.primitives import serialization
 
-from p2pstore.errors import IdentityError
+from p2pstore.errors import IdentityError, KeyEncrypted
 from p2pstore.identity import (
     MeshCA,
     Role,
@@ -16,10 +19,39 @@ from p2pstore.identity import (
     load_certificate,
     parse_serial,
 )
+from p2pstore.identity.credentials import PUBLIC_FILE_MODE, write_new_file
+from p2pstore.identity.signing_request import read_request, renew_certificate
+
+PASSPHRASE_ENV = "P2PSTORE_CA_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _load(directory: Path) -> MeshCA:
+    """The CA in ``directory``; an encrypted key's passphrase comes from $P2PSTORE_CA_PASSPHRASE
+    or is asked for on the terminal."""
+    try:
+        return MeshCA.load(directory)
+    except KeyEncrypted:
+        passphrase = os.environ.get(PASSPHRASE_ENV)
+        if passphrase is None:
+            passphrase = click.prompt(
+                f"passphrase of {directory / 'ca.key'}", hide_input=True, err=True
+            )
+        return MeshCA.load(directory, passphrase.encode())
+
+
+def _new_passphrase() -> bytes:
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    if passphrase is None:
+        passphrase = click.prompt(
+            "passphrase for the CA key", hide_input=True, confirmation_prompt=True, err=True
+        )
+    if len(passphrase) < 12:
+        raise click.BadParameter("the passphrase must have at least 12 characters")
+    return passphrase.encode()
 
 
 def _serial_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -34,9 +66,11 @@ def _serial_option(ctx: click.Context, param: click.Parameter, value: str | None
 
 @click.group()
 def ca() -> None:
-    """Create the mesh CA; issue, list and revoke node certificates.
+    """Create the mesh CA; sign nodes' requests, renew, list and revoke their certificates.
 
-    Keep the CA directory offline: only ca.crt and crl.pem are copied to nodes.
+    Keep the CA directory offline: only ca.crt and crl.pem are copied to nodes. Nodes make
+    their own keys (p2pstore node init) and send a request; `issue`, which makes the key here,
+    is for clients and rehearsals.
     """
 
 
@@ -46,11 +80,21 @@ def ca() -> None:
     "--mesh", "mesh_name", required=True, help="The mesh's name, written into every certificate."
 )
 @click.option("--days", default=3650, show_default=True, help="Validity of the CA certificate.")
-def init(directory: Path, mesh_name: str, days: int) -> None:
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help=f"Encrypt ca.key with a passphrase (asked for, or ${PASSPHRASE_ENV}); every command "
+    "that signs then asks for it.",
+)
+def init(directory: Path, mesh_name: str, days: int, encrypt: bool) -> None:
     """Create a new mesh CA in DIRECTORY (refuses to overwrite one)."""
-    authority = MeshCA.create(directory, mesh_name=mesh_name, now=_now(), valid_days=days)
+    passphrase = _new_passphrase() if encrypt else None
+    authority = MeshCA.create(
+        directory, mesh_name=mesh_name, now=_now(), valid_days=days, passphrase=passphrase
+    )
     click.echo(f"created mesh CA {mesh_name!r} in {directory}")
-    click.echo(f"  private key:      {directory / 'ca.key'} (mode 0600: keep it offline)")
+    sealed = "encrypted, " if encrypt else ""
+    click.echo(f"  private key:      {directory / 'ca.key'} ({sealed}mode 0600: keep it offline)")
     click.echo(f"  certificate:      {directory / 'ca.crt'} (copy to every node)")
     click.echo(
         f"  revocation list:  {directory / 'crl.pem'} (copy to every node after each revoke)"
@@ -88,8 +132,12 @@ def issue(
     tenant: str | None,
     days: int,
 ) -> None:
-    """Issue a node (or client) identity signed by the CA in DIRECTORY."""
-    authority = MeshCA.load(directory)
+    """Issue a key and certificate made here, on the CA machine (clients, rehearsals).
+
+    For a datacenter node prefer `p2pstore node init` on the node and `ca sign`: its key then
+    never leaves it.
+    """
+    authority = _load(directory)
     target = out_dir or directory
     target.mkdir(parents=True, exist_ok=True)
     credentials = authority.issue(
@@ -115,6 +163,96 @@ def issue(
     click.echo(f"  certificate: {credentials.certificate_path}")
 
 
+def _write_certificate(path: Path, pem: bytes) -> None:
+    write_new_file(path, pem, PUBLIC_FILE_MODE)
+
+
+@ca.command("sign")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("request_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the certificate [default: NAME.crt beside the request].",
+)
+@click.option("--datacenter", help="Certify this datacenter instead of the one requested.")
+@click.option("--region", help="Certify this region instead of the one requested.")
+@click.option("--client", is_flag=True, help="A client identity (put/get), not a storage node.")
+@click.option(
+    "--tenant",
+    default=None,
+    help="The tenant (institution) a client identity acts for: its buckets and names.",
+)
+@click.option("--days", default=365, show_default=True, help="Validity of the certificate.")
+def sign(
+    directory: Path,
+    request_path: Path,
+    out: Path | None,
+    datacenter: str | None,
+    region: str | None,
+    client: bool,
+    tenant: str | None,
+    days: int,
+) -> None:
+    """Certify the key of a node's request (made by `p2pstore node init`) with the CA in
+    DIRECTORY; the node's private key is never seen here.
+
+    Check the printed node id with the node's operator before sending the certificate back.
+    """
+    request = read_request(request_path.read_bytes(), str(request_path))
+    authority = _load(directory)
+    certificate = authority.certify(
+        request.public_key,
+        request.name,
+        datacenter=datacenter or request.datacenter,
+        region=region or request.region,
+        role=Role.CLIENT if client else Role.NODE,
+        now=_now(),
+        valid_days=days,
+        tenant=tenant,
+    )
+    path = out or request_path.with_name(f"{request.name}.crt")
+    _write_certificate(path, certificate.public_bytes(serialization.Encoding.PEM))
+    _echo_certificate("signed", path)
+
+
+@ca.command("renew")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("certificate_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the new certificate [default: NAME.renewed.crt beside the old one].",
+)
+@click.option("--days", default=365, show_default=True, help="Validity of the new certificate.")
+def renew(directory: Path, certificate_path: Path, out: Path | None, days: int) -> None:
+    """Certify the same key again (same node id, datacenter and region) for --days from now.
+
+    Needs only the node's current certificate (public). The node keeps its id, fragments and
+    records: install the new certificate in place of the old one and restart the node. The old
+    one stays valid until it expires.
+    """
+    authority = _load(directory)
+    certificate = renew_certificate(
+        authority, load_certificate(certificate_path), now=_now(), valid_days=days
+    )
+    path = out or certificate_path.with_name(f"{certificate_path.stem}.renewed.crt")
+    _write_certificate(path, certificate.public_bytes(serialization.Encoding.PEM))
+    _echo_certificate("renewed", path)
+
+
+def _echo_certificate(what: str, path: Path) -> None:
+    identity = identity_from_certificate(load_certificate(path))
+    click.echo(f"{what} the {identity.role.value} certificate {path}")
+    click.echo(f"  node id:     {identity.node_id.hex()}")
+    click.echo(f"  datacenter:  {identity.datacenter}")
+    click.echo(f"  region:      {identity.region}")
+    if identity.tenant is not None:
+        click.echo(f"  tenant:      {identity.tenant}")
+    click.echo(f"  serial:      {identity.serial}")
+    click.echo(f"  expires:     {identity.not_after:%Y-%m-%d}")
+
+
 @ca.command("revoke")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -135,7 +273,7 @@ def revoke(directory: Path, serial: int | None, certificate_path: Path | None) -
     if certificate_path is not None:
         serial = identity_from_certificate(load_certificate(certificate_path)).serial
     assert serial is not None
-    authority = MeshCA.load(directory)
+    authority = _load(directory)
     crl_path = authority.revoke(serial, now=_now())
     click.echo(
         f"revoked serial {format_serial(serial)}; copy {crl_path} to every node and send them "
@@ -147,7 +285,7 @@ def revoke(directory: Path, serial: int | None, certificate_path: Path | None) -
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def list_issued(directory: Path) -> None:
     """List the certificates the CA in DIRECTORY issued, and which are revoked."""
-    authority = MeshCA.load(directory)
+    authority = _load(directory)
     revoked = {revocation.serial for revocation in authority.revocations()}
     issued = authority.issued_certificates()
     click.echo(f"mesh CA {authority.mesh_name!r}: {len(issued)} issued, {len(revoked)} revoked")

@@ -10,19 +10,15 @@ every node with SIGTERM and reports how they exited.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -30,151 +26,22 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
-from p2pstore.cli.client_config import CONFIG_ENV, write_client_config
-from p2pstore.cli.config import write_local_node_config
+from p2pstore.cli.client_config import CONFIG_ENV
+from p2pstore.cli.lifeline import Lifeline
+from p2pstore.cli.local_mesh import DevnetNode, create_mesh, is_local_mesh, load_mesh
 from p2pstore.core.contact import Contact
 from p2pstore.core.records import RecordKind
-from p2pstore.core.rules import SHIPPED_RULES
 from p2pstore.errors import P2PStoreError
-from p2pstore.identity import (
-    MeshCA,
-    NodeCredentials,
-    Role,
-    TrustAnchor,
-    short_id,
-)
+from p2pstore.identity import NodeCredentials, TrustAnchor, short_id
 from p2pstore.net.dht import Dht, DhtSettings
 from p2pstore.net.node import Node, NodeSettings
 from p2pstore.net.session import SessionSettings
 from p2pstore.net.tls import TlsSettings, TlsTransport
 from p2pstore.wire import StatusReply, StatusRequest
 
-DEVNET_TENANT = "devnet"
-"""The tenant the local mesh's client acts for, so buckets work out of the box."""
 POLL_INTERVAL = 0.5
 STOP_GRACE = 10.0
-
-
-@dataclass
-class DevnetNode:
-    """One node of the local mesh, as the devnet set it up and last saw it."""
-
-    index: int
-    name: str
-    datacenter: str
-    region: str
-    address: str
-    directory: Path
-    node_id: bytes = b""
-    admin_address: str = ""
-    """Where the node's admin endpoint (/metrics, /health, /status) listens."""
-    process: trio.Process | None = None
-    exit_code: int | None = None
-    sees: frozenset[bytes] = field(default_factory=frozenset)
-    answered: bool = False
-
-
-LOCAL_GRACE_PERIOD = 20.0
-"""A local mesh's grace period: the shipped rules wait an hour before a silent node's fragments
-count as lost, so that a rebooting datacenter causes no repair; on a laptop, repair should show
-within a minute of killing a node."""
-LOCAL_CHECK_INTERVAL = 5.0
-"""Seconds between a local mesh's steward rounds."""
-LOCAL_RULES = {
-    name: dataclasses.replace(rule, grace_period=LOCAL_GRACE_PERIOD)
-    for name, rule in SHIPPED_RULES.items()
-}
-"""The shipped rules with the local grace period, declared in every node.toml and client.toml."""
-
-
-def plan_layout(nodes: int, datacenters: int, regions: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(datacenter, region) of each node: nodes round-robin over datacenters, datacenters over
-    regions, so every region and datacenter gets its share."""
-    return [
-        (f"dc-{(i % datacenters) + 1}", regions[(i % datacenters) % len(regions)])
-        for i in range(nodes)
-    ]
-
-
-def free_loopback_ports(count: int) -> list[int]:
-    """Ports the OS says are free now (a node that loses the race fails loudly at bind)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def create_mesh(
-    directory: Path, nodes: int, datacenters: int, regions: tuple[str, ...]
-) -> tuple[MeshCA, list[DevnetNode], NodeCredentials]:
-    """CA, node identities and configs (each with a loopback admin endpoint), and a client
-    identity with its ``client/client.toml`` (which the observer uses too), under
-    ``directory``."""
-    now = datetime.now(UTC)
-    authority = MeshCA.create(directory / "ca", mesh_name="devnet", now=now)
-    ports = free_loopback_ports(2 * nodes)
-    peer_ports, admin_ports = ports[:nodes], ports[nodes:]
-    members: list[DevnetNode] = []
-    for index, ((datacenter, region), port, admin_port) in enumerate(
-        zip(plan_layout(nodes, datacenters, regions), peer_ports, admin_ports, strict=True)
-    ):
-        name = f"node-{index + 1}"
-        node_dir = directory / name
-        node_dir.mkdir(parents=True)
-        credentials = authority.issue(
-            node_dir, "node", datacenter=datacenter, region=region, now=now
-        )
-        members.append(
-            DevnetNode(
-                index,
-                name,
-                datacenter,
-                region,
-                f"127.0.0.1:{port}",
-                node_dir,
-                node_id=credentials.identity.node_id,
-                admin_address=f"127.0.0.1:{admin_port}",
-            )
-        )
-    for member in members:
-        # Every node joins the mesh through the first one; the DHT does the rest.
-        others = () if member is members[0] else (members[0].address,)
-        write_local_node_config(
-            member.directory,
-            listen=member.address,
-            bootstrap_peers=others,
-            metrics_listen=member.admin_address,
-            rules=LOCAL_RULES,
-            repair_check_interval=LOCAL_CHECK_INTERVAL,
-        )
-    client_dir = directory / "client"
-    client_dir.mkdir()
-    client = authority.issue(
-        client_dir,
-        "client",
-        datacenter="devnet",
-        region=regions[0],
-        role=Role.CLIENT,
-        now=now,
-        tenant=DEVNET_TENANT,
-    )
-    write_client_config(
-        client_dir,
-        key="client.key",
-        certificate="client.crt",
-        ca_certificate="../ca/ca.crt",
-        revocation_list="../ca/crl.pem",
-        bootstrap_peers=tuple(m.address for m in members),
-        rules=LOCAL_RULES,
-        tenant=True,
-    )
-    return authority, members, client
+DEFAULT_NODES = 10
 
 
 async def _terminate(process: trio.Process) -> None:
@@ -187,9 +54,13 @@ async def _terminate(process: trio.Process) -> None:
 
 
 async def run_node_process(
-    member: DevnetNode, *, task_status: trio.TaskStatus[trio.Process]
+    member: DevnetNode,
+    lifeline: Lifeline | None = None,
+    *,
+    task_status: trio.TaskStatus[trio.Process],
 ) -> None:
-    """One node process, its output in its own node.log; cancelling this stops it."""
+    """One node process, its output in its own node.log; cancelling this stops it, and so does
+    the end of this process, however it ends (``lifeline``)."""
     command = [
         sys.executable,
         "-m",
@@ -198,6 +69,7 @@ async def run_node_process(
         "run",
         "--config",
         str(member.directory / "node.toml"),
+        *(lifeline.node_arguments() if lifeline is not None else ()),
     ]
     with (member.directory / "node.log").open("ab") as log_file:
         await trio.run_process(
@@ -207,6 +79,7 @@ async def run_node_process(
             stdout=log_file,
             stderr=log_file,
             deliver_cancel=_terminate,
+            pass_fds=(lifeline.child_fd,) if lifeline is not None else (),
             task_status=task_status,
         )
 
@@ -348,10 +221,12 @@ async def run_devnet(
     ready = False
     started = trio.current_time()
     observer = make_observer()  # its DHT reads trio's clock: made inside the run
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    lifeline = Lifeline()
+    # SIGHUP too: a closed terminal must stop the mesh, not leave its nodes running.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             for member in members:
-                member.process = await nursery.start(run_node_process, member)
+                member.process = await nursery.start(run_node_process, member, lifeline)
             console.print(f"started {len(members)} node processes; files in {directory}")
             console.print(admin_endpoints(members))
             await nursery.start(observer.run)
@@ -392,6 +267,7 @@ async def run_devnet(
                 )
                 await _follow(members, observer, console)
             nursery.cancel_scope.cancel()
+    lifeline.close()
     for member in members:
         code = member.process.returncode if member.process else None
         console.print(f"{member.name} stopped (exit code {code})")
@@ -437,7 +313,13 @@ async def _follow(members: list[DevnetNode], observer: Observer, console: Consol
 
 
 @click.command()
-@click.option("--nodes", "-n", default=10, show_default=True, help="Node processes to start.")
+@click.option(
+    "--nodes",
+    "-n",
+    type=int,
+    help="Node processes to start; a mesh restarted from --dir keeps its own number "
+    f"[default: {DEFAULT_NODES}].",
+)
 @click.option(
     "--datacenters", type=int, help="Datacenters to spread them over [default: one per node]."
 )
@@ -451,8 +333,8 @@ async def _follow(members: list[DevnetNode], observer: Observer, console: Consol
     "--dir",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Keep the mesh's files here [default: a temporary directory, removed on exit "
-    "unless the mesh failed to come up].",
+    help="Keep the mesh's files here; a directory holding a stopped mesh restarts it "
+    "[default: a temporary directory, removed on exit unless the mesh failed to come up].",
 )
 @click.option(
     "--exit-when-ready",
@@ -467,7 +349,7 @@ async def _follow(members: list[DevnetNode], observer: Observer, console: Consol
     help="Seconds to wait for every node to see every other.",
 )
 def devnet(
-    nodes: int,
+    nodes: int | None,
     datacenters: int | None,
     regions: str,
     directory: Path | None,
@@ -490,8 +372,22 @@ def devnet(
     )
 
 
+def _restartable(root: Path, nodes: int | None) -> tuple[list[DevnetNode], NodeCredentials]:
+    """The mesh laid out in ``root`` before, checked against ``--nodes`` if given."""
+    try:
+        members, observer_credentials = load_mesh(root)
+    except P2PStoreError as error:
+        raise click.BadParameter(f"cannot restart the mesh in {root}: {error}") from error
+    if nodes is not None and nodes != len(members):
+        raise click.BadParameter(
+            f"the mesh in {root} has {len(members)} nodes; leave --nodes out to restart it",
+            param_hint="--nodes",
+        )
+    return members, observer_credentials
+
+
 def launch_local_mesh(
-    nodes: int,
+    nodes: int | None,
     datacenters: int | None,
     regions: str,
     directory: Path | None,
@@ -500,37 +396,47 @@ def launch_local_mesh(
     ready_timeout: float,
     scenario: Scenario | None = None,
 ) -> None:
-    """What ``devnet`` and ``demo`` share: check the options, lay out the mesh, run it, clean
-    up; exits 1 if the mesh did not come up or the scenario failed."""
-    if nodes < 2:
+    """What ``devnet`` and ``demo`` share: check the options, lay out the mesh (or find the one
+    ``directory`` holds, to restart it), run it, clean up; exits 1 if the mesh did not come up
+    or the scenario failed."""
+    if nodes is not None and nodes < 2:
         raise click.BadParameter("a mesh needs at least 2 nodes", param_hint="--nodes")
     region_codes = tuple(r.strip() for r in regions.split(",") if r.strip())
     if not region_codes:
         raise click.BadParameter("give at least one region code", param_hint="--regions")
-    datacenter_count = datacenters or nodes
-    if datacenter_count < 1:
+    if datacenters is not None and datacenters < 1:
         raise click.BadParameter("must be at least 1", param_hint="--datacenters")
     temporary = directory is None
     root = Path(tempfile.mkdtemp(prefix="p2pstore-devnet-")) if directory is None else directory
-    if not temporary:
+    restart = not temporary and root.is_dir() and is_local_mesh(root)
+    if not temporary and not restart:
         root.mkdir(parents=True, exist_ok=True)
         if any(root.iterdir()):
-            raise click.BadParameter(f"{root} is not empty", param_hint="--dir")
+            raise click.BadParameter(
+                f"{root} is not empty and holds no local mesh to restart", param_hint="--dir"
+            )
     # Off a terminal (CI, pipes) rich assumes 80 columns and would cut the table.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     ready = False
     try:
-        authority, members, observer_credentials = create_mesh(
-            root, nodes, datacenter_count, region_codes
-        )
+        if restart:
+            members, observer_credentials = _restartable(root, nodes)
+            console.print(
+                f"restarting the mesh of {len(members)} nodes in {root} (same identities, "
+                "addresses and data)"
+            )
+        else:
+            count = nodes or DEFAULT_NODES
+            _authority, members, observer_credentials = create_mesh(
+                root, count, datacenters or count, region_codes
+            )
+        trust = TrustAnchor.load(root / "ca" / "ca.crt", root / "ca" / "crl.pem")
         ready = trio.run(
             functools.partial(
                 run_devnet,
                 root,
                 members,
-                functools.partial(
-                    Observer, observer_credentials, authority.trust_anchor(), root / "ca" / "ca.crt"
-                ),
+                functools.partial(Observer, observer_credentials, trust, root / "ca" / "ca.crt"),
                 exit_when_ready=exit_when_ready,
                 ready_timeout=ready_timeout,
                 console=console,

@@ -10,13 +10,17 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 import click
 import trio
 
+from p2pstore.cli.certificate_expiry import register_expiry_metric, warn_before_expiry
 from p2pstore.cli.config import NodeConfig, load_node_config
+from p2pstore.cli.lifeline import watch_parent
 from p2pstore.cli.logs import configure_logging
+from p2pstore.cli.node_identity import init
 from p2pstore.cli.node_status import status
 from p2pstore.core.contact import Contact
 from p2pstore.core.rules import parse_duration
@@ -44,10 +48,12 @@ log = logging.getLogger("p2pstore.node")
 
 @click.group()
 def node() -> None:
-    """Run a datacenter node, and ask a running one for its status."""
+    """Create a node's key and certificate request, run the node, and ask a running one for
+    its status."""
 
 
 node.add_command(status)
+node.add_command(init)
 
 
 @node.command("run")
@@ -58,7 +64,13 @@ node.add_command(status)
     type=click.Path(dir_okay=False, path_type=Path),
     help="The node's TOML file.",
 )
-def run(config_path: Path) -> None:
+@click.option(
+    "--parent-fd",
+    type=int,
+    hidden=True,
+    help="Stop when this inherited pipe reaches end-of-file (local meshes: see cli/lifeline.py).",
+)
+def run(config_path: Path, parent_fd: int | None) -> None:
     """Run a node until SIGINT or SIGTERM; SIGHUP reloads the revocation list.
 
     The node listens for peers over mutual TLS, joins the mesh's DHT through the peers of
@@ -77,7 +89,7 @@ def run(config_path: Path) -> None:
     signal.signal(signal.SIGTERM, early)
     stopped = trio.Event()
     try:
-        trio.run(serve_node, config, stopped, early)
+        trio.run(functools.partial(serve_node, config, stopped, early, parent_fd=parent_fd))
         _ignore_stop_signals()
     except KeyboardInterrupt:
         _ignore_stop_signals()
@@ -177,10 +189,12 @@ async def serve_node(
     *,
     leave_within: float | None = None,
     drained: list[DrainOutcome] | None = None,
+    parent_fd: int | None = None,
 ) -> None:
     """The daemon: start the node, then wait for signals; returns after a clean stop.  With
     ``leave_within`` seconds it drains instead (see ``p2pstore node drain``), appending the
-    outcome to ``drained``, and stops when done."""
+    outcome to ``drained``, and stops when done.  With ``parent_fd`` it also stops when that
+    inherited pipe closes (the local mesh that started it died)."""
     drained = [] if drained is None else drained
     _prepare_data_dir(config)
     credentials = NodeCredentials.load(config.key, config.certificate)
@@ -229,7 +243,7 @@ async def serve_node(
                 await nursery.start(admin.run)
             nursery.start_soon(_join_and_announce, config, dht, store, saved)
             nursery.start_soon(_keep_state_saved, book, records, dht)
-            nursery.start_soon(Scrubber(store, metrics).run)
+            _start_watches(nursery, store, metrics, parent_fd, _expiries(credentials, trust))
             await nursery.start(steward.run)
             if leave_within is not None:
                 leaving = Departure(fragments, steward)
@@ -256,6 +270,29 @@ async def serve_node(
         log.info("node stopped", extra={"event": "stopped"})
         if stopped is not None:
             stopped.set()
+
+
+def _start_watches(
+    nursery: trio.Nursery,
+    store: DiskFragmentStore,
+    metrics: NodeMetrics,
+    parent_fd: int | None,
+    expiries: dict[str, datetime],
+) -> None:
+    """The node's watches over itself: its disk, its certificates' expiry, and the local mesh
+    that started it if any."""
+    nursery.start_soon(Scrubber(store, metrics).run)
+    register_expiry_metric(metrics.registry, expiries, time.time)
+    nursery.start_soon(warn_before_expiry, expiries, time.time)
+    if parent_fd is not None:
+        nursery.start_soon(watch_parent, parent_fd)
+
+
+def _expiries(credentials: NodeCredentials, trust: TrustAnchor) -> dict[str, datetime]:
+    return {
+        "node": credentials.identity.not_after,
+        "ca": trust.ca_certificate.not_valid_after_utc,
+    }
 
 
 async def _leave(

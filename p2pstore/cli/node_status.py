@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from p2pstore.cli.certificate_expiry import EXPIRY_WARNING
 from p2pstore.cli.config import NodeConfig, load_node_config
 from p2pstore.errors import ConfigError, PeerUnreachable, RemoteProtocolError
 from p2pstore.net.address import parse_address
@@ -100,6 +101,7 @@ def render_status(document: dict[str, Any]) -> str:
         f"listening on {document.get('address')}",
         f"version   {document.get('version')}",
         f"joined    {'yes' if document.get('joined') else 'NO'}",
+        *_certificate_lines(document.get("certificate")),
     ]
     store = document.get("store")
     if isinstance(store, dict):
@@ -129,6 +131,27 @@ def render_status(document: dict[str, Any]) -> str:
             f"  for {_duration(peer.get('connected_seconds'))}"
         )
     return "\n".join(lines)
+
+
+def _certificate_lines(certificate: object) -> list[str]:
+    """Its certificate's end, and a warning from 30 days before it."""
+    if not isinstance(certificate, dict):
+        return []
+    days = certificate.get("expires_in_days")
+    if not isinstance(days, int | float):
+        return []
+    lines = [
+        f"cert      serial {certificate.get('serial')}, valid until "
+        f"{certificate.get('not_after')} ({days:.0f} days)"
+    ]
+    if days < 0:
+        lines.append("          EXPIRED: peers refuse this node; renew it (p2pstore ca renew)")
+    elif days <= EXPIRY_WARNING.days:
+        lines.append(
+            f"          WARNING: expires in {days:.1f} days; renew it (p2pstore ca renew), "
+            "install it and restart the node"
+        )
+    return lines
 
 
 def _audit_lines(audits: object) -> list[str]:

@@ -4,7 +4,8 @@ Everything a peer is admitted as (node id, datacenter, region, role) comes from 
 mesh CA signed; the layers above import these names from here.
 """
 
-from p2pstore.identity.ca import IssuedCertificate, MeshCA, Revocation, parse_reason
+from p2pstore.identity.ca import MeshCA
+from p2pstore.identity.ca_index import IssuedCertificate, Revocation, parse_reason
 from p2pstore.identity.certificates import (
     CLOCK_SKEW,
     TENANT_URI_PREFIX,

@@ -19,13 +19,12 @@ the index and the CRL are replaced atomically under an advisory lock, re-read in
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -35,6 +34,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.x509.oid import NameOID
 
 from p2pstore.errors import IdentityError
+from p2pstore.identity.ca_index import (
+    IssuedCertificate,
+    Revocation,
+    parse_reason,
+    read_index,
+    sign_crl,
+    write_index,
+)
 from p2pstore.identity.certificates import (
     CLOCK_SKEW,
     Role,
@@ -44,7 +51,6 @@ from p2pstore.identity.certificates import (
     format_serial,
     load_certificate,
     load_crl,
-    parse_serial,
     validate_datacenter,
     validate_region,
     validate_tenant,
@@ -59,124 +65,30 @@ from p2pstore.identity.credentials import (
     write_new_file,
 )
 from p2pstore.identity.nodeid import (
-    NodeId,
-    parse_node_id,
+    node_id_from_public_key,
     public_key_bytes,
 )
-from p2pstore.identity.profile import (
-    authority_key_identifier,
-    build_ca_certificate,
-    build_node_certificate,
-)
+from p2pstore.identity.profile import build_ca_certificate, build_node_certificate
 
 CA_KEY_FILE = "ca.key"
 CA_CERTIFICATE_FILE = "ca.crt"
 CRL_FILE = "crl.pem"
 INDEX_FILE = "issued.json"
 LOCK_FILE = ".lock"
-CRL_VALIDITY = timedelta(days=30)
 SERIAL_BITS = 64
 
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_INDEX_FORMAT = 1
-_REASONS = {f.value: f for f in x509.ReasonFlags if f is not x509.ReasonFlags.remove_from_crl}
 
 
-@dataclass(frozen=True, slots=True)
-class IssuedCertificate:
-    """One entry of the CA's issued index (what ``p2pstore ca list`` shows)."""
-
-    serial: int
-    name: str | None  # the file stem it was written as; None when issued in memory
-    node_id: NodeId
-    datacenter: str
-    region: str
-    role: Role
-    not_after: datetime
-    tenant: str | None = None
-
-    def to_json(self) -> dict[str, str | None]:
-        """The index file's JSON form of this entry."""
-        return {
-            "tenant": self.tenant,
-            "serial": format_serial(self.serial),
-            "name": self.name,
-            "node_id": self.node_id.hex(),
-            "datacenter": self.datacenter,
-            "region": self.region,
-            "role": self.role.value,
-            "not_after": self.not_after.isoformat(),
-        }
-
-    @classmethod
-    def from_json(cls, entry: object) -> IssuedCertificate:
-        """Parse an index entry.  Raises :class:`IdentityError` or ``ValueError`` if invalid."""
-        if not isinstance(entry, dict):
-            raise IdentityError(f"index entry {entry!r} is not an object")
-        name = entry.get("name")
-        tenant = entry.get("tenant")
-        return cls(
-            tenant=None if tenant is None else validate_tenant(str(tenant)),
-            serial=parse_serial(str(entry["serial"])),
-            name=None if name is None else str(name),
-            node_id=parse_node_id(str(entry["node_id"])),
-            datacenter=validate_datacenter(str(entry["datacenter"])),
-            region=validate_region(str(entry["region"])),
-            role=Role(entry["role"]),
-            not_after=as_utc(datetime.fromisoformat(str(entry["not_after"])), "not_after"),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Revocation:
-    """One certificate the CRL revokes."""
-
-    serial: int
-    revoked_at: datetime
-    reason: x509.ReasonFlags | None
-
-
-def parse_reason(reason: str | None) -> x509.ReasonFlags | None:
-    """Map an RFC 5280 reason name (``keyCompromise``, ``superseded``, ...) to its flag.
-
-    Raises :class:`IdentityError` listing the accepted names otherwise.
-    """
-    if reason is None:
-        return None
-    flag = _REASONS.get(reason)
-    if flag is None:
+def check_file_name(name: str) -> str:
+    """An identity's name, which becomes ``NAME.key``, ``NAME.csr`` and ``NAME.crt``: no path.
+    Raises :class:`IdentityError`."""
+    if _FILE_NAME.fullmatch(name) is None:
         raise IdentityError(
-            f"unknown revocation reason {reason!r}: use one of {', '.join(sorted(_REASONS))}"
+            f"invalid certificate name {name!r}: use 1 to 64 letters, digits, '.', '_' or "
+            f"'-', starting with a letter or digit (it becomes <name>.key and <name>.crt)"
         )
-    return flag
-
-
-def _read_index(path: Path) -> dict[int, IssuedCertificate]:
-    if not path.exists():
-        return {}
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        version = document["format"]
-        entries = [IssuedCertificate.from_json(entry) for entry in document["issued"]]
-    except (OSError, ValueError, KeyError, TypeError, IdentityError) as error:
-        raise IdentityError(
-            f"the CA's issued index {path} is unreadable or corrupt ({error}); restore it from "
-            f"a backup"
-        ) from error
-    if version != _INDEX_FORMAT:
-        raise IdentityError(
-            f"the CA's issued index {path} has format {version!r}; this p2pstore reads format "
-            f"{_INDEX_FORMAT}: upgrade p2pstore"
-        )
-    return {entry.serial: entry for entry in entries}
-
-
-def _write_index(path: Path, issued: dict[int, IssuedCertificate]) -> None:
-    document = {
-        "format": _INDEX_FORMAT,
-        "issued": [issued[serial].to_json() for serial in sorted(issued)],
-    }
-    replace_file(path, (json.dumps(document, indent=1) + "\n").encode(), PUBLIC_FILE_MODE)
+    return name
 
 
 class MeshCA:
@@ -253,9 +165,16 @@ class MeshCA:
 
     @classmethod
     def create(
-        cls, directory: Path, *, mesh_name: str, now: datetime, valid_days: int = 3650
+        cls,
+        directory: Path,
+        *,
+        mesh_name: str,
+        now: datetime,
+        valid_days: int = 3650,
+        passphrase: bytes | None = None,
     ) -> MeshCA:
-        """Create a new CA in ``directory`` (made with mode 0700 if missing).
+        """Create a new CA in ``directory`` (made with mode 0700 if missing), its key encrypted
+        with ``passphrase`` if given.
 
         Raises :class:`IdentityError` if a CA already exists there (nothing is overwritten),
         if ``mesh_name`` or ``valid_days`` is invalid, or if the files cannot be written.
@@ -271,17 +190,18 @@ class MeshCA:
             raise IdentityError(f"cannot create {directory}: {error.strerror or error}") from error
         ca.directory = directory
         with ca._locked():
-            write_new_file(paths[0], private_key_pem(ca._key), PRIVATE_FILE_MODE)
+            write_new_file(paths[0], private_key_pem(ca._key, passphrase), PRIVATE_FILE_MODE)
             write_new_file(paths[1], ca.certificate_pem(), PUBLIC_FILE_MODE)
             write_new_file(paths[2], ca.revocation_list_pem(), PUBLIC_FILE_MODE)
-            _write_index(directory / INDEX_FILE, {})
+            write_index(directory / INDEX_FILE, {})
         return ca
 
     @classmethod
-    def load(cls, directory: Path) -> MeshCA:
+    def load(cls, directory: Path, passphrase: bytes | None = None) -> MeshCA:
         """Load the CA in ``directory`` with its index and revocation list.
 
-        Raises :class:`IdentityError` naming the file that is missing, too open, or invalid.
+        Raises :class:`KeyEncrypted` if its key is encrypted and no ``passphrase`` was given,
+        :class:`IdentityError` naming the file that is missing, too open, or invalid.
         """
         key_path = directory / CA_KEY_FILE
         if not key_path.exists():
@@ -289,7 +209,7 @@ class MeshCA:
                 f"no mesh CA in {directory} ({key_path} is missing): "
                 f"create one with 'p2pstore ca init'"
             )
-        key = load_private_key(key_path)
+        key = load_private_key(key_path, passphrase)
         certificate = load_certificate(directory / CA_CERTIFICATE_FILE)
         try:
             ca = cls(key, certificate, directory)
@@ -302,7 +222,7 @@ class MeshCA:
         """Re-read the index and the CRL from the directory (no-op in memory)."""
         if self.directory is None:
             return
-        self._issued = _read_index(self.directory / INDEX_FILE)
+        self._issued = read_index(self.directory / INDEX_FILE)
         crl_path = self.directory / CRL_FILE
         if not crl_path.exists():
             return
@@ -363,17 +283,12 @@ class MeshCA:
         index file).  Raises :class:`IdentityError` if an argument is invalid or the
         certificate would outlive the CA.
         """
-        return self._issue(
-            None,
-            datacenter=datacenter,
-            region=region,
-            role=role,
-            now=as_utc(now),
-            valid_days=valid_days,
-            key=key,
-            serial=serial,
-            tenant=tenant,
-        )
+        key = Ed25519PrivateKey.generate() if key is None else key
+        certificate = self._certify(
+            None, key.public_key(), datacenter=datacenter, region=region, role=role,
+            now=as_utc(now), valid_days=valid_days, serial=serial, tenant=tenant,
+        )  # fmt: skip
+        return NodeCredentials.from_objects(key, certificate)
 
     def issue(
         self,
@@ -394,11 +309,7 @@ class MeshCA:
         :class:`IdentityError` if either file exists (nothing is overwritten), an argument is
         invalid, or the files cannot be written.
         """
-        if _FILE_NAME.fullmatch(name) is None:
-            raise IdentityError(
-                f"invalid certificate name {name!r}: use 1 to 64 letters, digits, '.', '_' or "
-                f"'-', starting with a letter or digit (it becomes <name>.key and <name>.crt)"
-            )
+        check_file_name(name)
         key_path, certificate_path = out_dir / f"{name}.key", out_dir / f"{name}.crt"
         for path in (key_path, certificate_path):
             if path.exists():
@@ -407,15 +318,12 @@ class MeshCA:
             out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as error:
             raise IdentityError(f"cannot create {out_dir}: {error.strerror or error}") from error
-        credentials = self._issue(
-            name,
-            datacenter=datacenter,
-            region=region,
-            role=role,
-            now=as_utc(now),
-            valid_days=valid_days,
-            tenant=tenant,
-        )
+        key = Ed25519PrivateKey.generate()
+        certificate = self._certify(
+            name, key.public_key(), datacenter=datacenter, region=region, role=role,
+            now=as_utc(now), valid_days=valid_days, tenant=tenant,
+        )  # fmt: skip
+        credentials = NodeCredentials.from_objects(key, certificate)
         write_new_file(key_path, private_key_pem(credentials.private_key), PRIVATE_FILE_MODE)
         try:
             write_new_file(certificate_path, credentials.certificate_pem(), PUBLIC_FILE_MODE)
@@ -424,21 +332,51 @@ class MeshCA:
             raise
         return replace(credentials, key_path=key_path, certificate_path=certificate_path)
 
-    def _issue(
+    def certify(
+        self,
+        public_key: Ed25519PublicKey,
+        name: str | None,
+        *,
+        datacenter: str,
+        region: str,
+        role: Role = Role.NODE,
+        now: datetime,
+        valid_days: int = 365,
+        tenant: str | None = None,
+    ) -> x509.Certificate:
+        """A certificate for a key the CA never sees the private half of (a node's request, a
+        renewal), recorded in the index.  Raises :class:`IdentityError` if an argument is
+        invalid or it would outlive the CA."""
+        return self._certify(
+            None if name is None else check_file_name(name),
+            public_key,
+            datacenter=datacenter,
+            region=region,
+            role=role,
+            now=as_utc(now),
+            valid_days=valid_days,
+            persist=True,
+            tenant=tenant,
+        )
+
+    def _certify(
         self,
         name: str | None,
+        public_key: Ed25519PublicKey,
         *,
         datacenter: str,
         region: str,
         role: Role,
         now: datetime,
         valid_days: int,
-        key: Ed25519PrivateKey | None = None,
         serial: int | None = None,
+        persist: bool = False,
         tenant: str | None = None,
-    ) -> NodeCredentials:
+    ) -> x509.Certificate:
         validate_datacenter(datacenter)
         validate_region(region)
+        if tenant is not None:
+            validate_tenant(tenant)
         not_after = now + _validity(valid_days)
         ca_expiry = self.certificate.not_valid_after_utc
         if not_after > ca_expiry:
@@ -446,8 +384,7 @@ class MeshCA:
                 f"a certificate valid {valid_days} days would outlive the mesh CA, which expires "
                 f"at {ca_expiry.isoformat()}: issue it for fewer days or renew the CA"
             )
-        key = Ed25519PrivateKey.generate() if key is None else key
-        persist = name is not None and self.directory is not None
+        persist = (persist or name is not None) and self.directory is not None
         with self._locked() if persist else nullcontext():
             if serial is None:
                 serial = self._fresh_serial()
@@ -456,7 +393,7 @@ class MeshCA:
             certificate = build_node_certificate(
                 self._key,
                 self.certificate,
-                key.public_key(),
+                public_key,
                 datacenter=datacenter,
                 region=region,
                 role=role,
@@ -465,16 +402,16 @@ class MeshCA:
                 serial=serial,
                 tenant=tenant,
             )
-            credentials = NodeCredentials.from_objects(key, certificate)
+            node_id = node_id_from_public_key(public_key)
             entry = IssuedCertificate(
-                serial, name, credentials.node_id, datacenter, region, role, not_after, tenant
+                serial, name, node_id, datacenter, region, role, not_after, tenant
             )
             if persist and self.directory is not None:
                 self._issued[serial] = entry
-                _write_index(self.directory / INDEX_FILE, self._issued)
+                write_index(self.directory / INDEX_FILE, self._issued)
             else:
                 self._issued_in_memory[serial] = entry
-        return credentials
+        return certificate
 
     def _fresh_serial(self) -> int:
         while True:
@@ -524,25 +461,8 @@ class MeshCA:
             return 1
 
     def _sign_crl(self, now: datetime, *, number: int) -> x509.CertificateRevocationList:
-        builder = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(self.certificate.subject)
-            .last_update(now)
-            .next_update(now + CRL_VALIDITY)
-            .add_extension(x509.CRLNumber(number), critical=False)
-            .add_extension(authority_key_identifier(self.certificate), critical=False)
-        )
-        for serial in sorted(self._revocations):
-            revocation = self._revocations[serial]
-            entry = (
-                x509.RevokedCertificateBuilder()
-                .serial_number(serial)
-                .revocation_date(revocation.revoked_at)
-            )
-            if revocation.reason is not None:
-                entry = entry.add_extension(x509.CRLReason(revocation.reason), critical=False)
-            builder = builder.add_revoked_certificate(entry.build())
-        return builder.sign(self._key, algorithm=None)
+        revocations = [self._revocations[serial] for serial in sorted(self._revocations)]
+        return sign_crl(self._key, self.certificate, revocations, now, number)
 
     # -- reading -------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from p2pstore.errors import IdentityError, IntegrityError, PeerRefused
+from p2pstore.errors import IdentityError, IntegrityError, KeyEncrypted, PeerRefused
 from p2pstore.identity.certificates import (
     PeerIdentity,
     identity_from_certificate,
@@ -168,20 +168,25 @@ def check_private_file_mode(path: Path) -> None:
         )
 
 
-def private_key_pem(key: Ed25519PrivateKey) -> bytes:
-    """``key`` as unencrypted PEM PKCS8, the format key files use."""
+def private_key_pem(key: Ed25519PrivateKey, passphrase: bytes | None = None) -> bytes:
+    """``key`` as PEM PKCS8, the format key files use; encrypted with ``passphrase`` if given
+    (the best scheme ``cryptography`` has: scrypt and AES-256 today)."""
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.NoEncryption()
+        if passphrase is None
+        else serialization.BestAvailableEncryption(passphrase)
+    )
     return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """Read an Ed25519 key file (PEM PKCS8, unencrypted) after checking its mode is 0600.
+def load_private_key(path: Path, passphrase: bytes | None = None) -> Ed25519PrivateKey:
+    """Read an Ed25519 key file (PEM PKCS8) after checking its mode is 0600.
 
-    Raises :class:`IdentityError` naming the file if it is unreadable, too open, encrypted or
-    not an Ed25519 key.
+    Raises :class:`KeyEncrypted` if the key is encrypted and no ``passphrase`` was given, and
+    :class:`IdentityError` naming the file if it is unreadable, too open, the passphrase is
+    wrong, or it is not an Ed25519 key.
     """
     check_private_file_mode(path)
     try:
@@ -189,12 +194,14 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     except OSError as error:
         raise IdentityError(f"cannot read key {path}: {error.strerror or error}") from error
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = serialization.load_pem_private_key(data, password=passphrase)
     except TypeError as error:
-        raise IdentityError(
-            f"key {path} is encrypted; p2pstore reads only unencrypted keys for now"
-        ) from error
+        if passphrase is None:
+            raise KeyEncrypted(f"key {path} is encrypted: its passphrase is needed") from error
+        raise IdentityError(f"key {path} is not encrypted; give no passphrase") from error
     except ValueError as error:
+        if passphrase is not None and b"ENCRYPTED" in data:
+            raise IdentityError(f"wrong passphrase for key {path}") from error
         raise IdentityError(f"{path} is not a PEM private key: {error}") from error
     if not isinstance(key, Ed25519PrivateKey):
         raise IdentityError(f"key {path} is {type(key).__name__}, expected an Ed25519 key")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -265,6 +266,11 @@ def status_document(
     usage = store.usage() if store is not None else None
     return {
         "audits": None if audits is None else audits(),
+        "certificate": {
+            "serial": str(identity.serial),
+            "not_after": identity.not_after.isoformat(),
+            "expires_in_days": round((identity.not_after.timestamp() - time.time()) / 86400, 2),
+        },
         "node_id": identity.node_id.hex(),
         "datacenter": identity.datacenter,
         "region": identity.region,

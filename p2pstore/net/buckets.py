@@ -29,7 +29,8 @@ from p2pstore.core.contact import Contact
 from p2pstore.errors import EntryRejected, StoreError
 from p2pstore.identity import NodeId, PeerIdentity, TrustAnchor, short_id
 from p2pstore.net.bucket_book import BucketBook
-from p2pstore.net.dht import RPC_FAILURES, Dht
+from p2pstore.net.dht import Dht
+from p2pstore.net.publisher import RPC_FAILURES
 from p2pstore.wire import (
     MAX_ENTRIES_PER_MESSAGE,
     BucketEntry,

@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_cli_node import DEADLINE, STOP_DEADLINE, in_process_node, node_process
 
 from p2pstore.cli.config import write_local_node_config
-from p2pstore.cli.devnet import DevnetNode, create_mesh, free_loopback_ports
+from p2pstore.cli.local_mesh import DevnetNode, create_mesh, free_loopback_ports
 from p2pstore.codec.fragment_ids import fragment_id as fragment_id_of
 from p2pstore.net.contact_book import ContactBook
 from p2pstore.net.fragments import fetch_fragment, store_fragment
@@ -185,3 +186,50 @@ async def test_a_restarted_node_rejoins_through_saved_contacts_with_its_bootstra
             other_process.process.send_signal(signal.SIGTERM)
             with trio.fail_after(STOP_DEADLINE):
                 assert await other_process.process.wait() == 0
+
+
+async def test_a_node_certified_from_its_own_request_warns_before_its_certificate_expires(
+    tmp_path,
+):
+    """The key made on the node (``node init``), its request signed by the CA for 10 days: the
+    node runs with it, logs ``certificate_expiring``, exports the seconds left as a metric and
+    ``node status`` warns."""
+    from cryptography.hazmat.primitives import serialization
+
+    from p2pstore.identity.signing_request import read_request, write_new_identity
+
+    authority, (first, _second), _observer = create_mesh(tmp_path, 2, 2, ("FR-GES", "FR-IDF"))
+    for name in ("node.key", "node.crt"):
+        (first.directory / name).unlink()
+    _key, request_path, node_id = write_new_identity(
+        first.directory, "node", datacenter="dc-9", region="FR-GES"
+    )
+    request = read_request(request_path.read_bytes(), "node.csr")
+    certificate = authority.certify(
+        request.public_key, "node", datacenter=request.datacenter, region=request.region,
+        now=datetime.now(UTC), valid_days=10,
+    )  # fmt: skip
+    (first.directory / "node.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    admin = f"127.0.0.1:{free_loopback_ports(1)[0]}"
+    config = json_config(first, metrics_listen=admin)
+    with trio.fail_after(DEADLINE):
+        async with node_process(config) as daemon:
+            warned = await daemon.wait_for_event("certificate_expiring", certificate="node")
+            assert warned["level"] == "warning"
+            assert 9.9 < float(warned["days_left"]) <= 10
+            assert "p2pstore ca renew" in str(warned["message"])
+            await daemon.wait_for_event("admin_listening")
+            metrics = await scrape(admin)
+            left = sample(metrics, "p2pstore_certificate_expiry_seconds", certificate="node")
+            assert 9.9 * 86400 < left <= 10 * 86400
+            ca_left = sample(metrics, "p2pstore_certificate_expiry_seconds", certificate="ca")
+            assert ca_left > 3000 * 86400
+            shown = await node_status(config)
+            text = shown.stdout.decode()
+            assert node_id.hex() in text
+            assert "WARNING: expires in 9." in text or "WARNING: expires in 10.0" in text, text
+            daemon.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(STOP_DEADLINE):
+                assert await daemon.process.wait() == 0
+    # Only the CA's own certificate and the node's are renewed by operators; the CA's is far off.
+    assert not [line for line in daemon.lines if '"certificate": "ca"' in line]

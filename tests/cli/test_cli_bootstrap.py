@@ -126,7 +126,10 @@ def test_the_readme_shows_only_commands_and_options_that_exist(argv):
 
 def test_the_readme_lists_every_event_the_node_command_logs():
     readme = README.read_text(encoding="utf-8")
-    sources = [Path(__file__).resolve().parents[2] / "p2pstore" / "cli" / "node_commands.py"]
+    cli_dir = Path(__file__).resolve().parents[2] / "p2pstore" / "cli"
+    sources = [
+        cli_dir / name for name in ("node_commands.py", "lifeline.py", "certificate_expiry.py")
+    ]
     # Every module a node process runs (client.py too: a steward stores and fetches as one).
     sources += sorted((Path(__file__).resolve().parents[2] / "p2pstore" / "net").glob("*.py"))
     events = set()

@@ -232,3 +232,86 @@ def test_show_refuses_a_certificate_that_is_not_a_node_certificate(ca_dir):
     assert result.exit_code == 1
     [line] = result.stderr.splitlines()
     assert "malformed certificate" in line
+
+
+def test_keys_stay_on_the_node_init_sign_renew_revoke(ca_dir, tmp_path):
+    """The operator's guide's path: the node makes its key and a request; the CA signs the
+    request (its key never seen); renewal keeps the node id; revocation reaches the CRL."""
+    node_dir = tmp_path / "etc"
+    made = run(
+        "node", "init", node_dir, "--name", "strasbourg-1", "--datacenter", "dc-strasbourg-1",
+        "--region", "FR-GES",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    node_id = re.search(r"created the key of node ([0-9a-f]{40})", made.output).group(1)
+    assert mode(node_dir / "strasbourg-1.key") == 0o600
+    assert sorted(p.name for p in ca_dir.iterdir() if p.suffix == ".key") == ["ca.key"]
+
+    signed = run("ca", "sign", ca_dir, node_dir / "strasbourg-1.csr")
+    assert signed.exit_code == 0, signed.output
+    assert field(signed.output, "node id") == node_id
+    assert field(signed.output, "datacenter") == "dc-strasbourg-1"
+    first = identity_from_certificate(load_certificate(node_dir / "strasbourg-1.crt"))
+    assert first.node_id.hex() == node_id and first.role is Role.NODE
+
+    renewed = run("ca", "renew", ca_dir, node_dir / "strasbourg-1.crt", "--days", "400")
+    assert renewed.exit_code == 0, renewed.output
+    second = identity_from_certificate(load_certificate(node_dir / "strasbourg-1.renewed.crt"))
+    assert second.node_id == first.node_id and second.serial != first.serial
+    assert second.not_after > first.not_after
+    listed = run("ca", "list", ca_dir)
+    assert listed.output.count(" strasbourg-1 ") == 2  # the name column, beside dc-strasbourg-1
+
+    revoked = run("ca", "revoke", ca_dir, "--certificate", node_dir / "strasbourg-1.renewed.crt")
+    assert revoked.exit_code == 0, revoked.output
+    trust = TrustAnchor.load(ca_dir / "ca.crt", ca_dir / "crl.pem")
+    assert second.serial in trust.revoked_serials
+    again = run("ca", "renew", ca_dir, node_dir / "strasbourg-1.renewed.crt", "--out", "x.crt")
+    assert again.exit_code == 1 and "is revoked" in again.stderr
+
+
+def test_sign_refuses_an_altered_request_in_one_line(ca_dir, tmp_path):
+    assert run("node", "init", tmp_path, "--name", "n", "--datacenter", "dc-1",
+               "--region", "FR-GES").exit_code == 0  # fmt: skip
+    request = tmp_path / "n.csr"
+    text = request.read_text()
+    lines = text.splitlines()
+    middle = lines[2]
+    lines[2] = middle[:10] + ("A" if middle[10] != "A" else "B") + middle[11:]
+    request.write_text("\n".join(lines) + "\n")
+    result = run("ca", "sign", ca_dir, request)
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "n.crt").exists()
+
+
+def test_node_init_refuses_an_invalid_region_and_writes_nothing(tmp_path):
+    result = run("node", "init", tmp_path / "etc", "--name", "n", "--datacenter", "dc-1",
+                 "--region", "fr-ges")  # fmt: skip
+    assert result.exit_code == 1 and "region" in result.stderr
+    assert not (tmp_path / "etc").exists() or not any((tmp_path / "etc").iterdir())
+
+
+def test_an_encrypted_ca_asks_for_its_passphrase(tmp_path, monkeypatch):
+    directory = tmp_path / "ca"
+    runner = CliRunner()
+    made = runner.invoke(
+        cli, ["ca", "init", str(directory), "--mesh", "m", "--encrypt"],
+        input="correct horse battery\ncorrect horse battery\n",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert "encrypted" in made.output
+    assert (directory / "ca.key").read_bytes().startswith(b"-----BEGIN ENCRYPTED")
+    asked = runner.invoke(cli, ["ca", "list", str(directory)], input="correct horse battery\n")
+    assert asked.exit_code == 0, asked.output
+    wrong = runner.invoke(cli, ["ca", "list", str(directory)], input="nope nope nope\n")
+    assert wrong.exit_code == 1 and "wrong passphrase" in wrong.stderr
+    monkeypatch.setenv("P2PSTORE_CA_PASSPHRASE", "correct horse battery")
+    assert issue(directory, "client-1", "--client").exit_code == 0
+
+
+def test_a_short_passphrase_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("P2PSTORE_CA_PASSPHRASE", "short")
+    result = run("ca", "init", tmp_path / "ca", "--mesh", "m", "--encrypt")
+    assert result.exit_code == 2 and "at least 12 characters" in result.stderr
+    assert not (tmp_path / "ca" / "ca.key").exists()

@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 
 import pytest
+from process_groups import run_group
 
 
 @pytest.mark.integration
 def test_the_demo_gets_the_file_back_after_killing_half_of_a_chunks_holders():
-    result = subprocess.run(
+    result = run_group(
         [sys.executable, "-m", "p2pstore", "demo", "--size", "6 MiB", "--nodes", "10"],
-        check=False,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
         env={**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "200"},
         timeout=150,
     )

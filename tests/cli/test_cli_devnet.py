@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from process_groups import Watched, children_of, command_line, kill_group, run_group
 from prometheus_client.parser import text_string_to_metric_families
 
 from p2pstore.cli.config import load_node_config
@@ -26,14 +27,8 @@ DEADLINE = 90.0
 
 def devnet(*args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "p2pstore", "devnet", "--exit-when-ready", "--timeout", "60"]
-    return subprocess.run(
-        [*command, *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-        timeout=DEADLINE,
+    return run_group(
+        [*command, *args], env={**os.environ, "PYTHONIOENCODING": "utf-8"}, timeout=DEADLINE
     )
 
 
@@ -104,6 +99,66 @@ def test_ctrl_c_in_a_terminal_stops_every_node_cleanly(tmp_path):
     assert codes == ["0", "0", "0"], rest
 
 
+def start_devnet(directory: Path, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """A devnet of 3 nodes in its own session, read until it is ready and waiting for Ctrl-C."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "p2pstore", "devnet", "--dir", str(directory), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:  # bounded: the devnet gives up after its --timeout (60 s)
+        seen.append(line)
+        if "Ctrl-C stops every node" in line:
+            break
+    assert any("mesh ready" in line for line in seen), "".join(seen)
+    return process, seen
+
+
+def node_processes(parent: int) -> list[int]:
+    return [pid for pid in children_of(parent) if "node" in command_line(pid)]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("how", ["SIGKILL", "closed terminal"])
+def test_the_nodes_of_a_devnet_die_with_it(tmp_path, how):
+    """However the devnet ends (SIGKILL gives it no chance to stop anything; a closed terminal
+    sends SIGHUP to the whole job, and the nodes take SIGHUP as "reload the CRL"), no node
+    process outlives it: each stops cleanly, its log ending with ``node stopped``."""
+    directory = tmp_path / "m"
+    process, _seen = start_devnet(directory, "--nodes", "3")
+    watched = None
+    try:
+        nodes = node_processes(process.pid)
+        assert len(nodes) == 3, [command_line(pid) for pid in children_of(process.pid)]
+        watched = Watched(nodes)
+        if how == "SIGKILL":
+            process.kill()  # the devnet alone: its nodes are left to notice
+        else:
+            os.killpg(process.pid, signal.SIGHUP)
+        rest, _ = process.communicate(timeout=DEADLINE)
+        assert watched.wait_all_gone(timeout=30) == []
+    finally:
+        if watched is not None:
+            watched.close()
+        kill_group(process.pid)  # nodes outliving the test would hide the failure: none may
+        process.wait()
+    for name in ("node-1", "node-2", "node-3"):
+        log = (directory / name / "node.log").read_text(encoding="utf-8")
+        assert "node stopped" in log.rstrip().splitlines()[-1], log
+        if how == "SIGKILL":
+            assert "event=parent_exited" in log
+    if how == "closed terminal":
+        assert process.returncode == 0, rest
+        assert "SIGHUP: stopping every node" in rest
+        assert re.findall(r"node-\d+ stopped \(exit code (-?\d+)\)", rest) == ["0"] * 3
+
+
 @pytest.mark.integration
 def test_devnet_brings_up_five_nodes_that_see_each_other_and_stops_them():
     result = devnet("--nodes", "5")
@@ -158,6 +213,21 @@ def test_devnet_keeps_its_files_with_dir(tmp_path):
         assert "node stopped" in log.rstrip().splitlines()[-1]
     assert len(admin_addresses | {first.listen}) == 3
 
+    # The same command again restarts the stopped mesh: same identities, addresses and data.
+    again = devnet("--regions", "FR-ARA", "--dir", str(directory))
+    assert again.returncode == 0, again.stdout + again.stderr
+    text = " ".join(again.stdout.split())
+    assert f"restarting the mesh of 2 nodes in {directory}" in text
+    assert "mesh ready" in text and "(2/2 lookups)" in text
+    before = {cells[1] for cells in table_rows(result.stdout).values()}
+    assert {cells[1] for cells in table_rows(again.stdout).values()} == before
+    for name in ("node-1", "node-2"):
+        log = (directory / name / "node.log").read_text(encoding="utf-8")
+        assert log.count("event=stopped") == 2
+    wrong = devnet("--nodes", "3", "--dir", str(directory))
+    assert wrong.returncode == 2
+    assert "has 2 nodes; leave --nodes out to restart it" in " ".join(wrong.stderr.split())
+
 
 @pytest.mark.integration
 def test_a_devnet_that_did_not_come_up_keeps_its_logs():
@@ -179,7 +249,7 @@ def test_devnet_refuses_a_directory_that_is_not_empty(tmp_path):
     (tmp_path / "something").write_text("x", encoding="utf-8")
     result = CliRunner().invoke(cli, ["devnet", "--dir", str(tmp_path), "--exit-when-ready"])
     assert result.exit_code == 2
-    assert "is not empty" in result.stderr
+    assert "is not empty and holds no local mesh to restart" in " ".join(result.stderr.split())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["something"]
 
 

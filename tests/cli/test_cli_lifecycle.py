@@ -25,7 +25,7 @@ from test_cli_node import in_process_node
 from test_cli_objects import wait_until_joined
 
 from p2pstore.cli.config import write_local_node_config
-from p2pstore.cli.devnet import DevnetNode, create_mesh
+from p2pstore.cli.local_mesh import DevnetNode, create_mesh
 from p2pstore.codec.fragment_ids import fragment_id
 from p2pstore.errors import RemoteError
 from p2pstore.net.contact_book import ContactBook

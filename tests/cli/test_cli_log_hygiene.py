@@ -16,7 +16,7 @@ from test_cli_objects import DEADLINE, run, running_mesh
 
 from p2pstore.cli.client_config import load_client_config
 from p2pstore.cli.config import write_local_node_config
-from p2pstore.cli.devnet import LOCAL_RULES, DevnetNode
+from p2pstore.cli.local_mesh import LOCAL_RULES, DevnetNode
 from p2pstore.codec import ReadCap
 from p2pstore.identity import NodeCredentials
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 import trio
 
 from p2pstore.cli.config import write_local_node_config
-from p2pstore.cli.devnet import DevnetNode, create_mesh
+from p2pstore.cli.local_mesh import DevnetNode, create_mesh
 from p2pstore.codec.fragment_ids import fragment_id as fragment_id_of
 from p2pstore.errors import PeerRefused, PeerUnreachable
 from p2pstore.identity import MeshCA, NodeCredentials, TrustAnchor
@@ -100,12 +101,14 @@ class NodeProcess:
 
 
 @asynccontextmanager
-async def node_process(config: Path) -> AsyncIterator[NodeProcess]:
+async def node_process(config: Path, parent_fd: int | None = None) -> AsyncIterator[NodeProcess]:
+    extra = [] if parent_fd is None else ["--parent-fd", str(parent_fd)]
     process = await trio.lowlevel.open_process(
-        node_command(config),
+        [*node_command(config), *extra],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        pass_fds=() if parent_fd is None else (parent_fd,),
     )
     try:
         yield NodeProcess(process)
@@ -228,6 +231,34 @@ async def test_node_logs_text_and_stops_on_sigint(mesh):
     assert lines[-1].endswith("node stopped [event=stopped]"), lines[-3:]
     assert not any(line.lstrip().startswith("{") for line in lines)
     assert (first.directory / "data").is_dir()
+
+
+@pytest.mark.parametrize("parent_gone", ["while running", "before it started"])
+async def test_node_stops_cleanly_when_the_pipe_from_its_parent_closes(mesh, parent_gone):
+    """``--parent-fd``: how a local mesh's nodes die with it.  End-of-file on the inherited pipe
+    (the parent exited, however) stops the node as SIGTERM would, even if the parent was gone
+    before the node looked."""
+    _authority, (first, _second) = mesh
+    config = write_config(first, "json")
+    read_end, write_end = os.pipe()
+    try:
+        with trio.fail_after(DEADLINE):
+            async with node_process(config, parent_fd=read_end) as daemon:
+                os.close(read_end)
+                if parent_gone == "while running":
+                    await daemon.wait_for_event("listening")
+                os.close(write_end)
+                write_end = -1
+                await daemon.wait_for_event("parent_exited")
+                with trio.fail_after(STOP_DEADLINE):
+                    assert await daemon.process.wait() == 0
+                lines = await daemon.read_to_end()
+    finally:
+        if write_end >= 0:
+            os.close(write_end)
+    events = [json.loads(line).get("event") for line in lines]
+    assert events.index("parent_exited") < events.index("stopping")
+    assert events[-2:] == ["records_saved", "stopped"]
 
 
 def test_a_config_error_exits_2_with_one_line_naming_the_key(tmp_path):

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from p2pstore.cli.client_config import connected_client, load_client_config, write_client_config
-from p2pstore.cli.devnet import DevnetNode, create_mesh
+from p2pstore.cli.local_mesh import DevnetNode, create_mesh
 from p2pstore.core.records import manifest_key
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import ConfigError, P2PStoreError

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from p2pstore.cli.devnet import free_loopback_ports
+from p2pstore.cli.local_mesh import free_loopback_ports
 from p2pstore.identity import MeshCA, NodeCredentials, Role, TrustAnchor
 from p2pstore.net.memory import Latency, LinkProfile, MemoryNetwork, MemoryTransport
 from p2pstore.net.tls import TlsSettings, TlsTransport
