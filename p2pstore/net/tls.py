@@ -29,6 +29,7 @@ from p2pstore.net.address import format_address, parse_address
 from p2pstore.net.budget import ReceiveBudget
 from p2pstore.net.link import LinkHandler, check_dialled_peer, source_of
 from p2pstore.net.refusals import RefusalLog
+from p2pstore.net.tls_stream import TlsStream
 from p2pstore.wire import DEFAULT_MAX_FRAME, FRAME_HEADER, FrameDecoder, frame_header
 
 log = logging.getLogger("p2pstore.net")
@@ -103,7 +104,7 @@ def make_ssl_contexts(
 
 
 class TlsLink:
-    """A :class:`~p2pstore.net.link.FrameLink` over a ``trio.SSLStream`` (or any byte stream:
+    """A :class:`~p2pstore.net.link.FrameLink` over a :class:`TlsStream` (or any byte stream:
     tests run it over memory streams under a MockClock)."""
 
     def __init__(
@@ -420,11 +421,11 @@ class TlsTransport:
     ) -> TlsLink:
         """Handshake and check the peer's certificate; closes ``stream`` on any failure."""
         context = self._server_context if server_side else self._client_context
-        ssl_stream = trio.SSLStream(stream, context, server_side=server_side)
+        ssl_stream = TlsStream(stream, context, server_side=server_side)
         try:
             with trio.fail_after(self.settings.handshake_timeout):
                 await ssl_stream.do_handshake()
-            der = ssl_stream.getpeercert(binary_form=True)
+            der = ssl_stream.peer_certificate()
             if der is None:
                 raise PeerRefused(f"{remote} presented no certificate", reason="no-certificate")
             identity = self.trust.verify_der(der, self._clock())
