@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
@@ -230,7 +231,10 @@ class Repairer:
             )
             bytes_read += sum(len(data) for data in sources.values())
             fragments.update(
-                await self.client.run_sync(rebuild_fragments, manifest, index, sources, missing)
+                # fetch_chunk checked every survivor against the manifest's ids: no second hash.
+                await self.client.run_sync(
+                    partial(rebuild_fragments, hashed=True), manifest, index, sources, missing
+                )
             )
         staying = [s for s in (*assessment.live, *assessment.silent) if s not in moving]
         keep = [h for s in staying if (h := row[s]) is not None]
