@@ -211,9 +211,6 @@ class TlsLink:
         )
 
     async def _receive_some(self) -> bytes | bytearray:
-        announced = self._decoder.announced
-        if announced is not None and isinstance(self._stream, TlsStream):
-            self._stream.want(FRAME_HEADER.size + announced - self._decoder.buffered)
         deadline = math.inf
         if self._partial_since is not None and self._partial_timeout is not None:
             deadline = self._partial_since + self._partial_timeout

@@ -20,7 +20,6 @@ returns ``b""``, and a use after ``aclose`` raises ``trio.ClosedResourceError``.
 from __future__ import annotations
 
 import contextlib
-import socket
 import ssl
 from typing import NoReturn, cast
 
@@ -54,9 +53,6 @@ class TlsStream(trio.abc.Stream):
         self._closed = False
         self._eof = False
         self._transport_eof = False
-        self._wanted = 1
-        """Plaintext bytes the reader needs before it can use any (see :meth:`want`)."""
-        self._low_water = 1
 
     @property
     def socket(self) -> trio.socket.SocketType:
@@ -105,15 +101,6 @@ class TlsStream(trio.abc.Stream):
         self._check_usable()
         await self.transport.wait_send_all_might_not_block()
 
-    def want(self, size: int) -> None:
-        """Say that the next :meth:`receive_some` is of no use before ``size`` bytes: the rest
-        of a large frame.  The socket then wakes the reader once that much has arrived (up to
-        256 KiB, with SO_RCVLOWAT), not for every segment: a 1 MiB fragment arriving in ~50
-        KiB pieces cost a scheduler trip each.  Safe by construction: the bytes asked for are
-        already promised by the frame being read (a sender that stalls mid-frame is cut by the
-        link's partial-frame deadline as before; an end of stream always wakes the reader)."""
-        self._wanted = max(1, size)
-
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         """Up to ``max_bytes`` (default 256 KiB) of plaintext: every whole record received so
         far, reading the socket only when none is.  ``b""`` once the peer closed cleanly."""
@@ -129,7 +116,6 @@ class TlsStream(trio.abc.Stream):
                 return b""
             data = self._decrypt(size)
             if data is not None:
-                self._wanted = 1
                 await self._flush()  # what the read made (a key update answer), if anything
                 await trio.lowlevel.checkpoint()
                 return data
@@ -193,9 +179,6 @@ class TlsStream(trio.abc.Stream):
         """Read the socket once into the incoming BIO (its end into the BIO's EOF)."""
         if self._transport_eof:  # OpenSSL wants more after the end: cannot happen, but never spin
             self._break(ssl.SSLEOFError("the connection ended inside a TLS record"))
-        # The ciphertext still to come is at least the plaintext wanted less what the partial
-        # record already here holds.
-        self._set_low_water(min(self._wanted - self._incoming.pending, TRANSPORT_RECEIVE))
         try:
             data = await self.transport.receive_some(TRANSPORT_RECEIVE)
         except trio.BrokenResourceError as exc:
@@ -221,16 +204,6 @@ class TlsStream(trio.abc.Stream):
                 # Some of the record may be on the wire: nothing can follow it any more.
                 self._broken = self._broken or exc
                 raise
-
-    def _set_low_water(self, size: int) -> None:
-        size = max(1, size)
-        if size == self._low_water:
-            return
-        try:
-            self.transport.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
-        except (OSError, AttributeError):
-            return  # not a TCP socket (tests' memory streams): wake on every piece
-        self._low_water = size
 
     def _check_usable(self) -> None:
         if self._closed:

@@ -169,29 +169,3 @@ async def test_a_certificate_from_another_ca_fails_the_handshake(contexts, tmp_p
             nursery.start_soon(handshake, server)
         assert len(failures) == 2
         assert all(isinstance(f.__cause__, ssl.SSLError) for f in failures)
-
-
-async def test_want_wakes_the_reader_once_the_rest_of_a_frame_arrived(contexts):
-    """A frame trickling in small writes is read in large pieces once the reader said how much
-    it waits for; and an end of stream still wakes a reader that was promised more."""
-    with trio.fail_after(DEADLINE):
-        client, server = await tls_pair(contexts)
-
-        async def trickle() -> None:
-            for _ in range(64):
-                await client.send_all(b"x" * 8192)
-                await trio.sleep(0.001)
-
-        async with trio.open_nursery() as nursery:
-            server.want(512 * 1024)
-            nursery.start_soon(trickle)
-            first = await server.receive_some()
-            rest, _ = await receive_exactly(server, 512 * 1024 - len(first))
-        assert len(first) >= 200 * 1024  # not the first 8 KiB write
-        assert bytes(first) + rest == b"x" * 512 * 1024
-        server.want(MiB)
-        await client.send_all(b"short")
-        await client.aclose()
-        assert await server.receive_some() == b"short"
-        assert await server.receive_some() == b""
-        await server.aclose()
