@@ -15,6 +15,7 @@ One task receives at a time (the link's receive loop); any number may send.  Wha
 sees is ``trio.SSLStream``'s contract: SSL failures and an end of stream without TLS's
 close_notify raise ``trio.BrokenResourceError`` (its cause is the ``ssl`` error), a clean close
 returns ``b""``, and a use after ``aclose`` raises ``trio.ClosedResourceError``.
+:func:`handshake_failure` names what a failed handshake's ``ssl`` error means for an operator.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import ssl
 from typing import NoReturn, cast
 
 import trio
+
+from p2pstore.errors import PeerRefused, PeerUnreachable
 
 TRANSPORT_RECEIVE = 256 * 1024
 """Bytes asked of the socket per read."""
@@ -214,3 +217,47 @@ class TlsStream(trio.abc.Stream):
     def _break(self, exc: BaseException) -> NoReturn:
         self._broken = exc
         raise trio.BrokenResourceError(str(exc)) from exc
+
+
+_VERIFY_REASONS = {
+    # OpenSSL X509_V_ERR_* codes -> the reasons TrustAnchor gives for the same faults.
+    2: "wrong-ca",  # unable to get issuer certificate
+    7: "wrong-ca",  # certificate signature failure
+    9: "not-yet-valid",
+    10: "expired",
+    18: "wrong-ca",  # self-signed certificate
+    19: "wrong-ca",  # self-signed certificate in chain
+    20: "wrong-ca",  # unable to get local issuer certificate
+    21: "wrong-ca",  # unable to verify the first certificate
+    23: "revoked",
+    26: "not-a-node",  # unsupported certificate purpose: a client certificate serving
+}
+
+
+def handshake_failure(remote: str, exc: trio.BrokenResourceError) -> PeerRefused | PeerUnreachable:
+    """Turn a failed handshake into a refusal that says why, or a plain network failure."""
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        reason = _VERIFY_REASONS.get(cause.verify_code, "bad-certificate")
+        return PeerRefused(
+            f"TLS handshake with {remote} failed: its certificate was refused "
+            f"({cause.verify_message}, reason {reason})",
+            reason=reason,
+        )
+    if isinstance(cause, ssl.SSLError):
+        text = str(cause)
+        if "WRONG_VERSION_NUMBER" in text or "HTTP_REQUEST" in text or "UNEXPECTED_RECORD" in text:
+            return PeerRefused(
+                f"{remote} does not speak TLS (plain TCP?): {text}", reason="not-tls"
+            )
+        if "CERTIFICATE_REQUIRED" in text or "PEER_DID_NOT_RETURN_A_CERTIFICATE" in text:
+            return PeerRefused(
+                f"{remote} presented no certificate: {text}", reason="no-certificate"
+            )
+        if "ALERT" in text:
+            return PeerRefused(
+                f"{remote} refused our certificate during the TLS handshake: {text}",
+                reason="rejected-by-peer",
+            )
+        return PeerRefused(f"TLS handshake with {remote} failed: {text}", reason="tls-error")
+    return PeerUnreachable(f"connection to {remote} broke during the TLS handshake: {exc}")
