@@ -57,6 +57,7 @@ from pathlib import Path
 
 import trio
 import zfec
+from receive_floor import receive_floor_ms
 from rss_client import MeshClient, peak_rss_kib
 
 from p2pstore.cli.config import write_local_node_config
@@ -101,16 +102,17 @@ def _coded(cipher: ChunkCipher, coder: zfec.Encoder, k: int, index: int, chunk: 
 
 
 def put_ceiling(path: Path, size: int, rule: CodingRule, chunk_size: int) -> float:
-    """MiB/s of user data: seal + zfec encode + the id of every fragment, one thread."""
+    """MiB/s of user data: seal + zfec encode + the id of every fragment, one thread (its CPU
+    time, so other processes on the cores do not lower it)."""
     cipher = ChunkCipher(KEY, cipher=AES_256_GCM, chunk_size=chunk_size, object_size=size)
     coder = zfec.Encoder(rule.k, rule.n)
     busy = 0.0
     with path.open("rb") as source:
         for index, chunk in enumerate(iter_chunks(source, chunk_size)):
-            start = time.perf_counter()
+            start = time.thread_time()
             for block in _coded(cipher, coder, rule.k, index, chunk):
                 fragment_id(block)
-            busy += time.perf_counter() - start
+            busy += time.thread_time() - start
     return size / MiB / busy
 
 
@@ -128,14 +130,14 @@ def get_ceilings(path: Path, size: int, rule: CodingRule, chunk_size: int) -> tu
             blocks = _coded(cipher, coder, k, index, chunk)
             sealed_size = len(chunk) + TAG_BYTES
             for name, shares in (("primaries", primaries), ("parity", parity)):
-                start = time.perf_counter()
+                start = time.thread_time()
                 chosen = [blocks[s] for s in shares]
                 for block in chosen:
                     fragment_id(block)
                 rebuilt = chosen if shares == primaries else decoder.decode(chosen, shares)
                 padded = b"".join(rebuilt)
                 cipher.open(index, memoryview(padded)[:sealed_size])
-                busy[name] += time.perf_counter() - start
+                busy[name] += time.thread_time() - start
     return size / MiB / busy["primaries"], size / MiB / busy["parity"]
 
 
@@ -377,7 +379,15 @@ async def measure(
     chunk = run.settings.chunk_size
     out = source.with_name("got.bin")
     meter = CpuMeter([m.process.pid for m in mesh.members if m.process is not None])
+    sender = NodeCredentials.load(mesh.client_key, mesh.client_cert)
+    first = mesh.members[0].directory
+    receiver = NodeCredentials.load(first / "node.key", first / "node.crt")
     for repeat in range(1, run.repeats + 1):
+        floor = await trio.to_thread.run_sync(
+            receive_floor_ms, sender, receiver, mesh.ca_certificate, abandon_on_cancel=True
+        )
+        for part, ms in floor.items():
+            results.add(f"floor {part}", ms)
         for rule in RULES:
             name = label(rule)
             progress(f"repetition {repeat}/{run.repeats}: {name}")
@@ -434,6 +444,7 @@ def print_results(results: Results, run: Run, nodes: int) -> None:
         "fragments; get = ids of k fragments + zfec decode from k parity shares + AES-256-GCM open"
     )
     print_cpu(results, nodes)
+    print_targets(results)
     print(
         f"peak RSS of this process: {peak_rss_kib() / 1024:.0f} MiB (client, ceiling runs and "
         "file hashing in worker threads; --rss measures a client process of its own)"
@@ -466,6 +477,56 @@ def print_cpu(results: Results, nodes: int) -> None:
             ceiling = 1000 / results.median(f"{name} ceiling")
             bound = cores * 1000 / (client + node)
             print(f"{name:26}{shares}{client:7.1f}ms{node:5.1f}ms{ceiling:7.1f}ms{bound:5.0f}MiB/s")
+
+
+CPU_TARGETS = {"node": 2.0, "client": 1.5, "put 3-of-10 ms": 30.0}
+"""Issue 19: a node's CPU per MiB of fragment received at most 2x the work itself; the client's
+at most 1.5x its single-core ceiling; a 3-of-10 put (client + nodes) at most 30 ms per MiB."""
+
+
+def print_targets(results: Results) -> None:
+    """The CPU targets of issue 19, from this run's medians."""
+    if "floor total" not in results.samples or f"{label(RULES[0])} put cpu client" not in (
+        results.samples
+    ):
+        return
+    floor = {part: results.median(f"floor {part}") for part in ("decrypt", "id", "write", "total")}
+    print(
+        f"the work a node cannot skip, per MiB of fragment (one thread, CPU time, this run): TLS "
+        f"decrypt {floor['decrypt']:.2f} + id {floor['id']:.2f} + fsynced write "
+        f"{floor['write']:.2f} = {floor['total']:.2f} ms"
+    )
+
+    def verdict(value: float, limit: float) -> str:
+        return "met" if value <= limit else "NOT met"
+
+    for rule in RULES:
+        name = label(rule)
+        per_fragment_mib = results.median(f"{name} put ms/MiB nodes") * rule.k / rule.n
+        ratio = per_fragment_mib / floor["total"]
+        print(
+            f"{name:22} put: nodes {per_fragment_mib:5.2f} ms per MiB of fragment received, "
+            f"{ratio:4.2f}x the work   <= {CPU_TARGETS['node']:g}x: "
+            f"{verdict(ratio, CPU_TARGETS['node'])}"
+        )
+        for op in ("put", "get"):
+            client = results.median(f"{name} {op} ms/MiB client")
+            ceiling = 1000 / results.median(f"{name} {op} ceiling")
+            ratio = client / ceiling
+            print(
+                f"{name:22} {op}: client {client:5.2f} ms per MiB, {ratio:4.2f}x its 1-core "
+                f"ceiling ({ceiling:.2f} ms)   <= {CPU_TARGETS['client']:g}x: "
+                f"{verdict(ratio, CPU_TARGETS['client'])}"
+            )
+        if rule.k == 3 and rule.n == 10:
+            total = results.median(f"{name} put ms/MiB client") + results.median(
+                f"{name} put ms/MiB nodes"
+            )
+            limit = CPU_TARGETS["put 3-of-10 ms"]
+            print(
+                f"{name:22} put: client + nodes {total:5.1f} ms per MiB of user data   "
+                f"<= {limit:g} ms: {verdict(total, limit)}"
+            )
 
 
 async def benchmark(

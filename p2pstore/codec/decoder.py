@@ -29,18 +29,22 @@ def chunk_entry(manifest: Manifest, index: int) -> ChunkEntry:
     return manifest.chunks[index]
 
 
-def check_fragment_of(manifest: Manifest, index: int, share: int, data: Buffer) -> memoryview:
+def check_fragment_of(
+    manifest: Manifest, index: int, share: int, data: Buffer, *, hashed: bool = False
+) -> memoryview:
     """Check that ``data`` is share ``share`` of chunk ``index``; return a view of its block.
 
-    Raises :class:`IntegrityError` if its hash is not the id the manifest lists, or if its
-    header or block size disagree with the manifest; :class:`LocalProtocolError` for an index
-    or share out of range.
+    ``hashed``: the caller already checked ``data`` against the id this manifest lists for the
+    share (a fetch or the store did, see ``p2pstore.net.fragments.fetch_fragment``), so it is not
+    hashed twice; the header and size are checked all the same.  Raises :class:`IntegrityError`
+    if its hash is not the id the manifest lists, or if its header or block size disagree with
+    the manifest; :class:`LocalProtocolError` for an index or share out of range.
     """
     entry = chunk_entry(manifest, index)
     if not isinstance(share, int) or not 0 <= share < manifest.n:
         raise LocalProtocolError(f"share {share!r} is out of range for n={manifest.n}")
     expected = entry.fragment_ids[share]
-    actual = fragment_id(data)
+    actual = expected if hashed else fragment_id(data)
     if actual != expected:
         raise IntegrityError(
             f"fragment {expected.hex()[:16]} (chunk {index}, share {share}) is corrupt: its "
@@ -61,17 +65,25 @@ def check_fragment_of(manifest: Manifest, index: int, share: int, data: Buffer) 
 
 
 def verified_primaries(
-    manifest: Manifest, index: int, fragments: Mapping[int, Buffer], coder: ErasureCoder
+    manifest: Manifest,
+    index: int,
+    fragments: Mapping[int, Buffer],
+    coder: ErasureCoder,
+    *,
+    hashed: bool = False,
 ) -> list[Buffer]:
     """The k primary blocks of chunk ``index`` rebuilt from ``fragments`` (share -> bytes).
 
-    Only the k lowest shares given are used and checked.  Raises :class:`NotEnoughFragments`
-    with fewer than k, :class:`IntegrityError` if a used fragment fails its checks.
+    Only the k lowest shares given are used and checked (``hashed``: see
+    :func:`check_fragment_of`).  Raises :class:`NotEnoughFragments` with fewer than k,
+    :class:`IntegrityError` if a used fragment fails its checks.
     """
     if (coder.k, coder.n) != (manifest.k, manifest.n):
         raise LocalProtocolError("the erasure coder does not match the manifest's k and n")
     chosen = sorted(fragments)[: manifest.k]
-    blocks = {s: check_fragment_of(manifest, index, s, fragments[s]) for s in chosen}
+    blocks = {
+        s: check_fragment_of(manifest, index, s, fragments[s], hashed=hashed) for s in chosen
+    }
     return coder.decode(blocks)
 
 
@@ -93,14 +105,19 @@ class ObjectDecoder:
         )
         self._coder = ErasureCoder(manifest.k, manifest.n)
 
-    def decode_chunk(self, index: int, fragments: Mapping[int, Buffer]) -> bytes:
-        """The plaintext of chunk ``index`` from at least k of its fragments (share -> bytes).
+    def decode_chunk(
+        self, index: int, fragments: Mapping[int, Buffer], *, hashed: bool = False
+    ) -> bytes:
+        """The plaintext of chunk ``index`` from at least k of its fragments (share -> bytes;
+        ``hashed``: see :func:`check_fragment_of`).
 
         Raises :class:`NotEnoughFragments` with fewer than k fragments, :class:`IntegrityError`
         for a corrupt fragment, a wrong key or a chunk that fails authentication.
         """
         entry = chunk_entry(self.manifest, index)
-        primaries = verified_primaries(self.manifest, index, fragments, self._coder)
+        primaries = verified_primaries(
+            self.manifest, index, fragments, self._coder, hashed=hashed
+        )
         padded = b"".join(primaries)
         if any(padded[entry.ciphertext_size :]):
             raise IntegrityError(f"chunk {index} has non-zero padding: corrupted chunk")

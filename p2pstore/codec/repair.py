@@ -25,9 +25,12 @@ def rebuild_fragments(
     index: int,
     survivors: Mapping[int, Buffer],
     wanted: Iterable[int],
+    *,
+    hashed: bool = False,
 ) -> dict[int, bytes]:
     """Rebuild the fragments ``wanted`` (share numbers) of chunk ``index`` from ``survivors``
-    (share -> fragment bytes; at least k of them).
+    (share -> fragment bytes; at least k of them; ``hashed``: already checked against the
+    manifest's ids, see :func:`~p2pstore.codec.decoder.check_fragment_of`).
 
     Returns share -> fragment bytes, each already checked against the manifest's id.  Raises
     :class:`NotEnoughFragments` with fewer than k survivors, :class:`IntegrityError` if a
@@ -42,7 +45,7 @@ def rebuild_fragments(
     if not shares:
         return {}
     coder = ErasureCoder(manifest.k, manifest.n)
-    primaries = verified_primaries(manifest, index, survivors, coder)
+    primaries = verified_primaries(manifest, index, survivors, coder, hashed=hashed)
     blocks = coder.encode(primaries, shares)
     rebuilt: dict[int, bytes] = {}
     for share, block in zip(shares, blocks, strict=True):

@@ -20,6 +20,7 @@ import math
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import BinaryIO, TypeVar
 
 import trio
@@ -538,7 +539,10 @@ class Client:
         async def fetch_one(index: int) -> None:
             try:
                 fragments = await self.fetch_chunk(manifest, placement, index)
-                results[index] = await self.run_sync(decoder.decode_chunk, index, fragments)
+                # fetch_chunk checked every fragment against the manifest's ids: no second hash.
+                results[index] = await self.run_sync(
+                    partial(decoder.decode_chunk, hashed=True), index, fragments
+                )
             except P2PStoreError as exc:
                 failure.append(exc)
                 nursery.cancel_scope.cancel()
@@ -655,6 +659,7 @@ class Client:
             holder.address,
             fragment_id,
             timeout=self.settings.fragment_timeout,
+            run_sync=self.run_sync,
         )
 
     # -- status -----------------------------------------------------------------------------

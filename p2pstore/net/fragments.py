@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import trio
@@ -309,13 +309,20 @@ def state_fragments(
 
 
 async def fetch_fragment(
-    node: Node, peer_id: bytes, address: str, fragment_id: bytes, *, timeout: float | None = None
+    node: Node,
+    peer_id: bytes,
+    address: str,
+    fragment_id: bytes,
+    *,
+    timeout: float | None = None,
+    run_sync: Callable[[Callable[..., None], bytes, bytes], Awaitable[None]] | None = None,
 ) -> bytes:
     """The fragment ``fragment_id`` from the peer, verified against its id.
 
-    Raises :class:`IntegrityError` if the peer sent other bytes (a lying or broken peer: ask
-    another), :class:`RemoteError` if it refused (code ``FragmentNotFound``,
-    ``IntegrityError`` when its own copy was corrupt, ...), and
+    ``run_sync`` runs the hash (e.g. in a worker thread, so it overlaps the event loop's I/O);
+    by default it runs inline.  Raises :class:`IntegrityError` if the peer sent other bytes (a
+    lying or broken peer: ask another), :class:`RemoteError` if it refused (code
+    ``FragmentNotFound``, ``IntegrityError`` when its own copy was corrupt, ...), and
     :class:`~p2pstore.errors.PeerUnreachable` if it could not be asked in time.
     """
     reply = await node.call(peer_id, address, GetFragment(fragment_id=fragment_id), timeout=timeout)
@@ -325,7 +332,10 @@ async def fetch_fragment(
             code="bad-reply",
         )
     try:
-        check_fragment(fragment_id, reply.data)
+        if run_sync is None:
+            check_fragment(fragment_id, reply.data)
+        else:
+            await run_sync(check_fragment, fragment_id, reply.data)
     except IntegrityError as exc:
         raise IntegrityError(
             f"node {short_id(peer_id)} at {address} served bad bytes: {exc}"

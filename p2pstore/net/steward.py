@@ -95,6 +95,9 @@ class StewardSettings:
     """Seconds a holder has to answer a check or a ping."""
     repairs_at_once: int = 2
     """Objects being repaired at once."""
+    chunk_repairs_at_once: int = 4
+    """Chunks being repaired at once, over all objects: each holds k fetched fragments and
+    the ones rebuilt (8 MiB for a 4 MiB chunk at 4-of-8)."""
     placement_refresh: float = 86400.0
     """Seconds after which the steward's placement record is published again with the
     receipts of its latest round, even if no holder changed (receipts live three days)."""
@@ -113,6 +116,7 @@ class StewardSettings:
             self.max_closer < 0
             or self.query_concurrency < 1
             or self.repairs_at_once < 1
+            or self.chunk_repairs_at_once < 1
             or self.audit_concurrency < 1
         ):
             raise ValueError("steward counts must be positive (max_closer may be 0)")
@@ -267,10 +271,12 @@ class Steward:
             if any(watched.due(index) for index in range(len(watched.assessments))):
                 due.append(watched)
         if repair and due:
-            limiter = trio.CapacityLimiter(self.settings.repairs_at_once)
+            at_once = trio.CapacityLimiter(self.settings.repairs_at_once)
+            chunks = trio.CapacityLimiter(self.settings.chunk_repairs_at_once)
 
             async def repair_one(watched: Watched) -> None:
-                done = await self.repairer.repair_object(watched, limiter, report.failures)
+                async with at_once:
+                    done = await self.repairer.repair_object(watched, chunks, report.failures)
                 report.repairs.extend(done)
 
             async with trio.open_nursery() as nursery:

@@ -29,6 +29,7 @@ from p2pstore.net.address import format_address, parse_address
 from p2pstore.net.budget import ReceiveBudget
 from p2pstore.net.link import LinkHandler, check_dialled_peer, source_of
 from p2pstore.net.refusals import RefusalLog
+from p2pstore.net.tls_stream import TlsStream, handshake_failure
 from p2pstore.wire import DEFAULT_MAX_FRAME, FRAME_HEADER, FrameDecoder, frame_header
 
 log = logging.getLogger("p2pstore.net")
@@ -103,7 +104,7 @@ def make_ssl_contexts(
 
 
 class TlsLink:
-    """A :class:`~p2pstore.net.link.FrameLink` over a ``trio.SSLStream`` (or any byte stream:
+    """A :class:`~p2pstore.net.link.FrameLink` over a :class:`TlsStream` (or any byte stream:
     tests run it over memory streams under a MockClock)."""
 
     def __init__(
@@ -420,11 +421,11 @@ class TlsTransport:
     ) -> TlsLink:
         """Handshake and check the peer's certificate; closes ``stream`` on any failure."""
         context = self._server_context if server_side else self._client_context
-        ssl_stream = trio.SSLStream(stream, context, server_side=server_side)
+        ssl_stream = TlsStream(stream, context, server_side=server_side)
         try:
             with trio.fail_after(self.settings.handshake_timeout):
                 await ssl_stream.do_handshake()
-            der = ssl_stream.getpeercert(binary_form=True)
+            der = ssl_stream.peer_certificate()
             if der is None:
                 raise PeerRefused(f"{remote} presented no certificate", reason="no-certificate")
             identity = self.trust.verify_der(der, self._clock())
@@ -435,7 +436,7 @@ class TlsTransport:
             ) from exc
         except trio.BrokenResourceError as exc:
             await trio.aclose_forcefully(ssl_stream)
-            raise _handshake_failure(remote, exc) from exc
+            raise handshake_failure(remote, exc) from exc
         except PeerRefused:
             await trio.aclose_forcefully(ssl_stream)
             raise
@@ -450,50 +451,6 @@ class TlsTransport:
             partial_frame_timeout=self.settings.partial_frame_timeout,
             refusals=self.refusals,
         )
-
-
-_VERIFY_REASONS = {
-    # OpenSSL X509_V_ERR_* codes -> the reasons TrustAnchor gives for the same faults.
-    2: "wrong-ca",  # unable to get issuer certificate
-    7: "wrong-ca",  # certificate signature failure
-    9: "not-yet-valid",
-    10: "expired",
-    18: "wrong-ca",  # self-signed certificate
-    19: "wrong-ca",  # self-signed certificate in chain
-    20: "wrong-ca",  # unable to get local issuer certificate
-    21: "wrong-ca",  # unable to verify the first certificate
-    23: "revoked",
-    26: "not-a-node",  # unsupported certificate purpose: a client certificate serving
-}
-
-
-def _handshake_failure(remote: str, exc: trio.BrokenResourceError) -> PeerRefused | PeerUnreachable:
-    """Turn a failed handshake into a refusal that says why, or a plain network failure."""
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        reason = _VERIFY_REASONS.get(cause.verify_code, "bad-certificate")
-        return PeerRefused(
-            f"TLS handshake with {remote} failed: its certificate was refused "
-            f"({cause.verify_message}, reason {reason})",
-            reason=reason,
-        )
-    if isinstance(cause, ssl.SSLError):
-        text = str(cause)
-        if "WRONG_VERSION_NUMBER" in text or "HTTP_REQUEST" in text or "UNEXPECTED_RECORD" in text:
-            return PeerRefused(
-                f"{remote} does not speak TLS (plain TCP?): {text}", reason="not-tls"
-            )
-        if "CERTIFICATE_REQUIRED" in text or "PEER_DID_NOT_RETURN_A_CERTIFICATE" in text:
-            return PeerRefused(
-                f"{remote} presented no certificate: {text}", reason="no-certificate"
-            )
-        if "ALERT" in text:
-            return PeerRefused(
-                f"{remote} refused our certificate during the TLS handshake: {text}",
-                reason="rejected-by-peer",
-            )
-        return PeerRefused(f"TLS handshake with {remote} failed: {text}", reason="tls-error")
-    return PeerUnreachable(f"connection to {remote} broke during the TLS handshake: {exc}")
 
 
 def _peer_address(stream: trio.SocketStream) -> str:

@@ -118,6 +118,18 @@ def test_fragment_passed_under_the_wrong_share_number_is_caught():
         )
 
 
+@pytest.mark.parametrize("hashed", [False, True])
+def test_already_hashed_fragments_skip_only_the_hash(hashed):
+    """A caller that checked the ids (a fetch) is not made to hash twice; the header and size
+    checks still catch a fragment given under another share."""
+    obj, (chunk,) = encode_object(KEY, 100, [b"x" * 100], k=2, n=4)
+    decoder = ObjectDecoder(obj.manifest, KEY)
+    given = {2: chunk.fragments[2], 3: chunk.fragments[3]}
+    assert decoder.decode_chunk(0, given, hashed=hashed) == b"x" * 100
+    with pytest.raises(IntegrityError, match="header" if hashed else "corrupt"):
+        decoder.decode_chunk(0, {2: chunk.fragments[3], 3: chunk.fragments[2]}, hashed=hashed)
+
+
 def test_decode_object_streams_chunks_and_catches_truncation():
     data = random.Random(3).randbytes(10_000)
     obj, encoded = encode_object(

@@ -266,3 +266,47 @@ async def test_a_drained_node_hands_its_fragments_over_and_ends_empty(net, clock
         assert moved_read == moved_written > 0  # copied off the leaving node, not rebuilt
         assert await get_bytes(client, result.read_cap) == data
         nursery.cancel_scope.cancel()
+
+
+@MEMORY_ONLY
+async def test_a_steward_repairs_several_chunks_at_once_within_its_bound(net, clock):
+    """Each chunk's repair mostly waits on the network, so a steward runs several, never more
+    than ``chunk_repairs_at_once``, and every chunk comes back to n."""
+    _, interval = timings(net)
+    rule = rule_of(net)
+    settings = StewardSettings(
+        check_interval=interval, query_timeout=2.0, queries_per_second=200.0,
+        chunk_repairs_at_once=2,
+    )  # fmt: skip
+    mesh = StorageMesh(net, 10, steward=settings, rules=(rule,))
+    data = random.Random(2).randbytes(6 * 64 * 1024 - 77)
+    running = 0
+    most = 0
+    async with trio.open_nursery() as nursery:
+        await mesh.start(nursery, count=6)  # so every chunk lies on the same six nodes
+        client = await mesh.client(nursery)
+        result = await put_bytes(client, data, rule)
+        chunks = result.manifest.chunk_count
+        assert chunks == 6
+        await mesh.start_more(nursery, mesh.nodes[6:])
+        for member in mesh.nodes:
+            repair_chunk = member.steward.repairer._repair_chunk
+
+            async def counted(*args, _repair=repair_chunk):
+                nonlocal running, most
+                running += 1
+                most = max(most, running)
+                try:
+                    return await _repair(*args)
+                finally:
+                    running -= 1
+
+            member.steward.repairer._repair_chunk = counted
+        # Two holders of every chunk die: each chunk is at 4 < 5, so all six need repair.
+        victims = mesh.nodes[:2]
+        for member in victims:
+            mesh.kill(member)
+        await until_whole(mesh, client, result.verify_cap, chunks, rule.n, patience(net, 6))
+        assert most == 2
+        assert await get_bytes(client, result.read_cap) == data
+        nursery.cancel_scope.cancel()
