@@ -59,7 +59,7 @@ import trio
 import zfec
 from rss_client import MeshClient, peak_rss_kib
 
-from p2pstore.cli.config import write_local_node_config
+from p2pstore.cli.config_render import write_local_node_config
 from p2pstore.cli.devnet import DevnetNode, create_mesh, run_node_process
 from p2pstore.codec import AES_256_GCM, ChunkCipher, ReadCap, iter_chunks
 from p2pstore.codec.aead import TAG_BYTES

@@ -1,5 +1,5 @@
 """The processes ``floods.py`` starts beside its node processes: the attacker, the honest prober,
-and a node whose scrubber runs on a short interval.
+and a node process that stops with the harness.
 
 Why processes of their own: an attacker in the harness's event loop would steal the CPU the
 harness measures with, and an honest peer's latency is only honest when nothing else in its
@@ -17,7 +17,7 @@ never does: not reading replies, or stopping in the middle of a frame.
       --key K --cert C --ca CA.crt --duration S [--count N]
   python benchmarks/flood_peers.py probe --target HOST:PORT --node-id HEX --key K --cert C \\
       --ca CA.crt --duration S
-  python benchmarks/flood_peers.py node --scrub-interval S --config node.toml
+  python benchmarks/flood_peers.py node --config node.toml
 """
 
 from __future__ import annotations
@@ -496,27 +496,15 @@ async def probe(args: argparse.Namespace) -> None:
             nursery.cancel_scope.cancel()
 
 
-# --- a node whose scrubber runs on a short interval -------------------------------------------
+# --- a node that stops with the harness --------------------------------------------------------
 
 
-def run_node(config: Path, scrub_interval: float) -> None:
-    """``p2pstore node run --config CONFIG`` with one difference: the scrubber verifies the
-    whole store (up to 1 GiB) every ``scrub_interval`` seconds instead of 16 MiB every 30 s, so
-    each batch is one pass, counted by ``p2pstore_scrub_passes_total``, and a flood window of
-    seconds sees several.  node.toml has no key for the scrub's pace; this is the only change."""
-    from p2pstore.cli import node_commands
+def run_node(config: Path) -> None:
+    """``p2pstore node run --config CONFIG``, nothing else changed (node.toml sets the pace of
+    the steward and the scrubber); :func:`stop_with_parent`, called first, stops it with the
+    harness."""
     from p2pstore.cli.main import main
-    from p2pstore.net.scrubber import Scrubber, ScrubSettings
 
-    settings = ScrubSettings(batch_bytes=1 << 30, interval=scrub_interval)
-
-    def short_interval_scrubber(*args: object, **kwargs: object) -> Scrubber:
-        kwargs["settings"] = settings
-        return Scrubber(*args, **kwargs)
-
-    if getattr(node_commands, "Scrubber", None) is not Scrubber:
-        raise SystemExit("p2pstore.cli.node_commands no longer builds a Scrubber: update me")
-    node_commands.Scrubber = short_interval_scrubber
     sys.argv = ["p2pstore", "node", "run", "--config", str(config)]
     main()
 
@@ -542,11 +530,10 @@ def main() -> None:
             mode.add_argument("--connect-timeout", type=float, default=10.0)
     node = modes.add_parser("node")
     node.add_argument("--config", type=Path, required=True)
-    node.add_argument("--scrub-interval", type=float, required=True)
     args = parser.parse_args()
     stop_with_parent()
     if args.mode == "node":
-        run_node(args.config, args.scrub_interval)
+        run_node(args.config)
     elif args.mode == "attack":
         trio.run(attack, args)
     else:

@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from p2pstore.cli.client_config import CONFIG_ENV, write_client_config
-from p2pstore.cli.config import write_local_node_config
+from p2pstore.cli.config_render import write_local_node_config
 from p2pstore.core.contact import Contact
 from p2pstore.core.records import RecordKind
 from p2pstore.core.rules import SHIPPED_RULES

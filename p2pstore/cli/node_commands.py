@@ -226,7 +226,7 @@ async def serve_node(
                 await nursery.start(admin.run)
             nursery.start_soon(_join_and_announce, config, dht, store, saved)
             nursery.start_soon(_keep_state_saved, book, records, dht)
-            nursery.start_soon(Scrubber(store, metrics).run)
+            nursery.start_soon(Scrubber(store, metrics, config.scrub).run)
             await nursery.start(steward.run)
             if leave_within is not None:
                 leaving = Departure(fragments, steward)
@@ -306,7 +306,6 @@ def _open_store(config: NodeConfig) -> DiskFragmentStore:
 DEFAULT_QUOTA_SHARE = 0.9
 
 
-
 def _mesh_node(
     config: NodeConfig, credentials: NodeCredentials, trust: TrustAnchor, host: str, port: int
 ) -> tuple[TlsTransport, Node]:
@@ -334,6 +333,7 @@ def _mesh_node(
         refusals=refusals,
     )
     return transport, mesh_node
+
 
 def _add_process_metrics(metrics: NodeMetrics) -> None:
     """The daemon's process figures (CPU, memory, open files, GC) beside the node's own."""
