@@ -121,6 +121,10 @@ SETTLE = 3.0
 """Seconds after a flood stops during which the target's RSS is still watched ("after": its
 RSS at the end of them)."""
 STOP_GRACE = 10.0
+ATTACKER_SOURCE = "127.0.0.2"
+"""The attacker dials from a loopback address of its own, as from a host of its own: the node
+bounds handshakes and sessions per source address, and on 127.0.0.1 the attacker would share
+its bound with every honest node and client of the mesh."""
 STEWARD_OBJECTS = 3
 """Small objects put per node before choosing the target."""
 SMALL_OBJECT = 64 * 1024
@@ -298,7 +302,7 @@ class Run:
             sys.executable, str(PEERS), "attack", flood,
             "--target", self.target.address,
             "--key", str(mesh.attacker.key_path), "--cert", str(mesh.attacker.certificate_path),
-            "--ca", str(mesh.ca), "--duration", str(lifetime),
+            "--ca", str(mesh.ca), "--duration", str(lifetime), "--source", ATTACKER_SOURCE,
         ]  # fmt: skip
         process: trio.Process = await self.mesh.nursery.start(run_child, argv, log_path)
         with trio.move_on_after(FLOODING_TIMEOUT):
