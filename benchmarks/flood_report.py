@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -58,6 +59,16 @@ class Options:
 
 
 # --- what is read from the target -------------------------------------------------------------
+
+
+def proc_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) the process has used, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except (OSError, ValueError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def proc_status(pid: int) -> tuple[int, int] | None:
@@ -198,6 +209,8 @@ class Window:
     scrapes_ok: int = 0
     scrapes_failed: int = 0
     admin_p99_ms: float = math.nan
+    cpu_seconds: float = math.nan
+    """CPU time the target used in the window (user + system)."""
     exited: int | None = None
     log: dict[str, int] = field(default_factory=dict)
     attacker: dict[str, object] = field(default_factory=dict)
@@ -313,7 +326,8 @@ def summary(result: FloodResult, options: Options) -> str:
         f"{without.connects.p99_ms:.0f} -> {flooded.connects.p99_ms:.0f} ms; put "
         f"{speed(without.put_rate)} -> {speed(flooded.put_rate)}, get {speed(without.get_rate)}"
         f" -> {speed(flooded.get_rate)} MiB/s; scrub passes {without.scrub_passes:.0f} -> "
-        f"{flooded.scrub_passes:.0f}"
+        f"{flooded.scrub_passes:.0f}; target CPU {without.cpu_seconds:.1f} -> "
+        f"{flooded.cpu_seconds:.1f} s"
     )
 
 
@@ -338,7 +352,8 @@ def print_report(
         "p50 / p99 ms without", "p50 / p99 ms with", "p99 (≤ 5x)",
         "new conn. p50 / p99 ms without → with (≤ 5x)",
         "put MiB/s without → with (≥ 50%)", "get MiB/s without → with (≥ 50%)",
-        "steward rounds with / expected", "scrub passes with / expected", "node under flood",
+        "steward rounds with / expected", "scrub passes with / expected",
+        "target CPU s without → with", "node under flood",
     ]  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -372,6 +387,7 @@ def print_report(
             f"{speed(without.get_rate)} → {speed(flooded.get_rate)} {mark(ok.get)}",
             f"{rounds:.0f} / {wanted:.1f} {mark(ok.steward)}",
             f"{flooded.scrub_passes:.0f} / {passes_wanted:.1f} {mark(ok.scrub)}",
+            f"{without.cpu_seconds:.1f} → {flooded.cpu_seconds:.1f}",
             f"{node} {mark(ok.node)}",
         ]
         print("| " + " | ".join(cells) + " |")

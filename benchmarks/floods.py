@@ -93,6 +93,7 @@ from flood_report import (
     log_summary,
     percentile,
     print_report,
+    proc_cpu,
     proc_status,
     scrape,
     summary,
@@ -320,6 +321,7 @@ class Run:
         scrapes: list[Scrape] = []
         admin_seconds: list[float] = []
         window.start = time.time()
+        cpu_before = proc_cpu(self.pid)
         start = trio.current_time()
         status = proc_status(self.pid)
         high_before = status[1] if status else 0
@@ -360,6 +362,9 @@ class Run:
                     scrapes.append(final)
                 polls.cancel_scope.cancel()
             window.end = time.time()
+            cpu_after = proc_cpu(self.pid)
+            if cpu_before is not None and cpu_after is not None:
+                window.cpu_seconds = cpu_after - cpu_before
             if attacker is not None:  # what the flood left behind counts too
                 await stop_now(attacker)
                 await trio.sleep(SETTLE)
