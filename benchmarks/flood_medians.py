@@ -41,7 +41,7 @@ def window_of(document: dict[str, object]) -> Window:
         values[name] = Latency(**{k: math.nan if v is None else v for k, v in latency.items()})
     for name in ("puts", "gets"):
         values[name] = [Op(**op) for op in values[name]]  # type: ignore[attr-defined]
-    for name in ("admin_p99_ms", "cpu_seconds"):
+    for name in ("admin_p99_ms", "cpu_seconds", "attacker_cpu_seconds"):
         if values.get(name) is None:
             values[name] = math.nan
     return Window(**values)  # type: ignore[arg-type]
@@ -91,7 +91,7 @@ def table(runs: Sequence[list[FloodResult]]) -> list[str]:
         "put MiB/s without → with", "ratio (≥ 0.5)",
         "get MiB/s without → with", "ratio (≥ 0.5)",
         "steward rounds with / expected", "scrub passes with / expected",
-        "target CPU s without → with", "node: exited, errors, internal errors",
+        "target CPU s without → with (attacker)", "node: exited, errors, internal errors",
     ]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for flood, results in by_flood.items():
@@ -132,7 +132,8 @@ def table(runs: Sequence[list[FloodResult]]) -> list[str]:
             get.cell(lambda v: f"{v:.2f}"),
             kept_cell(rounds, [v.steward for v in ok]),
             kept_cell(passes, [v.scrub for v in ok]),
-            medians(results, lambda w: w.cpu_seconds, "{:.1f}"),
+            medians(results, lambda w: w.cpu_seconds, "{:.1f}")
+            + f" ({statistics.median(r.flooded.attacker_cpu_seconds for r in results):.1f})",
             f"{sum(e for e, _, _ in node)} exited, {sum(e for _, e, _ in node)} errors, "
             f"{sum(i for _, _, i in node)} internal"
             + (" PASS" if not any(any(n) for n in node) else " **FAIL**"),

@@ -211,6 +211,8 @@ class Window:
     admin_p99_ms: float = math.nan
     cpu_seconds: float = math.nan
     """CPU time the target used in the window (user + system)."""
+    attacker_cpu_seconds: float = math.nan
+    """CPU time the attacker's process used in the window: taken from the same cores."""
     exited: int | None = None
     log: dict[str, int] = field(default_factory=dict)
     attacker: dict[str, object] = field(default_factory=dict)
@@ -327,7 +329,7 @@ def summary(result: FloodResult, options: Options) -> str:
         f"{speed(without.put_rate)} -> {speed(flooded.put_rate)}, get {speed(without.get_rate)}"
         f" -> {speed(flooded.get_rate)} MiB/s; scrub passes {without.scrub_passes:.0f} -> "
         f"{flooded.scrub_passes:.0f}; target CPU {without.cpu_seconds:.1f} -> "
-        f"{flooded.cpu_seconds:.1f} s"
+        f"{flooded.cpu_seconds:.1f} s (attacker {flooded.attacker_cpu_seconds:.1f} s)"
     )
 
 
@@ -353,7 +355,7 @@ def print_report(
         "new conn. p50 / p99 ms without → with (≤ 5x)",
         "put MiB/s without → with (≥ 50%)", "get MiB/s without → with (≥ 50%)",
         "steward rounds with / expected", "scrub passes with / expected",
-        "target CPU s without → with", "node under flood",
+        "target CPU s without → with (attacker)", "node under flood",
     ]  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -387,7 +389,8 @@ def print_report(
             f"{speed(without.get_rate)} → {speed(flooded.get_rate)} {mark(ok.get)}",
             f"{rounds:.0f} / {wanted:.1f} {mark(ok.steward)}",
             f"{flooded.scrub_passes:.0f} / {passes_wanted:.1f} {mark(ok.scrub)}",
-            f"{without.cpu_seconds:.1f} → {flooded.cpu_seconds:.1f}",
+            f"{without.cpu_seconds:.1f} → {flooded.cpu_seconds:.1f} "
+            f"({flooded.attacker_cpu_seconds:.1f})",
             f"{node} {mark(ok.node)}",
         ]
         print("| " + " | ".join(cells) + " |")

@@ -322,6 +322,7 @@ class Run:
         admin_seconds: list[float] = []
         window.start = time.time()
         cpu_before = proc_cpu(self.pid)
+        attacker_before = proc_cpu(attacker.pid) if attacker is not None else None
         start = trio.current_time()
         status = proc_status(self.pid)
         high_before = status[1] if status else 0
@@ -365,6 +366,9 @@ class Run:
             cpu_after = proc_cpu(self.pid)
             if cpu_before is not None and cpu_after is not None:
                 window.cpu_seconds = cpu_after - cpu_before
+            attacker_after = proc_cpu(attacker.pid) if attacker is not None else None
+            if attacker_before is not None and attacker_after is not None:
+                window.attacker_cpu_seconds = attacker_after - attacker_before
             if attacker is not None:  # what the flood left behind counts too
                 await stop_now(attacker)
                 await trio.sleep(SETTLE)
