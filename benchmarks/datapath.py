@@ -60,7 +60,7 @@ import zfec
 from receive_floor import receive_floor_ms
 from rss_client import MeshClient, peak_rss_kib
 
-from p2pstore.cli.config import write_local_node_config
+from p2pstore.cli.config_render import write_local_node_config
 from p2pstore.cli.devnet import run_node_process
 from p2pstore.cli.local_mesh import DevnetNode, create_mesh
 from p2pstore.codec import AES_256_GCM, ChunkCipher, ReadCap, iter_chunks

@@ -1,5 +1,5 @@
 """The processes ``floods.py`` starts beside its node processes: the attacker, the honest prober,
-and a node whose scrubber runs on a short interval.
+and a node process that stops with the harness.
 
 Why processes of their own: an attacker in the harness's event loop would steal the CPU the
 harness measures with, and an honest peer's latency is only honest when nothing else in its
@@ -14,10 +14,10 @@ bare ``trio.SSLStream``, because a flood needs what a :class:`~p2pstore.net.sess
 never does: not reading replies, or stopping in the middle of a frame.
 
   python benchmarks/flood_peers.py attack ping|handshake|partial|findnode --target HOST:PORT \\
-      --key K --cert C --ca CA.crt --duration S [--count N]
+      --key K --cert C --ca CA.crt --duration S [--count N] [--source 127.0.0.2]
   python benchmarks/flood_peers.py probe --target HOST:PORT --node-id HEX --key K --cert C \\
       --ca CA.crt --duration S
-  python benchmarks/flood_peers.py node --scrub-interval S --config node.toml
+  python benchmarks/flood_peers.py node --config node.toml
 """
 
 from __future__ import annotations
@@ -119,12 +119,13 @@ BROKEN = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooS
 """What a connection the target closes, refuses or never answers raises."""
 
 
-async def open_tls(target: str, context: ssl.SSLContext) -> RawTls:
-    """A TCP connection and a finished TLS handshake with our client certificate, then our
-    ``Hello``: the target now counts us as a greeted client."""
+async def open_tls(target: str, context: ssl.SSLContext, source: str | None = None) -> RawTls:
+    """A TCP connection (from the local address ``source`` if given) and a finished TLS
+    handshake with our client certificate, then our ``Hello``: the target now counts us as a
+    greeted client."""
     host, port = parse_address(target)
     with trio.fail_after(CONNECT_TIMEOUT):
-        tcp = await trio.open_tcp_stream(host, port)
+        tcp = await trio.open_tcp_stream(host, port, local_address=source)
     stream = trio.SSLStream(tcp, context, server_side=False)
     try:
         with trio.fail_after(CONNECT_TIMEOUT):
@@ -164,10 +165,18 @@ class Attack:
     announced on stdout) once the flood is fully under way."""
 
     def __init__(
-        self, name: str, target: str, context: ssl.SSLContext, count: int, deadline: float
+        self,
+        name: str,
+        target: str,
+        context: ssl.SSLContext,
+        count: int,
+        deadline: float,
+        source: str | None = None,
     ) -> None:
+        """``source``: the local address to dial from (None: the system's choice)."""
         self.stats = AttackStats(name)
         self.target = target
+        self.source = source
         self.context = context
         self.count = count
         self.deadline = deadline
@@ -184,7 +193,7 @@ class Attack:
     async def connect_tls(self) -> RawTls | None:
         """A greeted connection, or None (counted) if the target refuses or does not answer."""
         try:
-            stream = await open_tls(self.target, self.context)
+            stream = await open_tls(self.target, self.context, self.source)
         except BROKEN:
             self.stats.failed_connects += 1
             await trio.sleep(RETRY_PAUSE)
@@ -232,7 +241,7 @@ class Attack:
             for _ in range(MAX_REOPENS + 1):
                 try:
                     with trio.fail_after(CONNECT_TIMEOUT):
-                        stream = await trio.open_tcp_stream(host, port)
+                        stream = await trio.open_tcp_stream(host, port, local_address=self.source)
                 except BROKEN:
                     self.stats.failed_connects += 1
                     await trio.sleep(RETRY_PAUSE)
@@ -369,7 +378,7 @@ async def attack(args: argparse.Namespace) -> None:
     _server, client_context = make_ssl_contexts(credentials, str(args.ca))
     count = args.count or DEFAULT_COUNTS[args.flood]
     deadline = trio.current_time() + args.duration
-    flood = Attack(args.flood, args.target, client_context, count, deadline)
+    flood = Attack(args.flood, args.target, client_context, count, deadline, args.source)
     run: Callable[[], Awaitable[None]] = getattr(flood, args.flood)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
@@ -496,27 +505,15 @@ async def probe(args: argparse.Namespace) -> None:
             nursery.cancel_scope.cancel()
 
 
-# --- a node whose scrubber runs on a short interval -------------------------------------------
+# --- a node that stops with the harness --------------------------------------------------------
 
 
-def run_node(config: Path, scrub_interval: float) -> None:
-    """``p2pstore node run --config CONFIG`` with one difference: the scrubber verifies the
-    whole store (up to 1 GiB) every ``scrub_interval`` seconds instead of 16 MiB every 30 s, so
-    each batch is one pass, counted by ``p2pstore_scrub_passes_total``, and a flood window of
-    seconds sees several.  node.toml has no key for the scrub's pace; this is the only change."""
-    from p2pstore.cli import node_commands
+def run_node(config: Path) -> None:
+    """``p2pstore node run --config CONFIG``, nothing else changed (node.toml sets the pace of
+    the steward and the scrubber); :func:`stop_with_parent`, called first, stops it with the
+    harness."""
     from p2pstore.cli.main import main
-    from p2pstore.net.scrubber import Scrubber, ScrubSettings
 
-    settings = ScrubSettings(batch_bytes=1 << 30, interval=scrub_interval)
-
-    def short_interval_scrubber(*args: object, **kwargs: object) -> Scrubber:
-        kwargs["settings"] = settings
-        return Scrubber(*args, **kwargs)
-
-    if getattr(node_commands, "Scrubber", None) is not Scrubber:
-        raise SystemExit("p2pstore.cli.node_commands no longer builds a Scrubber: update me")
-    node_commands.Scrubber = short_interval_scrubber
     sys.argv = ["p2pstore", "node", "run", "--config", str(config)]
     main()
 
@@ -534,6 +531,7 @@ def main() -> None:
         if name == "attack":
             mode.add_argument("flood", choices=sorted(DEFAULT_COUNTS))
             mode.add_argument("--count", type=int, help="see DEFAULT_COUNTS")
+            mode.add_argument("--source", help="local address to dial from, e.g. 127.0.0.2")
         else:
             mode.add_argument("--node-id", required=True, help="the target's node id, hex")
             mode.add_argument("--interval", type=float, default=0.05, help="s between requests")
@@ -542,11 +540,10 @@ def main() -> None:
             mode.add_argument("--connect-timeout", type=float, default=10.0)
     node = modes.add_parser("node")
     node.add_argument("--config", type=Path, required=True)
-    node.add_argument("--scrub-interval", type=float, required=True)
     args = parser.parse_args()
     stop_with_parent()
     if args.mode == "node":
-        run_node(args.config, args.scrub_interval)
+        run_node(args.config)
     elif args.mode == "attack":
         trio.run(attack, args)
     else:

@@ -6,9 +6,9 @@ is and what it must reach, so the table, the JSON and the verdicts cannot drift 
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -61,6 +61,16 @@ class Options:
 # --- what is read from the target -------------------------------------------------------------
 
 
+def proc_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) the process has used, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except (OSError, ValueError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_status(pid: int) -> tuple[int, int] | None:
     """(VmRSS, VmHWM) in bytes, or None if the process is gone."""
     found: dict[str, int] = {}
@@ -83,7 +93,7 @@ class Scrape:
 
     at: float
     seconds: float
-    sent_has_fragments: float
+    steward_rounds: float
     scrub_passes: float
 
 
@@ -92,27 +102,14 @@ async def scrape(admin: str) -> Scrape | None:
     body = await http_get(admin, "/metrics")
     if body is None:
         return None
-    sent = passes = 0.0
+    rounds = passes = 0.0
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
-            if sample.name == "p2pstore_requests_sent_total":
-                if sample.labels.get("type") == "HasFragments":
-                    sent += sample.value
+            if sample.name == "p2pstore_steward_rounds_total":
+                rounds += sample.value
             elif sample.name == "p2pstore_scrub_passes_total":
                 passes += sample.value
-    return Scrape(time.time(), time.monotonic() - started, sent, passes)
-
-
-def bursts(scrapes: Sequence[Scrape], gap: float) -> int:
-    """Steward rounds seen in successive scrapes: runs of growth of the HasFragments counter
-    separated by at least ``gap`` seconds without growth."""
-    rounds, last_growth = 0, -math.inf
-    for before, after in itertools.pairwise(scrapes):
-        if after.sent_has_fragments > before.sent_has_fragments:
-            if after.at - last_growth >= gap:
-                rounds += 1
-            last_growth = after.at
-    return rounds
+    return Scrape(time.time(), time.monotonic() - started, rounds, passes)
 
 
 def log_summary(path: Path, start: float, end: float) -> dict[str, int]:
@@ -206,13 +203,16 @@ class Window:
     join_error: str | None = None
     puts: list[Op] = field(default_factory=list)
     gets: list[Op] = field(default_factory=list)
-    steward_requests: float = 0.0
-    steward_bursts: int = 0
+    steward_rounds: float = 0.0
     scrub_passes: float = 0.0
     scrape_span: float = 0.0
     scrapes_ok: int = 0
     scrapes_failed: int = 0
     admin_p99_ms: float = math.nan
+    cpu_seconds: float = math.nan
+    """CPU time the target used in the window (user + system)."""
+    attacker_cpu_seconds: float = math.nan
+    """CPU time the attacker's process used in the window: taken from the same cores."""
     exited: int | None = None
     log: dict[str, int] = field(default_factory=dict)
     attacker: dict[str, object] = field(default_factory=dict)
@@ -268,13 +268,8 @@ def expected(without: float, result: FloodResult) -> float:
 
 
 def steward_rounds(result: FloodResult) -> tuple[float, float]:
-    """(rounds with the flood, rounds expected): the HasFragments requests sent, divided by
-    those per round without the flood."""
-    without = result.without
-    if without.steward_bursts == 0:
-        return 0.0, 0.0
-    per_round = without.steward_requests / without.steward_bursts
-    return result.flooded.steward_requests / per_round, expected(without.steward_bursts, result)
+    """(rounds with the flood, rounds expected), from ``p2pstore_steward_rounds_total``."""
+    return result.flooded.steward_rounds, expected(result.without.steward_rounds, result)
 
 
 def kept(seen: float, wanted: float) -> bool | None:
@@ -333,7 +328,8 @@ def summary(result: FloodResult, options: Options) -> str:
         f"{without.connects.p99_ms:.0f} -> {flooded.connects.p99_ms:.0f} ms; put "
         f"{speed(without.put_rate)} -> {speed(flooded.put_rate)}, get {speed(without.get_rate)}"
         f" -> {speed(flooded.get_rate)} MiB/s; scrub passes {without.scrub_passes:.0f} -> "
-        f"{flooded.scrub_passes:.0f}"
+        f"{flooded.scrub_passes:.0f}; target CPU {without.cpu_seconds:.1f} -> "
+        f"{flooded.cpu_seconds:.1f} s (attacker {flooded.attacker_cpu_seconds:.1f} s)"
     )
 
 
@@ -358,7 +354,8 @@ def print_report(
         "p50 / p99 ms without", "p50 / p99 ms with", "p99 (≤ 5x)",
         "new conn. p50 / p99 ms without → with (≤ 5x)",
         "put MiB/s without → with (≥ 50%)", "get MiB/s without → with (≥ 50%)",
-        "steward rounds with / expected", "scrub passes with / expected", "node under flood",
+        "steward rounds with / expected", "scrub passes with / expected",
+        "target CPU s without → with (attacker)", "node under flood",
     ]  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -390,8 +387,10 @@ def print_report(
             f"{ms(without.connects)} → {ms(flooded.connects)} {mark(ok.connect)}",
             f"{speed(without.put_rate)} → {speed(flooded.put_rate)} {mark(ok.put)}",
             f"{speed(without.get_rate)} → {speed(flooded.get_rate)} {mark(ok.get)}",
-            f"{rounds:.1f} / {wanted:.1f} {mark(ok.steward)}",
+            f"{rounds:.0f} / {wanted:.1f} {mark(ok.steward)}",
             f"{flooded.scrub_passes:.0f} / {passes_wanted:.1f} {mark(ok.scrub)}",
+            f"{without.cpu_seconds:.1f} → {flooded.cpu_seconds:.1f} "
+            f"({flooded.attacker_cpu_seconds:.1f})",
             f"{node} {mark(ok.node)}",
         ]
         print("| " + " | ".join(cells) + " |")

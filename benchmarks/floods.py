@@ -12,10 +12,10 @@ the single-core put/get pipeline) is printed beside them.
 
 Setup: the devnet's ``create_mesh`` (a throw-away CA, one datacenter per node over two regions),
 ``--nodes`` node processes (mutual TLS on loopback, JSON logs, the admin endpoint on loopback,
-``[repair] check_interval = --check-interval``; the scrubber verifies the whole store every
-``--scrub-interval`` seconds, see ``flood_peers.py node``).  Small objects are put first, and
-the target is the node (not node-1, the mesh's entry point) that stewards the most of them, so
-that its steward rounds send ``HasFragments`` that can be counted.
+``[repair] check_interval = --check-interval``; ``[scrub] interval = --scrub-interval`` and a
+``batch`` of 1 GiB, so each batch verifies the whole store: one pass).  Small objects are put
+first, and the target is the node (not node-1, the mesh's entry point) that stewards the most
+of them, so that its steward rounds have holders to ask.
 
 Per flood: the target is restarted (so its ``VmHWM`` and memory start afresh), then two windows
 of ``--duration`` seconds, without and then with the flood, measure the same things:
@@ -32,11 +32,9 @@ of ``--duration`` seconds, without and then with the flood, measure the same thi
   (sha256 checked), ``--ops`` times spread over the window; MiB/s = bytes done / time spent,
   a failed or timed-out operation counting its time and no bytes;
 - **rounds**: the target's ``/metrics`` every 0.25 s: scrub passes
-  (``p2pstore_scrub_passes_total``) and steward rounds, i.e. bursts of
-  ``p2pstore_requests_sent_total{type="HasFragments"}`` (without the flood; with it, the
-  counter's growth divided by the requests per round seen without, as a stalled /metrics would
-  merge bursts).  Kept: at least the rounds of the window without, scaled to the same length,
-  less 10% (at least one);
+  (``p2pstore_scrub_passes_total``) and steward rounds (``p2pstore_steward_rounds_total``),
+  the growth from the first to the last scrape of the window.  Kept: at least the rounds of
+  the window without, scaled to the same length, less 10% (at least one);
 - **the node**: whether it exited, error-level lines and ``internal_error`` events in its log,
   log lines written, and the admin endpoint's p99.
 
@@ -91,11 +89,11 @@ from flood_report import (
     Scrape,
     Window,
     as_json,
-    bursts,
     json_lines,
     log_summary,
     percentile,
     print_report,
+    proc_cpu,
     proc_status,
     scrape,
     summary,
@@ -104,13 +102,14 @@ from repair import http_get
 from rss_client import MeshClient, get_hashed, put_file
 from transport import ECHO, ECHO_SIZE, _process, _read_port, _recv_exactly
 
-from p2pstore.cli.config import write_local_node_config
+from p2pstore.cli.config_render import write_local_node_config
 from p2pstore.cli.local_mesh import LOCAL_RULES, DevnetNode, create_mesh
 from p2pstore.codec import ReadCap
 from p2pstore.core.records import manifest_key
 from p2pstore.errors import P2PStoreError
 from p2pstore.identity import NodeCredentials, Role
 from p2pstore.net.client import Client, ClientSettings
+from p2pstore.net.scrubber import ScrubSettings
 
 PEERS = Path(__file__).with_name("flood_peers.py")
 REGIONS = ("FR-GES", "FR-IDF")
@@ -123,9 +122,15 @@ SETTLE = 3.0
 """Seconds after a flood stops during which the target's RSS is still watched ("after": its
 RSS at the end of them)."""
 STOP_GRACE = 10.0
+ATTACKER_SOURCE = "127.0.0.2"
+"""The attacker dials from a loopback address of its own, as from a host of its own: the node
+bounds handshakes and sessions per source address, and on 127.0.0.1 the attacker would share
+its bound with every honest node and client of the mesh."""
 STEWARD_OBJECTS = 3
 """Small objects put per node before choosing the target."""
 SMALL_OBJECT = 64 * 1024
+SCRUB_BATCH = 1 << 30
+"""``[scrub] batch``: more than a node holds here, so that each batch is a whole pass."""
 
 # --- processes --------------------------------------------------------------------------------
 
@@ -171,18 +176,13 @@ class Mesh:
     directory: Path
     members: list[DevnetNode]
     nursery: trio.Nursery
-    scrub_interval: float
     ca: Path
     client: NodeCredentials
     prober: NodeCredentials
     attacker: NodeCredentials
 
     async def start(self, member: DevnetNode) -> None:
-        argv = [
-            sys.executable, str(PEERS), "node",
-            "--scrub-interval", str(self.scrub_interval),
-            "--config", str(member.directory / "node.toml"),
-        ]  # fmt: skip
+        argv = [sys.executable, str(PEERS), "node", "--config", str(member.directory / "node.toml")]
         member.process = await self.nursery.start(run_child, argv, member.directory / "node.log")
 
     def check_alive(self, members: Sequence[DevnetNode]) -> None:
@@ -208,6 +208,7 @@ def prepare(directory: Path, options: Options) -> tuple[list[DevnetNode], dict[s
             metrics_listen=member.admin_address,
             rules=LOCAL_RULES,
             repair_check_interval=options.check_interval,
+            scrub=ScrubSettings(batch_bytes=SCRUB_BATCH, interval=options.scrub_interval),
         )
     now = datetime.now(UTC)
     files: dict[str, Path] = {}
@@ -302,7 +303,7 @@ class Run:
             sys.executable, str(PEERS), "attack", flood,
             "--target", self.target.address,
             "--key", str(mesh.attacker.key_path), "--cert", str(mesh.attacker.certificate_path),
-            "--ca", str(mesh.ca), "--duration", str(lifetime),
+            "--ca", str(mesh.ca), "--duration", str(lifetime), "--source", ATTACKER_SOURCE,
         ]  # fmt: skip
         process: trio.Process = await self.mesh.nursery.start(run_child, argv, log_path)
         with trio.move_on_after(FLOODING_TIMEOUT):
@@ -320,6 +321,8 @@ class Run:
         scrapes: list[Scrape] = []
         admin_seconds: list[float] = []
         window.start = time.time()
+        cpu_before = proc_cpu(self.pid)
+        attacker_before = proc_cpu(attacker.pid) if attacker is not None else None
         start = trio.current_time()
         status = proc_status(self.pid)
         high_before = status[1] if status else 0
@@ -360,6 +363,12 @@ class Run:
                     scrapes.append(final)
                 polls.cancel_scope.cancel()
             window.end = time.time()
+            cpu_after = proc_cpu(self.pid)
+            if cpu_before is not None and cpu_after is not None:
+                window.cpu_seconds = cpu_after - cpu_before
+            attacker_after = proc_cpu(attacker.pid) if attacker is not None else None
+            if attacker_before is not None and attacker_after is not None:
+                window.attacker_cpu_seconds = attacker_after - attacker_before
             if attacker is not None:  # what the flood left behind counts too
                 await stop_now(attacker)
                 await trio.sleep(SETTLE)
@@ -371,11 +380,10 @@ class Run:
         high = [status[1]] if status and status[1] > high_before else []
         window.peak_rss = max([*rss, *high, 0])
         window.scrapes_ok = len(scrapes)
-        if len(scrapes) >= 2 and scrapes[-1].sent_has_fragments >= scrapes[0].sent_has_fragments:
-            window.steward_requests = scrapes[-1].sent_has_fragments - scrapes[0].sent_has_fragments
+        if len(scrapes) >= 2 and scrapes[-1].steward_rounds >= scrapes[0].steward_rounds:
+            window.steward_rounds = scrapes[-1].steward_rounds - scrapes[0].steward_rounds
             window.scrub_passes = scrapes[-1].scrub_passes - scrapes[0].scrub_passes
             window.scrape_span = scrapes[-1].at - scrapes[0].at
-            window.steward_bursts = bursts(scrapes, self.options.check_interval / 2)
         if admin_seconds:
             window.admin_p99_ms = percentile(admin_seconds, 0.99) * 1000
 
@@ -517,7 +525,6 @@ async def benchmark(options: Options) -> tuple[list[FloodResult], Ceilings, dict
                 directory,
                 members,
                 nursery,
-                options.scrub_interval,
                 directory / "ca" / "ca.crt",
                 NodeCredentials.load(files["client.key"], files["client.crt"]),
                 NodeCredentials.load(files["prober.key"], files["prober.crt"]),

@@ -85,7 +85,7 @@ from datapath import Interrupted, check_disk, parse_size, write_random_file
 from prometheus_client.parser import text_string_to_metric_families
 from rss_client import MeshClient
 
-from p2pstore.cli.config import write_local_node_config
+from p2pstore.cli.config_render import write_local_node_config
 from p2pstore.cli.devnet import run_node_process
 from p2pstore.cli.local_mesh import DevnetNode, create_mesh, free_loopback_ports
 from p2pstore.codec import ObjectEncoder, ReadCap, rebuild_fragments

@@ -39,7 +39,7 @@ from pathlib import Path
 import trio
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from p2pstore.cli.config import write_local_node_config
+from p2pstore.cli.config_render import write_local_node_config
 from p2pstore.cli.local_mesh import free_loopback_ports
 from p2pstore.errors import P2PStoreError
 from p2pstore.identity import MeshCA, NodeCredentials, PeerIdentity, TrustAnchor

@@ -27,10 +27,9 @@ from p2pstore.cli.config import (
     bootstrap_peers,
     parse_size,
     read_toml,
-    render_rules,
     seeds_of,
-    toml_string,
 )
+from p2pstore.cli.config_render import render_rules, toml_string
 from p2pstore.cli.seeds import Seed
 from p2pstore.codec import DEFAULT_CHUNK_SIZE
 from p2pstore.codec.chunking import check_chunk_size

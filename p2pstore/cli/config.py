@@ -24,13 +24,12 @@ from p2pstore.core.rules import (
     SHIPPED_RULES,
     CodingRule,
     parse_duration,
-    rule_table,
-    rule_table_header,
     rules_from_table,
 )
 from p2pstore.errors import ConfigError
 from p2pstore.net.address import parse_address
 from p2pstore.net.node import NodeSettings
+from p2pstore.net.scrubber import ScrubSettings
 from p2pstore.net.tls import TlsSettings
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -81,6 +80,8 @@ class NodeConfig:
     """``[repair] audit_*``: how often stewards audit the holders of their objects."""
     limits: Limits = field(default_factory=Limits)
     """``[limits]``: per-peer and per-node bounds."""
+    scrub: ScrubSettings = field(default_factory=ScrubSettings)
+    """``[scrub] interval`` and ``batch``: the pace of re-verifying the store."""
     fragment_bytes_per_identity: IdentityShare = field(
         default_factory=lambda: IdentityShare(fraction=DEFAULT_IDENTITY_SHARE)
     )
@@ -146,6 +147,7 @@ _SCHEMA: dict[str, dict[str, bool]] = {
         "audits_per_holder_per_hour": False,
         "audit_timeout": False,
     },
+    "scrub": {"interval": False, "batch": False},
     "limits": {**dict.fromkeys(_LIMIT_KEYS, False), "fragment_bytes_per_identity": False},
 }
 
@@ -295,7 +297,7 @@ def load_node_config(path: Path) -> NodeConfig:
         revocation_list=reader.existing_file("identity", "revocation_list"),
         bootstrap_peers=peers,
         seeds=seeds_of(reader),
-        quota_bytes=_quota(reader),
+        quota_bytes=_size(reader, "store", "quota"),
         log_level=reader.choice("log", "level", LOG_LEVELS, "info"),
         log_format=reader.choice("log", "format", LOG_FORMATS, "text"),
         metrics_listen=_metrics_listen(reader),
@@ -305,6 +307,7 @@ def load_node_config(path: Path) -> NodeConfig:
         audits=read_audits(reader),
         fragment_bytes_per_identity=_identity_share(reader),
         limits=read_limits(reader),
+        scrub=_scrub(reader),
     )
 
 
@@ -414,18 +417,6 @@ def is_loopback(host: str) -> bool:
         return False  # another host name: it may resolve to anything
 
 
-def toml_string(text: str) -> str:
-    """``text`` as a TOML basic string: quote and backslash escaped, control characters (which
-    TOML forbids raw, newlines included) as ``\\uXXXX``."""
-
-    def escape(char: str) -> str:
-        if ord(char) < 0x20 or ord(char) == 0x7F:
-            return f"\\u{ord(char):04x}"
-        return "\\" + char if char in '"\\' else char
-
-    return '"' + "".join(escape(char) for char in text) + '"'
-
-
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
 
@@ -454,17 +445,27 @@ def bootstrap_peers(reader: ConfigReader) -> tuple[str, ...]:
     return tuple(peers)
 
 
-def _quota(reader: ConfigReader) -> int | None:
-    value = reader.string("store", "quota")
+def _size(reader: ConfigReader, section: str, key: str) -> int | None:
+    """A size of more than 0 bytes ("500 GiB", "2TB", "1048576"), or None if not given."""
+    value = reader.string(section, key)
     if value is None:
         return None
     try:
-        quota = parse_size(value)
+        size = parse_size(value)
     except ConfigError as exc:
-        raise reader.error("[store] quota", str(exc)) from exc
-    if quota <= 0:
-        raise reader.error("[store] quota", "must be more than 0 bytes")
-    return quota
+        raise reader.error(f"[{section}] {key}", str(exc)) from exc
+    if size <= 0:
+        raise reader.error(f"[{section}] {key}", "must be more than 0 bytes")
+    return size
+
+
+def _scrub(reader: ConfigReader) -> ScrubSettings:
+    """``[scrub] interval`` (a duration > 0) and ``batch`` (a size > 0)."""
+    defaults = ScrubSettings()
+    return ScrubSettings(
+        batch_bytes=_size(reader, "scrub", "batch") or defaults.batch_bytes,
+        interval=reader.interval("scrub", "interval", defaults.interval),
+    )
 
 
 def _identity_share(reader: ConfigReader) -> IdentityShare:
@@ -494,136 +495,3 @@ def _identity_share(reader: ConfigReader) -> IdentityShare:
 def seeds_of(reader: ConfigReader) -> tuple[Seed, ...]:
     path = reader.existing_file("bootstrap", "seed_file")
     return load_seed_file(path) if path is not None else ()
-
-
-def render_node_config(
-    *,
-    listen: str,
-    data_dir: str,
-    key: str,
-    certificate: str,
-    ca_certificate: str,
-    revocation_list: str | None = None,
-    bootstrap_peers: tuple[str, ...] = (),
-    seed_file: str | None = None,
-    quota: str | None = None,
-    advertise: str | None = None,
-    log_level: str = "info",
-    log_format: str = "text",
-    metrics_listen: str | None = None,
-    metrics_allow_public: bool = False,
-    repair_check_interval: float | None = None,
-    audits: AuditSettings | None = None,
-    rules: Mapping[str, CodingRule] | None = None,
-    fragment_bytes_per_identity: str | None = None,
-    limits: Mapping[str, int | float | str] | None = None,
-) -> str:
-    """A node.toml with these values (used by the local mesh and the operator's tools);
-    ``audits`` as the ``[repair] audit_*`` keys, ``rules`` as ``[rules.NAME]`` tables (give
-    the mesh's declared ones), ``limits`` as the ``[limits]`` table (its keys and values as in
-    node.toml)."""
-    q = toml_string
-    lines = ["[node]", f"listen = {q(listen)}"]
-    if advertise:
-        lines.append(f"advertise = {q(advertise)}")
-    lines += [
-        f"data_dir = {q(data_dir)}",
-        "",
-        "[identity]",
-        f"key = {q(key)}",
-        f"certificate = {q(certificate)}",
-        f"ca_certificate = {q(ca_certificate)}",
-    ]
-    if revocation_list:
-        lines.append(f"revocation_list = {q(revocation_list)}")
-    lines += [
-        "",
-        "[bootstrap]",
-        "peers = [" + ", ".join(q(p) for p in bootstrap_peers) + "]",
-        *([f"seed_file = {q(seed_file)}"] if seed_file else []),
-        "",
-        "[store]",
-        *([f"quota = {q(quota)}"] if quota else []),
-        "",
-        "[log]",
-        f"level = {q(log_level)}",
-        f"format = {q(log_format)}",
-        "",
-    ]
-    if metrics_listen is not None:
-        lines += ["[metrics]", f"listen = {q(metrics_listen)}"]
-        lines += ["allow_public = true"] if metrics_allow_public else []
-        lines.append("")
-    if repair_check_interval is not None or audits is not None:
-        lines.append("[repair]")
-        if repair_check_interval is not None:
-            lines.append(f"check_interval = {float(repair_check_interval)!r}")
-        if audits is not None:
-            lines += [
-                f"audit_fraction_per_day = {float(audits.fraction_per_day)!r}",
-                f"audits_per_holder_per_hour = {float(audits.min_per_holder_per_hour)!r}",
-                f"audit_timeout = {float(audits.answer_timeout)!r}",
-            ]
-        lines.append("")
-    if limits or fragment_bytes_per_identity is not None:
-        lines.append("[limits]")
-        if fragment_bytes_per_identity is not None:
-            lines.append(f"fragment_bytes_per_identity = {q(fragment_bytes_per_identity)}")
-        for name, value in (limits or {}).items():
-            text = toml_string(value) if isinstance(value, str) else repr(value)
-            lines.append(f"{name} = {text}")
-        lines.append("")
-    lines += render_rules(rules or {})
-    return "\n".join(lines)
-
-
-def render_rules(rules: Mapping[str, CodingRule]) -> list[str]:
-    """The lines of a ``[rules.NAME]`` table per rule, each followed by a blank line."""
-    lines = []
-    for name, rule in rules.items():
-        lines.append(rule_table_header(name))
-        for key, value in rule_table(rule).items():
-            if isinstance(value, list):
-                text = "[" + ", ".join(toml_string(str(v)) for v in value) + "]"
-            else:
-                text = repr(value)
-            lines.append(f"{key} = {text}")
-        lines.append("")
-    return lines
-
-
-def write_local_node_config(
-    node_dir: Path,
-    *,
-    listen: str,
-    bootstrap_peers: tuple[str, ...] = (),
-    log_level: str = "info",
-    log_format: str = "text",
-    metrics_listen: str | None = None,
-    rules: Mapping[str, CodingRule] | None = None,
-    repair_check_interval: float | None = None,
-    limits: Mapping[str, int | float | str] | None = None,
-) -> Path:
-    """Write ``node_dir/node.toml`` for the local-mesh layout: the node's ``node.key`` and
-    ``node.crt`` beside it, the CA's ``ca.crt`` and ``crl.pem`` in ``../ca``, data in ``data``.
-    Returns the file's path."""
-    path = node_dir / "node.toml"
-    path.write_text(
-        render_node_config(
-            listen=listen,
-            data_dir="data",
-            key="node.key",
-            certificate="node.crt",
-            ca_certificate="../ca/ca.crt",
-            revocation_list="../ca/crl.pem",
-            bootstrap_peers=bootstrap_peers,
-            log_level=log_level,
-            log_format=log_format,
-            metrics_listen=metrics_listen,
-            rules=rules,
-            repair_check_interval=repair_check_interval,
-            limits=limits,
-        ),
-        encoding="utf-8",
-    )
-    return path

@@ -13,7 +13,8 @@ from pathlib import Path
 import trio
 
 from p2pstore.cli.client_config import write_client_config
-from p2pstore.cli.config import load_node_config, write_local_node_config
+from p2pstore.cli.config import load_node_config
+from p2pstore.cli.config_render import write_local_node_config
 from p2pstore.core.rules import SHIPPED_RULES
 from p2pstore.errors import ConfigError
 from p2pstore.identity import MeshCA, NodeCredentials, Role

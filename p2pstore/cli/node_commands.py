@@ -243,7 +243,9 @@ async def serve_node(
                 await nursery.start(admin.run)
             nursery.start_soon(_join_and_announce, config, dht, store, saved)
             nursery.start_soon(_keep_state_saved, book, records, dht)
-            _start_watches(nursery, store, metrics, parent_fd, _expiries(credentials, trust))
+            _start_watches(
+                nursery, store, metrics, config, parent_fd, _expiries(credentials, trust)
+            )
             await nursery.start(steward.run)
             if leave_within is not None:
                 leaving = Departure(fragments, steward)
@@ -276,12 +278,13 @@ def _start_watches(
     nursery: trio.Nursery,
     store: DiskFragmentStore,
     metrics: NodeMetrics,
+    config: NodeConfig,
     parent_fd: int | None,
     expiries: dict[str, datetime],
 ) -> None:
     """The node's watches over itself: its disk, its certificates' expiry, and the local mesh
     that started it if any."""
-    nursery.start_soon(Scrubber(store, metrics).run)
+    nursery.start_soon(Scrubber(store, metrics, config.scrub).run)
     register_expiry_metric(metrics.registry, expiries, time.time)
     nursery.start_soon(warn_before_expiry, expiries, time.time)
     if parent_fd is not None:

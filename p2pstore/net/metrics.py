@@ -146,6 +146,11 @@ class NodeMetrics:
             "Fraction of the current scrub pass done (0 to 1).",
             registry=r,
         )
+        self.steward_rounds = Counter(
+            "p2pstore_steward_rounds",
+            "Steward rounds finished (one every [repair] check_interval).",
+            registry=r,
+        )
         self.repairs = Counter(
             "p2pstore_repairs",
             "Chunk repairs by outcome (started, finished, failed).",
@@ -233,6 +238,10 @@ class NodeMetrics:
     def record_fragment_over_quota(self) -> None:
         """A PutFragment was refused: its uploader holds its per-identity quota."""
         self.fragments_refused_quota.inc()
+
+    def record_steward_round(self) -> None:
+        """A steward round ended (whatever it found)."""
+        self.steward_rounds.inc()
 
     def record_repair(self, outcome: str) -> None:
         """A chunk repair ``started``, ``finished`` or ``failed``."""

@@ -107,7 +107,12 @@ class SessionSettings:
     max_inbound: int = 32
     """Requests of the peer handled at once; more are answered busy."""
     max_busy_replies: int = 64
-    """Busy replies waiting to be sent; one more ends the session (the peer does not read)."""
+    """Busy replies waiting to be sent; past them the session stops reading the peer's frames
+    until there is room again, and ends if there is none within ``busy_drain_timeout``."""
+    busy_drain_timeout: float = 10.0
+    """Seconds a full queue of busy replies may take to find room: a peer that reads frees it
+    in milliseconds (even after the node itself stalled and found a burst of requests waiting),
+    one that does not read never does."""
     busy_retry_after: float = 0.1
     """The wait a busy reply suggests: about one request's time."""
     idle_timeout: float | None = 1800.0
@@ -119,6 +124,8 @@ class SessionSettings:
     def __post_init__(self) -> None:
         if self.max_inbound < 1 or self.max_busy_replies < 1:
             raise ValueError("max_inbound and max_busy_replies must be at least 1")
+        if self.busy_drain_timeout <= 0:
+            raise ValueError(f"busy_drain_timeout must be > 0, got {self.busy_drain_timeout}")
         if self.idle_timeout is not None and self.idle_timeout <= 0:
             raise ValueError(f"idle_timeout must be more than 0, got {self.idle_timeout}")
 
@@ -337,7 +344,7 @@ class Session:
                     self._inbound += 1
                     nursery.start_soon(self._answer, envelope.request_id, envelope.message)
                 else:
-                    self._refuse_busy(envelope.request_id)
+                    await self._refuse_busy(envelope.request_id)
             elif isinstance(envelope.message, Goodbye):
                 self.close_reason = f"peer said goodbye: {envelope.message.reason}"
                 return
@@ -348,18 +355,25 @@ class Session:
             # A peer whose frames all sit in one read must not hold the scheduler for it.
             await trio.lowlevel.checkpoint()
 
-    def _refuse_busy(self, request_id: int) -> None:
+    async def _refuse_busy(self, request_id: int) -> None:
+        """Queue a busy reply; when the queue is full, read nothing more from the peer until it
+        has room (a burst found after a stall of the node drains as the peer reads), and end
+        the session if it finds none within ``busy_drain_timeout`` (the peer does not read)."""
         limit = self.settings.max_inbound
         self._refuse("session_busy", f"more than {limit} requests in flight on one session")
-        try:
+        with contextlib.suppress(trio.WouldBlock):
             self._busy_send.send_nowait(request_id)
-        except trio.WouldBlock:
-            queued = self.settings.max_busy_replies
-            self._refuse("not_reading", f"{queued} busy replies unread: session ended")
-            raise RemoteProtocolError(
-                f"{self.describe()} does not read its replies ({queued} busy replies queued "
-                f"while it kept more than {limit} requests in flight)"
-            ) from None
+            return
+        with trio.move_on_after(self.settings.busy_drain_timeout):
+            await self._busy_send.send(request_id)
+            return
+        queued = self.settings.max_busy_replies
+        self._refuse("not_reading", f"{queued} busy replies unread: session ended")
+        raise RemoteProtocolError(
+            f"{self.describe()} does not read its replies ({queued} busy replies unsent for "
+            f"{self.settings.busy_drain_timeout:g}s while it kept more than {limit} requests in "
+            "flight)"
+        )
 
     def _refuse(self, reason: str, describe: str) -> None:
         if self._on_refusal is not None:

@@ -213,6 +213,7 @@ class Steward:
         )
         self.auditor.watch(self._audit_targets(report), trio.current_time())
         self.rounds += 1
+        self.node.metrics.record_steward_round()
         self._round_done.set()
         self._round_done = trio.Event()
         if report.repairs or report.failures:

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 from test_cli_config import GOOD, refusal, write
 
-from p2pstore.cli.config import is_loopback, load_node_config, render_node_config
+from p2pstore.cli.config import is_loopback, load_node_config
+from p2pstore.cli.config_render import render_node_config
 from p2pstore.cli.local_mesh import free_loopback_ports
 from p2pstore.cli.main import cli
 from p2pstore.cli.node_status import render_status

@@ -17,7 +17,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 from test_cli_node import DEADLINE, STOP_DEADLINE, in_process_node, node_process
 
-from p2pstore.cli.config import write_local_node_config
+from p2pstore.cli.config_render import write_local_node_config
 from p2pstore.cli.local_mesh import DevnetNode, create_mesh, free_loopback_ports
 from p2pstore.codec.fragment_ids import fragment_id as fragment_id_of
 from p2pstore.net.contact_book import ContactBook

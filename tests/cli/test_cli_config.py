@@ -21,13 +21,14 @@ from p2pstore.cli.config import (
     load_node_config,
     parse_size,
     read_audits,
-    render_node_config,
 )
+from p2pstore.cli.config_render import render_node_config
 from p2pstore.cli.main import cli
 from p2pstore.core.audit import AuditSettings
 from p2pstore.core.rules import MAX_SHARES, SHIPPED_RULES, CodingRule
 from p2pstore.errors import ConfigError, QuotaExceeded
 from p2pstore.identity import MeshCA
+from p2pstore.net.scrubber import ScrubSettings
 
 GOV = CodingRule(
     "gov", k=3, n=7, repair_threshold=5, regions=frozenset({"FR-GES", "FR-IDF"}),
@@ -306,10 +307,12 @@ def test_the_renderer_writes_only_known_keys():
         quota="1 GiB", metrics_listen="127.0.0.1:9464", metrics_allow_public=True,
         repair_check_interval=30, rules={"gov": GOV}, fragment_bytes_per_identity="10%",
         limits=dict.fromkeys(_LIMIT_KEYS, 4), audits=AuditSettings(0.5, 60, 7.5),
+        scrub=ScrubSettings(batch_bytes=3 * 2**30, interval=2.5),
     )  # fmt: skip
     document = tomllib.loads(text)
     assert set(document.pop("rules")) == {"gov"}
     assert read_audits(ConfigReader(Path("x.toml"), document)) == AuditSettings(0.5, 60, 7.5)
+    assert document["scrub"] == {"interval": 2.5, "batch": str(3 * 2**30)}
     assert {s: set(t) for s, t in document.items()} == {s: set(k) for s, k in _SCHEMA.items()}
 
 
@@ -387,11 +390,44 @@ def test_a_bad_check_interval_is_named(node_dir, value):
     assert str(caught.value).startswith(f"{path}: [repair] check_interval: ")
 
 
+def test_the_scrub_pace_defaults_to_16_mib_every_30_s_and_is_read_from_scrub(node_dir):
+    assert load_node_config(write(node_dir, GOOD)).scrub == ScrubSettings(16 * 2**20, 30.0)
+    path = with_text(node_dir, '[scrub]\ninterval = "2m"\nbatch = "64 MiB"\n')
+    assert load_node_config(path).scrub == ScrubSettings(64 * 2**20, 120.0)
+    rendered = node_dir / "scrub.toml"
+    rendered.write_text(
+        render_node_config(
+            listen="127.0.0.1:0", data_dir="data", key="node.key", certificate="node.crt",
+            ca_certificate="ca/ca.crt", scrub=ScrubSettings(2**30, 0.25),
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    assert load_node_config(rendered).scrub == ScrubSettings(2**30, 0.25)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("interval", "0"),
+        ("interval", "-1"),
+        ("interval", '"soon"'),
+        ("batch", '"0 MiB"'),
+        ("batch", '"lots"'),
+        ("batch", "16"),
+    ],
+)
+def test_a_bad_scrub_setting_is_named(node_dir, key, value):
+    path = with_text(node_dir, f"[scrub]\n{key} = {value}\n", "bad.toml")
+    with pytest.raises(ConfigError) as caught:
+        load_node_config(path)
+    assert str(caught.value).startswith(f"{path}: [scrub] {key}: ")
+
+
 def test_audits_default_to_the_planners_rate_and_are_read_from_repair(node_dir):
     assert load_node_config(write(node_dir, GOOD)).audits == AuditSettings()
     path = with_text(
         node_dir,
-        '[repair]\naudit_fraction_per_day = 0.1\naudits_per_holder_per_hour = 0\n'
+        "[repair]\naudit_fraction_per_day = 0.1\naudits_per_holder_per_hour = 0\n"
         'audit_timeout = "1m"\n',
     )
     assert load_node_config(path).audits == AuditSettings(0.1, 0.0, 60.0)

@@ -24,7 +24,7 @@ from test_admin_node import http_get
 from test_cli_node import in_process_node
 from test_cli_objects import wait_until_joined
 
-from p2pstore.cli.config import write_local_node_config
+from p2pstore.cli.config_render import write_local_node_config
 from p2pstore.cli.local_mesh import DevnetNode, create_mesh
 from p2pstore.codec.fragment_ids import fragment_id
 from p2pstore.errors import RemoteError
@@ -269,6 +269,7 @@ def _digest(path: Path) -> bytes:
 
 
 # --- a read-only disk ------------------------------------------------------------------------
+
 
 def read_only(data_dir: Path) -> contextlib.AbstractContextManager[str]:
     """Everything in ``data_dir`` refuses writes, as on a disk remounted read-only."""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from p2pstore.cli.config import Limits, load_node_config, render_node_config
+from p2pstore.cli.config import Limits, load_node_config
+from p2pstore.cli.config_render import render_node_config
 from p2pstore.errors import ConfigError
 from p2pstore.identity import MeshCA
 

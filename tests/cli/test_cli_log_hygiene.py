@@ -15,7 +15,7 @@ import trio
 from test_cli_objects import DEADLINE, run, running_mesh
 
 from p2pstore.cli.client_config import load_client_config
-from p2pstore.cli.config import write_local_node_config
+from p2pstore.cli.config_render import write_local_node_config
 from p2pstore.cli.local_mesh import LOCAL_RULES, DevnetNode
 from p2pstore.codec import ReadCap
 from p2pstore.identity import NodeCredentials

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pstore.cli.config import write_local_node_config
+from p2pstore.cli.config_render import write_local_node_config
 from p2pstore.cli.local_mesh import DevnetNode, create_mesh
 from p2pstore.codec.fragment_ids import fragment_id as fragment_id_of
 from p2pstore.errors import PeerRefused, PeerUnreachable

@@ -72,6 +72,7 @@ async def test_every_attack_gets_under_way_and_the_prober_is_answered(tmp_path):
             async with trio.open_nursery() as processes:
                 for flood, count in SMALL_COUNTS.items():
                     argv = ["attack", flood, *common, *peers["attacker"], "--count", str(count)]
+                    argv += ["--source", "127.0.0.2"]  # as floods.py dials: from a host apart
                     processes.start_soon(run, flood, *argv)
                 node_id = credentials.identity.node_id.hex()
                 argv = ["probe", *common, *peers["prober"], "--node-id", node_id]

@@ -26,6 +26,7 @@ from p2pstore.wire import (
     Kind,
     Message,
     Ping,
+    decode_envelope,
     encode_envelope,
 )
 
@@ -108,6 +109,40 @@ async def test_a_peer_flooding_pings_without_reading_loses_its_session(mem, cloc
         assert len(log_events.matching(event="peer_limited", peer=who)) == 1
         await friend.ping(node.identity.node_id, timeout=1)
         assert node.session_counts()["node"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_that_reads_late_keeps_its_session_when_its_busy_replies_pile_up(mem, clock):
+    """Requests that piled up while the node (or the peer) stalled: past the requests in flight
+    and the busy replies queued, the node stops reading until the queue drains, and a peer
+    that reads its replies within ``busy_drain_timeout`` keeps its session (it used to be
+    ended at once as "not reading")."""
+    session = SessionSettings(hello_timeout=5, request_timeout=30, max_inbound=2,
+                              max_busy_replies=1, busy_drain_timeout=10)  # fmt: skip
+    burst = 2 * PIPE_CAPACITY + 20
+    async with trio.open_nursery() as nursery:
+        node, _friend = await connected_pair(nursery, mem, NodeSettings(session=session))
+        peer = mem.credentials()
+        link = await mem.network.transport("late", peer, mem.trust()).connect(node.address)
+        await link.send_frame(encode_envelope(Envelope(Kind.NOTICE, 0, HELLO)))
+
+        async def send_burst() -> None:
+            for request_id in range(1, burst + 1):
+                await link.send_frame(request_frame(request_id))
+
+        nursery.start_soon(send_burst)
+        await trio.sleep(5)  # reads nothing for a while, then everything
+        answered = set()
+        with trio.fail_after(30):
+            while len(answered) < burst:
+                frame = await link.receive_frame()
+                assert frame is not None, "the node ended the session"
+                envelope = decode_envelope(frame)
+                if envelope.kind is Kind.RESPONSE:
+                    answered.add(envelope.request_id)
+        assert node.refusals.total["not_reading"] == 0
+        assert node.refusals.total["session_busy"] > 0
+        assert node.session_counts()["node"] == 2
         nursery.cancel_scope.cancel()
 
 
@@ -229,9 +264,10 @@ async def test_lookups_are_rate_limited_and_this_nodes_requests_wait_and_retry(m
         async with trio.open_nursery() as lookups:
             for _ in range(12):
                 lookups.start_soon(friend.request, node.identity.node_id, FindNode(target=FAR))
-        assert friend.metrics.value(
-            "p2pstore_requests_sent_total", type="FindNode", outcome="ok"
-        ) == 12
+        assert (
+            friend.metrics.value("p2pstore_requests_sent_total", type="FindNode", outcome="ok")
+            == 12
+        )
         nursery.cancel_scope.cancel()
 
 

@@ -115,6 +115,29 @@ async def test_killed_datacenters_are_rebuilt_to_n_inside_the_rule(net, clock):
 MEMORY_ONLY = pytest.mark.parametrize("net", ["memory"], indirect=True)
 
 
+async def test_every_steward_round_is_counted_on_schedule(net, clock):
+    """``p2pstore_steward_rounds_total`` grows once per round, every ``check_interval``: an
+    operator (and the flood benchmark) sees from it whether the rounds keep their schedule."""
+    _, interval = timings(net)
+    rule = rule_of(net)
+    mesh = StorageMesh(net, 8, steward=steward_settings(net), rules=(rule,))
+    async with trio.open_nursery() as nursery:
+        await mesh.start(nursery)
+        client = await mesh.client(nursery)
+        result = await put_bytes(client, b"r" * 50_000, rule)
+        member = mesh.by_id(result.placement.chunks[0][0].node_id)
+        metrics, steward = member.node.metrics, member.steward
+        await steward.wait_round()
+        began, before = trio.current_time(), metrics.value("p2pstore_steward_rounds_total")
+        for _ in range(3):
+            await steward.wait_round()
+        elapsed = trio.current_time() - began
+        assert metrics.value("p2pstore_steward_rounds_total") == before + 3 == steward.rounds
+        if net.kind == "memory":  # virtual time: an interval apart, plus a round's queries
+            assert elapsed == pytest.approx(3 * interval, abs=interval / 2)
+        nursery.cancel_scope.cancel()
+
+
 @MEMORY_ONLY
 async def test_an_outage_shorter_than_the_grace_period_repairs_nothing(net, clock):
     grace, interval = timings(net)
