@@ -34,7 +34,8 @@ import trio
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from p2pstore.cli.devnet import create_mesh, run_node_process
+from p2pstore.cli.devnet import run_node_process
+from p2pstore.cli.local_mesh import create_mesh
 
 MiB = 1024 * 1024
 PART = 8 * MiB

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from gateway_harness import S3, boto_client
 
 from p2pstore.cli.client_config import connected_client, load_client_config
-from p2pstore.cli.devnet import create_mesh, free_loopback_ports
+from p2pstore.cli.local_mesh import create_mesh, free_loopback_ports
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import P2PStoreError
 from p2pstore.gateway.keys import AccessKey
