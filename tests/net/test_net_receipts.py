@@ -6,6 +6,7 @@ of them takes an honest holder away from any reader or steward."""
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import msgpack
 import pytest
@@ -360,6 +361,24 @@ async def test_re_putting_after_forged_placements_brings_a_lost_object_back(net,
             chunk, share = divmod(position, manifest.n)
             listed = {h.node_id for h in status.placement.holders_of(chunk, share)}
             assert holders <= listed <= holders | before[position] | {liar.node_id}
+
+        # "Revoking the attacker's certificate and reloading every node changed nothing": now
+        # its record is dropped everywhere and its receipts count nowhere.
+        def liar_records() -> int:
+            key, now = manifest_key(object_id), mesh.wall_clock()
+            public = liar_credentials.private_key.public_key().public_bytes_raw()
+            return sum(
+                r.publisher_key == public
+                for m in mesh.nodes
+                for r in m.dht.store.get(int(RecordKind.PLACEMENT), key, now)
+            )
+
+        assert liar_records() > 0
+        mesh.revoke(SimpleNamespace(credentials=liar_credentials))
+        assert liar_records() == 0
+        status = await reader.stat(again.verify_cap)
+        assert liar.node_id not in {h.node_id for h in status.placement.holders()}
+        assert status.readable and not status.audit_failures()
         nursery.cancel_scope.cancel()
 
 
