@@ -7,8 +7,10 @@ placed each holder there is kept, so an operator sees whether stewards keep rene
 
 A signature is a claim, not a proof, so each holder that signed for a fragment is then audited
 once on one of them, drawn at random (:func:`~p2pstore.net.audits.audit_each`: one leaf and its
-path, a whole-fragment read on the holder); a failed audit names the holder, and the fragment
-it failed on does not count as present.  What the object's stewards learnt from their own
+path, a whole-fragment read on the holder); a failed audit names the holder, and none of the
+fragments it signed for counts as present: its signature has just been shown false, and
+counting the rest would let one member that says yes to everything keep ``stat`` "readable"
+while ``get`` fails (issue 13).  What the object's stewards learnt from their own
 audits stays on their nodes (``p2pstore_holder_audit_failures_total``, ``/status``, the
 ``audit_failed`` log events): no message asks a steward for it, so ``stat`` shows what it
 proved itself.
@@ -83,8 +85,8 @@ async def object_status(
     """Ask every receipted holder to sign which of the object's fragments it has (one
     batched request per holder), then audit each on one fragment it signed for (drawn with
     ``rng``, by default ``random.SystemRandom()``); needs only the verify cap.  A holder that
-    refuses to sign, or signs something invalid, counts as not having them; one that fails
-    its audit, as not having that one."""
+    refuses to sign, or signs something invalid, counts as not having them; so does one that
+    fails its audit."""
     manifest = await client.fetch_manifest(cap.object_id)
     holdings = await client.fetch_holdings(cap.object_id, manifest)
     now, trust = client.dht.wall_clock(), client.dht.trust()
@@ -142,8 +144,8 @@ async def _audit_holders(
     *,
     rng: random.Random | None,
 ) -> dict[bytes, Evidence]:
-    """Audit each holder once on a fragment it just signed for; a failure sets that answer
-    to False.  Returns the evidence by holder."""
+    """Audit each holder once on a fragment it just signed for; a failure sets every answer
+    of that holder to False.  Returns the evidence by holder."""
     targets = []
     for holder_id, (holder, positions) in wanted.items():
         for position in positions:
@@ -155,9 +157,8 @@ async def _audit_holders(
     settings = AuditSettings(answer_timeout=client.settings.fragment_timeout)
     planner = AuditPlanner(settings, rng or random.SystemRandom(), audit_reply_error)
     found = await audit_each(client.node, targets, planner)
-    where = {(t.holder.node_id, t.fragment.fragment_id): t.position for t in targets}
     for evidence in found:
         if evidence.verdict.failed:
-            challenge = evidence.challenge
-            answers[(challenge.holder, where[(challenge.holder, challenge.fragment_id)])] = False
+            for position in wanted[evidence.challenge.holder][1]:
+                answers[(evidence.challenge.holder, position)] = False
     return {evidence.challenge.holder: evidence for evidence in found}

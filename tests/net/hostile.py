@@ -280,15 +280,17 @@ def throwaway_key(seed: bytes = b"attacker") -> Ed25519PrivateKey:
 
 
 def forge_placement_table(
-    object_id: bytes, manifest: Manifest, holders: Sequence[Candidate]
+    object_id: bytes,
+    manifest: Manifest,
+    holders: Sequence[Candidate],
+    choose: Callable[[int], int] | None = None,
 ) -> bytes:
     """The issue's record verbatim: format 1 (before receipts), every share pointed at
-    ``holders`` in turn, nothing signed by them."""
+    ``holders`` in turn (or at ``holders[choose(position)]``), nothing signed by them."""
     entries = [[h.node_id, h.address, h.datacenter, h.region] for h in holders]
     table = b"".join(
-        struct.pack(">H", (chunk * manifest.n + share) % len(holders))
-        for chunk in range(manifest.chunk_count)
-        for share in range(manifest.n)
+        struct.pack(">H", choose(position) if choose else position % len(holders))
+        for position in range(manifest.chunk_count * manifest.n)
     )
     packed: bytes = msgpack.packb([1, object_id, manifest.n, entries, table], use_bin_type=True)
     return packed
@@ -319,15 +321,38 @@ def forge_placement_disowning(
     return _container(object_id, manifest.n, certificates, receipts)
 
 
+def forge_placement_pointing(
+    object_id: bytes,
+    manifest: Manifest,
+    pointed: Iterable[tuple[NodeCredentials, Iterable[int]]],
+    *,
+    key: Ed25519PrivateKey,
+    now: float,
+) -> bytes:
+    """Today's format pointing shares at nodes that do not hold them: receipts saying each
+    node holds the positions given with it, signed by ``key`` (not the node's) but naming the
+    node as holder, its genuine certificate beside them."""
+    receipts: list[Receipt] = []
+    certificates = []
+    for victim, positions in pointed:
+        held = {p: manifest.chunks[p // manifest.n].fragment_ids[p % manifest.n] for p in positions}
+        if held:
+            forged = sign_receipt(key, object_id, address="", held=held, now=now)
+            receipts.append(_as_holder(forged, victim.node_id))
+            certificates.append(victim.certificate_der())
+    return _container(object_id, manifest.n, certificates, receipts)
+
+
 def forge_placement_claiming(
     object_id: bytes,
     manifest: Manifest,
     attacker: NodeCredentials,
     *,
     now: float,
+    address: str = "evil.invalid:1",
 ) -> bytes:
     """A certified member's genuine receipts saying it holds every fragment of the object
-    (which it does not): all it can sign is a claim about itself."""
+    (which it does not), dialled at ``address``: all it can sign is a claim about itself."""
     every = {
         chunk * manifest.n + share: manifest.chunks[chunk].fragment_ids[share]
         for chunk in range(manifest.chunk_count)
@@ -337,7 +362,7 @@ def forge_placement_claiming(
         sign_receipt(
             attacker,
             object_id,
-            address="evil.invalid:1",
+            address=address,
             held=dict(list(every.items())[start : start + 1024]),
             now=now,
         )

@@ -15,11 +15,12 @@ from datetime import UTC, datetime
 import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from dht_mesh import EPOCH, DhtMesh, wall_clock
-from hostile import forge_record
+from dht_mesh import EPOCH, FAST_DHT, DhtMesh, wall_clock
+from hostile import forge_record, junk_manifests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from p2pstore.core.record_store import held_size
 from p2pstore.core.records import RecordKind, sign_record
 from p2pstore.errors import StoreError
 from p2pstore.identity import MeshCA, NodeCredentials
@@ -259,3 +260,29 @@ async def test_a_file_of_the_previous_format_is_refused_saying_what_happens(
     _restore_records(book, mesh.members[0].dht)  # logged, never fatal
     (warning,) = [r for r in caplog.records if getattr(r, "event", None) == "records_outdated"]
     assert "republish" in warning.getMessage() and len(mesh.members[0].dht.store) == 0
+
+
+async def test_a_saved_flood_is_held_again_only_up_to_its_publisher_s_quota(
+    tmp_path, autojump_clock
+):
+    """Issue 13's junk manifests were "saved and reloaded after restart".  A file holding four
+    times one member's quota of junk (saved by a run with a larger record store, say) is held
+    again only up to that quota, whatever comes first in the file; every record of another
+    publisher comes back."""
+    settings = dataclasses.replace(FAST_DHT, max_record_bytes=1 << 20)
+    mesh = DhtMesh(3, settings=settings)
+    flooder, honest = mesh.members[1].credentials, mesh.members[2].credentials
+    now = int(wall_clock())
+    junk = junk_manifests(flooder, 16, 64 * 1024, expires_at=now + 3600, seed=4)
+    theirs = records_of([honest], 8, expires_at=now + 3600)
+    book = RecordBook(tmp_path, max_records=1000, max_bytes=BIG)
+    book.save([*junk, *theirs])
+
+    restarted = mesh.members[0].dht
+    kept = restarted.restore(book.load().records)
+    store = restarted.store
+    usage = store.usage_of(flooder.identity.node_id)
+    assert usage.bytes <= store.max_publisher_bytes < usage.bytes + held_size(junk[0])
+    assert usage.records < len(junk) // 2
+    assert store.usage_of(honest.identity.node_id).records == len(theirs)
+    assert kept == usage.records + len(theirs)
