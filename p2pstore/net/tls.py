@@ -5,8 +5,8 @@ from another CA never gets a session); then :class:`~p2pstore.identity.TrustAnch
 same certificate again with our revocation list and reads the node id, datacenter and region
 from it.  Nothing a peer *says* about itself is trusted.  Every step that waits on the network
 has a deadline, and what a stranger can hold is bounded before it has a certificate: handshakes
-in progress, in all and per source address (connections past an address's share are closed at
-once, so one host cannot hold the slots members need).  After the handshake, a large frame's
+in progress per source address, their rate per address, and a node-wide pool of which strangers
+hold only a share (see :mod:`p2pstore.core.handshakes`).  After the handshake, a large frame's
 bytes are reserved from the node's :class:`~p2pstore.net.budget.ReceiveBudget` before its body
 is read, and a frame must arrive whole within ``partial_frame_timeout``.
 """
@@ -23,10 +23,12 @@ from datetime import UTC, datetime
 
 import trio
 
+from p2pstore.core.handshakes import HandshakeLimits
 from p2pstore.errors import ConfigError, PeerRefused, PeerUnreachable, RemoteProtocolError
 from p2pstore.identity import NodeCredentials, PeerIdentity, TrustAnchor, short_id
 from p2pstore.net.address import format_address, parse_address
 from p2pstore.net.budget import ReceiveBudget
+from p2pstore.net.handshakes import HandshakeDoor
 from p2pstore.net.link import LinkHandler, check_dialled_peer, source_of
 from p2pstore.net.refusals import RefusalLog
 from p2pstore.net.tls_stream import TlsStream, handshake_failure
@@ -63,6 +65,12 @@ class TlsSettings:
     max_concurrent_handshakes: int = 64
     max_handshakes_per_address: int = 16
     """Handshakes at once from one source address (IPv6: one /64); more are closed at once."""
+    member_handshakes: int = 16
+    """Of the handshakes at once, how many strangers (addresses no valid certificate came from
+    lately) can never hold (at most half of them)."""
+    handshake_rate_per_address: float = 4.0
+    handshake_burst_per_address: float = 32.0
+    """A token bucket per source address; a handshake with a valid certificate costs nothing."""
     max_frame: int = DEFAULT_MAX_FRAME
     send_timeout: float = 30.0
     """Longest one frame may take to leave; past it the link is considered dead."""
@@ -75,12 +83,21 @@ class TlsSettings:
     budget); past it the session ends.  None: no deadline."""
 
     def __post_init__(self) -> None:
-        if self.max_concurrent_handshakes < 1 or self.max_handshakes_per_address < 1:
-            raise ValueError("handshake limits must be at least 1")
+        self.handshake_limits()  # checks them
         if not 0 < self.receive_budget_per_peer <= self.receive_budget:
             raise ValueError("need 0 < receive_budget_per_peer <= receive_budget")
         if self.partial_frame_timeout is not None and self.partial_frame_timeout <= 0:
             raise ValueError("partial_frame_timeout must be more than 0")
+
+    def handshake_limits(self) -> HandshakeLimits:
+        slots = self.max_concurrent_handshakes
+        return HandshakeLimits(
+            slots=slots,
+            member_slots=max(0, min(self.member_handshakes, slots // 2)),
+            per_address=self.max_handshakes_per_address,
+            rate=self.handshake_rate_per_address,
+            burst=self.handshake_burst_per_address,
+        )
 
 
 def make_ssl_contexts(
@@ -283,7 +300,7 @@ class TlsTransport:
         self.budget = ReceiveBudget(
             self.settings.receive_budget, self.settings.receive_budget_per_peer
         )
-        self._handshaking: dict[str, int] = {}
+        self.handshakes = HandshakeDoor(self.settings.handshake_limits(), self.refusals)
         self._server_context, self._client_context = make_ssl_contexts(
             credentials, ca_certificate_path
         )
@@ -291,7 +308,6 @@ class TlsTransport:
         self._listen_port = listen_port
         self._bound_port: int | None = None
         self._clock = clock
-        self._handshake_slots = trio.Semaphore(self.settings.max_concurrent_handshakes)
 
     @property
     def listen_address(self) -> str:
@@ -306,7 +322,7 @@ class TlsTransport:
         """How full the transport's bounds are (for the node's metrics)."""
         return {
             "receive_buffer_bytes": self.budget.in_use,
-            "handshakes_in_progress": sum(self._handshaking.values()),
+            "handshakes_in_progress": self.handshakes.gate.in_progress,
         }
 
     async def listen(
@@ -331,7 +347,6 @@ class TlsTransport:
         handler: LinkHandler,
         nursery: trio.Nursery,
     ) -> None:
-        per_address = self.settings.max_handshakes_per_address
         async with listener:
             while True:
                 try:
@@ -346,24 +361,20 @@ class TlsTransport:
                     await trio.sleep(ACCEPT_RETRY)
                     continue
                 source = source_of(_peer_address(stream))
-                if self._handshaking.get(source, 0) >= per_address:
-                    self.refusals.refused(
-                        source,
-                        "handshakes_per_address",
-                        f"more than {per_address} TLS handshakes at once from {source}",
-                    )
+                ticket = self.handshakes.admit(source)
+                if ticket is None:
                     await trio.aclose_forcefully(stream)
                     continue
-                self._handshaking[source] = self._handshaking.get(source, 0) + 1
-                await self._handshake_slots.acquire()
-                nursery.start_soon(self._accept_one, stream, source, handler)
+                nursery.start_soon(self._accept_one, stream, source, ticket, handler)
 
     async def _accept_one(
-        self, stream: trio.SocketStream, source: str, handler: LinkHandler
+        self, stream: trio.SocketStream, source: str, ticket: int, handler: LinkHandler
     ) -> None:
         remote = _peer_address(stream)
         try:
-            link = await self._authenticate(stream, remote, server_side=True)
+            link = await self.handshakes.handshake(
+                ticket, source, lambda: self._authenticate(stream, remote, server_side=True)
+            )
         except PeerRefused as refused:
             log.warning(
                 "refused peer at %s: %s",
@@ -380,13 +391,9 @@ class TlsTransport:
                 extra={"event": "handshake_lost", "remote": remote},
             )
             return
-        finally:
-            self._handshake_slots.release()
-            left = self._handshaking[source] - 1
-            if left:
-                self._handshaking[source] = left
-            else:
-                del self._handshaking[source]
+        if link is None:  # its slot went to a newcomer
+            await trio.aclose_forcefully(stream)
+            return
         try:
             await handler(link)
         finally:
@@ -414,6 +421,7 @@ class TlsTransport:
         except PeerRefused:
             await link.aclose()
             raise
+        self.handshakes.seen_member(source_of(address))
         return link
 
     async def _authenticate(
