@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from p2pstore.cli.limits import LIMIT_KEYS, Limits
 from p2pstore.cli.seeds import Seed, load_seed_file
 from p2pstore.core.audit import AuditSettings
 from p2pstore.core.rules import (
@@ -28,24 +29,13 @@ from p2pstore.core.rules import (
 )
 from p2pstore.errors import ConfigError
 from p2pstore.net.address import parse_address
-from p2pstore.net.node import NodeSettings
 from p2pstore.net.scrubber import ScrubSettings
-from p2pstore.net.tls import TlsSettings
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 RULES_SECTION = "rules"
 """The section of ``[rules.NAME]`` tables: its keys are rule names, not a fixed schema."""
 DEFAULT_CHECK_INTERVAL = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """``[limits]``: the bounds on what peers may use, as the transport's and node's settings
-    (keys left out keep the settings' defaults)."""
-
-    transport: TlsSettings = field(default_factory=TlsSettings)
-    node: NodeSettings = field(default_factory=NodeSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,30 +94,6 @@ class IdentityShare:
         return self.size if self.size is not None else int(quota_bytes * self.fraction)
 
 
-_LIMIT_KEYS: dict[str, tuple[str, str, str]] = {
-    # key -> (kind of value, settings it sets, field)
-    "requests_per_session": ("count", "session", "max_inbound"),
-    "busy_replies_per_session": ("count", "session", "max_busy_replies"),
-    "idle_timeout": ("duration", "session", "idle_timeout"),
-    "sessions_per_client": ("count", "node", "max_sessions_per_client"),
-    "sessions_per_address": ("count", "node", "max_sessions_per_address"),
-    "requests_in_flight": ("count", "admission", "max_requests"),
-    "requests_in_flight_per_peer": ("count", "admission", "max_peer_requests"),
-    "lookups_per_second": ("number", "admission", "lookups_per_second"),
-    "lookup_burst": ("number", "admission", "lookup_burst"),
-    "stores_per_second": ("number", "admission", "stores_per_second"),
-    "store_burst": ("number", "admission", "store_burst"),
-    "fragment_bytes_per_second": ("size", "admission", "fragment_bytes_per_second"),
-    "fragment_burst": ("size", "admission", "fragment_burst"),
-    "receive_buffer": ("size", "transport", "receive_budget"),
-    "receive_buffer_per_peer": ("size", "transport", "receive_budget_per_peer"),
-    "partial_frame_timeout": ("duration", "transport", "partial_frame_timeout"),
-    "handshake_timeout": ("duration", "transport", "handshake_timeout"),
-    "handshakes": ("count", "transport", "max_concurrent_handshakes"),
-    "handshakes_per_address": ("count", "transport", "max_handshakes_per_address"),
-}
-
-
 _SCHEMA: dict[str, dict[str, bool]] = {
     # section -> key -> required
     "node": {"listen": True, "advertise": False, "data_dir": True},
@@ -148,7 +114,7 @@ _SCHEMA: dict[str, dict[str, bool]] = {
         "audit_timeout": False,
     },
     "scrub": {"interval": False, "batch": False},
-    "limits": {**dict.fromkeys(_LIMIT_KEYS, False), "fragment_bytes_per_identity": False},
+    "limits": {**dict.fromkeys(LIMIT_KEYS, False), "fragment_bytes_per_identity": False},
 }
 
 
@@ -371,7 +337,7 @@ def read_limits(reader: ConfigReader) -> Limits:
     }  # fmt: skip
     given: dict[str, dict[str, Any]] = {"transport": {}, "session": {}, "node": {}}
     given["admission"] = {}
-    for key, (kind, settings, name) in _LIMIT_KEYS.items():
+    for key, (kind, settings, name) in LIMIT_KEYS.items():
         value = read[kind](key)
         if value is not None:
             given[settings][name] = value

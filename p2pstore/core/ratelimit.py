@@ -63,6 +63,14 @@ class TokenBucket:
         self._refill(now)
         self._tokens -= cost
 
+    def refund(self, cost: float, now: float) -> None:
+        """Give back ``cost`` tokens taken for something that turned out free (never above
+        ``burst``)."""
+        if cost < 0:
+            raise ValueError(f"cost must not be negative, got {cost!r}")
+        self._refill(now)
+        self._tokens = min(self.burst, self._tokens + cost)
+
     def _refill(self, now: float) -> None:
         if now > self._updated:  # a clock that steps back refills nothing
             self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
@@ -98,6 +106,12 @@ class RateLimiter:
     def charge(self, key: Hashable, cost: float, now: float) -> None:
         """:meth:`TokenBucket.charge` on ``key``'s bucket."""
         self._bucket(key, now).charge(cost, now)
+
+    def refund(self, key: Hashable, cost: float, now: float) -> None:
+        """:meth:`TokenBucket.refund` on ``key``'s bucket (a forgotten one is full already)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.refund(cost, now)
 
     def level(self, key: Hashable, now: float) -> float:
         bucket = self._buckets.get(key)

@@ -52,6 +52,9 @@ REFUSAL_REASONS = frozenset({
     "lookup_rate", "store_rate", "fragment_in_rate", "fragment_out_rate",  # token buckets
     "sessions_per_client", "sessions_per_address",  # a session over its cap was closed
     "handshakes_per_address",  # a connection over its address's handshake cap was closed
+    "handshake_rate",  # an address started too many failed handshakes a second
+    "handshake_slots",  # members held every handshake slot: a stranger's connection closed
+    "handshake_reclaimed",  # a stranger's handshake closed to free its slot for a newcomer
     "receive_budget",  # a frame waited too long for the node's receive buffers
     "partial_frame_timeout",  # a frame took too long to arrive
     "idle_timeout",  # a session stayed silent, keepalive pings unanswered

@@ -5,17 +5,14 @@ from another CA never gets a session); then :class:`~p2pstore.identity.TrustAnch
 same certificate again with our revocation list and reads the node id, datacenter and region
 from it.  Nothing a peer *says* about itself is trusted.  Every step that waits on the network
 has a deadline, and what a stranger can hold is bounded before it has a certificate: handshakes
-in progress, in all and per source address (connections past an address's share are closed at
-once, so one host cannot hold the slots members need).  After the handshake, a large frame's
-bytes are reserved from the node's :class:`~p2pstore.net.budget.ReceiveBudget` before its body
-is read, and a frame must arrive whole within ``partial_frame_timeout``.
+in progress per source address, their rate per address, and a node-wide pool of which strangers
+hold only a share (see :mod:`p2pstore.core.handshakes`).  After the handshake, the connection's
+link is a :class:`~p2pstore.net.tls_link.TlsLink`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,25 +20,21 @@ from datetime import UTC, datetime
 
 import trio
 
-from p2pstore.errors import ConfigError, PeerRefused, PeerUnreachable, RemoteProtocolError
-from p2pstore.identity import NodeCredentials, PeerIdentity, TrustAnchor, short_id
+from p2pstore.core.handshakes import HandshakeLimits
+from p2pstore.errors import ConfigError, PeerRefused, PeerUnreachable
+from p2pstore.identity import NodeCredentials, TrustAnchor
 from p2pstore.net.address import format_address, parse_address
 from p2pstore.net.budget import ReceiveBudget
+from p2pstore.net.handshakes import HandshakeDoor
 from p2pstore.net.link import LinkHandler, check_dialled_peer, source_of
 from p2pstore.net.refusals import RefusalLog
+from p2pstore.net.tls_link import RECEIVE_SIZE, TlsLink
 from p2pstore.net.tls_stream import TlsStream, handshake_failure
-from p2pstore.wire import DEFAULT_MAX_FRAME, FRAME_HEADER, FrameDecoder, frame_header
+from p2pstore.wire import DEFAULT_MAX_FRAME
+
+__all__ = ["RECEIVE_SIZE", "TlsLink", "TlsSettings", "TlsTransport", "make_ssl_contexts"]
 
 log = logging.getLogger("p2pstore.net")
-
-RECEIVE_SIZE = 256 * 1024
-"""Bytes asked of the TLS stream per read: large reads keep trio's per-call cost small."""
-
-SMALL_FRAME = 64 * 1024
-"""Frames up to this size are sent header and payload in one write."""
-
-UNRESERVED_FRAME = RECEIVE_SIZE
-"""Frames up to this size need no room from the receive budget: one read holds them anyway."""
 
 ACCEPT_RETRY = 0.5
 """Seconds the listener pauses when the system refuses a connection (out of descriptors)."""
@@ -63,6 +56,12 @@ class TlsSettings:
     max_concurrent_handshakes: int = 64
     max_handshakes_per_address: int = 16
     """Handshakes at once from one source address (IPv6: one /64); more are closed at once."""
+    member_handshakes: int = 16
+    """Of the handshakes at once, how many strangers (addresses no valid certificate came from
+    lately) can never hold (at most half of them)."""
+    handshake_rate_per_address: float = 4.0
+    handshake_burst_per_address: float = 32.0
+    """A token bucket per source address; a handshake with a valid certificate costs nothing."""
     max_frame: int = DEFAULT_MAX_FRAME
     send_timeout: float = 30.0
     """Longest one frame may take to leave; past it the link is considered dead."""
@@ -75,12 +74,21 @@ class TlsSettings:
     budget); past it the session ends.  None: no deadline."""
 
     def __post_init__(self) -> None:
-        if self.max_concurrent_handshakes < 1 or self.max_handshakes_per_address < 1:
-            raise ValueError("handshake limits must be at least 1")
+        self.handshake_limits()  # checks them
         if not 0 < self.receive_budget_per_peer <= self.receive_budget:
             raise ValueError("need 0 < receive_budget_per_peer <= receive_budget")
         if self.partial_frame_timeout is not None and self.partial_frame_timeout <= 0:
             raise ValueError("partial_frame_timeout must be more than 0")
+
+    def handshake_limits(self) -> HandshakeLimits:
+        slots = self.max_concurrent_handshakes
+        return HandshakeLimits(
+            slots=slots,
+            member_slots=max(0, min(self.member_handshakes, slots // 2)),
+            per_address=self.max_handshakes_per_address,
+            rate=self.handshake_rate_per_address,
+            burst=self.handshake_burst_per_address,
+        )
 
 
 def make_ssl_contexts(
@@ -101,162 +109,6 @@ def make_ssl_contexts(
             context.num_tickets = 0  # no session resumption: links are long-lived
         contexts.append(context)
     return contexts[0], contexts[1]
-
-
-class TlsLink:
-    """A :class:`~p2pstore.net.link.FrameLink` over a :class:`TlsStream` (or any byte stream:
-    tests run it over memory streams under a MockClock)."""
-
-    def __init__(
-        self,
-        stream: trio.abc.Stream,
-        peer: PeerIdentity,
-        remote_address: str,
-        *,
-        outbound: bool,
-        max_frame: int,
-        send_timeout: float = 30.0,
-        budget: ReceiveBudget | None = None,
-        partial_frame_timeout: float | None = None,
-        refusals: RefusalLog | None = None,
-    ) -> None:
-        self._stream = stream
-        self._send_timeout = send_timeout
-        self._peer = peer
-        self._remote_address = remote_address
-        self._outbound = outbound
-        self._max_frame = max_frame
-        self._decoder = FrameDecoder(max_frame)
-        self._send_lock = trio.Lock()
-        self._closed = False
-        self._budget = budget
-        self._reserved = 0
-        self._partial_timeout = partial_frame_timeout
-        self._partial_since: float | None = None
-        self._refusals = refusals
-
-    @property
-    def peer(self) -> PeerIdentity:
-        return self._peer
-
-    @property
-    def remote_address(self) -> str:
-        return self._remote_address
-
-    @property
-    def outbound(self) -> bool:
-        return self._outbound
-
-    async def send_frame(self, payload: bytes) -> None:
-        """Send one whole frame or none: the caller's cancellation never cuts a frame in half.
-
-        Why: ``SSLStream.send_all`` interrupted midway leaves the stream broken for every later
-        send, while its receiving side keeps waiting, so one request's deadline would turn the
-        shared connection into a zombie.  The write is shielded and bounded by ``send_timeout``
-        instead; a send that fails or times out closes the link, which ends its session.
-        """
-        header = frame_header(len(payload), self._max_frame)
-        async with self._send_lock:
-            failure: str | None = None
-            with trio.CancelScope(shield=True), trio.move_on_after(self._send_timeout) as scope:
-                try:
-                    if len(payload) <= SMALL_FRAME:
-                        await self._stream.send_all(header + payload)
-                    else:
-                        await self._stream.send_all(header)
-                        await self._stream.send_all(payload)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    failure = f"broke while sending: {_cause(exc)}"
-            if scope.cancelled_caught:
-                failure = f"could not send a frame within {self._send_timeout:g}s"
-            if failure is not None:
-                await trio.aclose_forcefully(self._stream)
-                raise PeerUnreachable(f"connection to {self._describe()} {failure}")
-        await trio.lowlevel.checkpoint_if_cancelled()
-
-    async def receive_frame(self) -> bytes | None:
-        while True:
-            frame = self._decoder.next_frame()
-            if frame is not None:
-                self._free_room()
-                self._partial_since = trio.current_time() if self._decoder.buffered else None
-                return frame
-            await self._reserve_room()
-            data = await self._receive_some()
-            if not data:
-                if self._decoder.at_frame_boundary():
-                    return None
-                raise RemoteProtocolError(
-                    f"{self._describe()} closed the connection in the middle of a frame"
-                )
-            if self._partial_since is None:
-                self._partial_since = trio.current_time()
-            self._decoder.feed(data)
-
-    async def _reserve_room(self) -> None:
-        """Before reading a large frame's body, take its size from the node's budget."""
-        size = self._decoder.announced
-        if self._budget is None or self._reserved or size is None or size <= UNRESERVED_FRAME:
-            return
-        wait = math.inf if self._partial_timeout is None else self._partial_timeout
-        with trio.move_on_after(wait):
-            await self._budget.reserve(self._peer.node_id, size)
-            self._reserved = size
-            self._partial_since = trio.current_time()  # the body gets the whole window
-            return
-        self._refuse("receive_budget", f"a frame of {size} bytes found no receive buffers")
-        raise RemoteProtocolError(
-            f"{self._describe()} announced a frame of {size} bytes and the node's receive "
-            f"buffers stayed full for {wait:g}s; try again later"
-        )
-
-    async def _receive_some(self) -> bytes | bytearray:
-        deadline = math.inf
-        if self._partial_since is not None and self._partial_timeout is not None:
-            deadline = self._partial_since + self._partial_timeout
-        try:
-            with trio.move_on_at(deadline):
-                return await self._stream.receive_some(RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise PeerUnreachable(
-                f"connection to {self._describe()} broke: {_cause(exc)}"
-            ) from exc
-        announced = self._decoder.announced
-        self._refuse("partial_frame_timeout", f"a frame took more than {self._partial_timeout:g}s")
-        raise RemoteProtocolError(
-            f"{self._describe()} did not finish a frame within {self._partial_timeout:g}s "
-            f"({self._decoder.buffered} bytes of "
-            f"{'?' if announced is None else announced + FRAME_HEADER.size} received)"
-        )
-
-    def _free_room(self) -> None:
-        if self._reserved and self._budget is not None:
-            self._budget.release(self._peer.node_id, self._reserved)
-        self._reserved = 0
-
-    def _refuse(self, reason: str, describe: str) -> None:
-        if self._refusals is not None:
-            self._refusals.refused(self._peer.node_id.hex(), reason, describe)
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._free_room()
-        with trio.move_on_after(1) as scope:
-            scope.shield = True
-            # If the peer went first the link is closed either way.
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await self._stream.aclose()
-
-    def _describe(self) -> str:
-        return f"{short_id(self._peer.node_id)} at {self._remote_address}"
-
-
-def _cause(exc: BaseException) -> str:
-    """The most specific reason a trio stream broke (often an ``ssl.SSLError`` alert)."""
-    cause = exc.__cause__ or exc.__context__
-    return str(cause) if cause is not None else str(exc) or type(exc).__name__
 
 
 class TlsTransport:
@@ -283,7 +135,7 @@ class TlsTransport:
         self.budget = ReceiveBudget(
             self.settings.receive_budget, self.settings.receive_budget_per_peer
         )
-        self._handshaking: dict[str, int] = {}
+        self.handshakes = HandshakeDoor(self.settings.handshake_limits(), self.refusals)
         self._server_context, self._client_context = make_ssl_contexts(
             credentials, ca_certificate_path
         )
@@ -291,7 +143,6 @@ class TlsTransport:
         self._listen_port = listen_port
         self._bound_port: int | None = None
         self._clock = clock
-        self._handshake_slots = trio.Semaphore(self.settings.max_concurrent_handshakes)
 
     @property
     def listen_address(self) -> str:
@@ -306,7 +157,7 @@ class TlsTransport:
         """How full the transport's bounds are (for the node's metrics)."""
         return {
             "receive_buffer_bytes": self.budget.in_use,
-            "handshakes_in_progress": sum(self._handshaking.values()),
+            "handshakes_in_progress": self.handshakes.gate.in_progress,
         }
 
     async def listen(
@@ -331,7 +182,6 @@ class TlsTransport:
         handler: LinkHandler,
         nursery: trio.Nursery,
     ) -> None:
-        per_address = self.settings.max_handshakes_per_address
         async with listener:
             while True:
                 try:
@@ -346,24 +196,20 @@ class TlsTransport:
                     await trio.sleep(ACCEPT_RETRY)
                     continue
                 source = source_of(_peer_address(stream))
-                if self._handshaking.get(source, 0) >= per_address:
-                    self.refusals.refused(
-                        source,
-                        "handshakes_per_address",
-                        f"more than {per_address} TLS handshakes at once from {source}",
-                    )
+                ticket = self.handshakes.admit(source)
+                if ticket is None:
                     await trio.aclose_forcefully(stream)
                     continue
-                self._handshaking[source] = self._handshaking.get(source, 0) + 1
-                await self._handshake_slots.acquire()
-                nursery.start_soon(self._accept_one, stream, source, handler)
+                nursery.start_soon(self._accept_one, stream, source, ticket, handler)
 
     async def _accept_one(
-        self, stream: trio.SocketStream, source: str, handler: LinkHandler
+        self, stream: trio.SocketStream, source: str, ticket: int, handler: LinkHandler
     ) -> None:
         remote = _peer_address(stream)
         try:
-            link = await self._authenticate(stream, remote, server_side=True)
+            link = await self.handshakes.handshake(
+                ticket, source, lambda: self._authenticate(stream, remote, server_side=True)
+            )
         except PeerRefused as refused:
             log.warning(
                 "refused peer at %s: %s",
@@ -380,13 +226,9 @@ class TlsTransport:
                 extra={"event": "handshake_lost", "remote": remote},
             )
             return
-        finally:
-            self._handshake_slots.release()
-            left = self._handshaking[source] - 1
-            if left:
-                self._handshaking[source] = left
-            else:
-                del self._handshaking[source]
+        if link is None:  # its slot went to a newcomer
+            await trio.aclose_forcefully(stream)
+            return
         try:
             await handler(link)
         finally:
@@ -414,6 +256,7 @@ class TlsTransport:
         except PeerRefused:
             await link.aclose()
             raise
+        self.handshakes.seen_member(source_of(address))
         return link
 
     async def _authenticate(

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from p2pstore.cli.client_config import RULES_EXAMPLE, load_client_config, write_client_config
 from p2pstore.cli.config import (
-    _LIMIT_KEYS,
     _SCHEMA,
     ConfigReader,
     NodeConfig,
@@ -23,6 +22,7 @@ from p2pstore.cli.config import (
     read_audits,
 )
 from p2pstore.cli.config_render import render_node_config
+from p2pstore.cli.limits import LIMIT_KEYS
 from p2pstore.cli.main import cli
 from p2pstore.core.audit import AuditSettings
 from p2pstore.core.rules import MAX_SHARES, SHIPPED_RULES, CodingRule
@@ -306,7 +306,7 @@ def test_the_renderer_writes_only_known_keys():
         revocation_list="r", advertise="b:2", bootstrap_peers=("e:3",), seed_file="s",
         quota="1 GiB", metrics_listen="127.0.0.1:9464", metrics_allow_public=True,
         repair_check_interval=30, rules={"gov": GOV}, fragment_bytes_per_identity="10%",
-        limits=dict.fromkeys(_LIMIT_KEYS, 4), audits=AuditSettings(0.5, 60, 7.5),
+        limits=dict.fromkeys(LIMIT_KEYS, 4), audits=AuditSettings(0.5, 60, 7.5),
         scrub=ScrubSettings(batch_bytes=3 * 2**30, interval=2.5),
     )  # fmt: skip
     document = tomllib.loads(text)

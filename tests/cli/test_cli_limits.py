@@ -48,7 +48,8 @@ def test_every_key_sets_its_bound(node_dir):
             "store_burst": 40, "fragment_bytes_per_second": "10 MiB", "fragment_burst": "1 GiB",
             "receive_buffer": "128 MiB", "receive_buffer_per_peer": 33554432,
             "partial_frame_timeout": 20, "handshake_timeout": 2.5, "handshakes": 32,
-            "handshakes_per_address": 4,
+            "handshakes_per_address": 4, "handshakes_reserved_for_members": 8,
+            "handshake_rate_per_address": 2.5, "handshake_burst_per_address": 10,
         },
     )  # fmt: skip
     session, node, admission, tls = (
@@ -63,6 +64,12 @@ def test_every_key_sets_its_bound(node_dir):
     assert (tls.receive_budget, tls.receive_budget_per_peer) == (128 * MiB, 32 * MiB)
     assert (tls.partial_frame_timeout, tls.handshake_timeout) == (20, 2.5)
     assert (tls.max_concurrent_handshakes, tls.max_handshakes_per_address) == (32, 4)
+    assert (tls.member_handshakes, tls.handshake_rate_per_address) == (8, 2.5)
+    assert tls.handshake_burst_per_address == 10
+    gate = tls.handshake_limits()
+    assert (gate.slots, gate.member_slots, gate.per_address, gate.rate, gate.burst) == (
+        32, 8, 4, 2.5, 10,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -76,6 +83,8 @@ def test_every_key_sets_its_bound(node_dir):
         ("fragment_burst", 0, "size such as"),
         ("idle_timeout", 0, "more than 0 seconds"),
         ("handshake_timeout", "soon", "duration"),
+        ("handshake_burst_per_address", 0.5, "burst >= 1"),
+        ("handshakes_reserved_for_members", 0, "whole number >= 1"),
         ("requests_in_flight_per_peer", 1000, "max_peer_requests <= max_requests"),
         ("receive_buffer_per_peer", "1 GiB", "receive_budget_per_peer <= receive_budget"),
         ("sesions_per_client", 3, "did you mean 'sessions_per_client'"),

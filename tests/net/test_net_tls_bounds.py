@@ -19,7 +19,7 @@ from test_net_tls_only import (
     read_until_closed,
 )
 
-from p2pstore.errors import RemoteProtocolError
+from p2pstore.errors import PeerUnreachable, RemoteProtocolError
 from p2pstore.net.address import parse_address
 from p2pstore.net.budget import ReceiveBudget
 from p2pstore.net.refusals import RefusalLog
@@ -202,3 +202,47 @@ async def test_a_stalled_frame_ends_its_tls_session_with_a_reason(mesh):
             await link.aclose()
             await assert_serves_a_proper_client(mesh, server)
             nursery.cancel_scope.cancel()
+
+
+class _DeafPeer(trio.abc.Stream):
+    """A peer that pipelined ``frames`` in one burst and then stopped reading for good: every
+    send to it fails, as a socket the peer reset does."""
+
+    def __init__(self, frames: bytes) -> None:
+        self._unread = frames
+        self.sends = self.closes = 0
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        data, self._unread = self._unread, b""
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.sends += 1
+        await trio.lowlevel.checkpoint()
+        raise trio.BrokenResourceError("reset by peer")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        self.closes += 1
+        await trio.lowlevel.checkpoint()
+
+
+async def test_a_link_that_failed_to_send_reads_no_more_of_the_peers_requests(ids):
+    """A flood's replies that cannot leave: after the first failed send the link hands out none
+    of the thousands of requests still buffered, and later replies fail at once (not each
+    closing the stream again)."""
+    frames = b"".join(FRAME_HEADER.pack(5) + b"hello" for _ in range(5000))
+    peer = _DeafPeer(frames)
+    link = TlsLink(peer, ids.credentials().identity, "remote:1", outbound=False, max_frame=MiB)
+    assert await link.receive_frame() == b"hello"
+    with pytest.raises(PeerUnreachable, match="broke while sending: reset by peer"):
+        await link.send_frame(b"reply")
+    for _ in range(3):
+        with pytest.raises(PeerUnreachable, match="broke while sending"):
+            await link.send_frame(b"reply")
+    with pytest.raises(PeerUnreachable, match="broke while sending"):
+        await link.receive_frame()
+    assert (peer.sends, peer.closes) == (1, 1)
