@@ -38,6 +38,7 @@ from p2pstore.errors import ConfigError, LocalProtocolError
 from p2pstore.identity import NodeCredentials, TrustAnchor
 from p2pstore.net.client import Client, ClientSettings
 from p2pstore.net.dht import Dht, DhtSettings
+from p2pstore.net.mesh_trust import MeshTrust
 from p2pstore.net.node import Node, NodeSettings
 from p2pstore.net.session import SessionSettings
 from p2pstore.net.tls import TlsSettings, TlsTransport
@@ -260,7 +261,7 @@ async def connected_client(
     )
     dht = Dht(
         node,
-        lambda: trust,
+        lambda: transport.trust,  # the mesh's newest revocation list, once fetched
         rng=random.Random(secrets.randbits(64)),  # noqa: S311 - bucket-refresh targets only
         wall_clock=time.time,
         settings=DhtSettings(rpc_timeout=5.0),
@@ -270,5 +271,8 @@ async def connected_client(
         await nursery.start(dht.run)
         pinned = {seed.address: seed.node_id for seed in config.join_through if seed.node_id}
         await dht.join([seed.address for seed in config.join_through], pinned)
+        mesh_trust = MeshTrust(dht)
+        await mesh_trust.refresh()  # before any receipt is counted
+        await nursery.start(mesh_trust.run)
         yield Client(dht, settings=settings or ClientSettings(chunk_size=config.chunk_size))
         nursery.cancel_scope.cancel()
