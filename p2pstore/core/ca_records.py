@@ -1,4 +1,4 @@
-"""Records the mesh CA signs itself: its revocation list, published in the DHT.
+"""Records the mesh CA signs itself: its revocation list and the mesh policy, in the DHT.
 
 Strategy: what the whole mesh must agree on comes from the one party with authority over it,
 so these records carry the CA's signature and certificate instead of a member's, live under a
@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from cryptography.hazmat.primitives import serialization
 
+from p2pstore.core.mesh_policy import MeshPolicy
 from p2pstore.core.records import (
     CA_KINDS,
     RULES,
@@ -68,6 +69,14 @@ def revocation_record(ca: MeshCA, now: float) -> SignedRecord:
     number = parse_revocation_list(der, ca.certificate).number
     expires_at = math.floor(now) + RULES[RecordKind.REVOCATION].max_ttl
     return sign_ca_record(ca, RecordKind.REVOCATION, der, sequence=number, expires_at=expires_at)
+
+
+def policy_record(ca: MeshCA, policy: MeshPolicy, now: float) -> SignedRecord:
+    """``policy`` as a DHT record signed by the CA, valid for the kind's longest TTL."""
+    expires_at = math.floor(now) + RULES[RecordKind.POLICY].max_ttl
+    return sign_ca_record(
+        ca, RecordKind.POLICY, policy.encode(), sequence=policy.sequence, expires_at=expires_at
+    )
 
 
 def newest(records: Iterable[SignedRecord], kind: RecordKind) -> SignedRecord | None:

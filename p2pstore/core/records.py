@@ -19,9 +19,9 @@ a size limit, a longest lifetime and a rule tying the key to the value or the pu
 * ANNOUNCEMENT, key = the publisher's own node id; only a node certificate may announce, the
   value must carry the record's certificate and name its datacenter and region (see
   ``announcements``).
-* REVOCATION (a ``CA_KINDS`` kind), key derived from the CA certificate; signed by the CA key
-  with the CA certificate in place of a member's, the value a CRL of that CA whose number is
-  the record's sequence.
+* REVOCATION and POLICY (``CA_KINDS``), key derived from the CA certificate; signed by the CA
+  key with the CA certificate in place of a member's, the value a CRL of that CA (or a mesh
+  policy) whose number is the record's sequence.
 
 Lifetimes: a publisher republishes at ``republish_every`` (a quarter of the longest TTL or
 less, so three lost rounds are survived), re-signing with a fresh expiry each time.  Manifests
@@ -49,6 +49,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from p2pstore.core.announcements import Announcement, decode_announcement, verify_announcement
+from p2pstore.core.mesh_policy import MAX_POLICY_BYTES, decode_policy
 from p2pstore.errors import (
     IdentityError,
     IntegrityError,
@@ -94,9 +95,11 @@ class RecordKind(enum.IntEnum):
     ANNOUNCEMENT = 3
     REVOCATION = 4
     """The mesh CA's revocation list, signed by the CA itself (see :func:`ca_record_key`)."""
+    POLICY = 5
+    """The mesh policy (coding rules, repair pace, protocol versions), signed by the CA."""
 
 
-CA_KINDS: Final = frozenset({RecordKind.REVOCATION})
+CA_KINDS: Final = frozenset({RecordKind.REVOCATION, RecordKind.POLICY})
 """Kinds only the mesh CA publishes: the record is signed with the CA key and carries the CA
 certificate, its key is derived from that certificate, and ``sequence`` is the number the CA
 gave the document, so a holder keeps the newest and a member can neither forge nor roll back."""
@@ -118,6 +121,7 @@ RULES: Final[dict[RecordKind, KindRules]] = {
     RecordKind.PLACEMENT: KindRules(1024 * 1024, 7 * DAY, DAY),
     RecordKind.ANNOUNCEMENT: KindRules(4 * 1024, HOUR, 15 * 60),
     RecordKind.REVOCATION: KindRules(MAX_CRL_BYTES, 40 * DAY, DAY),
+    RecordKind.POLICY: KindRules(MAX_POLICY_BYTES, 40 * DAY, DAY),
 }
 
 
@@ -364,8 +368,11 @@ def _verify_ca_record(
             f"{what} is not under this mesh's key for it", reason=RejectReason.BAD_KEY
         )
     try:
-        number = parse_revocation_list(record.value, ca).number
-    except IdentityError as error:
+        if kind is RecordKind.POLICY:
+            number = decode_policy(record.value).sequence
+        else:
+            number = parse_revocation_list(record.value, ca).number
+    except (IdentityError, RemoteProtocolError) as error:
         raise RecordRejected(f"{what}: {error}", reason=RejectReason.BAD_VALUE) from None
     if number != record.sequence:
         raise RecordRejected(
