@@ -13,7 +13,9 @@ import trio
 from cryptography.hazmat.primitives import serialization
 
 from p2pstore.cli.client_config import connected_client, load_client_config
-from p2pstore.core.ca_records import revocation_record
+from p2pstore.cli.policy_file import read_policy_file
+from p2pstore.core.ca_records import policy_record, revocation_record
+from p2pstore.core.records import next_sequence
 from p2pstore.errors import IdentityError, KeyEncrypted
 from p2pstore.identity import (
     MeshCA,
@@ -26,6 +28,7 @@ from p2pstore.identity import (
 from p2pstore.identity.credentials import PUBLIC_FILE_MODE, write_new_file
 from p2pstore.identity.signing_request import read_request, renew_certificate
 from p2pstore.net.mesh_trust import publish_ca_record
+from p2pstore.wire import SignedRecord
 
 PASSPHRASE_ENV = "P2PSTORE_CA_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 
@@ -297,7 +300,7 @@ def revoke(
             "within minutes; no file is copied)"
         )
     else:
-        _publish(authority, client_config)
+        _publish(revocation_record(authority, time.time()), "revocation list", client_config)
 
 
 @ca.command("publish")
@@ -318,11 +321,30 @@ def publish(directory: Path, client_config: Path) -> None:
     receipts stop counting, and stewards repair their fragments elsewhere. Run it after every
     revoke, and at least monthly (the record lives 40 days).
     """
-    _publish(_load(directory), client_config)
+    _publish(revocation_record(_load(directory), time.time()), "revocation list", client_config)
 
 
-def _publish(authority: MeshCA, client_config: Path) -> None:
-    record = revocation_record(authority, time.time())
+@ca.command("policy")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("policy_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "client_config",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A client's TOML file, as for `ca publish`.",
+)
+def policy(directory: Path, policy_file: Path, client_config: Path) -> None:
+    """Sign the mesh policy in POLICY_FILE (coding rules, steward pace, protocol versions; see
+    bootstrap/README.md) and publish it: every node and client takes the newest, and a node's
+    own [rules] may only tighten it. A put under a rule it does not know is refused."""
+    now = time.time()
+    mesh_policy = read_policy_file(policy_file, next_sequence(None, now))
+    record = policy_record(_load(directory), mesh_policy, now)
+    _publish(record, "mesh policy", client_config)
+
+
+def _publish(record: SignedRecord, what: str, client_config: Path) -> None:
     config = load_client_config(client_config)
 
     async def send() -> int:
@@ -332,10 +354,10 @@ def _publish(authority: MeshCA, client_config: Path) -> None:
     stored = trio.run(send)
     if not stored:
         raise click.ClickException(
-            f"no node took revocation list {record.sequence}: they already hold it or a newer "
-            "one (see each node's revocation_list_adopted log events)"
+            f"no node took {what} {record.sequence}: they already hold it or a newer one (see "
+            "the nodes' revocation_list_adopted and mesh_policy_adopted log events)"
         )
-    click.echo(f"published revocation list {record.sequence}: {stored} nodes took it")
+    click.echo(f"published {what} {record.sequence}: {stored} nodes took it")
 
 
 @ca.command("list")

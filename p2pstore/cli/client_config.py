@@ -33,6 +33,7 @@ from p2pstore.cli.config_render import render_rules, toml_string
 from p2pstore.cli.seeds import Seed
 from p2pstore.codec import DEFAULT_CHUNK_SIZE
 from p2pstore.codec.chunking import check_chunk_size
+from p2pstore.core.mesh_policy import check_put_rule
 from p2pstore.core.rules import DEFAULT_RULE_NAME, SHIPPED_RULES, CodingRule, find_rule
 from p2pstore.errors import ConfigError, LocalProtocolError
 from p2pstore.identity import NodeCredentials, TrustAnchor
@@ -237,13 +238,18 @@ def write_client_config(
 
 @asynccontextmanager
 async def connected_client(
-    config: ClientConfig, *, settings: ClientSettings | None = None
+    config: ClientConfig,
+    *,
+    settings: ClientSettings | None = None,
+    storing_under: CodingRule | None = None,
 ) -> AsyncIterator[Client]:
-    """A :class:`Client` joined to the mesh through the config's bootstrap peers; the node
-    and DHT run in a nursery that closes when the block ends.
+    """A :class:`Client` joined to the mesh through the config's bootstrap peers, with the
+    mesh CA's newest revocation list and policy; the node and DHT run in a nursery that closes
+    when the block ends.
 
-    Raises :class:`IdentityError` for unreadable credentials and :class:`PeerUnreachable` if
-    no bootstrap peer answers.
+    Raises :class:`IdentityError` for unreadable credentials, :class:`PeerUnreachable` if no
+    bootstrap peer answers, and :class:`ConfigError` if the mesh policy does not know the rule
+    ``storing_under`` (a ``put`` would store what no steward repairs).
     """
     credentials = NodeCredentials.load(config.key, config.certificate)
     trust = TrustAnchor.load(config.ca_certificate, config.revocation_list)
@@ -273,6 +279,8 @@ async def connected_client(
         await dht.join([seed.address for seed in config.join_through], pinned)
         mesh_trust = MeshTrust(dht)
         await mesh_trust.refresh()  # before any receipt is counted
+        if storing_under is not None and mesh_trust.policy is not None:
+            check_put_rule(mesh_trust.policy, storing_under)
         await nursery.start(mesh_trust.run)
         yield Client(dht, settings=settings or ClientSettings(chunk_size=config.chunk_size))
         nursery.cancel_scope.cancel()

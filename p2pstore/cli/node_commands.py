@@ -22,7 +22,7 @@ from p2pstore.cli.lifeline import watch_parent
 from p2pstore.cli.logs import configure_logging
 from p2pstore.cli.node_identity import init
 from p2pstore.cli.node_status import status
-from p2pstore.cli.node_trust import load_trust, reload_trust
+from p2pstore.cli.node_trust import apply_policy, load_trust, reload_trust
 from p2pstore.core.contact import Contact
 from p2pstore.core.rules import parse_duration
 from p2pstore.errors import ConfigError, PeerUnreachable, StoreError
@@ -238,7 +238,11 @@ async def serve_node(
                 pages = node_pages(mesh_node, dht, store, steward.auditor.status)
                 admin = AdminServer(pages, admin_host, admin_port)
                 await nursery.start(admin.run)
-            trusting = MeshTrust(dht, interval=config.trust_refresh)  # hears peers from now on
+            trusting = MeshTrust(
+                dht,
+                interval=config.trust_refresh,
+                on_policy=functools.partial(apply_policy, config, steward),
+            )  # hears peers from now on
             nursery.start_soon(_join_and_announce, config, dht, store, saved, trusting)
             nursery.start_soon(_keep_state_saved, book, records, dht)
             _start_watches(nursery, store, metrics, config, parent_fd, expiries(credentials, trust))

@@ -1,16 +1,19 @@
 """What a running node trusts: the mesh CA and revocation list it starts with, reloaded from
 disk on SIGHUP, kept at the newest list the CA published in the mesh (see
 :mod:`p2pstore.net.mesh_trust`).  A file on disk never takes the node back to an older list than
-one the mesh already gave it."""
+one the mesh already gave it.  The mesh policy sets the steward's coding rules, which the node's
+own configuration may only tighten."""
 
 from __future__ import annotations
 
 import logging
 
 from p2pstore.cli.config import NodeConfig
+from p2pstore.core.mesh_policy import MeshPolicy, tightened
 from p2pstore.errors import IdentityError
 from p2pstore.identity import TrustAnchor
 from p2pstore.net.node import Node
+from p2pstore.net.steward import Steward
 
 log = logging.getLogger("p2pstore.node")
 
@@ -56,3 +59,20 @@ def reload_trust(config: NodeConfig, mesh_node: Node) -> None:
         len(trust.revoked_serials),
         extra={"event": "trust_reloaded"},
     )
+
+
+def apply_policy(config: NodeConfig, steward: Steward, policy: MeshPolicy) -> None:
+    """A newer mesh policy: the steward repairs by its rules from now on, each tightened by
+    the node's own ``[rules.NAME]`` where those are stricter; local rules the policy does not
+    know, or would loosen, are ignored (and said so)."""
+    rules = tightened(policy, config.rules)
+    ignored = sorted(name for name, rule in config.rules.items() if rules.get(name) != rule)
+    steward.rules = rules
+    if ignored:
+        log.warning(
+            "mesh policy %d overrides this node's rules %s: a node may only tighten the "
+            "policy's rules (same k and n), not loosen or add them",
+            policy.sequence,
+            ", ".join(ignored),
+            extra={"event": "local_rules_overridden", "rules": ignored},
+        )

@@ -139,3 +139,16 @@ def known_rule(policy: MeshPolicy, name: str) -> CodingRule:
             f"steward would repair it; known rules: {known}"
         )
     return rule
+
+
+def check_put_rule(policy: MeshPolicy, rule: CodingRule) -> None:
+    """Refuse to store under ``rule`` (as the client's configuration declares it) unless the
+    mesh policy knows a rule of that name coded the same way (k and n): stewards repair by the
+    policy's rule.  Raises :class:`ConfigError` naming the rule."""
+    mesh = known_rule(policy, rule.name)
+    if (mesh.k, mesh.n) != (rule.k, rule.n):
+        raise ConfigError(
+            f"coding rule {rule.name!r} is {rule.k}-of-{rule.n} in this client's configuration "
+            f"but {mesh.k}-of-{mesh.n} in the mesh policy (version {policy.sequence}): fix "
+            f"[rules.{rule.name}] in the client's TOML file"
+        )

@@ -6,7 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
+import pytest
+
 from p2pstore.cli.node_trust import load_trust, reload_trust
+from p2pstore.errors import ConfigError
 from p2pstore.identity import MeshCA
 
 
@@ -42,3 +45,28 @@ def test_sighup_keeps_a_newer_list_from_the_mesh_and_takes_a_newer_file(tmp_path
     reload_trust(config, node)  # type: ignore[arg-type]
     assert node.transport.trust.crl_number == on_disk.crl_number + 2
     assert victim.identity.serial in node.applied[-1].revoked_serials
+
+
+def test_a_policy_sets_the_stewards_rules_and_local_ones_only_tighten(tmp_path, caplog):
+    from p2pstore.cli.node_trust import apply_policy
+    from p2pstore.cli.policy_file import read_policy_file
+    from p2pstore.core.rules import CodingRule
+
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(
+        '[policy]\ncheck_interval = "5m"\n\n[rules.fed]\nk = 3\nn = 6\nrepair_threshold = 4\n',
+        encoding="utf-8",
+    )
+    policy = read_policy_file(policy_file, 7)
+    stricter = CodingRule("fed", k=3, n=6, repair_threshold=5)
+    looser = CodingRule("standard", k=4, n=8, repair_threshold=5)
+    config = SimpleNamespace(rules={"fed": stricter, "standard": looser})
+    steward = SimpleNamespace(rules={})
+    apply_policy(config, steward, policy)  # type: ignore[arg-type]
+    assert steward.rules["fed"] == stricter
+    assert steward.rules["standard"] == policy.rules["standard"]
+    (line,) = [r for r in caplog.records if getattr(r, "event", None) == "local_rules_overridden"]
+    assert line.rules == ["standard"]
+    policy_file.write_text("[policy]\nprotocol_versions = 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="protocol_versions"):
+        read_policy_file(policy_file, 8)

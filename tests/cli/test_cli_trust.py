@@ -94,3 +94,41 @@ async def test_a_published_revocation_reaches_every_node_process_and_moves_fragm
             copy = tmp_path / "copy.bin"
             await run("get", put["read_cap"], "-o", str(copy), "--config", str(config))
             assert copy.read_bytes() == source.read_bytes()
+
+
+async def test_put_under_a_rule_the_mesh_policy_does_not_know_is_refused(tmp_path):
+    """The issue's client whose ``standard`` said k=5: once the CA published a policy, its put
+    is refused naming the rule, and so is a rule only the client declares; a known rule works."""
+    source = tmp_path / "file.bin"
+    source.write_bytes(os.urandom(4096))
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(
+        '[policy]\nprotocol_versions = [2]\ncheck_interval = "5s"\n\n'
+        + "\n".join(render_rules(LOCAL_RULES)),
+        encoding="utf-8",
+    )
+    mesh = tmp_path / "mesh"
+    with trio.fail_after(DEADLINE):
+        async with running_mesh(mesh, 4) as (members, _processes, config):
+            done = await run(
+                "ca", "policy", str(mesh / "ca"), str(policy_file), "--config", str(config)
+            )
+            assert b"published mesh policy" in done.stdout, done.stdout
+            ok = await run("put", str(source), "--rule", "replica-3", "--config", str(config))
+            assert ok.returncode == 0
+            wrong = CodingRule("standard", k=5, n=8, repair_threshold=6)
+            mine = CodingRule("mine", k=1, n=2, repair_threshold=2)
+            with config.open("a", encoding="utf-8") as toml:
+                toml.write("\n" + "\n".join(render_rules({"mine": mine})))
+            text = config.read_text(encoding="utf-8").replace(
+                "[rules.standard]\nk = 4", "[rules.standard]\nk = 5"
+            )
+            config.write_text(text, encoding="utf-8")
+            for rule, expected in ((wrong, b"5-of-8"), (mine, b"knows no coding rule 'mine'")):
+                refused = await run(
+                    "put", str(source), "--rule", rule.name, "--config", str(config), check=False
+                )
+                assert refused.returncode == 2, refused.stderr
+                assert expected in refused.stderr, refused.stderr
+            logs = [m.directory / "node.log" for m in members]
+            assert all("adopted mesh policy" in log.read_text(encoding="utf-8") for log in logs)

@@ -20,7 +20,9 @@ from test_net_steward import (
     until_whole,
 )
 
-from p2pstore.core.ca_records import revocation_record
+from p2pstore.core.ca_records import policy_record, revocation_record
+from p2pstore.core.mesh_policy import MeshPolicy
+from p2pstore.core.rules import SHIPPED_RULES, CodingRule
 from p2pstore.net.mesh_trust import publish_ca_record
 
 
@@ -124,4 +126,35 @@ async def test_an_older_or_foreign_list_is_refused_by_every_holder(net, clock):
         assert await publish_ca_record(client.dht, old) == 0
         assert await publish_ca_record(client.dht, foreign) == 0
         assert all(m.dht.trust().crl_number == new.sequence for m in mesh.nodes)
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_mesh_policy_reaches_every_node_and_the_newest_wins(net, clock):
+    """The CA publishes a policy, then a newer one: every node and client ends with the newer,
+    its callback told once per version; a replay of the older changes nothing."""
+    interval = refresh_interval(net)
+    mesh = StorageMesh(net, 4, trust_refresh=interval)
+    told: list[tuple[int, int]] = []
+    for member in mesh.nodes:
+        assert member.mesh_trust is not None
+        member.mesh_trust._on_policy = lambda p, i=member.index: told.append((i, p.sequence))
+    fed = CodingRule("fed", k=2, n=4, repair_threshold=3)
+    first = MeshPolicy(10, {**SHIPPED_RULES, "fed": fed})
+    second = MeshPolicy(11, dict(SHIPPED_RULES))
+    async with trio.open_nursery() as nursery:
+        await mesh.start(nursery)
+        client = await mesh.client(nursery)
+        for policy in (first, second):
+            assert await publish_ca_record(
+                client.dht, policy_record(net.ca, policy, mesh.wall_clock())
+            )
+            with trio.fail_after(interval):
+                for trust in [m.mesh_trust for m in mesh.nodes] + mesh.client_trusts:
+                    assert trust is not None
+                    while trust.policy != policy:
+                        await trust.wait_adopted()
+        assert sorted(told) == sorted((m.index, s) for m in mesh.nodes for s in (10, 11))
+        stale = policy_record(net.ca, first, mesh.wall_clock())
+        assert await publish_ca_record(client.dht, stale) == 0
+        assert all(m.mesh_trust.policy == second for m in mesh.nodes)  # type: ignore[union-attr]
         nursery.cancel_scope.cancel()
