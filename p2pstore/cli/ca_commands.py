@@ -4,12 +4,18 @@ their certificates."""
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+import trio
 from cryptography.hazmat.primitives import serialization
 
+from p2pstore.cli.client_config import connected_client, load_client_config
+from p2pstore.cli.policy_file import read_policy_file
+from p2pstore.core.ca_records import policy_record, revocation_record
+from p2pstore.core.records import next_sequence
 from p2pstore.errors import IdentityError, KeyEncrypted
 from p2pstore.identity import (
     MeshCA,
@@ -21,6 +27,8 @@ from p2pstore.identity import (
 )
 from p2pstore.identity.credentials import PUBLIC_FILE_MODE, write_new_file
 from p2pstore.identity.signing_request import read_request, renew_certificate
+from p2pstore.net.mesh_trust import publish_ca_record
+from p2pstore.wire import SignedRecord
 
 PASSPHRASE_ENV = "P2PSTORE_CA_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 
@@ -266,8 +274,18 @@ def _echo_certificate(what: str, path: Path) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The certificate file to revoke.",
 )
-def revoke(directory: Path, serial: int | None, certificate_path: Path | None) -> None:
-    """Revoke a certificate and re-sign the revocation list (crl.pem)."""
+@click.option(
+    "--publish",
+    "client_config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Publish the new list in the mesh at once through this client's TOML file "
+    "(as `ca publish --config` does).",
+)
+def revoke(
+    directory: Path, serial: int | None, certificate_path: Path | None, client_config: Path | None
+) -> None:
+    """Revoke a certificate and re-sign the revocation list (crl.pem); with --publish, send it
+    to the mesh, where every node adopts it within minutes."""
     if (serial is None) == (certificate_path is None):
         raise click.UsageError("give exactly one of --serial or --certificate")
     if certificate_path is not None:
@@ -275,10 +293,71 @@ def revoke(directory: Path, serial: int | None, certificate_path: Path | None) -
     assert serial is not None
     authority = _load(directory)
     crl_path = authority.revoke(serial, now=_now())
-    click.echo(
-        f"revoked serial {format_serial(serial)}; copy {crl_path} to every node and send them "
-        "SIGHUP"
-    )
+    click.echo(f"revoked serial {format_serial(serial)}; the revocation list is {crl_path}")
+    if client_config is None:
+        click.echo(
+            f"publish it: p2pstore ca publish {directory} --config CLIENT.toml (nodes adopt it "
+            "within minutes; no file is copied)"
+        )
+    else:
+        _publish(revocation_record(authority, time.time()), "revocation list", client_config)
+
+
+@ca.command("publish")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "client_config",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A client's TOML file: the identity that carries the records to the mesh (the CA key "
+    "signs them, so any client of the mesh will do).",
+)
+def publish(directory: Path, client_config: Path) -> None:
+    """Publish the CA's revocation list in the mesh's DHT, signed by the CA key.
+
+    Every node fetches it when it joins and every [identity] trust_refresh, and passes a newer
+    list on to its peers at once: revoked identities lose their sessions, their records and
+    receipts stop counting, and stewards repair their fragments elsewhere. Run it after every
+    revoke, and at least monthly (the record lives 40 days).
+    """
+    _publish(revocation_record(_load(directory), time.time()), "revocation list", client_config)
+
+
+@ca.command("policy")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("policy_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "client_config",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A client's TOML file, as for `ca publish`.",
+)
+def policy(directory: Path, policy_file: Path, client_config: Path) -> None:
+    """Sign the mesh policy in POLICY_FILE (coding rules, steward pace, protocol versions; see
+    bootstrap/README.md) and publish it: every node and client takes the newest, and a node's
+    own [rules] may only tighten it. A put under a rule it does not know is refused."""
+    now = time.time()
+    mesh_policy = read_policy_file(policy_file, next_sequence(None, now))
+    record = policy_record(_load(directory), mesh_policy, now)
+    _publish(record, "mesh policy", client_config)
+
+
+def _publish(record: SignedRecord, what: str, client_config: Path) -> None:
+    config = load_client_config(client_config)
+
+    async def send() -> int:
+        async with connected_client(config) as client:
+            return await publish_ca_record(client.dht, record)
+
+    stored = trio.run(send)
+    if not stored:
+        raise click.ClickException(
+            f"no node took {what} {record.sequence}: they already hold it or a newer one (see "
+            "the nodes' revocation_list_adopted and mesh_policy_adopted log events)"
+        )
+    click.echo(f"published {what} {record.sequence}: {stored} nodes took it")
 
 
 @ca.command("list")

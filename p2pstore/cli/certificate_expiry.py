@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 import trio
 from prometheus_client import CollectorRegistry, Gauge
 
+from p2pstore.identity import NodeCredentials, TrustAnchor
+
 log = logging.getLogger("p2pstore.node")
 
 EXPIRY_WARNING = timedelta(days=30)
@@ -80,3 +82,11 @@ async def warn_before_expiry(
                 },
             )
         await trio.sleep(CHECK_INTERVAL)
+
+
+def expiries(credentials: NodeCredentials, trust: TrustAnchor) -> dict[str, datetime]:
+    """The node's certificates whose expiry is watched: its own and the mesh CA's."""
+    return {
+        "node": credentials.identity.not_after,
+        "ca": trust.ca_certificate.not_valid_after_utc,
+    }

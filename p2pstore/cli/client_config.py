@@ -33,11 +33,13 @@ from p2pstore.cli.config_render import render_rules, toml_string
 from p2pstore.cli.seeds import Seed
 from p2pstore.codec import DEFAULT_CHUNK_SIZE
 from p2pstore.codec.chunking import check_chunk_size
+from p2pstore.core.mesh_policy import check_put_rule
 from p2pstore.core.rules import DEFAULT_RULE_NAME, SHIPPED_RULES, CodingRule, find_rule
 from p2pstore.errors import ConfigError, LocalProtocolError
 from p2pstore.identity import NodeCredentials, TrustAnchor
 from p2pstore.net.client import Client, ClientSettings
 from p2pstore.net.dht import Dht, DhtSettings
+from p2pstore.net.mesh_trust import MeshTrust
 from p2pstore.net.node import Node, NodeSettings
 from p2pstore.net.session import SessionSettings
 from p2pstore.net.tls import TlsSettings, TlsTransport
@@ -236,13 +238,18 @@ def write_client_config(
 
 @asynccontextmanager
 async def connected_client(
-    config: ClientConfig, *, settings: ClientSettings | None = None
+    config: ClientConfig,
+    *,
+    settings: ClientSettings | None = None,
+    storing_under: CodingRule | None = None,
 ) -> AsyncIterator[Client]:
-    """A :class:`Client` joined to the mesh through the config's bootstrap peers; the node
-    and DHT run in a nursery that closes when the block ends.
+    """A :class:`Client` joined to the mesh through the config's bootstrap peers, with the
+    mesh CA's newest revocation list and policy; the node and DHT run in a nursery that closes
+    when the block ends.
 
-    Raises :class:`IdentityError` for unreadable credentials and :class:`PeerUnreachable` if
-    no bootstrap peer answers.
+    Raises :class:`IdentityError` for unreadable credentials, :class:`PeerUnreachable` if no
+    bootstrap peer answers, and :class:`ConfigError` if the mesh policy does not know the rule
+    ``storing_under`` (a ``put`` would store what no steward repairs).
     """
     credentials = NodeCredentials.load(config.key, config.certificate)
     trust = TrustAnchor.load(config.ca_certificate, config.revocation_list)
@@ -260,7 +267,7 @@ async def connected_client(
     )
     dht = Dht(
         node,
-        lambda: trust,
+        lambda: transport.trust,  # the mesh's newest revocation list, once fetched
         rng=random.Random(secrets.randbits(64)),  # noqa: S311 - bucket-refresh targets only
         wall_clock=time.time,
         settings=DhtSettings(rpc_timeout=5.0),
@@ -270,5 +277,10 @@ async def connected_client(
         await nursery.start(dht.run)
         pinned = {seed.address: seed.node_id for seed in config.join_through if seed.node_id}
         await dht.join([seed.address for seed in config.join_through], pinned)
+        mesh_trust = MeshTrust(dht)
+        await mesh_trust.refresh()  # before any receipt is counted
+        if storing_under is not None and mesh_trust.policy is not None:
+            check_put_rule(mesh_trust.policy, storing_under)
+        await nursery.start(mesh_trust.run)
         yield Client(dht, settings=settings or ClientSettings(chunk_size=config.chunk_size))
         nursery.cancel_scope.cancel()

@@ -36,6 +36,7 @@ LOG_FORMATS = ("text", "json")
 RULES_SECTION = "rules"
 """The section of ``[rules.NAME]`` tables: its keys are rule names, not a fixed schema."""
 DEFAULT_CHECK_INTERVAL = 600.0
+DEFAULT_TRUST_REFRESH = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,8 @@ class NodeConfig:
         default_factory=lambda: IdentityShare(fraction=DEFAULT_IDENTITY_SHARE)
     )
     """``[limits] fragment_bytes_per_identity``: what one uploading identity may store here."""
+    trust_refresh: float = DEFAULT_TRUST_REFRESH
+    """``[identity] trust_refresh``: seconds between fetches of the CA's records from the DHT."""
 
 
 DEFAULT_IDENTITY_SHARE = 0.25
@@ -97,12 +100,8 @@ class IdentityShare:
 _SCHEMA: dict[str, dict[str, bool]] = {
     # section -> key -> required
     "node": {"listen": True, "advertise": False, "data_dir": True},
-    "identity": {
-        "key": True,
-        "certificate": True,
-        "ca_certificate": True,
-        "revocation_list": False,
-    },
+    "identity": dict.fromkeys(("key", "certificate", "ca_certificate"), True)
+    | dict.fromkeys(("revocation_list", "trust_refresh"), False),
     "bootstrap": {"peers": False, "seed_file": False},
     "store": {"quota": False},
     "log": {"level": False, "format": False},
@@ -274,6 +273,7 @@ def load_node_config(path: Path) -> NodeConfig:
         fragment_bytes_per_identity=_identity_share(reader),
         limits=read_limits(reader),
         scrub=_scrub(reader),
+        trust_refresh=reader.interval("identity", "trust_refresh", DEFAULT_TRUST_REFRESH),
     )
 
 

@@ -45,11 +45,12 @@ def render_node_config(
     fragment_bytes_per_identity: str | None = None,
     limits: Mapping[str, int | float | str] | None = None,
     scrub: ScrubSettings | None = None,
+    trust_refresh: float | None = None,
 ) -> str:
     """A node.toml with these values (used by the local mesh and the operator's tools);
     ``audits`` as the ``[repair] audit_*`` keys, ``rules`` as ``[rules.NAME]`` tables (give
     the mesh's declared ones), ``limits`` as the ``[limits]`` table (its keys and values as in
-    node.toml), ``scrub`` as ``[scrub]``."""
+    node.toml), ``scrub`` as ``[scrub]``, ``trust_refresh`` in seconds."""
     q = toml_string
     lines = ["[node]", f"listen = {q(listen)}"]
     if advertise:
@@ -64,6 +65,8 @@ def render_node_config(
     ]
     if revocation_list:
         lines.append(f"revocation_list = {q(revocation_list)}")
+    if trust_refresh is not None:
+        lines.append(f"trust_refresh = {float(trust_refresh)!r}")
     lines += [
         "",
         "[bootstrap]",

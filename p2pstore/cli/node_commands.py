@@ -16,15 +16,16 @@ from pathlib import Path
 import click
 import trio
 
-from p2pstore.cli.certificate_expiry import register_expiry_metric, warn_before_expiry
+from p2pstore.cli.certificate_expiry import expiries, register_expiry_metric, warn_before_expiry
 from p2pstore.cli.config import NodeConfig, load_node_config
 from p2pstore.cli.lifeline import watch_parent
 from p2pstore.cli.logs import configure_logging
 from p2pstore.cli.node_identity import init
 from p2pstore.cli.node_status import status
+from p2pstore.cli.node_trust import apply_policy, load_trust, reload_trust
 from p2pstore.core.contact import Contact
 from p2pstore.core.rules import parse_duration
-from p2pstore.errors import ConfigError, IdentityError, PeerUnreachable, StoreError
+from p2pstore.errors import ConfigError, PeerUnreachable, StoreError
 from p2pstore.identity import NodeCredentials, TrustAnchor, short_id
 from p2pstore.net.address import parse_address
 from p2pstore.net.admin import AdminServer, node_pages
@@ -34,6 +35,7 @@ from p2pstore.net.contact_book import SAVE_INTERVAL, ContactBook, contacts_worth
 from p2pstore.net.departure import Departure, DrainOutcome
 from p2pstore.net.dht import Dht
 from p2pstore.net.fragments import FragmentService
+from p2pstore.net.mesh_trust import MeshTrust
 from p2pstore.net.metrics import NodeMetrics
 from p2pstore.net.node import Node
 from p2pstore.net.record_book import OldRecordsFile, RecordBook
@@ -178,10 +180,6 @@ def _prepare_data_dir(config: NodeConfig) -> None:
     # serves what it holds and says why it refuses writes (a full or read-only disk).
 
 
-def _load_trust(config: NodeConfig) -> TrustAnchor:
-    return TrustAnchor.load(config.ca_certificate, config.revocation_list)
-
-
 async def serve_node(
     config: NodeConfig,
     stopped: trio.Event | None = None,
@@ -195,10 +193,9 @@ async def serve_node(
     ``leave_within`` seconds it drains instead (see ``p2pstore node drain``), appending the
     outcome to ``drained``, and stops when done.  With ``parent_fd`` it also stops when that
     inherited pipe closes (the local mesh that started it died)."""
-    drained = [] if drained is None else drained
     _prepare_data_dir(config)
     credentials = NodeCredentials.load(config.key, config.certificate)
-    trust = _load_trust(config)
+    trust = load_trust(config)
     host, port = parse_address(config.listen)
     transport, mesh_node = _mesh_node(config, credentials, trust, host, port)
     metrics = mesh_node.metrics
@@ -241,18 +238,21 @@ async def serve_node(
                 pages = node_pages(mesh_node, dht, store, steward.auditor.status)
                 admin = AdminServer(pages, admin_host, admin_port)
                 await nursery.start(admin.run)
-            nursery.start_soon(_join_and_announce, config, dht, store, saved)
+            trusting = MeshTrust(
+                dht,
+                interval=config.trust_refresh,
+                on_policy=functools.partial(apply_policy, config, steward),
+            )  # hears peers from now on
+            nursery.start_soon(_join_and_announce, config, dht, store, saved, trusting)
             nursery.start_soon(_keep_state_saved, book, records, dht)
-            _start_watches(
-                nursery, store, metrics, config, parent_fd, _expiries(credentials, trust)
-            )
+            _start_watches(nursery, store, metrics, config, parent_fd, expiries(credentials, trust))
             await nursery.start(steward.run)
             if leave_within is not None:
                 leaving = Departure(fragments, steward)
                 nursery.start_soon(_leave, leaving, leave_within, drained, nursery.cancel_scope)
             async for signum in _with_early_stop(signals, early):
                 if signum == signal.SIGHUP:
-                    _reload_trust(config, transport, mesh_node)
+                    reload_trust(config, mesh_node)
                     continue
                 log.info(
                     "received %s: stopping",
@@ -291,18 +291,17 @@ def _start_watches(
         nursery.start_soon(watch_parent, parent_fd)
 
 
-def _expiries(credentials: NodeCredentials, trust: TrustAnchor) -> dict[str, datetime]:
-    return {
-        "node": credentials.identity.not_after,
-        "ca": trust.ca_certificate.not_valid_after_utc,
-    }
-
-
 async def _leave(
-    departure: Departure, within: float, drained: list[DrainOutcome], scope: trio.CancelScope
+    departure: Departure,
+    within: float,
+    drained: list[DrainOutcome] | None,
+    scope: trio.CancelScope,
 ) -> None:
-    """Drain, then stop the node as a stop signal would (accepted writes first)."""
-    drained.append(await departure.drain(within))
+    """Drain (the outcome appended to ``drained``), then stop the node as a stop signal would
+    (accepted writes first)."""
+    outcome = await departure.drain(within)
+    if drained is not None:
+        drained.append(outcome)
     fragments = departure.service
     with trio.move_on_after(fragments.node.settings.stop_timeout):
         await fragments.drain()
@@ -445,11 +444,15 @@ def _load_saved_contacts(book: ContactBook) -> list[Contact]:
 
 
 async def _join_and_announce(
-    config: NodeConfig, dht: Dht, store: DiskFragmentStore, saved: list[Contact]
+    config: NodeConfig,
+    dht: Dht,
+    store: DiskFragmentStore,
+    saved: list[Contact],
+    mesh_trust: MeshTrust,
 ) -> None:
     """Join the mesh through the bootstrap peers and the contacts saved by the last run,
-    retrying with backoff while none answers, then announce this node (the DHT keeps the
-    announcement fresh)."""
+    retrying with backoff while none answers, then fetch the CA's newest revocation list,
+    announce this node (the DHT keeps the announcement fresh) and keep the list fresh."""
     delay = JOIN_RETRY_INITIAL
     while True:
         try:
@@ -472,6 +475,7 @@ async def _join_and_announce(
             )
         await trio.sleep(delay)
         delay = min(2 * delay, JOIN_RETRY_MAX)
+    await mesh_trust.refresh()
     # Once: the DHT's publisher sends it again when due, with the free space it has then.
     stored = await dht.announce(lambda: store.usage().free_bytes)
     log.info(
@@ -479,6 +483,7 @@ async def _join_and_announce(
         stored,
         extra={"event": "announced", "stored_on": stored},
     )
+    await mesh_trust.run()
 
 
 async def _with_early_stop(
@@ -489,29 +494,3 @@ async def _with_early_stop(
         yield signal.SIGTERM
     async for signum in signals:
         yield signum
-
-
-def _reload_trust(config: NodeConfig, transport: TlsTransport, mesh_node: Node) -> None:
-    """SIGHUP: use the revocation list on disk now.  A changed CA certificate is refused: the
-    TLS contexts verify chains against the CA loaded at start, so only a restart can switch."""
-    try:
-        trust = _load_trust(config)
-        if trust.ca_certificate != transport.trust.ca_certificate:
-            raise IdentityError(
-                f"{config.ca_certificate} is not the mesh CA certificate this node started "
-                f"with: restart the node to use a new CA"
-            )
-    except IdentityError as exc:  # a bad file must not stop a running node
-        log.error(
-            "could not reload the revocation list, keeping the old one: %s",
-            exc,
-            extra={"event": "trust_reload_failed"},
-        )
-        return
-    transport.reload_trust(trust)
-    mesh_node.apply_trust(trust)
-    log.info(
-        "reloaded the revocation list: %d revoked certificates",
-        len(trust.revoked_serials),
-        extra={"event": "trust_reloaded"},
-    )

@@ -151,7 +151,7 @@ async def _put(
         raise ConfigError(f"cannot read {file}: {exc.strerror or exc}") from exc
     with source:
         size = os.fstat(source.fileno()).st_size
-        async with connected_client(config) as client:
+        async with connected_client(config, storing_under=rule) as client:
             with transfer_bar(size, f"put {file.name}", quiet=quiet) as progress:
                 return await client.put(
                     source, size, rule, convergence_secret=secret, progress=progress

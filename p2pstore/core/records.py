@@ -19,6 +19,9 @@ a size limit, a longest lifetime and a rule tying the key to the value or the pu
 * ANNOUNCEMENT, key = the publisher's own node id; only a node certificate may announce, the
   value must carry the record's certificate and name its datacenter and region (see
   ``announcements``).
+* REVOCATION and POLICY (``CA_KINDS``), key derived from the CA certificate; signed by the CA
+  key with the CA certificate in place of a member's, the value a CRL of that CA (or a mesh
+  policy) whose number is the record's sequence.
 
 Lifetimes: a publisher republishes at ``republish_every`` (a quarter of the longest TTL or
 less, so three lost rounds are survived), re-signing with a fresh expiry each time.  Manifests
@@ -42,9 +45,13 @@ from datetime import UTC, datetime
 from typing import Final
 
 import msgpack
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from p2pstore.core.announcements import Announcement, decode_announcement, verify_announcement
+from p2pstore.core.mesh_policy import MAX_POLICY_BYTES, decode_policy
 from p2pstore.errors import (
+    IdentityError,
     IntegrityError,
     LocalProtocolError,
     PeerRefused,
@@ -62,10 +69,12 @@ from p2pstore.identity import (
     short_id,
     verify_signature,
 )
+from p2pstore.identity.revocation import MAX_CRL_BYTES, ca_publisher, parse_revocation_list
 from p2pstore.wire.dht import MAX_PUBLISHER_CERTIFICATE, MAX_RECORD_VALUE, SignedRecord
 
 RECORD_DOMAIN: Final = b"p2pstore-record-v2\0"
 """v2: the publisher's certificate is signed too (v1 records carried none)."""
+CA_RECORD_DOMAIN: Final = b"p2pstore-ca-record\0"
 MAX_SKEW: Final = int(CLOCK_SKEW.total_seconds())
 """Seconds a record's expiry may exceed ``now + max_ttl`` (the publisher's clock may be ahead)."""
 
@@ -84,6 +93,18 @@ class RecordKind(enum.IntEnum):
     MANIFEST = 1
     PLACEMENT = 2
     ANNOUNCEMENT = 3
+    REVOCATION = 4
+    """The mesh CA's revocation list, signed by the CA itself (see :func:`ca_record_key`)."""
+    POLICY = 5
+    """The mesh policy (coding rules, repair pace, protocol versions), signed by the CA."""
+
+
+CA_KINDS: Final = frozenset({RecordKind.REVOCATION, RecordKind.POLICY})
+"""Kinds only the mesh CA publishes: the record is signed with the CA key and carries the CA
+certificate, its key is derived from that certificate, and ``sequence`` is the number the CA
+gave the document, so a holder keeps the newest and a member can neither forge nor roll back."""
+MEMBER_KINDS: Final = tuple(kind for kind in RecordKind if kind not in CA_KINDS)
+"""Kinds a member (a node or client) publishes, signed with its own certificate."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -99,6 +120,8 @@ RULES: Final[dict[RecordKind, KindRules]] = {
     RecordKind.MANIFEST: KindRules(MAX_RECORD_VALUE, 30 * DAY, DAY),
     RecordKind.PLACEMENT: KindRules(1024 * 1024, 7 * DAY, DAY),
     RecordKind.ANNOUNCEMENT: KindRules(4 * 1024, HOUR, 15 * 60),
+    RecordKind.REVOCATION: KindRules(MAX_CRL_BYTES, 40 * DAY, DAY),
+    RecordKind.POLICY: KindRules(MAX_POLICY_BYTES, 40 * DAY, DAY),
 }
 
 
@@ -184,6 +207,8 @@ def sign_record(
     is out of range.
     """
     kind = known_kind(kind, LocalProtocolError)
+    if kind in CA_KINDS:
+        raise LocalProtocolError(f"only the mesh CA signs {kind.name.lower()} records")
     credentials = credentials_of(signer)
     publisher_key = credentials.public_key_bytes()
     publisher = credentials.node_id
@@ -281,6 +306,8 @@ def verify_record(record: SignedRecord, now: float, *, trust: TrustAnchor) -> Re
         publisher = verify_signature(record.publisher_key, data, record.signature)
     except IntegrityError as error:
         raise RecordRejected(f"{what}: {error}", reason=RejectReason.BAD_SIGNATURE) from None
+    if kind in CA_KINDS:
+        return _verify_ca_record(kind, record, publisher, trust, what)
     certificate = publisher_certificate(record, publisher, now, trust)
     _check_content(kind, record.key, record.value, publisher)
     info = RecordInfo(
@@ -315,6 +342,46 @@ def publisher_certificate(
             reason=RejectReason.UNCERTIFIED,
         )
     return certificate
+
+
+def ca_record_key(kind: RecordKind, ca_certificate: x509.Certificate) -> NodeId:
+    """Where the mesh CA's record of ``kind`` lives in the DHT: a hash of the kind and the CA
+    certificate, so each mesh has its own and nobody else's key collides with it."""
+    der = ca_certificate.public_bytes(serialization.Encoding.DER)
+    digest = hashlib.sha256(CA_RECORD_DOMAIN + bytes([int(kind)]) + der).digest()
+    return NodeId(digest[:NODE_ID_BYTES])
+
+
+def _verify_ca_record(
+    kind: RecordKind, record: SignedRecord, publisher: NodeId, trust: TrustAnchor, what: str
+) -> RecordInfo:
+    """The rules of a ``CA_KINDS`` record, once its signature checked out."""
+    ca = trust.ca_certificate
+    ca_der = ca.public_bytes(serialization.Encoding.DER)
+    if record.certificate != ca_der or publisher != ca_publisher(ca).node_id:
+        raise RecordRejected(
+            f"{what} is not signed by the mesh CA: only the CA publishes it",
+            reason=RejectReason.UNCERTIFIED,
+        )
+    if record.key != ca_record_key(kind, ca):
+        raise RecordRejected(
+            f"{what} is not under this mesh's key for it", reason=RejectReason.BAD_KEY
+        )
+    try:
+        if kind is RecordKind.POLICY:
+            number = decode_policy(record.value).sequence
+        else:
+            number = parse_revocation_list(record.value, ca).number
+    except (IdentityError, RemoteProtocolError) as error:
+        raise RecordRejected(f"{what}: {error}", reason=RejectReason.BAD_VALUE) from None
+    if number != record.sequence:
+        raise RecordRejected(
+            f"{what} has sequence {record.sequence} but holds document number {number}",
+            reason=RejectReason.BAD_VALUE,
+        )
+    return RecordInfo(
+        kind, NodeId(record.key), publisher, record.sequence, record.expires_at, ca_publisher(ca)
+    )
 
 
 def _kind_name(kind: int) -> str:

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -37,9 +36,12 @@ from p2pstore.errors import IdentityError
 from p2pstore.identity.ca_index import (
     IssuedCertificate,
     Revocation,
+    check_file_name,
+    ed25519_key,
     parse_reason,
     read_index,
     sign_crl,
+    validity,
     write_index,
 )
 from p2pstore.identity.certificates import (
@@ -76,19 +78,8 @@ CRL_FILE = "crl.pem"
 INDEX_FILE = "issued.json"
 LOCK_FILE = ".lock"
 SERIAL_BITS = 64
-
-_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def check_file_name(name: str) -> str:
-    """An identity's name, which becomes ``NAME.key``, ``NAME.csr`` and ``NAME.crt``: no path.
-    Raises :class:`IdentityError`."""
-    if _FILE_NAME.fullmatch(name) is None:
-        raise IdentityError(
-            f"invalid certificate name {name!r}: use 1 to 64 letters, digits, '.', '_' or "
-            f"'-', starting with a letter or digit (it becomes <name>.key and <name>.crt)"
-        )
-    return name
+STATEMENT_PREFIX = b"p2pstore-"
+"""What every byte string the CA signs besides certificates and CRLs starts with."""
 
 
 class MeshCA:
@@ -119,9 +110,7 @@ class MeshCA:
         Raises :class:`IdentityError` if the certificate is not a CA certificate for this key.
         """
         check_ca_certificate(certificate)
-        if public_key_bytes(private_key.public_key()) != public_key_bytes(
-            _ed25519_key(certificate)
-        ):
+        if public_key_bytes(private_key.public_key()) != public_key_bytes(ed25519_key(certificate)):
             raise IdentityError("the CA key does not match the CA certificate")
         organisations = certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
         if len(organisations) != 1:
@@ -156,7 +145,7 @@ class MeshCA:
             key,
             mesh_name=mesh_name,
             not_before=now - CLOCK_SKEW,
-            not_after=now + _validity(valid_days),
+            not_after=now + validity(valid_days),
             serial=secrets.randbits(SERIAL_BITS) | 1,
         )
         ca = cls(key, certificate, None)
@@ -228,7 +217,7 @@ class MeshCA:
             return
         crl = load_crl(crl_path)
         if crl.issuer != self.certificate.subject or not crl.is_signature_valid(
-            _ed25519_key(self.certificate)
+            ed25519_key(self.certificate)
         ):
             raise IdentityError(f"{crl_path} is not signed by this CA; restore it from a backup")
         self._crl = crl
@@ -377,7 +366,7 @@ class MeshCA:
         validate_region(region)
         if tenant is not None:
             validate_tenant(tenant)
-        not_after = now + _validity(valid_days)
+        not_after = now + validity(valid_days)
         ca_expiry = self.certificate.not_valid_after_utc
         if not_after > ca_expiry:
             raise IdentityError(
@@ -480,6 +469,14 @@ class MeshCA:
         """The CA certificate as PEM, the format of ``ca.crt``."""
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 
+    def sign_statement(self, data: bytes) -> bytes:
+        """Sign ``data`` with the CA key: only the mesh's own domain-separated statements (a
+        DHT record the CA publishes, such as its revocation list or the mesh policy), never
+        anything that could pass for a certificate.  Raises :class:`IdentityError` otherwise."""
+        if not data.startswith(STATEMENT_PREFIX):
+            raise IdentityError("the CA signs only p2pstore statements (a domain-separated prefix)")
+        return self._key.sign(data)
+
     def trust_anchor(self) -> TrustAnchor:
         """What nodes of this mesh trust: this CA certificate and its current CRL."""
         return TrustAnchor.from_objects(self.certificate, self.revocation_list())
@@ -493,16 +490,3 @@ class MeshCA:
     def revocations(self) -> list[Revocation]:
         """Revoked certificates, ordered by serial."""
         return [self._revocations[serial] for serial in sorted(self._revocations)]
-
-
-def _validity(valid_days: int) -> timedelta:
-    if valid_days < 1:
-        raise IdentityError(f"validity must be at least 1 day, got {valid_days}")
-    return timedelta(days=valid_days)
-
-
-def _ed25519_key(certificate: x509.Certificate) -> Ed25519PublicKey:
-    key = certificate.public_key()
-    if not isinstance(key, Ed25519PublicKey):
-        raise IdentityError(f"certificate key is {type(key).__name__}, expected Ed25519")
-    return key

@@ -4,12 +4,13 @@ list`` and ``ca revoke`` work by serial, and the revocations its signed CRL list
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from p2pstore.errors import IdentityError
 from p2pstore.identity.certificates import (
@@ -153,3 +154,32 @@ def sign_crl(
             entry = entry.add_extension(x509.CRLReason(revocation.reason), critical=False)
         builder = builder.add_revoked_certificate(entry.build())
     return builder.sign(key, algorithm=None)
+
+
+def validity(valid_days: int) -> timedelta:
+    """A certificate's lifetime; raises :class:`IdentityError` below one day."""
+    if valid_days < 1:
+        raise IdentityError(f"validity must be at least 1 day, got {valid_days}")
+    return timedelta(days=valid_days)
+
+
+def ed25519_key(certificate: x509.Certificate) -> Ed25519PublicKey:
+    """The certificate's Ed25519 key; raises :class:`IdentityError` for any other kind."""
+    key = certificate.public_key()
+    if not isinstance(key, Ed25519PublicKey):
+        raise IdentityError(f"certificate key is {type(key).__name__}, expected Ed25519")
+    return key
+
+
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_file_name(name: str) -> str:
+    """An identity's name, which becomes ``NAME.key``, ``NAME.csr`` and ``NAME.crt``: no path.
+    Raises :class:`IdentityError`."""
+    if _FILE_NAME.fullmatch(name) is None:
+        raise IdentityError(
+            f"invalid certificate name {name!r}: use 1 to 64 letters, digits, '.', '_' or "
+            f"'-', starting with a letter or digit (it becomes <name>.key and <name>.crt)"
+        )
+    return name

@@ -340,6 +340,8 @@ class TrustAnchor:
     ca_certificate: x509.Certificate
     revoked_serials: frozenset[int] = frozenset()
     crl_next_update: datetime | None = None  # when the CRL says a fresher one is due; may warn
+    crl_number: int = 0
+    """The CRL's number (0: no CRL): a node adopts a revocation list only if it is newer."""
     _signed: dict[bytes, PeerIdentity] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -388,10 +390,15 @@ class TrustAnchor:
                 f"the mesh CA {ca_certificate.subject.rfc4514_string()!r}; fetch crl.pem from "
                 f"this mesh's CA"
             )
+        try:
+            number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        except (x509.ExtensionNotFound, *_PARSE_ERRORS):
+            number = 0
         return cls(
             ca_certificate,
             frozenset(revoked.serial_number for revoked in crl),
             crl.next_update_utc,
+            number,
         )
 
     def ca_certificate_pem(self) -> str:

@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.x509.oid import NameOID
 
 from p2pstore.errors import IdentityError
-from p2pstore.identity.ca import MeshCA, check_file_name
+from p2pstore.identity.ca import MeshCA
+from p2pstore.identity.ca_index import check_file_name
 from p2pstore.identity.certificates import (
     format_serial,
     identity_from_certificate,

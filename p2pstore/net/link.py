@@ -14,7 +14,7 @@ from typing import Protocol
 import trio
 
 from p2pstore.errors import ConfigError, PeerRefused
-from p2pstore.identity import PeerIdentity, Role, short_id
+from p2pstore.identity import PeerIdentity, Role, TrustAnchor, short_id
 from p2pstore.net.address import parse_address
 
 
@@ -62,6 +62,13 @@ LinkHandler = Callable[[FrameLink], Awaitable[None]]
 
 class Transport(Protocol):
     """Makes authenticated links: dials peers and accepts them."""
+
+    trust: TrustAnchor
+    """The mesh CA and revocation list peers are admitted by."""
+
+    def reload_trust(self, trust: TrustAnchor) -> None:
+        """Admit peers by ``trust`` from now on (a newer revocation list)."""
+        ...
 
     @property
     def listen_address(self) -> str:

@@ -10,14 +10,14 @@ is logged once per publisher per interval, so a flood is not a flood of log line
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import trio
 
 from p2pstore.core.contact import Contact
 from p2pstore.core.record_store import PutResult, RecordStore
-from p2pstore.core.records import RejectReason
+from p2pstore.core.records import CA_KINDS, RejectReason
 from p2pstore.errors import RecordRejected
 from p2pstore.identity import PeerIdentity, TrustAnchor, short_id
 from p2pstore.net.throttle import RefusalLog
@@ -47,6 +47,9 @@ class RecordHolder:
         self._dht = dht
         self.store = store
         self._quota_log = RefusalLog()
+        self.ca_listeners: list[Callable[[SignedRecord], object]] = []
+        """Called with every record of a ``CA_KINDS`` kind a peer stored here that is newer
+        than the one held (a revocation list or policy spreading through the mesh)."""
 
     def restore(self, records: Sequence[SignedRecord]) -> int:
         """Hold again records saved by an earlier run, each verified as a peer's STORE is
@@ -138,7 +141,9 @@ class RecordHolder:
     async def on_store(self, peer: PeerIdentity, message: Message) -> Message:
         assert isinstance(message, Store)
         try:
-            self.store.put(message.record, self._dht.wall_clock(), trust=self._dht.trust())
+            outcome = self.store.put(
+                message.record, self._dht.wall_clock(), trust=self._dht.trust()
+            )
         except RecordRejected as rejected:
             self._dht.node.metrics.record_record_refused(rejected.reason)
             if rejected.reason == RejectReason.OVER_QUOTA and rejected.publisher is not None:
@@ -155,6 +160,9 @@ class RecordHolder:
                     },
                 )
             return StoreReply(stored=False, reason=str(rejected)[:500])
+        if outcome is not PutResult.UNCHANGED and message.record.kind in CA_KINDS:
+            for listener in self.ca_listeners:  # newer than what we held: the CA's news
+                listener(message.record)
         return StoreReply(stored=True, reason="")
 
     def _log_over_quota(

@@ -307,9 +307,10 @@ def test_the_renderer_writes_only_known_keys():
         quota="1 GiB", metrics_listen="127.0.0.1:9464", metrics_allow_public=True,
         repair_check_interval=30, rules={"gov": GOV}, fragment_bytes_per_identity="10%",
         limits=dict.fromkeys(LIMIT_KEYS, 4), audits=AuditSettings(0.5, 60, 7.5),
-        scrub=ScrubSettings(batch_bytes=3 * 2**30, interval=2.5),
+        scrub=ScrubSettings(batch_bytes=3 * 2**30, interval=2.5), trust_refresh=60,
     )  # fmt: skip
     document = tomllib.loads(text)
+    assert document["identity"]["trust_refresh"] == 60.0
     assert set(document.pop("rules")) == {"gov"}
     assert read_audits(ConfigReader(Path("x.toml"), document)) == AuditSettings(0.5, 60, 7.5)
     assert document["scrub"] == {"interval": 2.5, "batch": str(3 * 2**30)}
@@ -621,7 +622,7 @@ async def test_join_failures_warn_while_backing_off_and_are_errors_once_at_the_l
     config = SimpleNamespace(join_through=lambda: ())
     dht = SimpleNamespace(join=never_joins)
     with trio.move_on_after(3 * JOIN_RETRY_MAX + 1):
-        await _join_and_announce(config, dht, None, [])  # type: ignore[arg-type]
+        await _join_and_announce(config, dht, None, [], None)  # type: ignore[arg-type]
     levels = [r.levelno for r in caplog.records if getattr(r, "event", None) == "join_failed"]
     first_error = levels.index(logging.ERROR)
     assert first_error >= 5 and set(levels[:first_error]) == {logging.WARNING}  # 1, 2, ... 32 s

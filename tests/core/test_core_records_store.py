@@ -16,6 +16,7 @@ from p2pstore.core.announcements import Announcement
 from p2pstore.core.published import PublishedRecords, republish_period
 from p2pstore.core.record_store import PutResult, RecordStore, held_size
 from p2pstore.core.records import (
+    MEMBER_KINDS,
     RULES,
     RecordKind,
     RecordRejected,
@@ -420,7 +421,7 @@ class RecordStoreMachine(RuleBasedStateMachine):
             self.sent.append(record)
 
     @rule(
-        kind=st.sampled_from(list(RecordKind)),
+        kind=st.sampled_from(list(MEMBER_KINDS)),
         slot=st.integers(0, 2),
         sequence=st.sampled_from([0, 3, 1 << 62]),
         certificate=st.sampled_from(["member", "garbage", "other-mesh"]),

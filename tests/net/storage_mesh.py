@@ -16,6 +16,7 @@ from p2pstore.identity import NodeCredentials, Role
 from p2pstore.net.client import Client, ClientSettings
 from p2pstore.net.dht import Dht, DhtSettings
 from p2pstore.net.fragments import FragmentService
+from p2pstore.net.mesh_trust import MeshTrust
 from p2pstore.net.node import Node, NodeSettings
 from p2pstore.net.session import SessionSettings
 from p2pstore.net.steward import Steward, StewardSettings
@@ -34,6 +35,7 @@ class StorageNode:
     dht: Dht
     service: FragmentService
     steward: Steward | None = None
+    mesh_trust: MeshTrust | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     @property
@@ -61,10 +63,12 @@ class StorageMesh:
         regions: tuple[str, ...] = ("FR-GES", "FR-IDF"),
         dht: DhtSettings = DHT,
         identity_quota: int | None = None,
+        trust_refresh: float | None = None,
     ) -> None:
         """``steward``: run a steward on every node (with ``rules`` added to the shipped ones).
         ``identity_quota``: fragment bytes one identity may store on a node (default: the
-        store's, a quarter of its quota)."""
+        store's, a quarter of its quota).  ``trust_refresh``: run a :class:`MeshTrust` on every
+        node, fetching the CA's records at that interval."""
         self.net = net
         self.dht_settings = dht
         self.epoch = net.now.timestamp()
@@ -78,6 +82,8 @@ class StorageMesh:
         self.dead: set[bytes] = set()
         self.client_nodes: list[Node] = []
         self.client_settings = settings
+        self.trust_refresh = trust_refresh
+        self.client_trusts: list[MeshTrust] = []
         for index in range(count):
             dc = index % (datacenters or count)
             region = regions[dc % len(regions)]
@@ -87,9 +93,7 @@ class StorageMesh:
             quota = (quotas or {}).get(index, 1 << 30)
             if self.memory:
                 store = MemoryFragmentStore(quota, identity_quota=identity_quota)
-                service = FragmentService(
-                    node, store, in_threads=False, wall_clock=self.wall_clock
-                )
+                service = FragmentService(node, store, in_threads=False, wall_clock=self.wall_clock)
             else:
                 store = DiskFragmentStore(
                     net.tmp_path / f"store-{index}", quota, identity_quota=identity_quota
@@ -107,6 +111,8 @@ class StorageMesh:
                         fragment_timeout=10.0, hedge_after=3.0, in_threads=not self.memory
                     ),
                 )
+            if trust_refresh is not None:
+                member.mesh_trust = MeshTrust(dht, interval=trust_refresh)
             self.nodes.append(member)
 
     def _node_settings(self) -> NodeSettings:
@@ -150,6 +156,8 @@ class StorageMesh:
             async with trio.open_nursery() as nursery:
                 await nursery.start(member.node.run)
                 await nursery.start(member.dht.run)
+                if member.mesh_trust is not None:
+                    await nursery.start(member.mesh_trust.run)
                 if member.steward is not None:
                     await nursery.start(member.steward.run)
                 task_status.started()
@@ -171,6 +179,11 @@ class StorageMesh:
         await nursery.start(node.run)
         await nursery.start(dht.run)
         await dht.join([m.node.address for m in self.nodes if m.node_id not in self.dead][:3])
+        if self.trust_refresh is not None:  # as a long-lived client (a gateway) does
+            mesh_trust = MeshTrust(dht, interval=self.trust_refresh)
+            await nursery.start(mesh_trust.run)
+            await mesh_trust.refresh()
+            self.client_trusts.append(mesh_trust)
         base = settings or self.client_settings
         if self.memory:
             base = ClientSettings(**{**_fields(base), "in_threads": False})
