@@ -38,12 +38,14 @@ STATUS: dict[str, int] = {
     "NoSuchObjectLockConfiguration": 404,
     "ObjectLockConfigurationNotFoundError": 404,
     "NoSuchUpload": 404,
+    "NoSuchVersion": 404,
     "NotImplemented": 501,
     "PreconditionFailed": 412,
     "RequestHeaderSectionTooLarge": 400,
     "RequestTimeTooSkewed": 403,
     "ServiceUnavailable": 503,
     "SignatureDoesNotMatch": 403,
+    "SlowDown": 503,
     "XAmzContentSHA256Mismatch": 400,
 }
 

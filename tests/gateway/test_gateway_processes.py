@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from gateway_harness import S3, boto_client
 
 from p2pstore.cli.client_config import connected_client, load_client_config
-from p2pstore.cli.devnet import create_mesh, free_loopback_ports
+from p2pstore.cli.local_mesh import DEVNET_TENANT, create_mesh, free_loopback_ports
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import P2PStoreError
 from p2pstore.gateway.keys import AccessKey
@@ -135,8 +135,8 @@ async def test_boto3_through_the_gateway_to_node_processes(tmp_path: Path) -> No
                 f'[gateway]\nlisten = "127.0.0.1:0"\nclient = "{client_config}"\n'
                 f'admin = "{admin}"\n'
             )
-            writer = await make_key(config, "--tenant", "uni")
-            reader = await make_key(config, "--tenant", "uni", "--read-only")
+            writer = await make_key(config, "--tenant", DEVNET_TENANT)
+            reader = await make_key(config, "--tenant", DEVNET_TENANT, "--read-only")
             async with gateway_process(config) as (url, process):
                 s3 = S3(boto_client(url, writer))
                 await s3.create_bucket(Bucket="archive")
