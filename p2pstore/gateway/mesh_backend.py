@@ -20,15 +20,12 @@ its whole index, as for ``p2pstore ls`` (an incrementally synced local copy is t
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import os
 import time
 from collections.abc import Callable, Sequence
 
-from p2pstore.codec import ReadCap
 from p2pstore.codec.bucket_keys import SALT_BYTES, BucketKeys, EntryPayload
-from p2pstore.codec.segments import pack_segments, unpack_segments
 from p2pstore.core.bucket_entries import Op, bucket_id, sign_entry
 from p2pstore.core.bucket_index import BucketIndex, VersionView
 from p2pstore.errors import IntegrityError, LocalProtocolError, P2PStoreError, PutFailed
@@ -46,7 +43,6 @@ from p2pstore.gateway.backend import (
 )
 from p2pstore.gateway.blobs import MeshBlobs
 from p2pstore.gateway.mesh_entries import (
-    LIST_PREFIX,
     NULL,
     BucketSettings,
     bucket_settings,
@@ -267,36 +263,7 @@ class MeshBackend:
         return await self.blobs.store(body, size)
 
     async def read(self, blob: Blob, start: int, stop: int, write: Write) -> None:
-        if not blob.ref.startswith(LIST_PREFIX):
-            await self.blobs.read(blob, start, stop, write)
-            return
-        offset = 0
-        for cap, size in await self._segments(blob.ref.removeprefix(LIST_PREFIX)):
-            low, high = max(start, offset), min(stop, offset + size)
-            if low < high:
-                await self.blobs.read(Blob(cap, size), low - offset, high - offset, write)
-            offset += size
-
-    async def _segments(self, cap: str) -> list[tuple[str, int]]:
-        pieces: list[bytes] = []
-
-        async def keep(data: bytes) -> None:
-            pieces.append(data)
-
-        await self.client.get(ReadCap.parse(cap), keep)
-        return unpack_segments(b"".join(pieces))
-
-    async def _segment_list(self, segments: Sequence[Blob]) -> tuple[str, int]:
-        """The cap an entry names for ``segments``, and how many parts it has (0: one blob)."""
-        if len(segments) == 1:
-            ref = segments[0].ref
-            if ref.startswith(LIST_PREFIX):  # a copy of a multipart object
-                listed = ref.removeprefix(LIST_PREFIX)
-                return listed, len(await self._segments(listed))
-            return ref, 0
-        data = pack_segments([(s.ref, s.size) for s in segments])
-        put = await self.client.put(io.BytesIO(data), len(data), self.blobs.rule)
-        return put.read_cap.to_string(), len(segments)
+        await self.blobs.read(blob, start, stop, write)
 
     # -- versions -----------------------------------------------------------------------------
 
@@ -309,7 +276,7 @@ class MeshBackend:
         info = settings.info
         null = info.versioning != "Enabled"
         replaced = self._opened(keys, (await self._fetch(keys)).versions(token, self.clock()))
-        cap, parts = await self._segment_list(segments)
+        cap, parts = await self.blobs.segment_list(segments)
         now = self._now_ms()
         size = sum(s.size for s in segments)
         metadata = object_metadata(meta, segments=parts, null=null)
