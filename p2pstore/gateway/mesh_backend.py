@@ -19,6 +19,7 @@ its whole index, as for ``p2pstore ls`` (an incrementally synced local copy is t
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import os
@@ -58,6 +59,10 @@ from p2pstore.wire import BucketEntry
 Opened = tuple[VersionView, EntryPayload]
 
 
+def _name(item: tuple[str, VersionView, EntryPayload]) -> str:
+    return item[0]
+
+
 class MeshBackend:
     """A :class:`~p2pstore.gateway.backend.Backend` over the mesh, acting for the tenant
     ``blobs``' client certificate names, with its secret ``tenant_key``."""
@@ -92,6 +97,9 @@ class MeshBackend:
         self._tenant_key = tenant_key
         self._root = BucketKeys.root(tenant_key)
         self._cached: tuple[float, dict[str, BucketSettings]] | None = None
+        self._listings: dict[str, tuple[float, list[tuple[str, VersionView, EntryPayload]]]] = {}
+        """bucket -> (until, its live names sorted): a listing with a delimiter asks again
+        past each common prefix, which must not cost an index read each."""
         self._last_ms = 0
 
     def close(self) -> None:
@@ -148,6 +156,7 @@ class MeshBackend:
     async def _push(self, keys: BucketKeys, entries: list[BucketEntry]) -> None:
         if not entries:
             return
+        self._listings.pop(keys.name, None)  # read your own writes
         if await self.service.push(bucket_id(self.tenant, keys.bucket_token), entries) == 0:
             raise PutFailed(
                 "no replica of the bucket index took the entry: is the mesh reachable?",
@@ -275,7 +284,9 @@ class MeshBackend:
         token = self._token(keys, key)
         info = settings.info
         null = info.versioning != "Enabled"
-        replaced = self._opened(keys, (await self._fetch(keys)).versions(token, self.clock()))
+        replaced = []
+        if null:
+            replaced = self._opened(keys, (await self._fetch(keys)).versions(token, self.clock()))
         cap, parts = await self.blobs.segment_list(segments)
         now = self._now_ms()
         size = sum(s.size for s in segments)
@@ -372,11 +383,12 @@ class MeshBackend:
     ) -> ObjectInfo:
         if not (await self._settings(tenant, bucket)).info.object_lock:
             raise S3Error("InvalidRequest", f"Object Lock is not enabled on {bucket}")
-        info = await self.head(tenant, bucket, key, version_id)
         keys, versions = await self._versions(tenant, bucket, key)
-        found = self._find(versions, info.version_id)
-        assert found is not None  # head found it
-        view = found[0][0]
+        found = self._find(versions, version_id)
+        if found is None or found[0][0].is_marker:
+            raise S3Error("NoSuchKey", "no such version, or a delete marker", resource=key)
+        (view, payload), latest = found
+        info = object_info(view, payload, latest=latest)
         retain = 0 if until is None else math.ceil(until)
         if until is not None and retain < view.retain_until:
             raise S3Error(
@@ -406,13 +418,25 @@ class MeshBackend:
         self, tenant: str, bucket: str, prefix: str, after: str, limit: int
     ) -> list[ObjectInfo]:
         await self._settings(tenant, bucket)
-        keys = self._keys(bucket)
-        index = await self._fetch(keys)
-        live = self._opened(keys, list(index.live(self.clock())))
-        chosen = sorted(
-            (p.name, v, p) for v, p in live if p.name > after and p.name.startswith(prefix)
-        )
-        return [object_info(v, p, latest=True) for _, v, p in chosen[:limit]]
+        now = self.clock()
+        cached = self._listings.get(bucket)
+        if cached is None or now >= cached[0]:
+            keys = self._keys(bucket)
+            live = self._opened(keys, list(await self._fetch_live(keys, now)))
+            cached = (now + self.settings_ttl, sorted(((p.name, v, p) for v, p in live), key=_name))
+            self._listings[bucket] = cached
+        names = cached[1]
+        start = bisect.bisect_right(names, after, key=_name)
+        chosen: list[ObjectInfo] = []
+        for name, view, payload in names[start:]:
+            if len(chosen) == limit or (name > prefix and not name.startswith(prefix)):
+                break
+            if name.startswith(prefix):
+                chosen.append(object_info(view, payload, latest=True))
+        return chosen
+
+    async def _fetch_live(self, keys: BucketKeys, now: float) -> list[VersionView]:
+        return list((await self._fetch(keys)).live(now))
 
     async def list_versions(
         self, tenant: str, bucket: str, prefix: str, after: str, limit: int

@@ -183,6 +183,16 @@ async def test_s3_and_the_cli_share_buckets_ranges_multipart_and_versions(tmp_pa
             body, _ = await s3.get_bytes(Bucket="mesh", Key="mp-copy")
             assert body == whole
 
+            listing = await s3.list_objects_v2(Bucket="mesh", Delimiter="/")
+            assert [p["Prefix"] for p in listing["CommonPrefixes"]] == ["dir/"]
+            assert [o["Key"] for o in listing["Contents"]] == ["mp", "mp-copy"]
+            page = await s3.list_objects_v2(Bucket="mesh", MaxKeys=1)
+            assert [o["Key"] for o in page["Contents"]] == ["dir/obj"] and page["IsTruncated"]
+            page = await s3.list_objects_v2(
+                Bucket="mesh", MaxKeys=5, ContinuationToken=page["NextContinuationToken"]
+            )
+            assert [o["Key"] for o in page["Contents"]] == ["mp", "mp-copy"]
+
             # Versioning: versions are the index's; a delete is a marker the CLI honours.
             await s3.put_bucket_versioning(
                 Bucket="mesh", VersioningConfiguration={"Status": "Enabled"}
