@@ -255,6 +255,18 @@ async def test_object_lock_is_enforced_by_the_mesh_replicas(tmp_path: Path) -> N
                 )  # fmt: skip
             assert code(caught.value) == "AccessDenied"
 
+            with pytest.raises(ClientError) as caught:  # the index keeps any hold set
+                await s3.put_object_legal_hold(
+                    Bucket="vault", Key="held", LegalHold={"Status": "OFF"}
+                )
+            assert code(caught.value) == "AccessDenied"
+            stranger = setup.gw.client(
+                setup.gw.key(tenant="other-uni", buckets=None, read_only=False)
+            )
+            with pytest.raises(ClientError) as caught:  # this gateway acts for one tenant
+                await stranger.list_buckets()
+            assert code(caught.value) == "AccessDenied"
+
             # Signed directly with the tenant's own certificate, past the gateway: a shorter
             # date and erasures reach every replica, and change nothing a reader sees.
             keys = BucketKeys(TENANT_KEY, "vault")
