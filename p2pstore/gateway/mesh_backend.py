@@ -361,12 +361,14 @@ class MeshBackend:
             return Deleted(None, False)  # nothing to delete: no tombstone either
         now = self._now_ms()
         null = info.versioning != "Enabled"
+        doomed = [v for v, p in versions if info.versioning == "" or is_null(p)] if null else []
+        erasures = self._erasures(keys, doomed)
+        if info.versioning == "" and not any(v.protected(now / 1000) for v in doomed):
+            await self._push(keys, erasures)  # gone at once: no delete marker is needed
+            return Deleted(None, False)
         meta = ((NULL, "1"),) if null else ()
         marker = self._sealed(keys, EntryPayload(key, mtime=now, metadata=meta), Op.MARKER, now)
-        await self._push(keys, [marker])
-        if null:
-            doomed = [v for v, p in versions if info.versioning == "" or is_null(p)]
-            await self._push(keys, self._erasures(keys, doomed))
+        await self._push(keys, [marker, *erasures])
         if info.versioning == "":
             return Deleted(None, False)
         return Deleted(NULL_VERSION if null else marker.version.hex(), True)

@@ -193,6 +193,10 @@ async def test_s3_and_the_cli_share_buckets_ranges_multipart_and_versions(tmp_pa
             )
             assert [o["Key"] for o in page["Contents"]] == ["mp", "mp-copy"]
 
+            await s3.delete_object(Bucket="mesh", Key="mp-copy")  # unversioned: no tombstone
+            gone = await s3.list_object_versions(Bucket="mesh", Prefix="mp-copy")
+            assert "Versions" not in gone and "DeleteMarkers" not in gone
+
             # Versioning: versions are the index's; a delete is a marker the CLI honours.
             await s3.put_bucket_versioning(
                 Bucket="mesh", VersioningConfiguration={"Status": "Enabled"}
