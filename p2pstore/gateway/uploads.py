@@ -5,8 +5,8 @@ already objects of the mesh, but no name points at them until CompleteMultipartU
 them into the bucket index (:mod:`p2pstore.gateway.mesh_backend`).  Nothing of it needs to be
 shared, so it stays here, in a file that survives a restart (a client resumes its upload), and
 bounded: at most ``max_uploads`` in progress per tenant (``SlowDown`` beyond), 10,000 parts
-each (S3's limit, checked by the handlers), and an upload untouched for ``max_age`` seconds is
-forgotten at the next creation (S3 leaves that to a lifecycle rule; the parts' objects are
+each (S3's limit, checked by the handlers), and an upload begun more than ``max_age`` seconds
+ago is forgotten at the next creation (S3 leaves that to a lifecycle rule; the parts' objects are
 then referenced by nothing, and lapse with their leases).
 """
 
@@ -18,7 +18,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from p2pstore.gateway.backend import Blob, ObjectMeta, Part, Upload
+from p2pstore.gateway.backend import Blob, BucketInfo, ObjectMeta, Part, Upload
 from p2pstore.gateway.s3errors import S3Error
 
 WEEK = 7 * 86_400.0
@@ -153,3 +153,36 @@ class UploadStore:
                 (when,),
             )
             self._db.execute("DELETE FROM uploads WHERE initiated < ?", (when,))
+
+
+class UploadMethods:
+    """The multipart methods of a :class:`~p2pstore.gateway.backend.Backend`, for one that
+    keeps its uploads in ``self.uploads`` and checks buckets with ``self.bucket``."""
+
+    uploads: UploadStore
+
+    async def bucket(self, tenant: str, name: str) -> BucketInfo:
+        raise NotImplementedError
+
+    async def create_upload(self, tenant: str, bucket: str, key: str, meta: ObjectMeta) -> Upload:
+        await self.bucket(tenant, bucket)
+        return self.uploads.create(tenant, bucket, key, meta)
+
+    async def upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> Upload:
+        await self.bucket(tenant, bucket)
+        return self.uploads.get(tenant, bucket, key, upload_id)
+
+    async def list_uploads(
+        self, tenant: str, bucket: str, prefix: str, after: tuple[str, str], limit: int
+    ) -> list[Upload]:
+        await self.bucket(tenant, bucket)
+        return self.uploads.in_progress(tenant, bucket, prefix, after, limit)
+
+    async def put_part(self, upload: Upload, number: int, blob: Blob, md5: bytes) -> None:
+        self.uploads.put_part(upload, number, blob, md5)
+
+    async def parts(self, upload: Upload) -> list[Part]:
+        return self.uploads.parts(upload)
+
+    async def finish_upload(self, upload: Upload) -> None:
+        self.uploads.finish(upload)

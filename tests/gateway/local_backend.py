@@ -26,12 +26,10 @@ from p2pstore.gateway.backend import (
     Deleted,
     ObjectInfo,
     ObjectMeta,
-    Part,
-    Upload,
     Write,
 )
 from p2pstore.gateway.s3errors import S3Error
-from p2pstore.gateway.uploads import UploadStore
+from p2pstore.gateway.uploads import UploadMethods, UploadStore
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS buckets (
@@ -66,7 +64,7 @@ def _meta(text: str) -> ObjectMeta:
     return ObjectMeta(etag, content_type, tuple((k, v) for k, v in pairs))
 
 
-class LocalBackend:
+class LocalBackend(UploadMethods):
     """A :class:`~p2pstore.gateway.backend.Backend`: names in SQLite at ``path`` (``:memory:``
     in tests), bytes in ``blobs``.  ``clock`` gives seconds since the epoch."""
 
@@ -348,26 +346,3 @@ class LocalBackend:
         return [self._row(row[:-1], bool(row[-1])) for row in rows]
 
     # -- multipart uploads ------------------------------------------------------------------
-
-    async def create_upload(self, tenant: str, bucket: str, key: str, meta: ObjectMeta) -> Upload:
-        await self.bucket(tenant, bucket)
-        return self.uploads.create(tenant, bucket, key, meta)
-
-    async def upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> Upload:
-        await self.bucket(tenant, bucket)
-        return self.uploads.get(tenant, bucket, key, upload_id)
-
-    async def list_uploads(
-        self, tenant: str, bucket: str, prefix: str, after: tuple[str, str], limit: int
-    ) -> list[Upload]:
-        await self.bucket(tenant, bucket)
-        return self.uploads.in_progress(tenant, bucket, prefix, after, limit)
-
-    async def put_part(self, upload: Upload, number: int, blob: Blob, md5: bytes) -> None:
-        self.uploads.put_part(upload, number, blob, md5)
-
-    async def parts(self, upload: Upload) -> list[Part]:
-        return self.uploads.parts(upload)
-
-    async def finish_upload(self, upload: Upload) -> None:
-        self.uploads.finish(upload)

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -28,6 +29,7 @@ from p2pstore.gateway.blobs import MeshBlobs
 from p2pstore.gateway.mesh_backend import MeshBackend
 from p2pstore.gateway.uploads import UploadStore
 from p2pstore.identity import Role
+from p2pstore.net import buckets as buckets_module
 from p2pstore.net.bucket_client import TenantBuckets
 from p2pstore.net.buckets import BucketService, BucketSettings
 from p2pstore.net.client import Client, ClientSettings
@@ -97,7 +99,9 @@ async def cli_read(cli: TenantBuckets, bucket: str, key: str) -> bytes:
     return bytes(out)
 
 
-async def test_s3_and_the_cli_share_buckets_ranges_multipart_and_versions(tmp_path: Path) -> None:
+async def test_s3_and_the_cli_share_buckets_ranges_multipart_and_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with trio.fail_after(180):
         async with gateway_on_mesh(tmp_path) as setup:
             s3, cli, client = setup.gw.s3, setup.cli, setup.client
@@ -216,6 +220,22 @@ async def test_s3_and_the_cli_share_buckets_ranges_multipart_and_versions(tmp_pa
             await s3.delete_object(Bucket="mesh", Key="v", VersionId=v1)
             listed = await s3.list_object_versions(Bucket="mesh", Prefix="v")
             assert [v["VersionId"] for v in listed["Versions"]] == [v2]
+
+            # Entries verified by an earlier read are not verified again.
+            verified: list[object] = []
+            verify = buckets_module.verify_entry
+
+            def counted_verify(*args: Any, **kwargs: Any) -> Any:
+                verified.append(args[0])
+                return verify(*args, **kwargs)
+
+            monkeypatch.setattr(buckets_module, "verify_entry", counted_verify)
+            await s3.head_object(Bucket="mesh", Key="mp")
+            assert verified == []
+            await s3.put_object(Bucket="mesh", Key="w", Body=b"w")
+            await s3.head_object(Bucket="mesh", Key="mp")
+            assert 0 < len(verified) <= SETTINGS.replicas  # only the new entry, once a replica
+            monkeypatch.undo()
 
             # A bucket the CLI removes is gone for S3.
             await cli.remove("from-cli", "notes.txt")
