@@ -309,7 +309,7 @@ class MeshBackend(UploadMethods):
                 retain = math.ceil(now / 1000 + info.default_retention)
             entry = self._sealed(keys, payload, Op.PUT, now, retain)
         except LocalProtocolError as error:
-            raise S3Error("InvalidArgument", f"the metadata does not fit: {error}") from None
+            raise S3Error("MetadataTooLarge", f"the metadata does not fit: {error}") from None
         await self._push(keys, [entry])
         if null:  # the null version it replaces goes; under versioning never enabled, all go
             doomed = [v for v, p in replaced if info.versioning == "" or is_null(p)]

@@ -31,6 +31,7 @@ STATUS: dict[str, int] = {
     "InvalidRange": 416,
     "InvalidRequest": 400,
     "MalformedXML": 400,
+    "MetadataTooLarge": 400,
     "MethodNotAllowed": 405,
     "MissingContentLength": 411,
     "NoSuchBucket": 404,
