@@ -3,7 +3,8 @@ same run against the same local mesh of node processes; and the gateway's peak R
 
 Setup: the devnet's ``create_mesh`` (one datacenter per node over two regions, mutual TLS on
 loopback), ``--nodes`` processes of ``p2pstore node run``, ``p2pstore gateway`` as a process of
-its own in front of them (names in its SQLite file, bytes in the mesh through the native client),
+its own in front of them (names in the tenant's bucket index in the mesh, bytes in the mesh
+through the native client),
 and an access key made with ``p2pstore gateway key create``.  For each repetition, in turn:
 ``p2pstore put FILE`` and ``p2pstore get CAP`` (native, each a process), then boto3's
 ``upload_file`` and ``download_file`` (multipart, 8 MiB parts) through the gateway.  Throughput
@@ -35,7 +36,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from p2pstore.cli.devnet import run_node_process
-from p2pstore.cli.local_mesh import create_mesh
+from p2pstore.cli.local_mesh import DEVNET_TENANT, create_mesh
 
 MiB = 1024 * 1024
 PART = 8 * MiB
@@ -147,7 +148,7 @@ async def benchmark(
                 "key",
                 "create",
                 "--tenant",
-                "bench",
+                DEVNET_TENANT,
                 "--json",
             )
         )

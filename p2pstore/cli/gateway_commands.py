@@ -1,9 +1,11 @@
 """``p2pstore gateway``: serve the mesh as an S3 endpoint, and manage its access keys.
 
-The gateway runs on the institution's side with the institution's client identity: objects
-are encrypted before they leave, as with ``p2pstore put``.  Its ``gateway.toml`` names where to
-listen, the client config it reaches the mesh with, and two SQLite files it keeps (mode 0600):
-the access keys, and the names of objects (the stand-in for the mesh-side bucket index).
+The gateway runs on the institution's side with the institution's client identity and tenant
+key: objects, names and metadata are encrypted before they leave, and buckets are the tenant's
+bucket indexes in the mesh, the ones ``p2pstore bucket``/``cp``/``ls`` use.  Its
+``gateway.toml`` names where to listen, the client config it reaches the mesh with (which names
+the tenant key), and two SQLite files it keeps (mode 0600): the access keys, and the multipart
+uploads in progress.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ _SCHEMA: dict[str, dict[str, bool]] = {
         "region": False,
         "domains": False,
         "keys": False,
-        "names": False,
+        "uploads": False,
         "rule": False,
     },
 }
@@ -46,12 +48,12 @@ _SCHEMA: dict[str, dict[str, bool]] = {
 EXAMPLE = """\
 [gateway]
 listen = "127.0.0.1:9000"        # where S3 clients connect (put TLS in front for a network)
-client = "client/client.toml"    # the identity this gateway reaches the mesh with
+client = "client/client.toml"    # the identity (and tenant_key) it reaches the mesh with
 # admin = "127.0.0.1:9001"       # /metrics for Prometheus (requests, bytes, latency)
 # region = "us-east-1"           # the region clients sign for
 # domains = ["s3.example.org"]   # BUCKET.s3.example.org addresses a bucket (virtual-host style)
 # keys = "gateway-keys.sqlite"   # access keys (p2pstore gateway key create)
-# names = "gateway-names.sqlite" # object names and their read caps: back this file up
+# uploads = "gateway-uploads.sqlite" # multipart uploads in progress (names live in the mesh)
 # rule = "standard"              # coding rule of new objects (default: the client's)
 """
 
@@ -65,7 +67,7 @@ class GatewayConfig:
     region: str
     domains: tuple[str, ...]
     keys: Path
-    names: Path
+    uploads: Path
     rule: CodingRule
 
 
@@ -94,24 +96,28 @@ def load_gateway_config(path: Path) -> GatewayConfig:
         region=reader.string("gateway", "region") or "us-east-1",
         domains=tuple(domains),
         keys=reader.path_value("gateway", "keys") or path.parent / "gateway-keys.sqlite",
-        names=reader.path_value("gateway", "names") or path.parent / "gateway-names.sqlite",
+        uploads=reader.path_value("gateway", "uploads") or path.parent / "gateway-uploads.sqlite",
         rule=rule,
     )
 
 
 async def serve_gateway(config: GatewayConfig, *, ready: trio.Event | None = None) -> None:
-    """Join the mesh and serve S3 until cancelled."""
+    """Join the mesh and serve S3 until cancelled.  Raises :class:`ConfigError` if the client
+    config names no tenant key."""
     from p2pstore.gateway.app import GatewaySettings, S3App
     from p2pstore.gateway.blobs import MeshBlobs
-    from p2pstore.gateway.names import LocalBackend
+    from p2pstore.gateway.mesh_backend import MeshBackend
     from p2pstore.gateway.operations import HANDLERS
     from p2pstore.gateway.server import serve
+    from p2pstore.gateway.uploads import UploadStore
     from p2pstore.net.client import ClientSettings
 
+    tenant_key = config.client.read_tenant_key()
     keys = AccessKeyStore(config.keys)
     settings = ClientSettings(chunk_size=config.client.chunk_size)
     async with connected_client(config.client, settings=settings) as client:
-        backend = LocalBackend(config.names, MeshBlobs(client, config.rule), clock=time.time)
+        uploads = UploadStore(config.uploads, clock=time.time)
+        backend = MeshBackend(MeshBlobs(client, config.rule), tenant_key, uploads)
         app = S3App(
             backend,
             key_of=keys.get,

@@ -4,9 +4,9 @@
 uploads.  Bytes go in two steps: :meth:`Backend.store` streams a body into the mesh and returns
 a :class:`Blob` nobody can see yet; :meth:`Backend.commit` makes it the object under a name only
 after the gateway has checked the body (signature, MD5, length).  So an interrupted or refused
-upload never becomes visible.  Today's implementation (:mod:`p2pstore.gateway.names`) keeps the
-names in SQLite on the institution's side; the mesh-side bucket index of the issue "Tenants,
-buckets, names" will implement the same protocol.
+upload never becomes visible.  The gateway's implementation is
+:class:`~p2pstore.gateway.mesh_backend.MeshBackend` (names in the mesh's bucket index); the
+S3 surface's fast tests run on a SQLite one (``tests/gateway/local_backend.py``).
 """
 
 from __future__ import annotations
@@ -191,3 +191,18 @@ class Backend(Protocol):
     async def finish_upload(self, upload: Upload) -> None:
         """Forget an upload (completed or aborted)."""
         ...
+
+    async def list_uploads(
+        self, tenant: str, bucket: str, prefix: str, after: tuple[str, str], limit: int
+    ) -> list[Upload]:
+        """Uploads in progress whose key starts with ``prefix``, after ``(key, upload id)``,
+        in that order, at most ``limit``."""
+        ...
+
+
+class BlobStore(Protocol):
+    """Where the bytes go: the mesh (:class:`~p2pstore.gateway.blobs.MeshBlobs`) or memory."""
+
+    async def store(self, body: Body, size: int) -> Blob: ...
+
+    async def read(self, blob: Blob, start: int, stop: int, write: Write) -> None: ...

@@ -3,25 +3,33 @@
 A body streams into :meth:`Client.put` through a file-like reader that the client's encoding
 thread pulls from (``trio.from_thread``), so the gateway holds about ``chunks_in_flight`` chunks
 of an upload, never the whole object.  A ranged read fetches and decodes only the chunks that
-overlap the range, a few at a time, and hands them out in order.
+overlap the range, a few at a time, and hands them out in order.  A multipart object's blob is
+its segment list (:mod:`p2pstore.codec.segments`): a read opens the list (kept for the next
+ranged reads: a cap's content never changes) and reads the parts the range covers.
 """
 
 from __future__ import annotations
 
 import io
 import itertools
+from collections import OrderedDict
+from collections.abc import Sequence
 
 import trio
 
 from p2pstore.codec import ObjectDecoder, ReadCap
+from p2pstore.codec.segments import pack_segments, unpack_segments
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import P2PStoreError
 from p2pstore.gateway.backend import Blob, Body, Write
+from p2pstore.gateway.mesh_entries import LIST_PREFIX
 from p2pstore.gateway.s3errors import S3Error
 from p2pstore.net.client import Client
 
 PIECE = 256 * 1024
 """Bytes handed to ``write`` at a time by the memory store."""
+LISTS_KEPT = 32
+"""Segment lists kept open (up to 10,000 caps each, about 2 MB)."""
 
 
 class _BodyReader(io.RawIOBase):
@@ -63,6 +71,7 @@ class MeshBlobs:
             raise ValueError("the gateway streams bodies from the client's encoding threads")
         self.client = client
         self.rule = rule
+        self._lists: OrderedDict[str, list[tuple[str, int]]] = OrderedDict()
 
     async def store(self, body: Body, size: int) -> Blob:
         if size == 0:
@@ -80,8 +89,44 @@ class MeshBlobs:
             raise S3Error("IncompleteBody", "the body is longer than declared")
         return Blob(result.read_cap.to_string(), size)
 
+    async def segment_list(self, segments: Sequence[Blob]) -> tuple[str, int]:
+        """The cap a name's entry opens for ``segments``, and their count (0: a plain object):
+        several parts are written as a segment list; a copied multipart object keeps its own."""
+        if len(segments) == 1:
+            ref = segments[0].ref
+            if not ref.startswith(LIST_PREFIX):
+                return ref, 0
+            listed = ref.removeprefix(LIST_PREFIX)
+            return listed, len(await self._segments(listed))
+        data = pack_segments([(s.ref, s.size) for s in segments])
+        put = await self.client.put(io.BytesIO(data), len(data), self.rule)
+        return put.read_cap.to_string(), len(segments)
+
+    async def _segments(self, cap: str) -> list[tuple[str, int]]:
+        if cap in self._lists:
+            self._lists.move_to_end(cap)
+            return self._lists[cap]
+        pieces: list[bytes] = []
+
+        async def keep(data: bytes) -> None:
+            pieces.append(data)
+
+        await self.client.get(ReadCap.parse(cap), keep)
+        listed = self._lists[cap] = unpack_segments(b"".join(pieces))
+        while len(self._lists) > LISTS_KEPT:
+            self._lists.popitem(last=False)
+        return listed
+
     async def read(self, blob: Blob, start: int, stop: int, write: Write) -> None:
         if start >= stop:
+            return
+        if blob.ref.startswith(LIST_PREFIX):
+            offset = 0
+            for part, size in await self._segments(blob.ref.removeprefix(LIST_PREFIX)):
+                low, high = max(start, offset), min(stop, offset + size)
+                if low < high:
+                    await self.read(Blob(part, size), low - offset, high - offset, write)
+                offset += size
             return
         cap = ReadCap.parse(blob.ref)
         client = self.client

@@ -1,10 +1,10 @@
 """Object Lock: a bucket's default retention, a version's retention date and legal hold.
 
 Only compliance mode exists here: a retention date can be extended, never shortened, whatever
-key signs the request (governance mode's bypass would let a stolen credential undo it).  Until
-the mesh enforces retention itself (the issue "Tenants, buckets, names"), the gateway's name
-index refuses to drop a retained version; that protects against a stolen S3 key, not against
-someone who owns the gateway's files.
+key signs the request (governance mode's bypass would let a stolen credential undo it).  The
+mesh enforces it: retention dates and legal holds are entries of the bucket index that the
+replicas join so a date only grows and a hold stays, and an erasure waits for them
+(:mod:`p2pstore.gateway.mesh_backend`); the gateway's refusals only give the client S3's error.
 """
 
 from __future__ import annotations

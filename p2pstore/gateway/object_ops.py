@@ -1,5 +1,5 @@
-"""The handlers of operations on objects: put, get (ranged, conditional), head, delete, copy,
-and multipart uploads.
+"""The handlers of operations on objects: put, get (ranged, conditional), head, delete, copy
+(multipart uploads are :mod:`multipart_ops`'s).
 
 Every write follows one order: the bucket is checked, the body streamed into storage, the body
 checked to its end (length, signature, MD5, checksum), and only then is the name committed.
@@ -8,21 +8,18 @@ A copy stores nothing: blobs are immutable, so the new name points at the same o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote
 
 from p2pstore.gateway import etag
 from p2pstore.gateway.app import Call, Handler, Response
-from p2pstore.gateway.backend import NULL_VERSION, Blob, ObjectInfo, ObjectMeta, Upload, Write
+from p2pstore.gateway.backend import NULL_VERSION, Blob, ObjectInfo, ObjectMeta, Write
 from p2pstore.gateway.lock_ops import lock_headers, parse_date
 from p2pstore.gateway.s3errors import S3Error
 from p2pstore.gateway.s3xml import (
-    MAX_XML_BYTES,
     Tree,
     http_date,
     iso8601,
-    parse_complete_multipart,
     render,
 )
 
@@ -106,8 +103,12 @@ async def _apply_retention(
     until, hold = requested
     if until is not None or hold:
         await call.backend.retain(
-            call.tenant, call.bucket, info.key, info.version_id,
-            until=until, legal_hold=True if hold else None,
+            call.tenant,
+            call.bucket,
+            info.key,
+            info.version_id,
+            until=until,
+            legal_hold=True if hold else None,
         )
 
 
@@ -251,125 +252,10 @@ async def copy_object(call: Call) -> Response:
     return Response(headers=_version_header(info), body=render("CopyObjectResult", tree))
 
 
-# -- multipart uploads ----------------------------------------------------------------------
-
-
-async def create_multipart_upload(call: Call) -> Response:
-    upload = await call.backend.create_upload(
-        call.tenant, call.bucket, call.object_key, _object_meta(call, "")
-    )
-    tree: list[Tree] = [
-        ("Bucket", call.bucket),
-        ("Key", call.object_key),
-        ("UploadId", upload.upload_id),
-    ]
-    return Response(body=render("InitiateMultipartUploadResult", tree))
-
-
-def _part_number(call: Call) -> int:
-    text = call.param("partNumber") or ""
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PARTS:
-        raise S3Error("InvalidArgument", f"partNumber must be from 1 to {MAX_PARTS}")
-    return int(text)
-
-
-async def _upload(call: Call) -> Upload:
-    return await call.backend.upload(
-        call.tenant, call.bucket, call.object_key, call.param("uploadId") or ""
-    )
-
-
-async def upload_part(call: Call) -> Response:
-    number = _part_number(call)
-    upload = await _upload(call)
-    blob, digest = await _store_checked(call, MAX_PUT)
-    await call.backend.put_part(upload, number, blob, digest)
-    return Response(headers=[("ETag", etag.single_part(digest))])
-
-
-def _check_parts(named: Sequence[tuple[int, str]], stored: dict[int, tuple[int, bytes]]) -> None:
-    numbers = [number for number, _ in named]
-    if numbers != sorted(set(numbers)):
-        raise S3Error("InvalidPartOrder", "the parts must be listed in ascending order")
-    for position, (number, tag) in enumerate(named):
-        if number not in stored or etag.part_md5(tag) != stored[number][1]:
-            raise S3Error("InvalidPart", f"part {number} was not uploaded or its ETag differs")
-        if position < len(named) - 1 and stored[number][0] < MIN_PART:
-            raise S3Error(
-                "EntityTooSmall", f"part {number} is smaller than the {MIN_PART}-byte minimum"
-            )
-
-
-async def complete_multipart_upload(call: Call) -> Response:
-    upload = await _upload(call)
-    named = parse_complete_multipart(await call.body.read_all(MAX_XML_BYTES))
-    parts = {p.number: p for p in await call.backend.parts(upload)}
-    _check_parts(
-        [(p.number, p.etag) for p in named],
-        {n: (p.blob.size, p.md5) for n, p in parts.items()},
-    )
-    chosen = [parts[p.number] for p in named]
-    tag = etag.multipart([p.md5 for p in chosen])
-    meta = ObjectMeta(tag, upload.meta.content_type, upload.meta.metadata)
-    info = await call.backend.commit(
-        call.tenant, call.bucket, call.object_key, [p.blob for p in chosen], meta
-    )
-    await call.backend.finish_upload(upload)
-    tree: list[Tree] = [
-        ("Location", f"/{call.bucket}/{call.object_key}"),
-        ("Bucket", call.bucket),
-        ("Key", call.object_key),
-        ("ETag", tag),
-    ]
-    return Response(
-        headers=_version_header(info), body=render("CompleteMultipartUploadResult", tree)
-    )
-
-
-async def abort_multipart_upload(call: Call) -> Response:
-    await call.backend.finish_upload(await _upload(call))
-    return Response(204)
-
-
-async def list_parts(call: Call) -> Response:
-    upload = await _upload(call)
-    marker = int(call.param("part-number-marker") or 0)
-    limit = min(int(call.param("max-parts") or 1000), 1000)
-    parts = [p for p in await call.backend.parts(upload) if p.number > marker]
-    tree: list[Tree] = [
-        ("Bucket", call.bucket),
-        ("Key", call.object_key),
-        ("UploadId", upload.upload_id),
-        ("PartNumberMarker", marker),
-        ("MaxParts", limit),
-        ("IsTruncated", len(parts) > limit),
-    ]
-    if len(parts) > limit:
-        tree.append(("NextPartNumberMarker", parts[limit - 1].number))
-    for part in parts[:limit]:
-        tree.append(
-            (
-                "Part",
-                [
-                    ("PartNumber", part.number),
-                    ("LastModified", iso8601(part.modified)),
-                    ("ETag", etag.single_part(part.md5)),
-                    ("Size", part.blob.size),
-                ],
-            )
-        )
-    return Response(body=render("ListPartsResult", tree))
-
-
 HANDLERS: dict[str, Handler] = {
     "PutObject": put_object,
     "GetObject": get_object,
     "HeadObject": head_object,
     "DeleteObject": delete_object,
     "CopyObject": copy_object,
-    "CreateMultipartUpload": create_multipart_upload,
-    "UploadPart": upload_part,
-    "CompleteMultipartUpload": complete_multipart_upload,
-    "AbortMultipartUpload": abort_multipart_upload,
-    "ListParts": list_parts,
 }

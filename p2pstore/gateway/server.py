@@ -3,8 +3,8 @@
 The HTTP parsing, keep-alive and flow control are hypercorn's (h11 underneath): an incomplete
 request head is capped, idle connections time out, and a request body is delivered to the app
 in pieces with backpressure.  Cancelling :func:`serve` stops accepting and cancels requests in
-flight; since a name is committed only after its body was stored and checked, in one SQLite
-transaction, a stop never leaves a half-visible object.
+flight; since a name is committed only after its body was stored and checked, as one signed
+index entry naming the whole object, a stop never leaves a half-visible object.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ from typing import BinaryIO
 
 from p2pstore.codec import ReadCap, parse_capability
 from p2pstore.codec.bucket_keys import SALT_BYTES, BucketKeys, EntryPayload, validate_bucket_name
+from p2pstore.codec.segments import METADATA_KEY as SEGMENTS_KEY
+from p2pstore.codec.segments import unpack_segments
 from p2pstore.core.bucket_entries import Op, bucket_id, sign_entry
 from p2pstore.core.bucket_index import BucketIndex, VersionView
 from p2pstore.core.rules import CodingRule
@@ -62,6 +64,8 @@ class ObjectInfo:
     retain_until: int
     legal_hold: bool
     is_marker: bool = False
+    segments: int = 0
+    """Parts of a multipart object (its cap opens their segment list), else 0."""
 
 
 class TenantBuckets:
@@ -183,10 +187,18 @@ class TenantBuckets:
 
         Raises :class:`BucketNotFound` if there is none (or it is deleted)."""
         info = await self.stat(bucket, key)
-        cap = parse_capability(info.cap)
-        if not isinstance(cap, ReadCap):
-            raise IntegrityError(f"{bucket}/{key} names a verify cap, which cannot be read")
-        await self.client.get(cap, write)
+        if not info.segments:
+            await self.client.get(_read_cap(info.cap, bucket, key), write)
+            return info
+        listed = bytearray()
+
+        async def keep(data: bytes) -> None:
+            listed.extend(data)
+
+        await self.client.get(_read_cap(info.cap, bucket, key), keep)
+        for cap, size in unpack_segments(bytes(listed)):
+            if size:
+                await self.client.get(_read_cap(cap, bucket, key), write)
         return info
 
     async def stat(self, bucket: str, key: str) -> ObjectInfo:
@@ -289,6 +301,13 @@ class TenantBuckets:
         await self._push(keys, erases)
 
 
+def _read_cap(text: str, bucket: str, key: str) -> ReadCap:
+    cap = parse_capability(text)
+    if not isinstance(cap, ReadCap):
+        raise IntegrityError(f"{bucket}/{key} names a verify cap, which cannot be read")
+    return cap
+
+
 def _retain_until(now_ms: int, days: int) -> int:
     return now_ms // 1000 + days * DAY if days > 0 else 0
 
@@ -314,4 +333,10 @@ def _object_info(view: VersionView, payload: EntryPayload) -> ObjectInfo:
         view.retain_until,
         view.legal_hold,
         view.is_marker,
+        _segment_count(payload),
     )
+
+
+def _segment_count(payload: EntryPayload) -> int:
+    count = dict(payload.metadata).get(SEGMENTS_KEY, "0")
+    return int(count) if count.isdigit() else 0

@@ -16,13 +16,13 @@ advance, and a bucket read stops at ``max_pull_entries``; every call has a timeo
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import trio
 import trio.lowlevel
 
-from p2pstore.core.bucket_entries import verify_entry
+from p2pstore.core.bucket_entries import VerifiedEntry, entry_digest, verify_entry
 from p2pstore.core.bucket_index import BucketIndex
 from p2pstore.core.bucket_replica import BucketReplica
 from p2pstore.core.contact import Contact
@@ -216,8 +216,13 @@ class BucketService:
                 nursery.start_soon(one, contact)
         return took
 
-    async def fetch(self, bucket: bytes) -> FetchOutcome:
-        """Read ``bucket`` from all its replicas, verifying every entry here, and merge."""
+    async def fetch(
+        self, bucket: bytes, *, known: Mapping[bytes, VerifiedEntry] | None = None
+    ) -> FetchOutcome:
+        """Read ``bucket`` from all its replicas, verifying every entry here, and merge.
+
+        ``known``: entries this reader verified before, by digest; an identical entry is not
+        verified again (only its signer's revocation is checked anew)."""
         outcome = FetchOutcome(BucketIndex(bucket))
         contacts = await self.replicas(bucket)
         now, trust = self.dht.wall_clock(), self.dht.trust()
@@ -229,6 +234,10 @@ class BucketService:
                 return
             outcome.answered.append(contact.id)
             for entry in pulled:
+                seen = known.get(entry_digest(entry)) if known else None
+                if seen is not None and seen.bucket == bucket and not _revoked(seen, trust):
+                    outcome.index.add(seen)
+                    continue
                 try:
                     verified = verify_entry(entry, now, trust=trust)
                 except EntryRejected as error:
@@ -385,6 +394,10 @@ class BucketService:
                 dropped,
                 extra={"event": "bucket_entries_revoked", "entries": dropped},
             )
+
+
+def _revoked(entry: VerifiedEntry, trust: TrustAnchor) -> bool:
+    return entry.certificate is not None and entry.certificate.serial in trust.revoked_serials
 
 
 async def _every(interval: float, job: Callable[[], Awaitable[None]]) -> None:

@@ -14,10 +14,11 @@ from typing import Any
 import boto3
 import trio
 from botocore.config import Config
+from local_backend import LocalBackend
 
 from p2pstore.gateway.app import GatewaySettings, S3App
+from p2pstore.gateway.backend import BlobStore
 from p2pstore.gateway.keys import ENTROPY_BYTES, AccessKey, AccessKeyStore, new_key
-from p2pstore.gateway.names import BlobStore, LocalBackend
 from p2pstore.gateway.operations import HANDLERS
 from p2pstore.gateway.server import serve
 
@@ -81,10 +82,15 @@ class Gateway:
 
 @asynccontextmanager
 async def running_gateway(
-    tmp_path: Path, blobs: BlobStore, *, settings: GatewaySettings | None = None
+    tmp_path: Path,
+    blobs: BlobStore,
+    *,
+    settings: GatewaySettings | None = None,
+    backend: Any = None,
 ) -> AsyncIterator[Gateway]:
+    """A gateway over ``backend`` (default: names in SQLite, bytes in ``blobs``)."""
     keys = AccessKeyStore(tmp_path / "keys.sqlite")
-    backend = LocalBackend(tmp_path / "names.sqlite", blobs, clock=time.time)
+    backend = backend or LocalBackend(tmp_path / "names.sqlite", blobs, clock=time.time)
     app = S3App(
         backend,
         key_of=keys.get,

@@ -86,4 +86,4 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     )
     loaded = load_gateway_config(config)
     assert loaded.domains == ("s3.example.org",) and loaded.region == "us-east-1"
-    assert loaded.names == tmp_path / "gateway-names.sqlite"
+    assert loaded.uploads == tmp_path / "gateway-uploads.sqlite"

@@ -12,7 +12,9 @@ import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -20,14 +22,15 @@ from botocore.exceptions import ClientError
 from gateway_harness import S3, boto_client
 
 from p2pstore.cli.client_config import connected_client, load_client_config
-from p2pstore.cli.local_mesh import create_mesh, free_loopback_ports
+from p2pstore.cli.local_mesh import DEVNET_TENANT, create_mesh, free_loopback_ports
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import P2PStoreError
 from p2pstore.gateway.keys import AccessKey
 
 MiB = 1024 * 1024
 CHUNK = 4 * MiB  # the client's default chunk size
-DEADLINE = 240.0
+PARTS = 20  # a 100 MiB multipart upload in 5 MiB parts
+DEADLINE = 300.0
 
 
 def cli(*args: str) -> list[str]:
@@ -73,6 +76,14 @@ async def node_processes(directory: Path, count: int) -> AsyncIterator[Path]:
         with trio.CancelScope(shield=True):
             for process in processes:
                 await process.wait()
+
+
+async def run_cli(*args: str, config: Path) -> str:
+    done = await trio.run_process(
+        cli(*args, "--config", str(config)), capture_stdout=True, capture_stderr=True, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode()
 
 
 async def make_key(config: Path, *args: str) -> AccessKey:
@@ -135,8 +146,12 @@ async def test_boto3_through_the_gateway_to_node_processes(tmp_path: Path) -> No
                 f'[gateway]\nlisten = "127.0.0.1:0"\nclient = "{client_config}"\n'
                 f'admin = "{admin}"\n'
             )
-            writer = await make_key(config, "--tenant", "uni")
-            reader = await make_key(config, "--tenant", "uni", "--read-only")
+            writer = await make_key(config, "--tenant", DEVNET_TENANT)
+            notes = tmp_path / "notes.txt"
+            notes.write_bytes(b"made by p2pstore cp\n")
+            await run_cli("bucket", "create", "from-cli", config=client_config)
+            await run_cli("cp", str(notes), "from-cli/notes.txt", config=client_config)
+            reader = await make_key(config, "--tenant", DEVNET_TENANT, "--read-only")
             async with gateway_process(config) as (url, process):
                 s3 = S3(boto_client(url, writer))
                 await s3.create_bucket(Bucket="archive")
@@ -157,17 +172,29 @@ async def test_boto3_through_the_gateway_to_node_processes(tmp_path: Path) -> No
                     assert body == data[start:stop], (start, stop)
                     assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
 
-                parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(777)]
+                # 100 MiB in 5 MiB parts, one of them copied from an object (UploadPartCopy).
                 upload = await s3.create_multipart_upload(Bucket="archive", Key="big")
                 uid = upload["UploadId"]
-                tags = [
-                    (
-                        await s3.upload_part(
-                            Bucket="archive", Key="big", UploadId=uid, PartNumber=n, Body=part
-                        )
-                    )["ETag"]
-                    for n, part in enumerate(parts, 1)
-                ]
+                listed = await s3.list_multipart_uploads(Bucket="archive")
+                assert [u["UploadId"] for u in listed["Uploads"]] == [uid]
+                whole_md5, tags, third = hashlib.md5(), [], b""
+                for number in range(1, PARTS + 1):
+                    if number == 2:
+                        copied = await s3.upload_part_copy(
+                            Bucket="archive", Key="big", UploadId=uid, PartNumber=number,
+                            CopySource="archive/scan/1.tif",
+                            CopySourceRange=f"bytes=0-{5 * MiB - 1}",
+                        )  # fmt: skip
+                        tags.append(copied["CopyPartResult"]["ETag"])
+                        whole_md5.update(data[: 5 * MiB])
+                        continue
+                    part = os.urandom(5 * MiB)
+                    whole_md5.update(part)
+                    third = part if number == 3 else third
+                    answer = await s3.upload_part(
+                        Bucket="archive", Key="big", UploadId=uid, PartNumber=number, Body=part
+                    )
+                    tags.append(answer["ETag"])
                 await s3.complete_multipart_upload(
                     Bucket="archive",
                     Key="big",
@@ -176,21 +203,38 @@ async def test_boto3_through_the_gateway_to_node_processes(tmp_path: Path) -> No
                         "Parts": [{"PartNumber": n, "ETag": t} for n, t in enumerate(tags, 1)]
                     },
                 )
-                whole = b"".join(parts)
-                body, got = await s3.get_bytes(Bucket="archive", Key="big")
-                assert body == whole
-                assert got["ETag"].endswith('-3"')
-                edge = 5 * MiB
+                assert (await s3.list_multipart_uploads(Bucket="archive")).get("Uploads") is None
+                got_md5 = hashlib.md5()
+
+                def read_all() -> dict[str, Any]:
+                    response = s3.client.get_object(Bucket="archive", Key="big")
+                    for piece in response["Body"].iter_chunks(MiB):
+                        got_md5.update(piece)
+                    return response  # type: ignore[no-any-return]
+
+                got = await trio.to_thread.run_sync(read_all)
+                assert got_md5.digest() == whole_md5.digest()
+                assert got["ContentLength"] == PARTS * 5 * MiB
+                assert got["ETag"].endswith(f'-{PARTS}"')
+                edge = 10 * MiB  # the copied part's end, the third part's start
                 body, _ = await s3.get_bytes(
                     Bucket="archive", Key="big", Range=f"bytes={edge - 10}-{edge + 9}"
                 )
-                assert body == whole[edge - 10 : edge + 10]
+                assert body == data[5 * MiB - 10 : 5 * MiB] + third[:10]
+
+                # The CLI sees what S3 wrote, and S3 what the CLI made (one bucket index).
+                listed_cli = json.loads(
+                    await run_cli("ls", "archive", "--json", config=client_config)
+                )
+                assert {o["key"]: o["size"] for o in listed_cli}["big"] == PARTS * 5 * MiB
+                body, _ = await s3.get_bytes(Bucket="from-cli", Key="notes.txt")
+                assert body == b"made by p2pstore cp\n"
 
                 await s3.copy_object(
                     Bucket="archive", Key="copy", CopySource={"Bucket": "archive", "Key": "big"}
                 )
                 head = await s3.head_object(Bucket="archive", Key="copy")
-                assert head["ContentLength"] == len(whole)
+                assert head["ContentLength"] == PARTS * 5 * MiB
                 listing = await s3.list_objects_v2(Bucket="archive", Delimiter="/")
                 assert [o["Key"] for o in listing["Contents"]] == ["big", "copy"]
                 assert [p["Prefix"] for p in listing["CommonPrefixes"]] == ["scan/"]
@@ -218,6 +262,16 @@ async def test_boto3_through_the_gateway_to_node_processes(tmp_path: Path) -> No
                     )
                 assert code(caught.value) == "NotImplemented"
 
+                # Object Lock: an early delete of a retained version is refused.
+                await s3.create_bucket(Bucket="vault", ObjectLockEnabledForBucket=True)
+                kept = await s3.put_object(
+                    Bucket="vault", Key="doc", Body=b"kept", ObjectLockMode="COMPLIANCE",
+                    ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=1),
+                )  # fmt: skip
+                with pytest.raises(ClientError) as caught:
+                    await s3.delete_object(Bucket="vault", Key="doc", VersionId=kept["VersionId"])
+                assert code(caught.value) == "AccessDenied"
+
                 await s3.delete_object(Bucket="archive", Key="copy")
                 with pytest.raises(ClientError) as caught:
                     await s3.head_object(Bucket="archive", Key="copy")
@@ -225,10 +279,8 @@ async def test_boto3_through_the_gateway_to_node_processes(tmp_path: Path) -> No
                 metrics = await trio.to_thread.run_sync(
                     lambda: urllib.request.urlopen(f"http://{admin}/metrics", timeout=10).read()
                 )
-                assert (
-                    b'p2pstore_gateway_requests_total{operation="UploadPart",status="200"} 3.0'
-                    in metrics
-                )
+                parts_line = f'operation="UploadPart",status="200"}} {PARTS - 1}.0'
+                assert b"p2pstore_gateway_requests_total{" + parts_line.encode() in metrics
                 assert b"p2pstore_gateway_request_seconds_bucket" in metrics
                 print(f"gateway peak RSS: {peak_rss_mib(process.pid):.0f} MiB")
                 process.send_signal(signal.SIGINT)

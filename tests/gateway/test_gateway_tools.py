@@ -1,6 +1,7 @@
 """aws-cli and rclone, the tools institutions already script, each run a session against the
-gateway (over in-memory blobs: the mesh path is the boto3 tests').  They are Debian packages
-(``apt-get install awscli rclone``); a test skips, saying so, when its tool is missing."""
+gateway (over in-memory blobs: the mesh path is the boto3 tests').  aws-cli comes with the dev
+extra (it is on PyPI); rclone is not on PyPI, so its test runs where the Debian package is
+installed and otherwise skips, saying so."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def aws_env(gw: Gateway, home: Path) -> dict[str, str]:
 
 @pytest.mark.integration
 @pytest.mark.skipif(
-    shutil.which("aws") is None, reason="aws-cli is not installed (apt-get install awscli)"
+    shutil.which("aws") is None,
+    reason="aws-cli is not installed (pip install -e '.[dev]' brings it)",
 )
 async def test_aws_cli_session(tmp_path: Path) -> None:
     source, back = tmp_path / "src", tmp_path / "back"
@@ -95,7 +97,9 @@ async def test_aws_cli_session(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 @pytest.mark.skipif(
-    shutil.which("rclone") is None, reason="rclone is not installed (apt-get install rclone)"
+    shutil.which("rclone") is None,
+    reason="rclone is not installed: it is not on PyPI, so the dev extra cannot bring it "
+    "(apt-get install rclone to run this session)",
 )
 async def test_rclone_sync_both_ways_then_check(tmp_path: Path) -> None:
     source, back = tmp_path / "src", tmp_path / "back"

@@ -1,11 +1,9 @@
-"""Bucket names, object versions and multipart uploads in a SQLite file on the gateway's side.
+"""Bucket names and object versions in a SQLite file on the gateway's side: a test stand-in.
 
-This is the stand-in until the mesh-side bucket index (the issue "Tenants, buckets, names")
-lands: the bytes are in the mesh, encrypted before they leave, but the names, and the read caps
-that open them, are kept here only.  Losing this file loses the names (not the objects: the caps
-are needed to read them back), so it belongs on a disk that is backed up, mode 0600 like the
-access keys.  Nothing is garbage-collected: the bytes of overwritten or deleted objects stay in
-the mesh until the mesh learns deletion.
+The gateway serves :class:`~p2pstore.gateway.mesh_backend.MeshBackend` (names in the mesh);
+this backend keeps them here so the S3 surface's tests (boto3, aws-cli, rclone over memory
+blobs) run in seconds without a mesh.  Multipart state is the gateway's own
+(:class:`~p2pstore.gateway.uploads.UploadStore`) in both.
 
 Ordering: names compare as code points, which is the order of their UTF-8 bytes, S3's order.
 Versions of a name are ordered by a per-file sequence number, newest highest.
@@ -18,21 +16,20 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
 
 from p2pstore.gateway.backend import (
     NULL_VERSION,
     Blob,
+    BlobStore,
     Body,
     BucketInfo,
     Deleted,
     ObjectInfo,
     ObjectMeta,
-    Part,
-    Upload,
     Write,
 )
 from p2pstore.gateway.s3errors import S3Error
+from p2pstore.gateway.uploads import UploadMethods, UploadStore
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS buckets (
@@ -46,26 +43,11 @@ _SCHEMA = (
         retain_until REAL, legal_hold INTEGER NOT NULL DEFAULT 0,
         UNIQUE (bucket, key, version_id))""",
     "CREATE INDEX IF NOT EXISTS versions_by_name ON versions (bucket, key, seq)",
-    """CREATE TABLE IF NOT EXISTS uploads (
-        upload_id TEXT PRIMARY KEY NOT NULL, bucket TEXT NOT NULL, key TEXT NOT NULL,
-        tenant TEXT NOT NULL, initiated REAL NOT NULL, meta TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS parts (
-        upload_id TEXT NOT NULL, number INTEGER NOT NULL, ref TEXT NOT NULL,
-        size INTEGER NOT NULL, md5 BLOB NOT NULL, modified REAL NOT NULL,
-        PRIMARY KEY (upload_id, number))""",
 )
 _BUCKET = "name, tenant, created, versioning, object_lock, default_retention"
 _COLUMNS = (
     "key, version_id, size, meta, modified, segments, delete_marker, retain_until, legal_hold"
 )
-
-
-class BlobStore(Protocol):
-    """Where the bytes go: the mesh (:class:`~p2pstore.gateway.blobs.MeshBlobs`) or memory."""
-
-    async def store(self, body: Body, size: int) -> Blob: ...
-
-    async def read(self, blob: Blob, start: int, stop: int, write: Write) -> None: ...
 
 
 def _bucket(row: tuple[str, str, float, str, int, float | None]) -> BucketInfo:
@@ -82,7 +64,7 @@ def _meta(text: str) -> ObjectMeta:
     return ObjectMeta(etag, content_type, tuple((k, v) for k, v in pairs))
 
 
-class LocalBackend:
+class LocalBackend(UploadMethods):
     """A :class:`~p2pstore.gateway.backend.Backend`: names in SQLite at ``path`` (``:memory:``
     in tests), bytes in ``blobs``.  ``clock`` gives seconds since the epoch."""
 
@@ -103,15 +85,17 @@ class LocalBackend:
         self.blobs = blobs
         self.clock = clock
         self.entropy = entropy
+        self.uploads = UploadStore(":memory:", clock=lambda: self.clock(), entropy=entropy)  # noqa: PLW0108 (tests move the clock)
 
     def close(self) -> None:
         self._db.close()
+        self.uploads.close()
 
     # -- buckets ----------------------------------------------------------------------------
 
     async def list_buckets(self, tenant: str) -> list[BucketInfo]:
         rows = self._db.execute(
-            f"SELECT {_BUCKET} FROM buckets WHERE tenant = ? ORDER BY name",  # noqa: S608
+            f"SELECT {_BUCKET} FROM buckets WHERE tenant = ? ORDER BY name",
             (tenant,),
         )
         return [_bucket(row) for row in rows]
@@ -127,9 +111,7 @@ class LocalBackend:
         )
 
     async def bucket(self, tenant: str, name: str) -> BucketInfo:
-        row = self._db.execute(
-            f"SELECT {_BUCKET} FROM buckets WHERE name = ?", (name,)  # noqa: S608
-        ).fetchone()
+        row = self._db.execute(f"SELECT {_BUCKET} FROM buckets WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise S3Error("NoSuchBucket", f"the bucket {name} does not exist", resource=name)
         if row[1] != tenant:
@@ -139,13 +121,12 @@ class LocalBackend:
     async def delete_bucket(self, tenant: str, name: str) -> None:
         await self.bucket(tenant, name)
         busy = self._db.execute(
-            "SELECT 1 FROM versions WHERE bucket = ? UNION ALL "
-            "SELECT 1 FROM uploads WHERE bucket = ? LIMIT 1",
-            (name, name),
+            "SELECT 1 FROM versions WHERE bucket = ? LIMIT 1", (name,)
         ).fetchone()
-        if busy:
+        if busy or self.uploads.busy(tenant, name):
             raise S3Error(
-                "BucketNotEmpty", f"the bucket {name} holds objects, versions or uploads",
+                "BucketNotEmpty",
+                f"the bucket {name} holds objects, versions or uploads",
                 resource=name,
             )
         self._db.execute("DELETE FROM buckets WHERE name = ?", (name,))
@@ -182,7 +163,8 @@ class LocalBackend:
         if until is not None:
             if info.retain_until is not None and until < info.retain_until:
                 raise S3Error(
-                    "AccessDenied", "a compliance retention date can be extended, not shortened",
+                    "AccessDenied",
+                    "a compliance retention date can be extended, not shortened",
                     resource=key,
                 )
             self._db.execute(
@@ -249,8 +231,14 @@ class LocalBackend:
                 ),
             )
         return ObjectInfo(
-            key, version_id, sum(s.size for s in segments), meta, now, tuple(segments),
-            delete_marker=delete_marker, retain_until=retain_until,
+            key,
+            version_id,
+            sum(s.size for s in segments),
+            meta,
+            now,
+            tuple(segments),
+            delete_marker=delete_marker,
+            retain_until=retain_until,
         )
 
     async def commit(
@@ -277,7 +265,7 @@ class LocalBackend:
 
     def _version(self, bucket: str, key: str, version_id: str | None) -> ObjectInfo | None:
         latest = self._db.execute(
-            f"SELECT {_COLUMNS}, seq FROM versions WHERE bucket = ? AND key = ? "  # noqa: S608
+            f"SELECT {_COLUMNS}, seq FROM versions WHERE bucket = ? AND key = ? "
             "ORDER BY seq DESC LIMIT 1",
             (bucket, key),
         ).fetchone()
@@ -286,8 +274,7 @@ class LocalBackend:
         if version_id is None or latest[1] == version_id:
             return self._row(latest[:-1], True)
         row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM versions WHERE bucket = ? AND key = ? "  # noqa: S608
-            "AND version_id = ?",
+            f"SELECT {_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND version_id = ?",
             (bucket, key, version_id),
         ).fetchone()
         return None if row is None else self._row(row, False)
@@ -338,7 +325,7 @@ class LocalBackend:
     ) -> list[ObjectInfo]:
         await self.bucket(tenant, bucket)
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM versions v WHERE bucket = ? AND key > ? "  # noqa: S608
+            f"SELECT {_COLUMNS} FROM versions v WHERE bucket = ? AND key > ? "
             "AND substr(key, 1, ?) = ? AND delete_marker = 0 AND seq = "
             "(SELECT MAX(seq) FROM versions w WHERE w.bucket = v.bucket AND w.key = v.key) "
             "ORDER BY key LIMIT ?",
@@ -351,7 +338,7 @@ class LocalBackend:
     ) -> list[ObjectInfo]:
         await self.bucket(tenant, bucket)
         rows = self._db.execute(
-            f"SELECT {_COLUMNS}, seq = (SELECT MAX(seq) FROM versions w WHERE "  # noqa: S608
+            f"SELECT {_COLUMNS}, seq = (SELECT MAX(seq) FROM versions w WHERE "
             "w.bucket = v.bucket AND w.key = v.key) FROM versions v WHERE bucket = ? "
             "AND key > ? AND substr(key, 1, ?) = ? ORDER BY key, seq DESC LIMIT ?",
             (bucket, after, len(prefix), prefix, limit),
@@ -359,45 +346,3 @@ class LocalBackend:
         return [self._row(row[:-1], bool(row[-1])) for row in rows]
 
     # -- multipart uploads ------------------------------------------------------------------
-
-    async def create_upload(
-        self, tenant: str, bucket: str, key: str, meta: ObjectMeta
-    ) -> Upload:
-        await self.bucket(tenant, bucket)
-        upload = Upload(self.entropy(16).hex(), bucket, key, self.clock(), meta)
-        self._db.execute(
-            "INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
-            (upload.upload_id, bucket, key, tenant, upload.initiated, _meta_json(meta)),
-        )
-        return upload
-
-    async def upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> Upload:
-        await self.bucket(tenant, bucket)
-        row = self._db.execute(
-            "SELECT initiated, meta FROM uploads WHERE upload_id = ? AND bucket = ? "
-            "AND key = ? AND tenant = ?",
-            (upload_id, bucket, key, tenant),
-        ).fetchone()
-        if row is None:
-            raise S3Error("NoSuchUpload", "the specified upload does not exist", resource=key)
-        return Upload(upload_id, bucket, key, row[0], _meta(row[1]))
-
-    async def put_part(self, upload: Upload, number: int, blob: Blob, md5: bytes) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?)",
-            (upload.upload_id, number, blob.ref, blob.size, md5, self.clock()),
-        )
-
-    async def parts(self, upload: Upload) -> list[Part]:
-        rows = self._db.execute(
-            "SELECT number, ref, size, md5, modified FROM parts WHERE upload_id = ? "
-            "ORDER BY number",
-            (upload.upload_id,),
-        )
-        return [Part(n, Blob(ref, size), md5, modified) for n, ref, size, md5, modified in rows]
-
-    async def finish_upload(self, upload: Upload) -> None:
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM parts WHERE upload_id = ?", (upload.upload_id,))
-            self._db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload.upload_id,))
