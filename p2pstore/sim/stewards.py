@@ -269,7 +269,13 @@ class Stewards:
         counters.last_repair_at = now
         counters.repair_bytes += moved
         counters.repair_bytes_local += local
-        counters.maintenance["repair"] += len(sources) + len(targets) + sim.record_publish_cost()
+        fetches = sum(source != steward for source in sources)
+        stores = sum(target != steward for target in targets.values())
+        messages = counters.messages
+        messages["GetFragment"] = messages.get("GetFragment", 0) + fetches
+        messages["PutFragment"] = messages.get("PutFragment", 0) + stores
+        # the steward's own store is read and written without a message, as on the node
+        counters.maintenance["repair"] += fetches + stores + sim.record_publish_cost()
         sim.queue.schedule(done, Event.REPAIR_DONE, job)
 
     def _on_repair_done(self, job_number: int, _: int) -> None:
