@@ -118,7 +118,7 @@ async def _call(
             holder.node_id, holder.address, StateFragments(queries=queries), timeout=timeout
         )
     except RemoteError as refused:
-        if refused.code == NodeLeaving.__name__:
+        if refused.means(NodeLeaving):
             return Answer(Said.LEAVING)
         return Answer(Said.FAILED, problem=f"refused to sign: {refused}")
     except (PeerUnreachable, PeerRefused, StoreError) as exc:

@@ -98,3 +98,17 @@ def test_silent_candidates_get_nothing():
     detector.heard(peers[2].node_id, 5.0)
     assert silent_peers(peers, detector.health) == {peers[1].node_id}
     assert silent_peers(peers, {}) == set()
+
+
+def test_the_node_and_the_simulator_read_one_set_of_protocol_constants():
+    from p2pstore.core import protocol
+    from p2pstore.net.client import ClientSettings
+    from p2pstore.net.steward import StewardSettings
+    from p2pstore.sim.scenario import RepairSpec
+
+    steward = StewardSettings()
+    assert steward.check_interval == protocol.CHECK_INTERVAL == RepairSpec().check_interval
+    assert steward.max_closer == protocol.MAX_CLOSER
+    assert steward.placement_refresh == protocol.PLACEMENT_REFRESH
+    assert steward.query_timeout == protocol.QUERY_TIMEOUT
+    assert ClientSettings().store_attempts == protocol.STORE_ATTEMPTS
