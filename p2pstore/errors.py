@@ -56,11 +56,20 @@ class RequestTimeout(PeerUnreachable):
 
 
 class RemoteError(P2PStoreError):
-    """The peer understood the request and answered with an error of its own."""
+    """The peer understood the request and answered with an error of its own.
+
+    ``code`` is what the peer sent; ``kind`` the class of this module it names, looked up in
+    :data:`REMOTE_ERRORS` (None for a code outside it: a newer peer's, or garbage), so callers
+    ask :meth:`means` instead of comparing strings."""
 
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)
         self.code = code
+        self.kind: type[P2PStoreError] | None = REMOTE_ERRORS.get(code)
+
+    def means(self, kind: type[P2PStoreError]) -> bool:
+        """Whether the peer's error is a ``kind`` (or a subclass of it)."""
+        return self.kind is not None and issubclass(self.kind, kind)
 
 
 class IntegrityError(P2PStoreError):
@@ -175,3 +184,42 @@ class EntryRejected(P2PStoreError):
 
 class BucketNotFound(P2PStoreError):
     """No replica knows the bucket, or the name has no live version in it."""
+
+
+def error_code(error: P2PStoreError) -> str:
+    """The code a node sends back for ``error`` (its class's name: the key of
+    :data:`REMOTE_ERRORS`)."""
+    return type(error).__name__
+
+
+REMOTE_ERRORS: dict[str, type[P2PStoreError]] = {
+    kind.__name__: kind
+    for kind in (
+        P2PStoreError,
+        ConfigError,
+        ProtocolError,
+        LocalProtocolError,
+        RemoteProtocolError,
+        PeerRefused,
+        PeerUnreachable,
+        RequestTimeout,
+        IntegrityError,
+        NotEnoughFragments,
+        ObjectNotFound,
+        StoreError,
+        FragmentNotFound,
+        QuotaExceeded,
+        StoreNotWritable,
+        NodeStopping,
+        NodeLeaving,
+        RecordRejected,
+        PlacementError,
+        PutFailed,
+        EntryRejected,
+        BucketNotFound,
+        IdentityError,
+        RemoteError,
+    )
+}
+"""The one table from the error codes peers send (the class names of this module: see
+:func:`error_code`) to typed errors; :class:`RemoteError` reads it."""

@@ -39,6 +39,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from p2pstore.errors import REMOTE_ERRORS, FragmentNotFound, IntegrityError
 from p2pstore.wire.audit import MAX_AUDIT_LEAF, MAX_NONCE, AuditChallenge, AuditProofReply
 
 DAY = 86_400.0
@@ -127,7 +128,11 @@ class AuditVerdict(enum.Enum):
         return self is not AuditVerdict.PASSED
 
 
-MISSING_CODES = frozenset({"FragmentNotFound", "IntegrityError"})
+MISSING_CODES = frozenset(
+    code
+    for code, kind in REMOTE_ERRORS.items()
+    if issubclass(kind, (FragmentNotFound, IntegrityError))
+)
 MAX_HOLDERS_REMEMBERED = 4096
 """Holders whose counts a planner keeps (certified members, so this bounds only how long the
 counts of holders gone from the mesh are kept)."""

@@ -13,20 +13,22 @@ rebuilt shares that fit, the simulator gave up).  Both drivers -- the node's ``C
 * :func:`place_what_fits`: a repair places every rebuilt share within the rule if it can, and
   otherwise as many as fit (too few datacenters left): each is still within the rule, there are
   just fewer, which is better for durability than waiting with none.
+* :class:`RepairPlacement`: the two together for one chunk's repair -- where its rebuilt shares
+  go, and where one goes next when its store fails (the node's repairer and the simulator's
+  stewards both hold one per chunk they repair).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Final
 
-from p2pstore.core.placement import Candidate
+from p2pstore.core.placement import Candidate, choose_holder
+from p2pstore.core.protocol import STORE_ATTEMPTS
 from p2pstore.core.repair_plan import place_repairs
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import LocalProtocolError, PlacementError
 
-STORE_ATTEMPTS: Final = 4
-"""Holders tried for one fragment (of a put or a repair) before it is given up."""
+__all__ = ["STORE_ATTEMPTS", "RepairPlacement", "StoreAttempts", "place_what_fits"]
 
 
 class StoreAttempts:
@@ -94,3 +96,78 @@ def place_what_fits(
         if not placed:
             raise
         return placed
+
+
+class RepairPlacement:
+    """Where one chunk's rebuilt shares go, and where next when a store fails.
+
+    ``placed`` starts as :func:`place_what_fits` chose (raises :class:`PlacementError` if not
+    one share fits); ``excluded`` is the caller's set (the lost holders, peers silent or
+    leaving), grown by every holder that failed a store so the object's other chunks skip
+    them too."""
+
+    __slots__ = (
+        "_attempts",
+        "_candidates",
+        "_ids",
+        "_keep",
+        "_rule",
+        "_size",
+        "excluded",
+        "placed",
+    )
+
+    def __init__(
+        self,
+        wanted: Sequence[int],
+        fragment_ids: Sequence[bytes],
+        survivors: Sequence[Candidate],
+        candidates: Sequence[Candidate],
+        rule: CodingRule,
+        *,
+        excluded: set[bytes],
+        fragment_size: int = 0,
+        budget: int = STORE_ATTEMPTS,
+    ) -> None:
+        self._ids = fragment_ids
+        self._keep = list(survivors)
+        self._candidates = candidates
+        self._rule = rule
+        self._size = fragment_size
+        self._attempts = StoreAttempts(budget)
+        self.excluded = excluded
+        self.placed = place_what_fits(
+            wanted,
+            fragment_ids,
+            survivors,
+            candidates,
+            rule,
+            excluded=excluded,
+            fragment_size=fragment_size,
+        )
+
+    def reselect(self, share: int) -> Candidate:
+        """The next holder of ``share`` within the rule, its last one excluded (the driver
+        counts the attempt).  Raises :class:`PlacementError` when no candidate fits."""
+        self.excluded.add(self.placed[share].node_id)
+        others = [*self._keep, *(c for s, c in self.placed.items() if s != share)]
+        self.placed[share] = choose_holder(
+            self._ids[share],
+            self._candidates,
+            self._rule,
+            taken=others,
+            excluded=self.excluded,
+            fragment_size=self._size,
+        )
+        return self.placed[share]
+
+    def failed(self, share: int) -> Candidate | None:
+        """The store of ``share`` on its holder failed: the next holder, or None once the
+        share spent its attempts or no candidate fits (the repair waits for a round)."""
+        if not self._attempts.failed(share):
+            self.excluded.add(self.placed[share].node_id)
+            return None
+        try:
+            return self.reselect(share)
+        except PlacementError:
+            return None

@@ -44,6 +44,7 @@ from p2pstore.core.holders import Holdings, Placement
 from p2pstore.core.placement import Candidate, check_feasible, choose_holder, place_chunk
 from p2pstore.core.records import RULES, RecordKind, manifest_key, sign_record
 from p2pstore.core.rules import CodingRule
+from p2pstore.core.steward_round import Said
 from p2pstore.core.store_plan import STORE_ATTEMPTS, StoreAttempts
 from p2pstore.errors import (
     IntegrityError,
@@ -62,7 +63,7 @@ from p2pstore.identity import short_id
 from p2pstore.net.capacity import weigh_by_free_space
 from p2pstore.net.dht import Dht
 from p2pstore.net.fragments import fetch_fragment, store_fragment
-from p2pstore.net.placements import Answer, Ask, Said, ask_holder, publish_holdings, read_holdings
+from p2pstore.net.placements import Answer, Ask, ask_holder, publish_holdings, read_holdings
 from p2pstore.net.status import ObjectStatus, object_status
 from p2pstore.store import FragmentStore
 from p2pstore.wire.fragments import MAX_IDS_PER_QUERY

@@ -14,7 +14,6 @@ publishing signs our own container (what we verified), never someone else's merg
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from p2pstore.core.holders import Exclusion, Holdings
 from p2pstore.core.placement import Candidate
 from p2pstore.core.receipts import CheckedReceipt, Receipt, decode_receipt
 from p2pstore.core.records import RecordKind, manifest_key
+from p2pstore.core.steward_round import Said
 from p2pstore.errors import (
     IntegrityError,
     NodeLeaving,
@@ -39,19 +39,6 @@ from p2pstore.store import FragmentStore
 from p2pstore.wire import PositionQuery, SignedRecord, StateFragments, StateFragmentsReply
 
 log = logging.getLogger("p2pstore.client")
-
-
-class Said(enum.Enum):
-    """How a holder answered a ``StateFragments``."""
-
-    STATED = "stated"
-    """Valid receipts for everything asked (each may say held or missing)."""
-    LEAVING = "leaving"
-    """It is being drained: move its fragments."""
-    SILENT = "silent"
-    """No answer in time (unreachable, or its session broke)."""
-    FAILED = "failed"
-    """An answer that is not valid receipts for what was asked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +118,7 @@ async def _call(
             holder.node_id, holder.address, StateFragments(queries=queries), timeout=timeout
         )
     except RemoteError as refused:
-        if refused.code == NodeLeaving.__name__:
+        if refused.means(NodeLeaving):
             return Answer(Said.LEAVING)
         return Answer(Said.FAILED, problem=f"refused to sign: {refused}")
     except (PeerUnreachable, PeerRefused, StoreError) as exc:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -24,20 +24,15 @@ import trio
 from p2pstore.codec import Manifest
 from p2pstore.codec.manifest import object_id_of
 from p2pstore.codec.repair import rebuild_fragments
-from p2pstore.core.holders import Exclusion, Holdings, LocalEvidence, Placement
-from p2pstore.core.placement import Candidate, choose_holder, within_rule
-from p2pstore.core.repair_plan import (
-    ChunkAssessment,
-    FailureDetector,
-    FragmentReport,
-    Verdict,
-)
-from p2pstore.core.rules import CodingRule
-from p2pstore.core.store_plan import place_what_fits
+from p2pstore.core.holders import LocalEvidence, Placement
+from p2pstore.core.placement import Candidate, within_rule
+from p2pstore.core.repair_plan import ChunkAssessment, FailureDetector
+from p2pstore.core.steward_round import ObjectRound, silent_peers
+from p2pstore.core.store_plan import RepairPlacement
 from p2pstore.errors import IntegrityError, NotEnoughFragments, PlacementError, PutFailed
 from p2pstore.net.client import FRAGMENT_FAILURES, Client, describe
 from p2pstore.net.dht import Dht
-from p2pstore.net.placements import Said, publish_holdings
+from p2pstore.net.placements import publish_holdings
 from p2pstore.net.publisher import RPC_FAILURES
 from p2pstore.store import FragmentStore
 from p2pstore.wire import ReleaseFragments
@@ -74,45 +69,12 @@ class Known:
         return cls(object_id_of(encoded), manifest, encoded)
 
 
-@dataclass
-class Watched:
-    """An object a steward looks after in this round."""
+@dataclass(kw_only=True)
+class Watched(ObjectRound):
+    """An object a steward looks after in this round, with its manifest (to rebuild from)."""
 
-    object_id: bytes
     manifest: Manifest
     manifest_bytes: bytes
-    rule: CodingRule
-    placement: Placement
-    """Per share the holder the steward counts on (see ``Steward``), then the others."""
-    holdings: Holdings
-    """Every receipt known for the object (what the steward relays)."""
-    reports: dict[tuple[int, int], FragmentReport] = field(default_factory=dict)
-    leaving: set[tuple[int, int]] = field(default_factory=set)
-    """(chunk, share) held by a node that is leaving the mesh: to move, whatever the count."""
-    assessments: list[ChunkAssessment] = field(default_factory=list)
-    answers: dict[tuple[bytes, int], Said] = field(default_factory=dict)
-    """How each holder answered this round for each position it was asked about."""
-
-    def unrelayed(self, evidence: LocalEvidence) -> Exclusion:
-        """What the steward does not relay: what it counts lost on its own evidence, and the
-        positions whose holder failed to sign for them this round (it vouches for nothing it
-        could not check)."""
-        local = evidence.exclusion(self.object_id)
-        failed = {slot for slot, said in self.answers.items() if said is Said.FAILED}
-
-        def exclude(holder: bytes, position: int) -> bool:
-            return (holder, position) in failed or (local is not None and local(holder, position))
-
-        return exclude
-
-    def due(self, index: int) -> bool:
-        """Whether chunk ``index`` needs work: a repair, or a move off a leaving holder."""
-        assessment = self.assessments[index]
-        if assessment.verdict is Verdict.NEEDS_REPAIR:
-            return True
-        return assessment.verdict is not Verdict.LOST and any(
-            (index, share) in self.leaving for share in assessment.live
-        )
 
 
 class Repairer:
@@ -135,9 +97,6 @@ class Repairer:
         self.client = client
         self.detector = detector
 
-    def _silent(self, node_id: bytes) -> bool:
-        return self.detector.health(node_id).silent_since is not None
-
     async def repair_object(
         self, watched: Watched, limiter: trio.CapacityLimiter, failures: list[str]
     ) -> list[ChunkRepair]:
@@ -155,7 +114,7 @@ class Repairer:
             failures.append(f"object {watched.object_id.hex()[:16]}: {exc}")
             return []
         # Peers silent to our checks or to an earlier repair get nothing new.
-        failed = {c.node_id for c in candidates if self._silent(c.node_id)}
+        failed = silent_peers(candidates, self.detector.health)
         failed |= self.unwelcome()
 
         async def repair_one(index: int, assessment: ChunkAssessment, token: object) -> None:
@@ -222,7 +181,7 @@ class Repairer:
         manifest, rule = watched.manifest, watched.rule
         row = watched.placement.chunks[index]
         ids = manifest.chunks[index].fragment_ids
-        moving = tuple(s for s in assessment.live if (index, s) in watched.leaving)
+        moving = watched.moving(index)
         wanted = tuple(sorted({*assessment.rebuild, *moving}))
         fragments: dict[int, bytes] = {}
         bytes_read = 0
@@ -254,26 +213,28 @@ class Repairer:
         staying = [s for s in (*assessment.live, *assessment.silent) if s not in moving]
         keep = [h for s in staying if (h := row[s]) is not None]
         gone = {h.node_id for s in (*assessment.lost, *moving) if (h := row[s]) is not None}
-        excluded = failed | gone
         size = len(next(iter(fragments.values())))
-        placed = self._place(
-            index, wanted, ids, keep, candidates=candidates, rule=rule, excluded=excluded, size=size
+        plan = RepairPlacement(
+            wanted, ids, keep, candidates, rule, excluded=failed | gone, fragment_size=size
         )
+        placed = plan.placed
+        if len(placed) < len(wanted):
+            log.warning(
+                "chunk %d: only %d of the %d fragments to rebuild fit the rule %s",
+                index,
+                len(placed),
+                len(wanted),
+                rule.name,
+                extra={"event": "repair_partial", "chunk": index},
+            )
 
         async def store(share: int) -> None:
-            def reselect() -> Candidate:
-                others = [*keep, *(h for s, h in placed.items() if s != share)]
-                placed[share] = choose_holder(
-                    ids[share], candidates, rule, taken=others, excluded=excluded
-                )
-                return placed[share]
-
-            placed[share] = await self.client.store_with_fallback(
+            await self.client.store_with_fallback(
                 ids[share],
                 fragments[share],
                 placed[share],
-                reselect,
-                excluded,
+                partial(plan.reselect, share),
+                plan.excluded,
                 what=f"rebuilt share {share} of chunk {index}",
                 chunk=index,
             )
@@ -289,7 +250,7 @@ class Repairer:
         async with trio.open_nursery() as nursery:
             for share in list(placed):
                 nursery.start_soon(guarded, share)
-        failed.update(excluded - gone)
+        failed.update(plan.excluded - gone)
         if failures:
             raise failures[0]
         shares = await self._settle(watched, index, placed)
@@ -330,34 +291,6 @@ class Repairer:
                 chunk=index,
             )
         return shares
-
-    @staticmethod
-    def _place(
-        index: int,
-        wanted: Sequence[int],
-        ids: Sequence[bytes],
-        keep: list[Candidate],
-        *,
-        candidates: list[Candidate],
-        rule: CodingRule,
-        excluded: set[bytes],
-        size: int,
-    ) -> dict[int, Candidate]:
-        """Holders for ``wanted`` within the rule, or as many as fit (see
-        :func:`place_what_fits`).  Raises :class:`PlacementError` if none fits."""
-        placed = place_what_fits(
-            wanted, ids, keep, candidates, rule, excluded=excluded, fragment_size=size
-        )
-        if len(placed) < len(wanted):
-            log.warning(
-                "chunk %d: only %d of the %d fragments to rebuild fit the rule %s",
-                index,
-                len(placed),
-                len(wanted),
-                rule.name,
-                extra={"event": "repair_partial", "chunk": index},
-            )
-        return placed
 
     async def _release(self, watched: Watched, repaired: Sequence[ChunkRepair]) -> None:
         """Tell each leaving holder which of its fragments now live elsewhere (it deletes

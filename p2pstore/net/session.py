@@ -30,6 +30,7 @@ from p2pstore.errors import (
     RemoteError,
     RemoteProtocolError,
     RequestTimeout,
+    error_code,
 )
 from p2pstore.identity import PeerIdentity, short_id
 from p2pstore.net.link import FrameLink
@@ -384,7 +385,7 @@ class Session:
             try:
                 reply = await self._handler(self.peer, message)
             except P2PStoreError as exc:
-                reply = ErrorReply(code=type(exc).__name__, message=str(exc)[:ERROR_TEXT_LIMIT])
+                reply = ErrorReply(code=error_code(exc), message=str(exc)[:ERROR_TEXT_LIMIT])
             await self._respond(request_id, reply)
         finally:
             self._inbound -= 1

@@ -1,25 +1,26 @@
 """Stewards: the live peer closest to an object keeps its records alive and its chunks whole.
 
-Strategy: every node looks at the manifests it holds as a DHT record holder, and for each one
-decides whether it is the object's steward: no live contact is XOR-closer to the object's key
-(closer contacts are pinged, at most ``max_closer`` of them; a node with more closer contacts
-leaves the object to them).  Once per ``check_interval`` a steward
+Strategy: the decisions are the core's (:mod:`p2pstore.core.steward_round`); this driver moves
+their messages and time.  At each tick of the core's :class:`RoundClock` (every
+``check_interval``) a node
 
-1. reads the object's placement: the union of the receipts of every placement record it holds
-   (``core.holders``) and of those it gathered itself, minus what it counts lost on its own
-   evidence (``evidence``: a failed audit, a fragment it told a leaving node to delete);
-2. asks every receipted holder to state its positions, one batched ``StateFragments`` per
-   holder (not per object), paced to ``queries_per_second``.  The answer is a fresh signed
-   receipt, which renews the holder's place (receipts expire after three days on their own):
-   "held" keeps it, "missing" removes it at once; an answer makes the holder heard in the
-   :class:`FailureDetector`, silence makes it missed, and an answer that is not a valid
-   receipt (an error, a bad signature) counts as "missing" for this round;
-3. assesses every chunk with :func:`assess_chunk`, counting per share the best of its holders
-   (live before leaving before silent before lost before failed), and repairs the chunks that
-   need it: fetch any k survivors, rebuild the lost shares with the verify cap's manifest alone
-   (:func:`rebuild_fragments`: no key, no plaintext), place them with the put's rendezvous under
-   the rule, store them, have the new holders sign, and publish;
-4. keeps the manifest record and its own placement record published: the receipts it verified
+1. looks at the manifests it holds as a DHT record holder and runs the core's election for
+   each: it pings the closer contacts :func:`contenders` names (at most ``max_closer``; with
+   more it leaves the object to them) and stewards the object if none answers;
+2. reads each stewarded object's placement: the union of the receipts of every placement
+   record it holds (``core.holders``) and of those it gathered itself, minus what it counts
+   lost on its own evidence (``evidence``: a failed audit, a fragment it told a leaving node
+   to delete);
+3. sends the :class:`Census`'s questions (one batched ``StateFragments`` per holder, paced to
+   ``queries_per_second``) and folds each answer in: a fresh signed receipt renews the
+   holder's place ("held" keeps it, "missing" removes it), silence makes it missed in the
+   :class:`FailureDetector`, an answer that is not a valid receipt counts as "missing" for
+   this round;
+4. has the census count and assess every chunk, and repairs those due
+   (:mod:`p2pstore.net.repairer`: fetch k survivors, rebuild with the verify cap's manifest
+   alone, place with the core's :class:`~p2pstore.core.store_plan.RepairPlacement`, store,
+   have the new holders sign, publish);
+5. keeps the manifest record and its own placement record published: the receipts it verified
    that count (never a merge signed as its own claim), again whenever the set of holders
    changes and at least every ``placement_refresh`` so the receipts in it stay fresh.
 
@@ -37,7 +38,6 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import trio
 
@@ -45,17 +45,13 @@ from p2pstore.codec import decode_manifest
 from p2pstore.codec.manifest import object_id_of
 from p2pstore.core.audit import AuditPlanner, AuditSettings, Evidence, WatchedFragment
 from p2pstore.core.contact import Contact
-from p2pstore.core.holders import Holdings, LocalEvidence, Placement
+from p2pstore.core.holders import Holdings, LocalEvidence
 from p2pstore.core.placement import Candidate
+from p2pstore.core.protocol import CHECK_INTERVAL, MAX_CLOSER, PLACEMENT_REFRESH, QUERY_TIMEOUT
 from p2pstore.core.records import RecordKind, manifest_key
-from p2pstore.core.repair_plan import (
-    FailureDetector,
-    FragmentReport,
-    HolderStatus,
-    Verdict,
-    assess_chunk,
-)
+from p2pstore.core.repair_plan import FailureDetector, Verdict
 from p2pstore.core.rules import SHIPPED_RULES, CodingRule
+from p2pstore.core.steward_round import Census, Question, RoundClock, Said, contenders, elected
 from p2pstore.errors import (
     IntegrityError,
     P2PStoreError,
@@ -65,7 +61,7 @@ from p2pstore.identity import short_id
 from p2pstore.net.audits import Auditor, AuditTarget, audit_reply_error
 from p2pstore.net.client import Client, ClientSettings
 from p2pstore.net.dht import Dht
-from p2pstore.net.placements import Ask, Said, publish_holdings, read_holdings
+from p2pstore.net.placements import Ask, publish_holdings, read_holdings
 from p2pstore.net.publisher import RPC_FAILURES
 from p2pstore.net.repairer import ChunkRepair, Known, Repairer, Watched
 from p2pstore.store import FragmentStore
@@ -73,32 +69,28 @@ from p2pstore.wire import Ping, SignedRecord
 from p2pstore.wire.fragments import MAX_IDS_PER_QUERY
 
 log = logging.getLogger("p2pstore.steward")
-T = TypeVar("T")
-
-_Slot = tuple[int, int, int]
-"""(watched object index, chunk, share)."""
 
 
 @dataclass(frozen=True, slots=True)
 class StewardSettings:
     """How often and how hard a steward checks; the defaults suit a datacenter mesh."""
 
-    check_interval: float = 600.0
+    check_interval: float = CHECK_INTERVAL
     """Seconds between rounds (a lost holder is noticed within one round of its grace)."""
-    max_closer: int = 2
+    max_closer: int = MAX_CLOSER
     """Closer contacts pinged before stepping in as steward for an object."""
     queries_per_second: float = 20.0
     """``StateFragments`` requests started per second, over all holders."""
     query_concurrency: int = 8
     """``StateFragments`` requests in flight at once."""
-    query_timeout: float = 10.0
+    query_timeout: float = QUERY_TIMEOUT
     """Seconds a holder has to answer a check or a ping."""
     repairs_at_once: int = 2
     """Objects being repaired at once."""
     chunk_repairs_at_once: int = 4
     """Chunks being repaired at once, over all objects: each holds k fetched fragments and
     the ones rebuilt (8 MiB for a 4 MiB chunk at 4-of-8)."""
-    placement_refresh: float = 86400.0
+    placement_refresh: float = PLACEMENT_REFRESH
     """Seconds after which the steward's placement record is published again with the
     receipts of its latest round, even if no holder changed (receipts live three days)."""
     audits: AuditSettings = field(default_factory=AuditSettings)
@@ -191,13 +183,17 @@ class Steward:
     # -- service ----------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """A round every ``check_interval``, and the audits of what the rounds found, until
-        cancelled; a round's failures are logged."""
+        """A round at each tick of the core's :class:`RoundClock` (every ``check_interval``
+        from a phase drawn at start, however long a round takes), and the audits of what the
+        rounds found, until cancelled; a round's failures are logged."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.auditor.run)
             task_status.started()
+            interval = self.settings.check_interval
+            # A phase of its own, drawn once: stewards' rounds do not all fall at one instant.
+            clock = RoundClock(interval, trio.current_time() + self.rng.uniform(0, interval))
             while True:
-                await trio.sleep(self.settings.check_interval)
+                await trio.sleep_until(clock.after(trio.current_time()))
                 await self.check_round()
 
     async def wait_round(self) -> None:
@@ -247,30 +243,15 @@ class Steward:
             watched = await self._watch(known, grace_period, report)
             if watched is not None:
                 report.objects.append(watched)
-        await self._query_holders(report)
-        now = trio.current_time()
-        for watched in report.objects:
-            self._count_on(watched, now)
+        census = Census(report.objects, self.detector, self.leaving_peers)
+        await self._query_holders(census, report)
+        wall, trust = self.dht.wall_clock(), self.dht.trust()
+        census.count(trio.current_time(), wall, trust, self.evidence)
         if audit:
             planner = AuditPlanner(self.settings.audits, self.rng, audit_reply_error)
             report.audits = await self.auditor.spot(self._audit_targets(report), planner)
-            now = trio.current_time()
-            for watched in report.objects:
-                self._count_on(watched, now)  # again: what failed counts lost
-        due: list[Watched] = []
-        for watched in report.objects:
-            watched.assessments = [
-                assess_chunk(
-                    [h.node_id if h is not None else None for h in row],
-                    self.detector.health,
-                    watched.rule,
-                    now,
-                    reports={s: r for (c, s), r in watched.reports.items() if c == index},
-                )
-                for index, row in enumerate(watched.placement.chunks)
-            ]
-            if any(watched.due(index) for index in range(len(watched.assessments))):
-                due.append(watched)
+            census.count(trio.current_time(), self.dht.wall_clock(), trust, self.evidence)
+        due = census.assess(trio.current_time())
         if repair and due:
             at_once = trio.CapacityLimiter(self.settings.repairs_at_once)
             chunks = trio.CapacityLimiter(self.settings.chunk_repairs_at_once)
@@ -318,22 +299,17 @@ class Steward:
         return mine
 
     async def _closest_live(self, key: bytes, alive: dict[bytes, bool]) -> bool:
-        me = int.from_bytes(self.dht.node_id, "big") ^ int.from_bytes(key, "big")
-        closer = [
-            contact
-            for contact in self.dht.table.closest(
-                key, self.settings.max_closer + 1, include_stale=False
-            )
-            if int.from_bytes(contact.id, "big") ^ int.from_bytes(key, "big") < me
-        ]
-        if len(closer) > self.settings.max_closer:
+        """The core's election: ping the closer live contacts; steward if none answers."""
+        limit = self.settings.max_closer
+        known = self.dht.table.closest(key, limit + 1, include_stale=False)
+        asked = contenders(self.dht.node_id, key, [c.id for c in known], limit)
+        if asked is None:
             return False
-        for contact in closer:
-            if contact.id not in alive:
-                alive[contact.id] = await self._answers(contact)
-            if alive[contact.id]:
-                return False
-        return True
+        by_id: dict[bytes, Contact] = {c.id: c for c in known}
+        for node_id in asked:
+            if node_id not in alive:
+                alive[node_id] = await self._answers(by_id[node_id])
+        return elected(asked, alive.__getitem__)
 
     async def _answers(self, contact: Contact) -> bool:
         now = trio.current_time()
@@ -425,137 +401,54 @@ class Steward:
             return None
         self._holdings[key] = holdings
         placement = holdings.view(now, self.dht.trust(), exclude=self.evidence.exclusion(object_id))
-        return Watched(object_id, manifest, known.manifest_bytes, rule, placement, holdings)
-
-    def _count_on(self, watched: Watched, now: float) -> None:
-        """After the round's answers: the view again, and per share the holder the steward
-        counts on (live, then leaving, silent, lost, and last one whose answer failed), with
-        the reports and moves that follow from it."""
-        answers = watched.answers
-        wall, trust = self.dht.wall_clock(), self.dht.trust()
-        exclude = self.evidence.exclusion(watched.object_id)
-        view = watched.holdings.view(wall, trust, exclude=exclude)
-        gone = watched.holdings.gone(wall, trust, exclude=exclude)
-        grace = watched.rule.grace_period
-        ranks = {
-            HolderStatus.LIVE: 0,
-            HolderStatus.SILENT: 2,
-            HolderStatus.LOST: 3,
-        }
-        rows: list[tuple[Candidate | None, ...]] = []
-        others: list[tuple[tuple[Candidate, ...], ...]] = []
-        for index in range(watched.manifest.chunk_count):
-            row: list[Candidate | None] = []
-            extra: list[tuple[Candidate, ...]] = []
-            for share in range(watched.manifest.n):
-                position = watched.holdings.position(index, share)
-
-                def rank(holder: Candidate, position: int = position) -> int:
-                    said = answers.get((holder.node_id, position))
-                    if said is Said.FAILED:
-                        return 4
-                    if said is Said.LEAVING:
-                        return 1
-                    return ranks[self.detector.status(holder.node_id, now, grace)]
-
-                holders = sorted(view.holders_of(index, share), key=rank)
-                best = holders[0] if holders else None
-                if best is None:  # whoever said last it has it no more: lost, not a candidate
-                    best = gone.chunks[index][share]
-                    if best is not None:
-                        watched.reports[(index, share)] = FragmentReport.MISSING
-                row.append(best)
-                extra.append(tuple(holders[1:]))
-                if best is None:
-                    continue
-                said = answers.get((best.node_id, position))
-                if said is Said.FAILED:
-                    watched.reports[(index, share)] = FragmentReport.MISSING
-                elif said is Said.LEAVING:
-                    watched.leaving.add((index, share))
-            rows.append(tuple(row))
-            others.append(tuple(extra))
-        watched.placement = Placement(
-            watched.object_id, watched.manifest.n, tuple(rows), tuple(others)
+        return Watched(
+            object_id,
+            rule,
+            placement,
+            holdings,
+            manifest=manifest,
+            manifest_bytes=known.manifest_bytes,
         )
 
-    async def _query_holders(self, report: RoundReport) -> None:
-        """One batched question per holder about all its fragments of the round's objects.
-
-        A holder counted lost (silent beyond the grace period) is not asked about a share that
-        another holder keeps: its fragment was replaced, and its receipt lapses on its own."""
-        wanted: dict[bytes, list[_Slot]] = {}
-        holders: dict[bytes, Candidate] = {}
-        now = trio.current_time()
-        for number, watched in enumerate(report.objects):
-            grace = watched.rule.grace_period
-            for index in range(watched.manifest.chunk_count):
-                for share in range(watched.manifest.n):
-                    listed = watched.placement.holders_of(index, share)
-                    lost = {
-                        h.node_id
-                        for h in listed
-                        if self.detector.status(h.node_id, now, grace) is HolderStatus.LOST
-                    }
-                    for holder in listed:
-                        if holder.node_id in lost and len(lost) < len(listed):
-                            continue
-                        wanted.setdefault(holder.node_id, []).append((number, index, share))
-                        holders[holder.node_id] = holder
+    async def _query_holders(self, census: Census[Watched], report: RoundReport) -> None:
+        """Send the census's questions, ``queries_per_second`` and ``query_concurrency``
+        at most, and fold each answer in."""
         slots_free = trio.Semaphore(self.settings.query_concurrency)
         gap = 1.0 / self.settings.queries_per_second
         async with trio.open_nursery() as nursery:
-            for node_id, slots in wanted.items():
-                for start in range(0, len(slots), MAX_IDS_PER_QUERY):
-                    await slots_free.acquire()
-                    report.queries += 1
-                    batch = slots[start : start + MAX_IDS_PER_QUERY]
-                    nursery.start_soon(self._ask, holders[node_id], batch, report, slots_free)
-                    await trio.sleep(gap)
+            for question in census.questions(trio.current_time(), MAX_IDS_PER_QUERY):
+                await slots_free.acquire()
+                report.queries += 1
+                nursery.start_soon(self._ask, census, question, report, slots_free)
+                await trio.sleep(gap)
 
     async def _ask(
         self,
-        holder: Candidate,
-        batch: list[_Slot],
+        census: Census[Watched],
+        question: Question,
         report: RoundReport,
         slots_free: trio.Semaphore,
     ) -> None:
+        holder = question.holder
         try:
-            by_object: dict[int, list[int]] = {}
-            for number, index, share in batch:
-                watched = report.objects[number]
-                by_object.setdefault(number, []).append(watched.holdings.position(index, share))
-            numbers = sorted(by_object)
             if holder.node_id == self.dht.node_id and self.leaving:
-                said = Said.LEAVING
-            else:
-                asks = [
-                    Ask(report.objects[n].holdings, tuple(sorted(by_object[n]))) for n in numbers
-                ]
-                answer = await self.client.ask(holder, asks)
-                said = answer.said
-                if said is Said.FAILED:
-                    self._warn_failed(holder, answer.problem)
-                    report.failures.append(
-                        f"holder {short_id(holder.node_id)} ({holder.datacenter}) did not sign "
-                        f"for its fragments, counted missing: {answer.problem}"
-                    )
-            if said is Said.SILENT:
-                self.detector.missed(holder.node_id, trio.current_time())
+                census.answered(question, Said.LEAVING, trio.current_time())
                 return
-            self.detector.heard(holder.node_id, trio.current_time())
-            if said is Said.LEAVING:
-                self.leaving_peers.add(holder.node_id)
-            else:
-                self.leaving_peers.discard(holder.node_id)
-            for number in numbers:
-                answers = report.objects[number].answers
-                for position in by_object[number]:
-                    answers[(holder.node_id, position)] = said
+            positions = question.positions(census.objects)
+            asks = [Ask(census.objects[n].holdings, p) for n, p in positions.items()]
+            answer = await self.client.ask(holder, asks)
+            if answer.said is Said.FAILED:
+                self._warn_failed(holder, answer.problem)
+                report.failures.append(
+                    f"holder {short_id(holder.node_id)} ({holder.datacenter}) did not sign "
+                    f"for its fragments, counted missing: {answer.problem}"
+                )
+            census.answered(question, answer.said, trio.current_time())
         finally:
             slots_free.release()
 
-    def _warn_failed(self, holder: Candidate, problem: str) -> None:
+    @staticmethod
+    def _warn_failed(holder: Candidate, problem: str) -> None:
         log.warning(
             "holder %s did not sign for its fragments, counting them missing this round: %s",
             short_id(holder.node_id),

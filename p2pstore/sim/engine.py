@@ -24,12 +24,12 @@ one steward in the same round, so holders that fail together fall silent togethe
 from __future__ import annotations
 
 import copy
-import math
 import random
 from collections.abc import Callable
 
 from p2pstore.core.placement import Candidate
 from p2pstore.core.repair_plan import FailureDetector
+from p2pstore.core.steward_round import RoundClock
 from p2pstore.errors import LocalProtocolError
 from p2pstore.sim.churn import Churn
 from p2pstore.sim.events import Event, EventQueue
@@ -70,10 +70,11 @@ class Simulation:
         self._candidate_rng = random.Random(repair_seed ^ 1)  # noqa: S311
         self.repair_time_rng = random.Random(repair_seed ^ 2)  # noqa: S311
         """Draws repair times when the scenario gives their distribution."""
-        self._round_phase = 0.0
-        """When the stewards' periodic rounds fall: at ``phase + j * check_interval``."""
+        self._rounds: RoundClock | None = None
+        """When the stewards' periodic rounds fall (the core's clock, as the node's)."""
         if scenario.repair.detection == "periodic":
-            self._round_phase = self._repair_rng.uniform(0.0, scenario.repair.check_interval)
+            interval = scenario.repair.check_interval
+            self._rounds = RoundClock(interval, self._repair_rng.uniform(0.0, interval))
         self._snapshot = Snapshot()
         self.peers = Peers(scenario.mesh, random.Random(peer_seeds))  # noqa: S311
         self.network = Network(scenario.network, lambda: self.queue.now)
@@ -190,12 +191,9 @@ class Simulation:
         checks (a time within a billionth of a round after one counts as that round, so a
         grace period of whole rounds ends on a round), or ``at`` itself with Poisson and
         instant detection.  Never before ``at``."""
-        repair = self.scenario.repair
-        if repair.detection != "periodic":
+        if self._rounds is None:
             return at
-        interval = repair.check_interval
-        rounds = math.ceil((at - self._round_phase) / interval - 1e-9)
-        return max(at, self._round_phase + rounds * interval)
+        return self._rounds.at_or_after(at)
 
     def start_partition(self, index: int, groups: tuple[tuple[str, ...], ...]) -> None:
         self.partition_index = index

@@ -81,6 +81,9 @@ class Counters:
     maintenance: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(MAINTENANCE_KINDS, 0.0)
     )
+    messages: dict[str, int] = field(default_factory=dict)
+    """Requests sent, by wire message type, where the simulator sends discrete ones (a
+    repair's fetches and stores to other peers), as the node's ``p2pstore_requests_sent``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from p2pstore.core.protocol import CHECK_INTERVAL
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import ConfigError
 from p2pstore.sim.churn_spec import ChurnSpec
 from p2pstore.sim.distributions import Distribution
-from p2pstore.sim.units import HOUR, MINUTE
+from p2pstore.sim.units import HOUR
 
 REPAIR_MODES: Final = ("lazy", "eager", "none")
 DETECTIONS: Final = ("periodic", "poisson", "instant")
@@ -108,7 +109,7 @@ class RepairSpec:
 
     mode: str = "lazy"
     detection: str = "periodic"
-    check_interval: float = 10 * MINUTE
+    check_interval: float = CHECK_INTERVAL
     retry_after: float | None = None
     rebuild_rate: float = 200e6
     time: Distribution | None = None

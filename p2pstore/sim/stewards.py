@@ -1,19 +1,22 @@
-"""Stewards in the simulator: the real repair planner, driven by the event heap.
+"""Stewards in the simulator: the core's steward decisions, driven by the event heap.
 
-Strategy: the steward of an object is the live peer XOR-closest to its key, as on the real
-mesh.  The node's steward (``p2pstore.net.steward``) assesses every chunk at every round; here
-a chunk is assessed only at the rounds where its verdict can have changed (see
-:meth:`~p2pstore.sim.engine.Simulation.next_check`): when a holder's silence reaches the grace
-period, when a holder comes back to a chunk below its threshold, a round after a repair could
-not start (``retry_after``) or landed, and when a partition sweep comes due.  The steward then
-calls :func:`~p2pstore.core.repair_plan.assess_chunk` with its view of the holders -- the
-mesh-wide :class:`~p2pstore.core.repair_plan.FailureDetector`, plus, during a partition, every
-holder on the other side counted silent since the partition began -- and, on NEEDS_REPAIR,
-:func:`~p2pstore.core.repair_plan.place_repairs` over its candidates, with the lost holders and
-every candidate the detector knows silent excluded, exactly the calls the node's steward makes.
-As the node's repairer does (both call :mod:`p2pstore.core.store_plan`), the shares that fit
-the rule are placed when not all do, and a chosen holder that turns out to be down or
-unreachable is excluded and the share placed again, within the store attempt budget.
+Strategy: every decision is the core's, as the node's steward (``p2pstore.net.steward``) takes
+it: who stewards an object is :func:`~p2pstore.core.steward_round.contenders` and
+:func:`~p2pstore.core.steward_round.elected` over the peers in the steward's table (here: the
+peers that have not departed and that no round found silent), answering when they are up and
+reachable; rounds fall on the core's :class:`~p2pstore.core.steward_round.RoundClock` (see
+:meth:`~p2pstore.sim.engine.Simulation.next_check`); a chunk is assessed by
+:func:`~p2pstore.core.repair_plan.assess_chunk`, and its rebuilt shares placed by
+:class:`~p2pstore.core.store_plan.RepairPlacement` (as many as fit the rule; a holder that is
+down or unreachable excluded and the share placed again, within the store attempt budget),
+with silent candidates excluded (:func:`~p2pstore.core.steward_round.silent_peers`).  What is
+the simulator's own is *when* it asks: the node assesses every chunk at every round; here a
+chunk is assessed only at the rounds where its verdict can have changed -- when a holder's
+silence reaches the grace period, when a holder comes back to a chunk not
+:func:`~p2pstore.core.repair_plan.healthy`, a round after a repair could not start
+(``retry_after``) or landed, and when a partition sweep comes due.  The steward's view of
+health is the mesh-wide :class:`~p2pstore.core.repair_plan.FailureDetector`, plus, during a
+partition, every holder on the other side counted silent since the partition began.
 
 A repair job fetches k fragments from live sources to the steward, decodes at the scenario's
 rebuild rate, and uploads each rebuilt fragment to its new holder, all through
@@ -33,12 +36,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from p2pstore.core.repair_plan import PeerHealth, Verdict, assess_chunk, place_repairs
-from p2pstore.core.store_plan import StoreAttempts, place_what_fits
+from p2pstore.core.protocol import MAX_CLOSER
+from p2pstore.core.repair_plan import PeerHealth, Verdict, assess_chunk, healthy
+from p2pstore.core.steward_round import contenders, elected, silent_peers
+from p2pstore.core.store_plan import RepairPlacement
 from p2pstore.errors import PlacementError
 from p2pstore.sim.events import Event
 
 if TYPE_CHECKING:
+    from p2pstore.core.placement import Candidate
     from p2pstore.sim.engine import Simulation
 
 
@@ -72,10 +78,37 @@ class Stewards:
         }
 
     def steward_of(self, obj: int) -> int | None:
-        """The live peer closest to the object's key, or None if nobody is up."""
-        peers = self.sim.peers
-        found = peers.index.closest(self.sim.storage.objects[obj].long_key, 1, peers.is_up)
-        return found[0] if found else None
+        """The peer the core's election makes the object's steward, or None if nobody is: the
+        first live peer by distance to the key whose closer contacts (``max_closer`` at most)
+        all fail to answer it.  A peer's table is modelled as every peer that has not departed
+        and that no round found silent (the node's table drops a contact whose ping failed)."""
+        sim = self.sim
+        peers = sim.peers
+        stored = sim.storage.objects[obj]
+        node_id = peers.node_id
+        health = sim.detector.health
+        departed = peers.departed
+
+        def in_tables(peer: int) -> bool:
+            return not departed[peer] and health(node_id[peer]).silent_since is None
+
+        known = peers.index.closest(stored.long_key, MAX_CLOSER + 1, in_tables)
+        ids = [node_id[p] for p in known]
+        by_id = peers.by_node_id
+        for peer in known:
+            if not peers.is_up(peer):
+                continue
+            asked = contenders(node_id[peer], stored.key, ids, MAX_CLOSER)
+            if asked is None:
+                return None
+
+            def answers(other: bytes, peer: int = peer) -> bool:
+                found = by_id[other]
+                return peers.is_up(found) and peers.reachable(peer, found)
+
+            if elected(asked, answers):
+                return peer
+        return None
 
     def holder_lost(self, peer: int) -> None:
         """``peer``'s silence reached the grace period: check every chunk it holds."""
@@ -89,11 +122,11 @@ class Stewards:
         if not self.enabled:
             return
         sim = self.sim
-        threshold = sim.rule.repair_threshold
+        rule = sim.rule
         chunks = sim.storage.chunks
         at = sim.next_check(sim.now)
         for chunk in sim.peers.held[peer]:
-            if chunks[chunk].live < threshold:
+            if not healthy(chunks[chunk].live, rule):
                 self.check_at(chunk, at)
 
     def check_at(self, chunk_number: int, at: float) -> None:
@@ -173,40 +206,26 @@ class Stewards:
         survivors = [peers.candidate(chunk.holders[s]) for s in kept]
         excluded: set[bytes] = {peers.node_id[chunk.holders[s]] for s in lost}
         candidates = sim.candidates(steward, include_self=True)
-        health = sim.detector.health  # the node's Repairer offers silent peers nothing
-        excluded.update(c.node_id for c in candidates if health(c.node_id).silent_since is not None)
+        excluded |= silent_peers(candidates, sim.detector.health)  # as the node's repairer
         size = chunk.fragment_size
         try:  # as many rebuilt shares as fit the rule, as the node's repairer places
-            placed = place_what_fits(
+            plan = RepairPlacement(
                 rebuild, ids, survivors, candidates, sim.rule, excluded=excluded, fragment_size=size
             )
         except PlacementError:
             return None
-        attempts = StoreAttempts()  # the node's store-with-fallback budget
         chosen: dict[int, int] = {}
-        for share in list(placed):
-            while True:
-                peer = peers.by_node_id[placed[share].node_id]
+        for share in list(plan.placed):
+            holder: Candidate | None = plan.placed[share]
+            while holder is not None:
+                peer = peers.by_node_id[holder.node_id]
                 if peers.reachable(steward, peer) and peers.fits(peer, size):
                     chosen[share] = peer
                     break
-                excluded.add(placed[share].node_id)
                 sim.counters.failed_stores += 1
-                if not attempts.failed(share):
-                    return None
-                others = [*survivors, *(c for s, c in placed.items() if s != share)]
-                try:
-                    placed |= place_repairs(
-                        (share,),
-                        ids,
-                        others,
-                        candidates,
-                        sim.rule,
-                        excluded=excluded,
-                        fragment_size=size,
-                    )
-                except PlacementError:
-                    return None
+                holder = plan.failed(share)
+            if holder is None:
+                return None
         return chosen
 
     def _start(
@@ -250,7 +269,13 @@ class Stewards:
         counters.last_repair_at = now
         counters.repair_bytes += moved
         counters.repair_bytes_local += local
-        counters.maintenance["repair"] += len(sources) + len(targets) + sim.record_publish_cost()
+        fetches = sum(source != steward for source in sources)
+        stores = sum(target != steward for target in targets.values())
+        messages = counters.messages
+        messages["GetFragment"] = messages.get("GetFragment", 0) + fetches
+        messages["PutFragment"] = messages.get("PutFragment", 0) + stores
+        # the steward's own store is read and written without a message, as on the node
+        counters.maintenance["repair"] += fetches + stores + sim.record_publish_cost()
         sim.queue.schedule(done, Event.REPAIR_DONE, job)
 
     def _on_repair_done(self, job_number: int, _: int) -> None:

@@ -75,7 +75,9 @@ class Workload:
         sim = self.sim
         storage = sim.storage
         peers = sim.peers
-        candidates = sim.candidates(client)
+        # the client is an institution's machine that met the mesh through ``client``: every
+        # peer it knows may hold a fragment, ``client`` too (the real client is no storage peer)
+        candidates = sim.candidates(client, include_self=True)
         rows: list[list[int]] = []
         reserved: dict[int, int] = {}
         for chunk_number in storage.objects[number].chunks:

@@ -13,10 +13,11 @@ from test_net_fragments import QUOTA, client_node, fragment
 from p2pstore.core.holders import Holdings
 from p2pstore.core.placement import Candidate
 from p2pstore.core.receipts import check_receipt, decode_receipt
+from p2pstore.core.steward_round import Said
 from p2pstore.errors import NodeLeaving, RemoteError
 from p2pstore.net.fragments import FragmentService, store_fragment
 from p2pstore.net.node import Node
-from p2pstore.net.placements import Ask, Said
+from p2pstore.net.placements import Ask
 from p2pstore.store import DiskFragmentStore, MemoryFragmentStore
 from p2pstore.wire import PositionQuery, StateFragments, StateFragmentsReply
 

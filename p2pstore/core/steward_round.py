@@ -1,0 +1,313 @@
+"""The steward's decisions: who stewards an object, whom a round asks, what it counts on, what
+it repairs, and when it next looks.
+
+Strategy (aioquic's shape: inputs and ``now`` in; messages, events and deadlines out).  The
+node's steward (``net/steward.py``) and the simulator's stewards (``sim/stewards.py``) are
+drivers of these decisions; they move messages and time and decide nothing themselves:
+
+* **election** -- :func:`contenders` names the known contacts XOR-closer to an object's key than
+  this node, which it must ask; with more than ``max_closer`` of them it leaves the object to
+  them.  :func:`elected`: it stewards the object when none of them answered.  The node asks
+  its routing table's live contacts with pings; the simulator its index of live peers.
+* **schedule** -- :class:`RoundClock`: rounds fall at ``phase + j * interval``, whatever a
+  round's length, so neither driver drifts; a retry is the next round.
+* **census** -- :class:`Census`: one batched question per holder (``questions``), every
+  answer folded in (``answered``: the failure detector hears or misses the holder, leaving
+  holders are noted), then per share the holder counted on (``count``: live, then leaving,
+  silent, lost, and last a holder whose answer failed) and every chunk assessed (``assess``:
+  :func:`~p2pstore.core.repair_plan.assess_chunk`) -- the chunks due a repair or a move out.
+* **repair placement** -- :class:`~p2pstore.core.store_plan.RepairPlacement`: rebuilt shares
+  placed as many as fit the rule, a failed store moved to the next holder within the budget.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from p2pstore.core.holders import Exclusion, Holdings, LocalEvidence, Placement
+from p2pstore.core.placement import Candidate
+from p2pstore.core.repair_plan import (
+    LIVE_UNKNOWN,
+    ChunkAssessment,
+    FailureDetector,
+    FragmentReport,
+    HealthView,
+    HolderStatus,
+    Verdict,
+    assess_chunk,
+)
+from p2pstore.core.rules import CodingRule
+from p2pstore.errors import LocalProtocolError
+from p2pstore.identity import TrustAnchor
+
+# -- election ---------------------------------------------------------------------------------
+
+
+def contenders(
+    me: bytes, key: bytes, known: Iterable[bytes], max_closer: int
+) -> tuple[bytes, ...] | None:
+    """The ids of ``known`` XOR-closer to ``key`` than ``me``, closest first: the peers to ask
+    before stewarding ``key``; None when there are more than ``max_closer`` (leave it to them)."""
+    target = int.from_bytes(key, "big")
+    mine = int.from_bytes(me, "big") ^ target
+    closer = sorted({(int.from_bytes(peer, "big") ^ target, peer) for peer in known if peer != me})
+    found = tuple(peer for distance, peer in closer if distance < mine)
+    return None if len(found) > max_closer else found
+
+
+def elected(asked: Sequence[bytes], answered: Callable[[bytes], bool]) -> bool:
+    """Whether this node stewards the key: none of the closer peers it asked answered."""
+    return not any(answered(peer) for peer in asked)
+
+
+def silent_peers(candidates: Iterable[Candidate], health: HealthView) -> set[bytes]:
+    """The candidates a repair offers nothing: those the steward's detector knows silent."""
+    health_of = health if callable(health) else lambda p: health.get(p, LIVE_UNKNOWN)
+    return {c.node_id for c in candidates if health_of(c.node_id).silent_since is not None}
+
+
+# -- schedule ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RoundClock:
+    """When a steward's rounds fall: ``phase + j * interval`` for whole ``j``."""
+
+    interval: float
+    phase: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.interval > 0:
+            raise LocalProtocolError("rounds need a positive interval")
+
+    def at_or_after(self, at: float) -> float:
+        """The first round at or after ``at`` (a time within a billionth of a round after one
+        counts as that round, so a grace period of whole rounds ends on a round)."""
+        rounds = math.ceil((at - self.phase) / self.interval - 1e-9)
+        return max(at, self.phase + rounds * self.interval)
+
+    def after(self, at: float) -> float:
+        """The first round strictly after ``at`` (the next one, for a driver that just ran one)."""
+        following = self.at_or_after(at)
+        return following if following > at else self.at_or_after(at + self.interval / 2)
+
+
+# -- census -----------------------------------------------------------------------------------
+
+
+class Said(enum.Enum):
+    """How a holder answered a ``StateFragments``."""
+
+    STATED = "stated"
+    """Valid receipts for everything asked (each may say held or missing)."""
+    LEAVING = "leaving"
+    """It is being drained: move its fragments."""
+    SILENT = "silent"
+    """No answer in time (unreachable, or its session broke)."""
+    FAILED = "failed"
+    """An answer that is not valid receipts for what was asked."""
+
+
+@dataclass
+class ObjectRound:
+    """One object in one round: its holders as counted, and what the round found."""
+
+    object_id: bytes
+    rule: CodingRule
+    placement: Placement
+    """Per share the holder the steward counts on (see :meth:`Census.count`), then the others."""
+    holdings: Holdings
+    """Every receipt known for the object (what the steward relays)."""
+    reports: dict[tuple[int, int], FragmentReport] = field(default_factory=dict)
+    leaving: set[tuple[int, int]] = field(default_factory=set)
+    """(chunk, share) held by a node that is leaving the mesh: to move, whatever the count."""
+    assessments: list[ChunkAssessment] = field(default_factory=list)
+    answers: dict[tuple[bytes, int], Said] = field(default_factory=dict)
+    """How each holder answered this round for each position it was asked about."""
+
+    def unrelayed(self, evidence: LocalEvidence) -> Exclusion:
+        """What the steward does not relay: what it counts lost on its own evidence, and the
+        positions whose holder failed to sign for them this round (it vouches for nothing it
+        could not check)."""
+        local = evidence.exclusion(self.object_id)
+        failed = {slot for slot, said in self.answers.items() if said is Said.FAILED}
+
+        def exclude(holder: bytes, position: int) -> bool:
+            return (holder, position) in failed or (local is not None and local(holder, position))
+
+        return exclude
+
+    def due(self, index: int) -> bool:
+        """Whether chunk ``index`` needs work: a repair, or a move off a leaving holder."""
+        assessment = self.assessments[index]
+        if assessment.verdict is Verdict.NEEDS_REPAIR:
+            return True
+        return assessment.verdict is not Verdict.LOST and any(
+            (index, share) in self.leaving for share in assessment.live
+        )
+
+    def moving(self, index: int) -> tuple[int, ...]:
+        """The live shares of chunk ``index`` to copy off leaving holders."""
+        return tuple(s for s in self.assessments[index].live if (index, s) in self.leaving)
+
+
+Slot = tuple[int, int, int]
+"""(object number in the round, chunk, share)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """One ``StateFragments`` to send: a holder and the slots asked about."""
+
+    holder: Candidate
+    slots: tuple[Slot, ...]
+
+    def positions(self, objects: Sequence[ObjectRound]) -> dict[int, tuple[int, ...]]:
+        """Object number -> the sorted positions asked of it."""
+        by_object: dict[int, list[int]] = {}
+        for number, chunk, share in self.slots:
+            position = objects[number].holdings.position(chunk, share)
+            by_object.setdefault(number, []).append(position)
+        return {number: tuple(sorted(by_object[number])) for number in sorted(by_object)}
+
+
+_RANKS = {HolderStatus.LIVE: 0, HolderStatus.SILENT: 2, HolderStatus.LOST: 3}
+"""Holder order per share: live, (leaving: 1), silent, lost, (failed: 4)."""
+
+
+R = TypeVar("R", bound=ObjectRound)
+
+
+class Census(Generic[R]):
+    """One round over ``objects``: the questions to send, the answers, the counting and the
+    assessment.  Pure: the detector and the set of leaving peers are the steward's own, and
+    the driver passes every time in."""
+
+    def __init__(
+        self,
+        objects: Sequence[R],
+        detector: FailureDetector,
+        leaving_peers: set[bytes],
+    ) -> None:
+        self.objects = list(objects)
+        self.detector = detector
+        self.leaving_peers = leaving_peers
+
+    def questions(self, now: float, batch: int) -> list[Question]:
+        """One question per holder about all its shares of the round's objects, split into
+        batches of ``batch`` positions.  A holder counted lost is not asked about a share that
+        another holder keeps: its fragment was replaced, and its receipt lapses on its own."""
+        wanted: dict[bytes, list[Slot]] = {}
+        holders: dict[bytes, Candidate] = {}
+        status = self.detector.status
+        for number, watched in enumerate(self.objects):
+            grace = watched.rule.grace_period
+            placement = watched.placement
+            for index in range(watched.holdings.chunk_count):
+                for share in range(watched.holdings.n):
+                    listed = placement.holders_of(index, share)
+                    lost = {
+                        h.node_id
+                        for h in listed
+                        if status(h.node_id, now, grace) is HolderStatus.LOST
+                    }
+                    for holder in listed:
+                        if holder.node_id in lost and len(lost) < len(listed):
+                            continue
+                        wanted.setdefault(holder.node_id, []).append((number, index, share))
+                        holders[holder.node_id] = holder
+        return [
+            Question(holders[node_id], tuple(slots[start : start + batch]))
+            for node_id, slots in wanted.items()
+            for start in range(0, len(slots), batch)
+        ]
+
+    def answered(self, question: Question, said: Said, now: float) -> None:
+        """Fold in how ``question``'s holder answered at ``now``."""
+        holder = question.holder
+        if said is Said.SILENT:
+            self.detector.missed(holder.node_id, now)
+            return
+        self.detector.heard(holder.node_id, now)
+        if said is Said.LEAVING:
+            self.leaving_peers.add(holder.node_id)
+        else:
+            self.leaving_peers.discard(holder.node_id)
+        for number, positions in question.positions(self.objects).items():
+            answers = self.objects[number].answers
+            for position in positions:
+                answers[(holder.node_id, position)] = said
+
+    def count(self, now: float, wall: float, trust: TrustAnchor, evidence: LocalEvidence) -> None:
+        """After the answers: each object's view again, and per share the holder counted on,
+        with the reports and moves that follow.  ``now`` is the detector's clock, ``wall``
+        the receipts' (Unix seconds)."""
+        for watched in self.objects:
+            exclude = evidence.exclusion(watched.object_id)
+            view = watched.holdings.view(wall, trust, exclude=exclude)
+            gone = watched.holdings.gone(wall, trust, exclude=exclude)
+            self._count_on(watched, view, gone, now)
+
+    def assess(self, now: float) -> list[R]:
+        """Assess every chunk; returns the objects with a chunk due work (see
+        :meth:`ObjectRound.due`)."""
+        due: list[R] = []
+        health = self.detector.health
+        for watched in self.objects:
+            watched.assessments = [
+                assess_chunk(
+                    [h.node_id if h is not None else None for h in row],
+                    health,
+                    watched.rule,
+                    now,
+                    reports={s: r for (c, s), r in watched.reports.items() if c == index},
+                )
+                for index, row in enumerate(watched.placement.chunks)
+            ]
+            if any(watched.due(i) for i in range(len(watched.assessments))):
+                due.append(watched)
+        return due
+
+    def _count_on(self, watched: R, view: Placement, gone: Placement, now: float) -> None:
+        answers = watched.answers
+        holdings = watched.holdings
+        detector = self.detector
+        grace = watched.rule.grace_period
+        rows: list[tuple[Candidate | None, ...]] = []
+        others: list[tuple[tuple[Candidate, ...], ...]] = []
+        for index in range(holdings.chunk_count):
+            row: list[Candidate | None] = []
+            extra: list[tuple[Candidate, ...]] = []
+            for share in range(holdings.n):
+                position = holdings.position(index, share)
+
+                def rank(holder: Candidate, position: int = position) -> int:
+                    said = answers.get((holder.node_id, position))
+                    if said is Said.FAILED:
+                        return 4
+                    if said is Said.LEAVING:
+                        return 1
+                    return _RANKS[detector.status(holder.node_id, now, grace)]
+
+                holders = sorted(view.holders_of(index, share), key=rank)
+                best = holders[0] if holders else None
+                if best is None:  # whoever said last it has it no more: lost, not a candidate
+                    best = gone.chunks[index][share]
+                    if best is not None:
+                        watched.reports[(index, share)] = FragmentReport.MISSING
+                row.append(best)
+                extra.append(tuple(holders[1:]))
+                if best is None:
+                    continue
+                said = answers.get((best.node_id, position))
+                if said is Said.FAILED:
+                    watched.reports[(index, share)] = FragmentReport.MISSING
+                elif said is Said.LEAVING:
+                    watched.leaving.add((index, share))
+            rows.append(tuple(row))
+            others.append(tuple(extra))
+        watched.placement = Placement(watched.object_id, holdings.n, tuple(rows), tuple(others))
