@@ -8,6 +8,7 @@ from pathlib import Path
 
 from p2pstore.core.audit import AuditSettings
 from p2pstore.core.rules import CodingRule, rule_table, rule_table_header
+from p2pstore.net.collection import CollectionSettings
 from p2pstore.net.scrubber import ScrubSettings
 
 
@@ -45,11 +46,12 @@ def render_node_config(
     fragment_bytes_per_identity: str | None = None,
     limits: Mapping[str, int | float | str] | None = None,
     scrub: ScrubSettings | None = None,
+    gc: CollectionSettings | None = None,
 ) -> str:
     """A node.toml with these values (used by the local mesh and the operator's tools);
     ``audits`` as the ``[repair] audit_*`` keys, ``rules`` as ``[rules.NAME]`` tables (give
     the mesh's declared ones), ``limits`` as the ``[limits]`` table (its keys and values as in
-    node.toml), ``scrub`` as ``[scrub]``."""
+    node.toml), ``scrub`` as ``[scrub]``, ``gc`` as ``[gc]``."""
     q = toml_string
     lines = ["[node]", f"listen = {q(listen)}"]
     if advertise:
@@ -106,6 +108,13 @@ def render_node_config(
             "[scrub]",
             f"interval = {float(scrub.interval)!r}",
             f"batch = {q(str(scrub.batch_bytes))}",
+            "",
+        ]
+    if gc is not None:
+        lines += [
+            "[gc]",
+            f"grace_period = {float(gc.grace_period)!r}",
+            f"sweep_interval = {float(gc.sweep_interval)!r}",
             "",
         ]
     lines += render_rules(rules or {})
