@@ -113,6 +113,7 @@ def render_node_config(
     if gc is not None:
         lines += [
             "[gc]",
+            f"enabled = {'true' if gc.enabled else 'false'}",
             f"grace_period = {float(gc.grace_period)!r}",
             f"sweep_interval = {float(gc.sweep_interval)!r}",
             "",

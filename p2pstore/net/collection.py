@@ -61,6 +61,10 @@ class CollectionSettings:
     """Fragments freed per step (puts of them wait while a step deletes)."""
     steward_share: int = STEWARD_SHARE
     width: int = STEWARD_WIDTH
+    enabled: bool = False
+    """Whether sweeps free anything (``[gc] enabled``).  Off by default until stewards read
+    the tenants' references from the mesh (``net.leases``' ReferenceSource): with it on and no
+    steward renewing, every fragment a put stores goes after the initial lease and the grace."""
     initial_lease: float = LEASE_TTL
     """Seconds a fragment is kept after the put that stored it, before any steward renews."""
 
@@ -134,9 +138,12 @@ class Collector:
             self.table.close()
 
     async def sweep(self) -> SweepReport:
-        """Adopt unknown fragments, then free every fragment due.  Raises :class:`StoreError`."""
+        """Adopt unknown fragments, then (if enabled) free every fragment due.  Raises
+        :class:`StoreError`."""
         adopted = await self._adopt(legacy=False)
         freed = bytes_freed = 0
+        if not self.settings.enabled:
+            return SweepReport(adopted, 0, 0)
         grace = self.settings.grace_period
         while True:
             now = self.dht.wall_clock()

@@ -310,10 +310,11 @@ def test_the_renderer_writes_only_known_keys():
         repair_check_interval=30, rules={"gov": GOV}, fragment_bytes_per_identity="10%",
         limits=dict.fromkeys(_LIMIT_KEYS, 4), audits=AuditSettings(0.5, 60, 7.5),
         scrub=ScrubSettings(batch_bytes=3 * 2**30, interval=2.5),
-        gc=CollectionSettings(grace_period=60.0, sweep_interval=5.0),
+        gc=CollectionSettings(grace_period=60.0, sweep_interval=5.0, enabled=True),
     )  # fmt: skip
     document = tomllib.loads(text)
-    assert read_gc(ConfigReader(Path("x.toml"), document)) == CollectionSettings(60.0, 5.0)
+    gc = read_gc(ConfigReader(Path("x.toml"), document))
+    assert gc == CollectionSettings(60.0, 5.0, enabled=True)
     assert set(document.pop("rules")) == {"gov"}
     assert read_audits(ConfigReader(Path("x.toml"), document)) == AuditSettings(0.5, 60, 7.5)
     assert document["scrub"] == {"interval": 2.5, "batch": str(3 * 2**30)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import trio
 from storage_mesh import StorageMesh
 from test_net_client import put_bytes
@@ -29,7 +30,7 @@ def gc_settings(net, **changes) -> CollectionSettings:
         base = {"grace_period": 6 * 3600.0, "initial_lease": 3 * 3600.0, "sweep_interval": 600.0}
     else:
         base = {"grace_period": 2.0, "initial_lease": 2.0, "sweep_interval": 0.5}
-    return CollectionSettings(**{**base, **changes})
+    return CollectionSettings(**{"enabled": True, **base, **changes})
 
 
 def with_collectors(mesh: StorageMesh, settings: CollectionSettings) -> list[Collector]:
@@ -207,3 +208,19 @@ async def test_garbage_from_any_identity_goes_after_the_grace(net, clock):
 
 
 assert RenewLeases  # the message under test
+
+
+@pytest.mark.parametrize("net", ["memory"], indirect=True)
+async def test_with_gc_off_a_sweep_frees_nothing(net, clock):
+    """The daemon's default until stewards read references: sweeps only adopt."""
+    settings = gc_settings(net, enabled=False)
+    mesh = StorageMesh(net, 6, dht=QUIET)
+    collectors = with_collectors(mesh, settings)
+    async with trio.open_nursery() as nursery:
+        await mesh.start(nursery)
+        client = await mesh.client(nursery)
+        await put_bytes(client, random.Random(10).randbytes(50_000))
+        await trio.sleep(10 * (settings.initial_lease + settings.grace_period))
+        assert await sweep_all(collectors) == 0
+        assert sum(len(ids) for ids in held(mesh).values()) == 6
+        nursery.cancel_scope.cancel()
