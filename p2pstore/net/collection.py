@@ -123,6 +123,12 @@ class Collector:
         """Adopt a pre-existing store as legacy, then sweep every ``sweep_interval`` until
         cancelled (which closes the lease table); a sweep the disk refuses is logged and
         retried at the next interval."""
+        if self.table.fallback is not None:
+            log.error(
+                "lease table kept in memory, leases are lost at a restart: %s",
+                self.table.fallback,
+                extra={"event": "sweep_failed"},
+            )
         try:
             if self.table.created:
                 self.table.created = False

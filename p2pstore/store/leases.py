@@ -78,6 +78,8 @@ class LeaseTable:
 
         Raises :class:`StoreError` if SQLite cannot."""
         self.path = str(path)
+        self.fallback: str | None = None
+        """Why the table is in memory instead of the store's index file (None: it is not)."""
         self._lock = threading.Lock()
         with self._translated("open"):
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -300,5 +302,14 @@ class LeaseTable:
 
 
 def lease_table_for(store: object) -> LeaseTable:
-    """The lease table of ``store``: in its index file on disk, in memory otherwise."""
-    return LeaseTable(store.index_path if isinstance(store, DiskFragmentStore) else ":memory:")
+    """The lease table of ``store``: in its index file on disk, in memory otherwise; in memory
+    too (``fallback`` saying why) if the index file refuses it, e.g. on a read-only disk, where
+    the store still serves reads and nothing is stored anyway."""
+    if not isinstance(store, DiskFragmentStore):
+        return LeaseTable(":memory:")
+    try:
+        return LeaseTable(store.index_path)
+    except StoreError as exc:
+        table = LeaseTable(":memory:")
+        table.fallback = str(exc)
+        return table
