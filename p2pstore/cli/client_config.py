@@ -25,11 +25,11 @@ import trio
 from p2pstore.cli.config import (
     ConfigReader,
     bootstrap_peers,
-    parse_size,
     read_toml,
     seeds_of,
 )
 from p2pstore.cli.config_render import render_rules, toml_string
+from p2pstore.cli.config_sections import parse_size
 from p2pstore.cli.seeds import Seed
 from p2pstore.codec import DEFAULT_CHUNK_SIZE
 from p2pstore.codec.chunking import check_chunk_size

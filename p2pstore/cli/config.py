@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from p2pstore.cli.config_sections import parse_size, read_gc, read_scrub, read_size
 from p2pstore.cli.limits import LIMIT_KEYS, Limits
 from p2pstore.cli.seeds import Seed, load_seed_file
 from p2pstore.core.audit import AuditSettings
@@ -29,6 +29,7 @@ from p2pstore.core.rules import (
 )
 from p2pstore.errors import ConfigError
 from p2pstore.net.address import parse_address
+from p2pstore.net.collection import CollectionSettings
 from p2pstore.net.scrubber import ScrubSettings
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -73,6 +74,8 @@ class NodeConfig:
     """``[limits]``: per-peer and per-node bounds."""
     scrub: ScrubSettings = field(default_factory=ScrubSettings)
     """``[scrub] interval`` and ``batch``: the pace of re-verifying the store."""
+    gc: CollectionSettings = field(default_factory=CollectionSettings)
+    """``[gc]``: the undo window before lapsed fragments are freed, the pace of sweeps."""
     fragment_bytes_per_identity: IdentityShare = field(
         default_factory=lambda: IdentityShare(fraction=DEFAULT_IDENTITY_SHARE)
     )
@@ -113,6 +116,7 @@ _SCHEMA: dict[str, dict[str, bool]] = {
         "audit_timeout": False,
     },
     "scrub": {"interval": False, "batch": False},
+    "gc": {"enabled": False, "grace_period": False, "sweep_interval": False},
     "limits": {**dict.fromkeys(LIMIT_KEYS, False), "fragment_bytes_per_identity": False},
 }
 
@@ -262,7 +266,7 @@ def load_node_config(path: Path) -> NodeConfig:
         revocation_list=reader.existing_file("identity", "revocation_list"),
         bootstrap_peers=peers,
         seeds=seeds_of(reader),
-        quota_bytes=_size(reader, "store", "quota"),
+        quota_bytes=read_size(reader, "store", "quota"),
         log_level=reader.choice("log", "level", LOG_LEVELS, "info"),
         log_format=reader.choice("log", "format", LOG_FORMATS, "text"),
         metrics_listen=_metrics_listen(reader),
@@ -272,8 +276,9 @@ def load_node_config(path: Path) -> NodeConfig:
         audits=read_audits(reader),
         fragment_bytes_per_identity=_identity_share(reader),
         limits=read_limits(reader),
-        scrub=_scrub(reader),
+        scrub=read_scrub(reader),
         trust_refresh=reader.interval("identity", "trust_refresh", DEFAULT_TRUST_REFRESH),
+        gc=read_gc(reader),
     )
 
 
@@ -383,19 +388,6 @@ def is_loopback(host: str) -> bool:
         return False  # another host name: it may resolve to anything
 
 
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
-
-
-def parse_size(text: str) -> int:
-    """Bytes in "500 GiB", "2TB", "1048576"; :class:`ConfigError` says what was wrong."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
-    unit = match.group(2).upper() if match else ""
-    if match is None or unit not in _UNITS:
-        raise ConfigError(f'bad size {text!r}: expected a number and a unit, e.g. "500 GiB"')
-    return int(float(match.group(1)) * _UNITS[unit])
-
-
 def bootstrap_peers(reader: ConfigReader) -> tuple[str, ...]:
     """``[bootstrap] peers``: dialable ``host:port`` strings."""
     peers = reader.get("bootstrap", "peers") or []
@@ -409,29 +401,6 @@ def bootstrap_peers(reader: ConfigReader) -> tuple[str, ...]:
         if port == 0:
             raise reader.error(f"[bootstrap] peers[{index}]", f"{peer!r}: port 0 cannot be dialled")
     return tuple(peers)
-
-
-def _size(reader: ConfigReader, section: str, key: str) -> int | None:
-    """A size of more than 0 bytes ("500 GiB", "2TB", "1048576"), or None if not given."""
-    value = reader.string(section, key)
-    if value is None:
-        return None
-    try:
-        size = parse_size(value)
-    except ConfigError as exc:
-        raise reader.error(f"[{section}] {key}", str(exc)) from exc
-    if size <= 0:
-        raise reader.error(f"[{section}] {key}", "must be more than 0 bytes")
-    return size
-
-
-def _scrub(reader: ConfigReader) -> ScrubSettings:
-    """``[scrub] interval`` (a duration > 0) and ``batch`` (a size > 0)."""
-    defaults = ScrubSettings()
-    return ScrubSettings(
-        batch_bytes=_size(reader, "scrub", "batch") or defaults.batch_bytes,
-        interval=reader.interval("scrub", "interval", defaults.interval),
-    )
 
 
 def _identity_share(reader: ConfigReader) -> IdentityShare:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from p2pstore.core.audit import AuditSettings
 from p2pstore.core.rules import CodingRule, rule_table, rule_table_header
+from p2pstore.net.collection import CollectionSettings
 from p2pstore.net.scrubber import ScrubSettings
 
 
@@ -46,11 +47,12 @@ def render_node_config(
     limits: Mapping[str, int | float | str] | None = None,
     scrub: ScrubSettings | None = None,
     trust_refresh: float | None = None,
+    gc: CollectionSettings | None = None,
 ) -> str:
     """A node.toml with these values (used by the local mesh and the operator's tools);
     ``audits`` as the ``[repair] audit_*`` keys, ``rules`` as ``[rules.NAME]`` tables (give
     the mesh's declared ones), ``limits`` as the ``[limits]`` table (its keys and values as in
-    node.toml), ``scrub`` as ``[scrub]``, ``trust_refresh`` in seconds."""
+    node.toml), ``scrub`` as ``[scrub]``, ``trust_refresh`` in seconds, ``gc`` as ``[gc]``."""
     q = toml_string
     lines = ["[node]", f"listen = {q(listen)}"]
     if advertise:
@@ -109,6 +111,14 @@ def render_node_config(
             "[scrub]",
             f"interval = {float(scrub.interval)!r}",
             f"batch = {q(str(scrub.batch_bytes))}",
+            "",
+        ]
+    if gc is not None:
+        lines += [
+            "[gc]",
+            f"enabled = {'true' if gc.enabled else 'false'}",
+            f"grace_period = {float(gc.grace_period)!r}",
+            f"sweep_interval = {float(gc.sweep_interval)!r}",
             "",
         ]
     lines += render_rules(rules or {})

@@ -19,7 +19,7 @@ import click
 import trio
 from rich.console import Console
 
-from p2pstore.cli.config import parse_size
+from p2pstore.cli.config_sections import parse_size
 from p2pstore.cli.devnet import Observer, launch_local_mesh
 from p2pstore.cli.local_mesh import LOCAL_CHECK_INTERVAL, LOCAL_GRACE_PERIOD, DevnetNode
 from p2pstore.cli.object_commands import health, status_table, transfer_bar
@@ -137,9 +137,7 @@ class DemoScenario:
         )
 
         def healthy(status: ObjectStatus) -> bool:
-            return all(
-                status.live(i) >= rule.repair_threshold for i in range(len(status.present))
-            )
+            return all(status.live(i) >= rule.repair_threshold for i in range(len(status.present)))
 
         with trio.move_on_after(REPAIR_WAIT):
             while not healthy(status := await client.stat(result.verify_cap)):  # noqa: ASYNC110 - polls remote nodes: no local event to wait on
@@ -171,9 +169,7 @@ def seeded_bytes(size: int, seed: int) -> bytes:
 
 @click.command()
 @click.option("--nodes", "-n", default=12, show_default=True, help="Node processes to start.")
-@click.option(
-    "--size", default="24 MiB", show_default=True, help="Size of the random file to put."
-)
+@click.option("--size", default="24 MiB", show_default=True, help="Size of the random file to put.")
 @click.option(
     "--rule", default=DEFAULT_RULE_NAME, show_default=True, help="Coding rule of the file."
 )

@@ -31,6 +31,7 @@ from p2pstore.net.address import parse_address
 from p2pstore.net.admin import AdminServer, node_pages
 from p2pstore.net.bucket_book import BucketBook
 from p2pstore.net.buckets import BucketService
+from p2pstore.net.collection import Collector
 from p2pstore.net.contact_book import SAVE_INTERVAL, ContactBook, contacts_worth_saving
 from p2pstore.net.departure import Departure, DrainOutcome
 from p2pstore.net.dht import Dht
@@ -44,6 +45,7 @@ from p2pstore.net.scrubber import Scrubber
 from p2pstore.net.steward import Steward, StewardSettings
 from p2pstore.net.tls import TlsTransport
 from p2pstore.store import DiskFragmentStore
+from p2pstore.store.leases import lease_table_for
 
 log = logging.getLogger("p2pstore.node")
 
@@ -245,7 +247,15 @@ async def serve_node(
             )  # hears peers from now on
             nursery.start_soon(_join_and_announce, config, dht, store, saved, trusting)
             nursery.start_soon(_keep_state_saved, book, records, dht)
-            _start_watches(nursery, store, metrics, config, parent_fd, expiries(credentials, trust))
+            _start_watches(
+                nursery,
+                store,
+                metrics,
+                config,
+                parent_fd,
+                expiries(credentials, trust),
+                Collector(fragments, dht, lease_table_for(store), config.gc),
+            )
             await nursery.start(steward.run)
             if leave_within is not None:
                 leaving = Departure(fragments, steward)
@@ -281,10 +291,12 @@ def _start_watches(
     config: NodeConfig,
     parent_fd: int | None,
     expiries: dict[str, datetime],
+    collector: Collector,
 ) -> None:
-    """The node's watches over itself: its disk, its certificates' expiry, and the local mesh
-    that started it if any."""
+    """The node's watches over itself: its disk (scrubbing, and freeing what no lease keeps),
+    its certificates' expiry, and the local mesh that started it if any."""
     nursery.start_soon(Scrubber(store, metrics, config.scrub).run)
+    nursery.start_soon(collector.run)
     register_expiry_metric(metrics.registry, expiries, time.time)
     nursery.start_soon(warn_before_expiry, expiries, time.time)
     if parent_fd is not None:

@@ -38,6 +38,7 @@ from typing import TypeVar
 import trio
 
 from p2pstore.codec.fragment_ids import AuditProof, audit_proof, check_fragment
+from p2pstore.core.leases import LEASE_TTL
 from p2pstore.core.receipts import Receipt, Signer, sign_receipt
 from p2pstore.errors import (
     IntegrityError,
@@ -52,6 +53,7 @@ from p2pstore.identity import PeerIdentity, short_id
 from p2pstore.net.node import Node
 from p2pstore.net.throttle import RefusalLog
 from p2pstore.store import FragmentStore
+from p2pstore.store.leases import LeaseTable
 from p2pstore.wire import (
     AuditChallenge,
     AuditProofReply,
@@ -107,6 +109,13 @@ class FragmentService:
         self._writes_done = trio.Event()
         self._writes_done.set()
         self._quota_log = RefusalLog()
+        self.leases: LeaseTable | None = None
+        """Set by the holder's collector (``net.collection``): puts and receipts are recorded."""
+        self.initial_lease_ttl: float = LEASE_TTL
+        """Seconds of the lease a fragment gets when first stated held after it was stored."""
+        self._writing: dict[bytes, int] = {}
+        self._freeing: set[bytes] = set()
+        self._freed = trio.Event()
         node.handle(PutFragment, self._on_put)
         node.handle(GetFragment, self._on_get)
         node.handle(HasFragments, self._on_has)
@@ -146,10 +155,18 @@ class FragmentService:
                 f"node {short_id(self._node_id)} is shutting down and takes no new fragments; "
                 f"store fragment {message.fragment_id.hex()[:16]} on another node"
             )
+        fragment_id = message.fragment_id
+        while fragment_id in self._freeing:  # a sweep is deleting it: store it after
+            await self._freed.wait()
         self._writes_in_flight += 1
         self._writes_done = trio.Event() if self._writes_in_flight == 1 else self._writes_done
+        self._writing[fragment_id] = self._writing.get(fragment_id, 0) + 1
         try:
-            await self._run(self.store.put, message.fragment_id, message.data, peer.node_id)
+            await self._run(self.store.put, fragment_id, message.data, peer.node_id)
+            if self.leases is not None:
+                await self._run(
+                    self.leases.stored, fragment_id, len(message.data), self.wall_clock()
+                )
         except QuotaExceeded as exc:
             if exc.identity is None:
                 self._log_refused(peer, message, exc)
@@ -167,6 +184,9 @@ class FragmentService:
             self._writes_in_flight -= 1
             if not self._writes_in_flight:
                 self._writes_done.set()
+            self._writing[fragment_id] -= 1
+            if not self._writing[fragment_id]:
+                del self._writing[fragment_id]
         self._metrics.record_fragment_written(len(message.data))
         log.info(
             "stored fragment %s (%d bytes) from %s",
@@ -238,7 +258,6 @@ class FragmentService:
                 f"cannot audit fragment {fragment_id.hex()[:16]}: {exc} ({len(data)} bytes)"
             ) from exc
 
-
     async def _on_state(self, peer: PeerIdentity, message: Message) -> Message:
         assert isinstance(message, StateFragments)
         if self.leaving:
@@ -254,9 +273,41 @@ class FragmentService:
             message.queries,
             self.wall_clock(),
         )
+        if self.leases is not None:
+            now = self.wall_clock()
+            stated = [f for query in message.queries for f in query.fragment_ids]
+            await self._run(self.leases.stated, stated, now + self.initial_lease_ttl)
         return StateFragmentsReply(
             receipts=tuple(r.encode() for r in receipts), certificate=self._certificate
         )
+
+    async def free(
+        self, fragment_ids: Sequence[bytes], still_due: Callable[[bytes], bool]
+    ) -> tuple[list[bytes], int]:
+        """Delete the fragments of ``fragment_ids`` that no put is storing now and that are
+        ``still_due`` when looked at again (a put may have stored one since it was chosen);
+        puts of them wait meanwhile.  Returns the ids no longer held (deleted, or already
+        gone) and the bytes freed.  Raises :class:`StoreError`."""
+        chosen = [f for f in fragment_ids if f not in self._writing and f not in self._freeing]
+        self._freeing.update(chosen)
+        try:
+            return await self._run(self._delete_due, chosen, still_due)
+        finally:
+            self._freeing.difference_update(chosen)
+            self._freed.set()
+            self._freed = trio.Event()
+
+    def _delete_due(
+        self, fragment_ids: Sequence[bytes], still_due: Callable[[bytes], bool]
+    ) -> tuple[list[bytes], int]:
+        gone: list[bytes] = []
+        freed = 0
+        for fragment_id in fragment_ids:
+            if still_due(fragment_id):
+                size = self.store.size_of(fragment_id) or 0
+                freed += size if self.store.delete(fragment_id) else 0
+                gone.append(fragment_id)
+        return gone, freed
 
     async def run_store(self, function: Callable[..., T], *args: object) -> T:
         """Call a store method as the handlers do (a worker thread, bounded)."""

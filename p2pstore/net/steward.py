@@ -61,6 +61,7 @@ from p2pstore.identity import short_id
 from p2pstore.net.audits import Auditor, AuditTarget, audit_reply_error
 from p2pstore.net.client import Client, ClientSettings
 from p2pstore.net.dht import Dht
+from p2pstore.net.leases import LeaseRenewer
 from p2pstore.net.placements import Ask, publish_holdings, read_holdings
 from p2pstore.net.publisher import RPC_FAILURES
 from p2pstore.net.repairer import ChunkRepair, Known, Repairer, Watched
@@ -179,6 +180,8 @@ class Steward:
         """Per key: when our placement record was last published, and the holders it named."""
         self._warned: set[str] = set()
         self._round_done = trio.Event()
+        self.renewer: LeaseRenewer | None = None
+        """Set to renew the leases of live objects after each round (``net.leases``)."""
 
     # -- service ----------------------------------------------------------------------------
 
@@ -208,6 +211,8 @@ class Steward:
             [self._manifests[key] for key in keys], renew_records=True
         )
         self.auditor.watch(self._audit_targets(report), trio.current_time())
+        if self.renewer is not None:  # leases of the objects still referenced
+            await self.renewer.renew(report.objects)
         self.rounds += 1
         self.node.metrics.record_steward_round()
         self._round_done.set()

@@ -156,6 +156,10 @@ class FragmentStore(Protocol):
         """Whether the index lists ``fragment_id`` (cheap: does not read or hash the bytes)."""
         ...
 
+    def size_of(self, fragment_id: bytes) -> int | None:
+        """The size of ``fragment_id`` as indexed (None: not held); cheap, like :meth:`has`."""
+        ...
+
     def delete(self, fragment_id: bytes) -> bool:
         """Remove a fragment; True if it was there.  Raises StoreError if the disk refuses."""
         ...

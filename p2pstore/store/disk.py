@@ -176,6 +176,18 @@ class DiskFragmentStore:
             self._check_open()
             return self._index.size_of(fragment_id) is not None
 
+    @property
+    def index_path(self) -> Path:
+        """The SQLite index file (the lease table lives in it too: ``store.leases``)."""
+        return self._dir.index_path
+
+    def size_of(self, fragment_id: bytes) -> int | None:
+        """See :meth:`p2pstore.store.api.FragmentStore.size_of`."""
+        check_id(fragment_id)
+        with self._lock:
+            self._check_open()
+            return self._index.size_of(fragment_id)
+
     def delete(self, fragment_id: bytes) -> bool:
         """See :meth:`p2pstore.store.api.FragmentStore.delete`.
 

@@ -109,6 +109,14 @@ class MemoryFragmentStore:
             self._check_open()
             return fragment_id in self._data
 
+    def size_of(self, fragment_id: bytes) -> int | None:
+        """See :meth:`p2pstore.store.api.FragmentStore.size_of`."""
+        check_id(fragment_id)
+        with self._lock:
+            self._check_open()
+            data = self._data.get(fragment_id)
+            return None if data is None else len(data)
+
     def delete(self, fragment_id: bytes) -> bool:
         """See :meth:`p2pstore.store.api.FragmentStore.delete`."""
         check_id(fragment_id)

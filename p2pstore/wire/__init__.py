@@ -44,6 +44,13 @@ from .fragments import (
     StateFragmentsReply,
 )
 from .framing import DEFAULT_MAX_FRAME, FRAME_HEADER, FrameDecoder, frame_header
+from .leases import (
+    LeaseItem,
+    Reference,
+    RenewLeases,
+    RenewLeasesReply,
+    RetentionProof,
+)
 from .messages import (
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
@@ -97,6 +104,7 @@ __all__ = [
     "HasFragmentsReply",
     "Hello",
     "Kind",
+    "LeaseItem",
     "Message",
     "PeerSummary",
     "Ping",
@@ -105,8 +113,12 @@ __all__ = [
     "PutFragment",
     "PutFragmentReply",
     "Record",
+    "Reference",
     "ReleaseFragments",
     "ReleaseFragmentsReply",
+    "RenewLeases",
+    "RenewLeasesReply",
+    "RetentionProof",
     "SignedRecord",
     "StateFragments",
     "StateFragmentsReply",

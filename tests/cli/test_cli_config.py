@@ -22,12 +22,14 @@ from p2pstore.cli.config import (
     read_audits,
 )
 from p2pstore.cli.config_render import render_node_config
+from p2pstore.cli.config_sections import read_gc
 from p2pstore.cli.limits import LIMIT_KEYS
 from p2pstore.cli.main import cli
 from p2pstore.core.audit import AuditSettings
 from p2pstore.core.rules import MAX_SHARES, SHIPPED_RULES, CodingRule
 from p2pstore.errors import ConfigError, QuotaExceeded
 from p2pstore.identity import MeshCA
+from p2pstore.net.collection import CollectionSettings
 from p2pstore.net.scrubber import ScrubSettings
 
 GOV = CodingRule(
@@ -308,9 +310,12 @@ def test_the_renderer_writes_only_known_keys():
         repair_check_interval=30, rules={"gov": GOV}, fragment_bytes_per_identity="10%",
         limits=dict.fromkeys(LIMIT_KEYS, 4), audits=AuditSettings(0.5, 60, 7.5),
         scrub=ScrubSettings(batch_bytes=3 * 2**30, interval=2.5), trust_refresh=60,
+        gc=CollectionSettings(grace_period=60.0, sweep_interval=5.0, enabled=True),
     )  # fmt: skip
     document = tomllib.loads(text)
     assert document["identity"]["trust_refresh"] == 60.0
+    gc = read_gc(ConfigReader(Path("x.toml"), document))
+    assert gc == CollectionSettings(60.0, 5.0, enabled=True)
     assert set(document.pop("rules")) == {"gov"}
     assert read_audits(ConfigReader(Path("x.toml"), document)) == AuditSettings(0.5, 60, 7.5)
     assert document["scrub"] == {"interval": 2.5, "batch": str(3 * 2**30)}

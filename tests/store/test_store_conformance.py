@@ -117,7 +117,9 @@ def test_put_then_get_round_trips(store):
         store.put(fid, data)
     for fid, data in fragments:
         assert store.has(fid)
+        assert store.size_of(fid) == len(data)
         assert store.get(fid) == data
+    assert store.size_of(make_fragment(99, 10)[0]) is None
     usage = store.usage()
     assert usage.fragments == 4
     assert usage.bytes_used == 71_001
