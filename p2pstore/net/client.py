@@ -103,6 +103,10 @@ class ClientSettings:
     """Peers that must accept the manifest record (fewer if the mesh is smaller)."""
     in_threads: bool = True
     """Encode and decode in a worker thread; False under a ``MockClock`` (tests)."""
+    worker_threads: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
+    """Threads hashing, coding and encrypting at once: one per core.  More would not use more
+    cores, and every new thread gets a malloc arena of its own: with trio's default of 40, a
+    128 MiB get kept 100-125 MiB more resident, against 79 MiB with two."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +153,7 @@ class Client:
         self.node = dht.node
         self.settings = settings or ClientSettings()
         self._latency: dict[bytes, float] = {}
+        self._threads = trio.CapacityLimiter(self.settings.worker_threads)
 
     # -- put --------------------------------------------------------------------------------
 
@@ -691,7 +696,7 @@ class Client:
         if not self.settings.in_threads:
             await trio.lowlevel.checkpoint()
             return function(*args)
-        return await trio.to_thread.run_sync(function, *args)
+        return await trio.to_thread.run_sync(function, *args, limiter=self._threads)
 
 
 def describe(holder: Candidate) -> str:

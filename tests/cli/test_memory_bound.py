@@ -48,9 +48,10 @@ fragments): measured 75-90 MiB for a put and 40-85 MiB for a get at the defaults
 SMALL, LARGE = 16 * MiB, 128 * MiB
 SIZE_DEPENDENCE_LIMIT = (LARGE - SMALL) // 2
 """Memory that followed the object would grow by LARGE - SMALL; allow half of that.  What is
-measured: put ~80 MiB at both sizes; get ~40-45 MiB at 16 MiB and 60-85 MiB at 128 MiB (95 MiB
-at 2 GiB): the allocator's per-thread arenas, not a leak (with MALLOC_ARENA_MAX=1 a 256 MiB get
-grows by ~57 MiB instead of 71-84)."""
+measured: put 63-74 MiB at both sizes; get 42-46 MiB at 16 MiB and 79 MiB at 128 MiB with one
+worker thread per core (2 here).  What grows is the allocator's per-thread arenas, not a leak: with
+trio's default of up to 40 worker threads a 128 MiB get grew by 100-125 MiB, and with
+MALLOC_ARENA_MAX=2 by 76 MiB (``ClientSettings.worker_threads``)."""
 DEADLINE = 150.0
 
 
