@@ -16,70 +16,54 @@ or is slow), checked, decoded, authenticated and written out in order.  Memory i
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import BinaryIO, TypeVar
 
 import trio
 
 from p2pstore.codec import (
     DEFAULT_CHUNK_SIZE,
-    ConvergentKeyDeriver,
     EncodedChunk,
     Manifest,
     ObjectDecoder,
     ObjectEncoder,
     ReadCap,
     VerifyCap,
-    decode_manifest,
-    iter_chunks,
     random_key,
 )
 from p2pstore.codec.chunking import chunk_length
 from p2pstore.core.contact import Contact
 from p2pstore.core.holders import Holdings, Placement
 from p2pstore.core.placement import Candidate, check_feasible, choose_holder, place_chunk
-from p2pstore.core.records import RULES, RecordKind, manifest_key, sign_record
 from p2pstore.core.rules import CodingRule
 from p2pstore.core.steward_round import Said
 from p2pstore.core.store_plan import STORE_ATTEMPTS, StoreAttempts
 from p2pstore.errors import (
-    IntegrityError,
-    NotEnoughFragments,
-    ObjectNotFound,
-    P2PStoreError,
     PeerRefused,
     PeerUnreachable,
     PlacementError,
     PutFailed,
-    RemoteError,
-    RemoteProtocolError,
-    StoreError,
 )
-from p2pstore.identity import short_id
 from p2pstore.net.capacity import weigh_by_free_space
+from p2pstore.net.chunk_fetch import FRAGMENT_FAILURES, ChunkFetcher, describe, read_in_order
 from p2pstore.net.dht import Dht
-from p2pstore.net.fragments import fetch_fragment, store_fragment
-from p2pstore.net.placements import Answer, Ask, ask_holder, publish_holdings, read_holdings
+from p2pstore.net.fragments import store_fragment
+from p2pstore.net.object_records import (
+    find_holdings,
+    find_manifest,
+    find_placement,
+    publish_object,
+)
+from p2pstore.net.placements import Answer, Ask, ask_holder
+from p2pstore.net.put_source import convergent_key, read_and_encode
 from p2pstore.net.status import ObjectStatus, object_status
 from p2pstore.store import FragmentStore
 from p2pstore.wire.fragments import MAX_IDS_PER_QUERY
 
 log = logging.getLogger("p2pstore.client")
 T = TypeVar("T")
-
-FRAGMENT_FAILURES = (
-    PeerRefused,
-    PeerUnreachable,
-    RemoteError,
-    RemoteProtocolError,
-    IntegrityError,
-    StoreError,
-)
-"""What storing or fetching one fragment can fail with: try another holder."""
 
 Progress = Callable[[int], None]
 """Called with the number of plaintext bytes just finished."""
@@ -152,8 +136,14 @@ class Client:
         self.local_store = local_store
         self.node = dht.node
         self.settings = settings or ClientSettings()
-        self._latency: dict[bytes, float] = {}
         self._threads = trio.CapacityLimiter(self.settings.worker_threads)
+        self.fetcher = ChunkFetcher(
+            self.node,
+            fragment_timeout=self.settings.fragment_timeout,
+            hedge_after=self.settings.hedge_after,
+            local_store=local_store,
+            run_sync=self.run_sync,
+        )
 
     # -- put --------------------------------------------------------------------------------
 
@@ -175,7 +165,9 @@ class Client:
         reason if a chunk could not be stored, and what reading ``source`` raises.
         """
         if key is None and convergence_secret is not None:
-            key = await self.run_sync(self._convergent_key, source, size, convergence_secret)
+            key = await self.run_sync(
+                convergent_key, source, size, convergence_secret, self.settings.chunk_size
+            )
             await self.run_sync(source.seek, 0)
         encoder = ObjectEncoder(
             key or random_key(os.urandom(32)),
@@ -211,7 +203,13 @@ class Client:
                 chunk=None,
             )
         placement = holdings.view(self.dht.wall_clock(), self.dht.trust())
-        copies = await self._publish(encoded.object_id, encoded.manifest_bytes, holdings)
+        copies = await publish_object(
+            self.dht,
+            encoded.object_id,
+            encoded.manifest_bytes,
+            holdings,
+            self.settings.min_record_copies,
+        )
         log.info(
             "put object %s: %d bytes in %d chunks, rule %s, manifest on %d peers",
             encoded.object_id.hex()[:16],
@@ -222,18 +220,6 @@ class Client:
             extra={"event": "object_put", "object": encoded.object_id.hex()},
         )
         return PutResult(encoded.read_cap, encoded.manifest, placement, copies)
-
-    def _convergent_key(self, source: BinaryIO, size: int, secret: bytes) -> bytes:
-        deriver = ConvergentKeyDeriver(secret)
-        for piece in iter_chunks(source, self.settings.chunk_size):
-            deriver.update(piece)
-        if deriver.size != size:
-            raise PutFailed(
-                f"the source gave {deriver.size} bytes where {size} were expected: "
-                "did the file change while it was read?",
-                chunk=None,
-            )
-        return deriver.key()
 
     async def _encode_all(
         self,
@@ -247,23 +233,10 @@ class Client:
             for _ in range(encoder.chunk_count):
                 if state.failure is not None:
                     return
-                chunk = await self.run_sync(self._read_and_encode, source, encoder, state)
+                chunk = await self.run_sync(
+                    read_and_encode, source, encoder, state.size, state.chunk_size
+                )
                 await send.send(chunk)
-
-    @staticmethod
-    def _read_and_encode(
-        source: BinaryIO, encoder: ObjectEncoder, state: _PutState
-    ) -> EncodedChunk:
-        index = encoder.next_index
-        wanted = chunk_length(state.size, state.chunk_size, index)
-        data = source.read(wanted)
-        if len(data) != wanted:
-            raise PutFailed(
-                f"chunk {index}: the source ended after {len(data)} of {wanted} bytes: "
-                "did the file change while it was read?",
-                chunk=index,
-            )
-        return encoder.encode_chunk(data)
 
     async def _chunk_worker(
         self,
@@ -397,7 +370,7 @@ class Client:
         await store_fragment(
             self.node, holder.node_id, holder.address, fragment_id, data, timeout=timeout
         )
-        self._observe(holder.node_id, trio.current_time() - started)
+        self.fetcher.observe(holder.node_id, trio.current_time() - started)
 
     async def confirm(
         self, holdings: Holdings, placed: Sequence[tuple[int, Candidate]]
@@ -442,31 +415,6 @@ class Client:
             run_sync=self.run_sync,
         )
 
-    async def _publish(self, object_id: bytes, manifest_bytes: bytes, holdings: Holdings) -> int:
-        """Publish the manifest record and our placement record (the receipts the holders
-        just signed); returns how many peers took the manifest.  Raises :class:`PutFailed` if
-        too few did."""
-        key = manifest_key(object_id)
-        now = int(self.dht.wall_clock())
-        manifest = sign_record(
-            self.node.credentials,
-            RecordKind.MANIFEST,
-            key,
-            manifest_bytes,
-            sequence=now,
-            expires_at=now + RULES[RecordKind.MANIFEST].max_ttl,
-        )
-        wanted = max(1, min(self.settings.min_record_copies, len(self.dht.table)))
-        copies = [await self.dht.publish(manifest), await publish_holdings(self.dht, holdings)]
-        if min(copies) < wanted:
-            raise PutFailed(
-                f"the object's records were stored on {min(copies)} peers, fewer than the "
-                f"{wanted} required: every fragment is stored, but no capability is issued "
-                "for an object the mesh could not find; try again",
-                chunk=None,
-            )
-        return copies[0]
-
     async def candidates(self, rule: CodingRule) -> list[Candidate]:
         """Peers that may hold fragments: the routing table, after a lookup of our own id
         refreshed it (region and datacenter are re-checked against each certificate when
@@ -484,40 +432,21 @@ class Client:
         return await weigh_by_free_space(self.dht, allowed)  # as the simulator weighs them
 
     def _is_local(self, holder: Candidate) -> bool:
-        return self.local_store is not None and holder.node_id == self.node.identity.node_id
+        return self.fetcher.is_local(holder)
 
     # -- get --------------------------------------------------------------------------------
 
     async def fetch_manifest(self, object_id: bytes) -> Manifest:
-        """The object's manifest, checked against its id.  Raises :class:`ObjectNotFound`."""
-        records = await self.dht.find_records(RecordKind.MANIFEST, manifest_key(object_id))
-        for record in records:
-            try:
-                return decode_manifest(record.value, object_id)
-            except (IntegrityError, RemoteProtocolError) as exc:
-                log.warning("ignoring a manifest record that does not match: %s", exc)
-        raise ObjectNotFound(
-            f"no manifest for object {object_id.hex()[:16]} was found in the mesh "
-            f"({len(records)} candidate records): check the capability, or whether the mesh "
-            "you are connected to is the one it was stored in"
-        )
+        """See :func:`find_manifest`."""
+        return await find_manifest(self.dht, object_id)
 
     async def fetch_holdings(self, object_id: bytes, manifest: Manifest) -> Holdings:
-        """Every receipt of every placement record found for the object, checked and merged.
-        Raises :class:`ObjectNotFound` if there is no placement record at all."""
-        holdings = Holdings(object_id, [c.fragment_ids for c in manifest.chunks])
-        if not await read_holdings(self.dht, holdings):
-            raise ObjectNotFound(
-                f"object {object_id.hex()[:16]} has a manifest but no placement record: "
-                "its holders are unknown"
-            )
-        return holdings
+        """See :func:`find_holdings`."""
+        return await find_holdings(self.dht, object_id, manifest)
 
     async def fetch_placement(self, object_id: bytes, manifest: Manifest) -> Placement:
-        """Where the object's fragments are now: the union of every valid receipt found (see
-        :meth:`fetch_holdings`)."""
-        holdings = await self.fetch_holdings(object_id, manifest)
-        return holdings.view(self.dht.wall_clock(), self.dht.trust())
+        """See :func:`find_placement`."""
+        return await find_placement(self.dht, object_id, manifest)
 
     async def get(
         self,
@@ -527,7 +456,7 @@ class Client:
         progress: Progress | None = None,
     ) -> Manifest:
         """Fetch, check, decode and decrypt the object, passing its plaintext to ``write``
-        chunk by chunk, in order.
+        chunk by chunk, in order (``net.chunk_fetch``).
 
         Raises :class:`ObjectNotFound`, :class:`NotEnoughFragments` naming the chunk and what
         each holder answered, or :class:`IntegrityError` for a wrong key (no byte of a chunk
@@ -535,138 +464,27 @@ class Client:
         """
         manifest = await self.fetch_manifest(cap.object_id)
         placement = await self.fetch_placement(cap.object_id, manifest)
-        decoder = ObjectDecoder(manifest, cap.key)
-        count = manifest.chunk_count
-        results: dict[int, bytes] = {}
-        ready = [trio.Event() for _ in range(count)]
-        window = trio.Semaphore(self.settings.chunks_in_flight)
-        failure: list[P2PStoreError] = []
-
-        async def fetch_one(index: int) -> None:
-            try:
-                fragments = await self.fetch_chunk(manifest, placement, index)
-                # fetch_chunk checked every fragment against the manifest's ids: no second hash.
-                results[index] = await self.run_sync(
-                    partial(decoder.decode_chunk, hashed=True), index, fragments
-                )
-            except P2PStoreError as exc:
-                failure.append(exc)
-                nursery.cancel_scope.cancel()
-            ready[index].set()
-
-        async def write_in_order() -> None:
-            for index in range(count):
-                await ready[index].wait()
-                data = results.pop(index)
-                await write(data)
-                if progress is not None:
-                    progress(len(data))
-                window.release()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(write_in_order)
-            for index in range(count):
-                await window.acquire()
-                nursery.start_soon(fetch_one, index)
-        if failure:
-            raise failure[0]
+        await read_in_order(
+            self.fetcher,
+            manifest,
+            placement,
+            ObjectDecoder(manifest, cap.key),
+            write,
+            chunks_in_flight=self.settings.chunks_in_flight,
+            run_sync=self.run_sync,
+            progress=progress,
+        )
         return manifest
 
     async def fetch_chunk(
         self, manifest: Manifest, placement: Placement, index: int
     ) -> dict[int, bytes]:
-        """k verified fragments of chunk ``index`` (share -> bytes), asking the quickest
-        receipted holders first (each share's freshest holder before its others) and another
-        one whenever a fetch fails or the chunk is slow."""
-        ids = manifest.chunks[index].fragment_ids
-        pending = sorted(
-            (
-                (rank, share, holder)
-                for share in range(manifest.n)
-                for rank, holder in enumerate(placement.holders_of(index, share))
-            ),
-            key=lambda a: (a[0], *self._fetch_preference(a[2], a[1], manifest.k)),
-        )
-        got: dict[int, bytes] = {}
-        problems: list[str] = [
-            f"share {s}: no known holder"
-            for s in range(manifest.n)
-            if not placement.holders_of(index, s)
-        ]
-        fetching: set[int] = set()
-        wake = trio.Event()
-
-        def next_attempt() -> tuple[int, Candidate] | None:
-            pending[:] = [a for a in pending if a[1] not in got]
-            for position, (_, share, holder) in enumerate(pending):
-                if share not in fetching:
-                    del pending[position]
-                    return share, holder
-            return None
-
-        async def fetch(share: int, holder: Candidate) -> None:
-            nonlocal wake
-            started = trio.current_time()
-            try:
-                data = await self.fetch_from(holder, ids[share])
-            except FRAGMENT_FAILURES as exc:
-                problems.append(f"share {share} from {describe(holder)}: {exc}")
-                if isinstance(exc, IntegrityError):
-                    log.warning(
-                        "%s served a corrupt fragment; asking another holder",
-                        describe(holder),
-                        extra={"event": "corrupt_fragment_served", "peer": holder.node_id.hex()},
-                    )
-            else:
-                self._observe(holder.node_id, trio.current_time() - started)
-                got[share] = data
-            fetching.discard(share)
-            wake.set()
-
-        def start_one(nursery: trio.Nursery) -> bool:
-            attempt = next_attempt()
-            if attempt is None:
-                return False
-            fetching.add(attempt[0])
-            nursery.start_soon(fetch, *attempt)
-            return True
-
-        async with trio.open_nursery() as nursery:
-            while len(got) < manifest.k:
-                while len(fetching) + len(got) < manifest.k and start_one(nursery):
-                    pass
-                if not fetching:
-                    break
-                with trio.move_on_after(self.settings.hedge_after) as scope:
-                    await wake.wait()
-                wake = trio.Event()
-                if scope.cancelled_caught:
-                    start_one(nursery)  # a slow chunk: ask one more holder as well
-            nursery.cancel_scope.cancel()
-        if len(got) < manifest.k:
-            raise NotEnoughFragments(
-                f"chunk {index}: only {len(got)} of the {manifest.k} fragments needed could be "
-                "fetched:\n  " + "\n  ".join(problems),
-                needed=manifest.k,
-                found=len(got),
-            )
-        return dict(sorted(got.items())[: manifest.k])
+        """k verified fragments of chunk ``index`` (see :meth:`ChunkFetcher.fetch_chunk`)."""
+        return await self.fetcher.fetch_chunk(manifest, placement, index)
 
     async def fetch_from(self, holder: Candidate, fragment_id: bytes) -> bytes:
-        """One fragment from ``holder``, checked against its id; from our own store when we
-        are the holder (a steward repairing an object it holds part of).  Raises what
-        :func:`fetch_fragment` raises, or :class:`StoreError` for a local miss."""
-        if self._is_local(holder):
-            assert self.local_store is not None
-            return await self.run_sync(self.local_store.get, fragment_id)
-        return await fetch_fragment(
-            self.node,
-            holder.node_id,
-            holder.address,
-            fragment_id,
-            timeout=self.settings.fragment_timeout,
-            run_sync=self.run_sync,
-        )
+        """One fragment from ``holder`` (see :meth:`ChunkFetcher.fetch_from`)."""
+        return await self.fetcher.fetch_from(holder, fragment_id)
 
     # -- status -----------------------------------------------------------------------------
 
@@ -674,31 +492,8 @@ class Client:
         """What the mesh holds of the object now (see :func:`object_status`)."""
         return await object_status(self, cap)
 
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _fetch_preference(
-        self, holder: Candidate | None, share: int, k: int
-    ) -> tuple[int, bool, int]:
-        """Sort key of a share to fetch: holders in the quickest 50 ms band first (an untimed
-        one counts as typical), then primary shares (decoding them is a copy, not a zfec
-        decode), then the share number for a stable order."""
-        known = sorted(self._latency.values())
-        typical = known[len(known) // 2] if known else 0.0
-        latency = self._latency.get(holder.node_id, typical) if holder else math.inf
-        return (int(latency / 0.05) if latency != math.inf else 1 << 30, share >= k, share)
-
-    def _observe(self, node_id: bytes, seconds: float) -> None:
-        """Keep a smoothed latency per peer: gets ask the quickest holders first."""
-        previous = self._latency.get(node_id)
-        self._latency[node_id] = seconds if previous is None else 0.7 * previous + 0.3 * seconds
-
     async def run_sync(self, function: Callable[..., T], *args: object) -> T:
         if not self.settings.in_threads:
             await trio.lowlevel.checkpoint()
             return function(*args)
         return await trio.to_thread.run_sync(function, *args, limiter=self._threads)
-
-
-def describe(holder: Candidate) -> str:
-    """``node ab12cd34 (dc-2, FR-GES)`` for messages."""
-    return f"node {short_id(holder.node_id)} ({holder.datacenter}, {holder.region})"

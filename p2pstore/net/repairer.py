@@ -30,7 +30,8 @@ from p2pstore.core.repair_plan import ChunkAssessment, FailureDetector
 from p2pstore.core.steward_round import ObjectRound, silent_peers
 from p2pstore.core.store_plan import RepairPlacement
 from p2pstore.errors import IntegrityError, NotEnoughFragments, PlacementError, PutFailed
-from p2pstore.net.client import FRAGMENT_FAILURES, Client, describe
+from p2pstore.net.chunk_fetch import FRAGMENT_FAILURES, describe
+from p2pstore.net.client import Client
 from p2pstore.net.dht import Dht
 from p2pstore.net.placements import publish_holdings
 from p2pstore.net.publisher import RPC_FAILURES
