@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from p2pstore.cli.client_config import connected_client, load_client_config
 from p2pstore.cli.policy_file import read_policy_file
 from p2pstore.core.ca_records import policy_record, revocation_record
-from p2pstore.core.records import next_sequence
+from p2pstore.core.published import next_sequence
 from p2pstore.errors import IdentityError, KeyEncrypted
 from p2pstore.identity import (
     MeshCA,

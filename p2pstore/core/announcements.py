@@ -175,3 +175,15 @@ def _unpack(data: bytes) -> object:
     except (ValueError, TypeError, OverflowError, msgpack.exceptions.UnpackException) as exc:
         # UnicodeDecodeError and StackError are ValueErrors too.
         raise RemoteProtocolError(f"announcement is not valid msgpack: {exc}") from None
+
+
+def announcement_problem(
+    announcement: Announcement, certificate_der: bytes, certificate: PeerIdentity
+) -> str | None:
+    """Why an announcement does not go with its record's certificate, or None."""
+    who = f"announcement by {certificate.describe()}"
+    if certificate.role is not Role.NODE:
+        return f"{who}: only nodes announce themselves (a client serves no one)"
+    if announcement.certificate_der != certificate_der:
+        return f"{who} carries another certificate in its value than in its record"
+    return None

@@ -21,7 +21,7 @@ from p2pstore.core.records import (
     RULES,
     RecordKind,
     ca_record_key,
-    signed_bytes,
+    sealed_record,
 )
 from p2pstore.errors import LocalProtocolError
 from p2pstore.identity import MeshCA, public_key_bytes
@@ -42,7 +42,7 @@ def sign_ca_record(
     key = ca_record_key(kind, ca.certificate)
     certificate = ca.certificate.public_bytes(serialization.Encoding.DER)
     publisher_key = public_key_bytes(ed25519_key(ca.certificate))
-    data = signed_bytes(
+    return sealed_record(
         kind,
         key,
         value,
@@ -50,16 +50,7 @@ def sign_ca_record(
         expires_at=expires_at,
         publisher_key=publisher_key,
         certificate=certificate,
-    )
-    return SignedRecord(
-        kind=int(kind),
-        key=key,
-        value=value,
-        sequence=sequence,
-        expires_at=expires_at,
-        publisher_key=publisher_key,
-        certificate=certificate,
-        signature=ca.sign_statement(data),
+        sign=ca.sign_statement,
     )
 
 

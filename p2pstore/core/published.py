@@ -23,7 +23,6 @@ from p2pstore.core.records import (
     checked_ttl,
     credentials_of,
     known_kind,
-    next_sequence,
     renew,
     sign_record,
 )
@@ -143,3 +142,11 @@ class PublishedRecords:
     def _due_at(entry: _Published, interval: float | None) -> float:
         every = republish_period(entry.kind, entry.ttl) if interval is None else interval
         return entry.last_published + every
+
+
+def next_sequence(previous: int | None, now: float) -> int:
+    """A sequence number for a new version: milliseconds since the epoch, or one more than
+    ``previous`` if that is not larger.  Clock-based, so a publisher that restarted without its
+    state still outranks what it published before (unless its clock went back)."""
+    stamp = math.floor(now * 1000)
+    return stamp if previous is None or stamp > previous else previous + 1

@@ -41,6 +41,7 @@ import dataclasses
 import enum
 import hashlib
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
 
@@ -48,7 +49,12 @@ import msgpack
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from p2pstore.core.announcements import Announcement, decode_announcement, verify_announcement
+from p2pstore.core.announcements import (
+    Announcement,
+    announcement_problem,
+    decode_announcement,
+    verify_announcement,
+)
 from p2pstore.core.mesh_policy import MAX_POLICY_BYTES, decode_policy
 from p2pstore.errors import (
     IdentityError,
@@ -64,7 +70,6 @@ from p2pstore.identity import (
     NodeCredentials,
     NodeId,
     PeerIdentity,
-    Role,
     TrustAnchor,
     short_id,
     verify_signature,
@@ -227,11 +232,36 @@ def sign_record(
             announcement = decode_announcement(value)
         except RemoteProtocolError as error:
             raise LocalProtocolError(f"refusing to sign: {error}") from None
-        problem = _announcement_problem(announcement, certificate, credentials.identity)
+        problem = announcement_problem(announcement, certificate, credentials.identity)
         if problem is not None:
             raise LocalProtocolError(f"refusing to sign: {problem}")
     if type(sequence) is not int or type(expires_at) is not int:
         raise LocalProtocolError("sequence and expires_at must be ints (Unix seconds for expiry)")
+    return sealed_record(
+        kind,
+        key,
+        value,
+        sequence=sequence,
+        expires_at=expires_at,
+        publisher_key=publisher_key,
+        certificate=certificate,
+        sign=credentials.sign,
+    )
+
+
+def sealed_record(
+    kind: RecordKind,
+    key: bytes,
+    value: bytes,
+    *,
+    sequence: int,
+    expires_at: int,
+    publisher_key: bytes,
+    certificate: bytes,
+    sign: Callable[[bytes], bytes],
+) -> SignedRecord:
+    """The record with ``sign``'s signature over its :func:`signed_bytes` (the checks of what
+    may be signed are the caller's: :func:`sign_record`, or the CA's own kinds)."""
     data = signed_bytes(
         kind,
         key,
@@ -249,7 +279,7 @@ def sign_record(
         expires_at=expires_at,
         publisher_key=publisher_key,
         certificate=certificate,
-        signature=credentials.sign(data),
+        signature=sign(data),
     )
 
 
@@ -398,22 +428,10 @@ def _verify_announcement(
         announcement, _ = verify_announcement(record.value, info.publisher, trust, now)
     except RemoteProtocolError as error:
         raise RecordRejected(str(error), reason=RejectReason.BAD_VALUE) from None
-    problem = _announcement_problem(announcement, record.certificate, info.certificate)
+    problem = announcement_problem(announcement, record.certificate, info.certificate)
     if problem is not None:
         raise RecordRejected(problem, reason=RejectReason.BAD_VALUE)
     return dataclasses.replace(info, announcement=announcement)
-
-
-def _announcement_problem(
-    announcement: Announcement, certificate_der: bytes, certificate: PeerIdentity
-) -> str | None:
-    """Why an announcement does not go with its record's certificate, or None."""
-    who = f"announcement by {certificate.describe()}"
-    if certificate.role is not Role.NODE:
-        return f"{who}: only nodes announce themselves (a client serves no one)"
-    if announcement.certificate_der != certificate_der:
-        return f"{who} carries another certificate in its value than in its record"
-    return None
 
 
 def _check_content(kind: RecordKind, key: bytes, value: bytes, publisher: NodeId) -> None:
@@ -478,11 +496,3 @@ def checked_ttl(kind: RecordKind, ttl: int | None) -> int:
             f"a {kind.name.lower()} record's ttl is 1..{max_ttl} s, got {ttl!r}"
         )
     return ttl
-
-
-def next_sequence(previous: int | None, now: float) -> int:
-    """A sequence number for a new version: milliseconds since the epoch, or one more than
-    ``previous`` if that is not larger.  Clock-based, so a publisher that restarted without its
-    state still outranks what it published before (unless its clock went back)."""
-    stamp = math.floor(now * 1000)
-    return stamp if previous is None or stamp > previous else previous + 1

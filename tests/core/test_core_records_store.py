@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from p2pstore.core.announcements import Announcement
-from p2pstore.core.published import PublishedRecords, republish_period
+from p2pstore.core.published import PublishedRecords, next_sequence, republish_period
 from p2pstore.core.record_store import PutResult, RecordStore, held_size
 from p2pstore.core.records import (
     MEMBER_KINDS,
@@ -21,7 +21,6 @@ from p2pstore.core.records import (
     RecordKind,
     RecordRejected,
     RejectReason,
-    next_sequence,
     renew,
     sign_record,
     signed_bytes,
