@@ -1,5 +1,6 @@
-"""The ping flood alone against one node process: an honest peer's latency and the node's CPU,
-in alternating windows without and with the flood, for profiling what the node does per request.
+"""One flood alone (the ping flood unless ``--flood`` names another of ``flood_peers.py``)
+against one node process: an honest peer's latency and the node's CPU, in alternating windows
+without and with the flood, for profiling what the node does per request.
 
 Why beside ``floods.py``: that harness measures every flood on a mesh with puts and gets, a
 minute per figure; finding where a node spends its time under one flood needs many short
@@ -8,7 +9,7 @@ windows and nothing else running.  One node (no mesh), the honest prober and the
 ``--profile DIR`` runs the node under cProfile (``profiling/sitecustomize.py``) and leaves its
 ``PID.prof`` in DIR (its latencies then mean little: read the profile only).
 
-Run: ``python benchmarks/ping_flood.py --rounds 3 --window 12``.
+Run: ``python benchmarks/ping_flood.py --rounds 3 --window 12 [--flood handshake]``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--window", type=float, default=12.0, help="seconds per window")
     parser.add_argument("--profile", type=Path, help="directory for the node's cProfile dump")
+    parser.add_argument("--flood", default="ping", choices=("ping", "handshake", "findnode"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="p2pstore-pingflood-") as temp:
         directory = Path(temp)
@@ -96,7 +98,7 @@ def main() -> None:
                     attacker = None
                     if flooded:
                         attacker = subprocess.Popen(
-                            [sys.executable, str(PEERS), "attack", "ping",
+                            [sys.executable, str(PEERS), "attack", args.flood,
                              "--target", target.address,
                              "--key", str(issued["attacker"].key_path),
                              "--cert", str(issued["attacker"].certificate_path),
@@ -134,13 +136,19 @@ def main() -> None:
                 for p in probes
                 if p.get("kind") in ("ping", "find_node") and began <= p["t"] < ended
             ]
+            connects = [
+                p["ms"] if p["ms"] is not None else 10_000.0
+                for p in probes
+                if p.get("kind") == "connect" and began <= p["t"] < ended
+            ]
             ms = [m for m, _at, _kind in timed]
             worst = sorted(timed, reverse=True)[:4]
             print("  worst:", ", ".join(f"{m:.0f} ms at {at:.1f}s ({k})" for m, at, k in worst))
             print(
                 f"{kind:5} n={len(ms):4} p50 {percentile(ms, 0.5):7.2f} ms  p99 "
                 f"{percentile(ms, 0.99):7.2f} ms  max {max(ms, default=0):7.1f} ms  "
-                f"node CPU {cpu:5.2f} s"
+                f"node CPU {cpu:5.2f} s; new connection p50 {percentile(connects, 0.5):6.1f} "
+                f"ms, max {max(connects, default=0):6.1f} ms"
             )
 
 

@@ -11,8 +11,9 @@ at once, so a full pool cannot leave members queued in the kernel's backlog behi
 
 from __future__ import annotations
 
+import select
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import trio
 
@@ -20,6 +21,9 @@ from p2pstore.core.handshakes import RECLAIMED, Admitted, HandshakeGate, Handsha
 from p2pstore.net.refusals import RefusalLog
 
 T = TypeVar("T")
+
+MAX_REFUSED_OPEN: Final = 256
+"""Connections refused at the door left open at once, to be closed in one go."""
 
 
 class HandshakeDoor:
@@ -63,3 +67,33 @@ class HandshakeDoor:
     def seen_member(self, source: str) -> None:
         """A valid certificate came from ``source`` (on a connection the node dialled)."""
         self.gate.seen_member(source, trio.current_time())
+
+
+class RefusedConnections:
+    """Connections the door refused, closed once no other connection waits in the listener's
+    backlog (or ``MAX_REFUSED_OPEN`` are open), not each as soon as it is refused.
+
+    Why: a close wakes the peer, and on a loaded host the node may not run again for a
+    millisecond; a member's connection queued behind a stranger's hundreds would wait for all
+    their closes before its handshake could start.  Accepted first, it starts at once.
+    """
+
+    def __init__(self, backlog_waiting: Callable[[], bool]) -> None:
+        self.streams: list[trio.SocketStream] = []
+        self._backlog_waiting = backlog_waiting
+
+    async def close_unless_more_wait(self) -> None:
+        """Close them all, unless fewer than the bound are open and more connections wait."""
+        if self.streams and (len(self.streams) >= MAX_REFUSED_OPEN or not self._backlog_waiting()):
+            await self.close()
+
+    async def close(self) -> None:
+        while self.streams:  # each closed before its checkpoint, even if cancelled there
+            await trio.aclose_forcefully(self.streams.pop())
+
+
+def backlog_waiting(listener: trio.SocketListener) -> Callable[[], bool]:
+    """Whether a connection waits in ``listener``'s backlog, asked without waiting."""
+    poller = select.poll()
+    poller.register(listener.socket.fileno(), select.POLLIN)
+    return lambda: bool(poller.poll(0))

@@ -7,6 +7,10 @@ the pace: one batch of ``batch_bytes`` every ``interval`` seconds, in a worker t
 never stalls the node.  With the defaults that is about 0.5 MiB/s, a pass over 500 GiB in about
 eleven days.  Corrupt fragments are already removed by the store; here they are counted and
 logged, for the stewards' repair to replace.
+
+Batches fall on a fixed schedule (a :class:`RoundClock` from the start), not an interval after
+the previous one ended: a node busy answering a flood takes longer over each batch, and
+sleeping after each would let every such delay push all later batches back (issue 14).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 
 import trio
 
+from p2pstore.core.steward_round import RoundClock
 from p2pstore.errors import StoreError
 from p2pstore.net.metrics import NodeMetrics
 from p2pstore.store import FragmentStore, ScrubReport
@@ -56,11 +61,13 @@ class Scrubber:
         self._pass_checked = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Scrub one batch every interval until cancelled.  A batch the disk cannot read is
-        logged and retried at the next interval; the node keeps running."""
+        """Scrub one batch at each tick of ``interval`` from the start, until cancelled; a
+        batch that outlasts the interval skips the ticks it missed.  A batch the disk cannot
+        read is logged and retried at the next tick; the node keeps running."""
+        clock = RoundClock(self.settings.interval, trio.current_time())
         task_status.started()
         while True:
-            await trio.sleep(self.settings.interval)
+            await trio.sleep_until(clock.after(trio.current_time()))
             try:
                 await self.scrub_batch()
             except StoreError as exc:

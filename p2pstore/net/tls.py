@@ -25,7 +25,7 @@ from p2pstore.errors import ConfigError, PeerRefused, PeerUnreachable
 from p2pstore.identity import NodeCredentials, TrustAnchor
 from p2pstore.net.address import format_address, parse_address
 from p2pstore.net.budget import ReceiveBudget
-from p2pstore.net.handshakes import HandshakeDoor
+from p2pstore.net.handshakes import HandshakeDoor, RefusedConnections, backlog_waiting
 from p2pstore.net.link import LinkHandler, check_dialled_peer, source_of
 from p2pstore.net.refusals import RefusalLog
 from p2pstore.net.tls_link import RECEIVE_SIZE, TlsLink
@@ -182,25 +182,31 @@ class TlsTransport:
         handler: LinkHandler,
         nursery: trio.Nursery,
     ) -> None:
+        refused = RefusedConnections(backlog_waiting(listener))
         async with listener:
-            while True:
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:  # out of file descriptors or memory: it passes
-                    log.warning(
-                        "cannot accept a connection: %s; retrying in %gs",
-                        exc.strerror or exc,
-                        ACCEPT_RETRY,
-                        extra={"event": "accept_failed"},
-                    )
-                    await trio.sleep(ACCEPT_RETRY)
-                    continue
-                source = source_of(_peer_address(stream))
-                ticket = self.handshakes.admit(source)
-                if ticket is None:
-                    await trio.aclose_forcefully(stream)
-                    continue
-                nursery.start_soon(self._accept_one, stream, source, ticket, handler)
+            try:
+                while True:
+                    await refused.close_unless_more_wait()
+                    try:
+                        stream = await listener.accept()
+                    except OSError as exc:  # out of file descriptors or memory: it passes
+                        log.warning(
+                            "cannot accept a connection: %s; retrying in %gs",
+                            exc.strerror or exc,
+                            ACCEPT_RETRY,
+                            extra={"event": "accept_failed"},
+                        )
+                        await refused.close()
+                        await trio.sleep(ACCEPT_RETRY)
+                        continue
+                    source = source_of(_peer_address(stream))
+                    ticket = self.handshakes.admit(source)
+                    if ticket is None:
+                        refused.streams.append(stream)
+                    else:
+                        nursery.start_soon(self._accept_one, stream, source, ticket, handler)
+            finally:
+                await refused.close()
 
     async def _accept_one(
         self, stream: trio.SocketStream, source: str, ticket: int, handler: LinkHandler

@@ -14,7 +14,7 @@ from test_net_tls_only import DEADLINE, Mesh, Server, assert_serves_a_proper_cli
 
 from p2pstore.core.handshakes import HandshakeLimits
 from p2pstore.net.address import parse_address
-from p2pstore.net.handshakes import HandshakeDoor
+from p2pstore.net.handshakes import MAX_REFUSED_OPEN, HandshakeDoor, RefusedConnections
 from p2pstore.net.refusals import RefusalLog
 from p2pstore.net.tls import TlsSettings, TlsTransport
 
@@ -66,6 +66,35 @@ async def test_a_reclaimed_handshake_ends_even_before_it_started(autojump_clock,
 @pytest.fixture
 def mesh(tmp_path: Path) -> Mesh:
     return Mesh(tmp_path)
+
+
+async def test_refused_connections_close_once_the_backlog_is_empty_or_at_the_bound():
+    """The accept loop leaves refused connections open while more wait to be accepted (so a
+    member's is reached without waiting for the strangers' closes), never more than the bound,
+    and closes them all as soon as none waits."""
+    waiting = True
+    refused = RefusedConnections(lambda: waiting)
+    theirs = []
+    for _ in range(MAX_REFUSED_OPEN - 1):
+        ours, their_end = trio.testing.memory_stream_pair()
+        refused.streams.append(ours)
+        theirs.append(their_end)
+        await refused.close_unless_more_wait()
+    assert len(refused.streams) == MAX_REFUSED_OPEN - 1  # the backlog still had connections
+    ours, their_end = trio.testing.memory_stream_pair()
+    refused.streams.append(ours)
+    theirs.append(their_end)
+    await refused.close_unless_more_wait()  # at the bound: all closed, backlog or not
+    assert refused.streams == []
+    for their_end in theirs:
+        with pytest.raises(trio.BrokenResourceError):
+            await their_end.send_all(b"x")
+    ours, their_end = trio.testing.memory_stream_pair()
+    refused.streams.append(ours)
+    waiting = False
+    await refused.close_unless_more_wait()  # nothing else waits: closed at once
+    assert refused.streams == []
+    assert await their_end.receive_some() == b""
 
 
 async def test_stalled_handshakes_from_many_addresses_leave_members_a_slot(mesh, log_events):
