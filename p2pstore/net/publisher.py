@@ -20,7 +20,13 @@ from p2pstore.core.announcements import Announcement
 from p2pstore.core.contact import Contact
 from p2pstore.core.published import PublishedRecords
 from p2pstore.core.records import RecordKind
-from p2pstore.errors import PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError
+from p2pstore.errors import (
+    PeerRefused,
+    PeerTooOld,
+    PeerUnreachable,
+    RemoteError,
+    RemoteProtocolError,
+)
 from p2pstore.identity import short_id
 from p2pstore.wire import SignedRecord, Store, StoreReply
 
@@ -125,6 +131,8 @@ class Publisher:
             reply = await dht.node.call(
                 contact.id, contact.address, Store(record=record), timeout=dht.settings.rpc_timeout
             )
+        except PeerTooOld:
+            return False  # a kind its version does not know (said once by its session)
         except RPC_FAILURES as exc:
             dht.table.record_failure(contact.id, trio.current_time())
             log.debug("storing on %s failed: %s", short_id(contact.id), exc)
