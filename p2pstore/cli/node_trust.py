@@ -7,8 +7,10 @@ own configuration may only tighten."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from p2pstore.cli.config import NodeConfig
+from p2pstore.cli.crl_freshness import check_file_at_start
 from p2pstore.core.mesh_policy import MeshPolicy, tightened
 from p2pstore.errors import IdentityError
 from p2pstore.identity import TrustAnchor
@@ -21,6 +23,15 @@ log = logging.getLogger("p2pstore.node")
 def load_trust(config: NodeConfig) -> TrustAnchor:
     """The CA certificate and revocation list the node's configuration names."""
     return TrustAnchor.load(config.ca_certificate, config.revocation_list)
+
+
+def load_starting_trust(config: NodeConfig) -> TrustAnchor:
+    """:func:`load_trust` at start: a list past its next update is logged, or refused with
+    ``[identity] require_fresh_revocation_list`` (see :mod:`p2pstore.cli.crl_freshness`)."""
+    trust = load_trust(config)
+    strict = config.require_fresh_revocation_list
+    check_file_at_start(trust, config.revocation_list, datetime.now(UTC), strict=strict)
+    return trust
 
 
 def reload_trust(config: NodeConfig, mesh_node: Node) -> None:
