@@ -237,8 +237,8 @@ def renew(directory: Path, certificate_path: Path, out: Path | None, days: int) 
     """Certify the same key again (same node id, datacenter and region) for --days from now.
 
     Needs only the node's current certificate (public). The node keeps its id, fragments and
-    records: install the new certificate in place of the old one and restart the node. The old
-    one stays valid until it expires.
+    records: install the new certificate in place of the old one and send the node SIGHUP (no
+    restart). The old one stays valid until it expires.
     """
     authority = _load(directory)
     certificate = renew_certificate(

@@ -23,7 +23,7 @@ from p2pstore.cli.lifeline import watch_parent
 from p2pstore.cli.logs import configure_logging
 from p2pstore.cli.node_identity import init
 from p2pstore.cli.node_status import status
-from p2pstore.cli.node_trust import apply_policy, load_starting_trust, reload_trust
+from p2pstore.cli.node_trust import apply_policy, load_starting_trust, reload_on_sighup
 from p2pstore.core.contact import Contact
 from p2pstore.core.rules import parse_duration
 from p2pstore.errors import ConfigError, PeerUnreachable, StoreError
@@ -254,7 +254,7 @@ async def serve_node(
                 metrics,
                 config,
                 parent_fd,
-                expiries(credentials, trust),
+                expiries(mesh_node, trust),
                 lambda: transport.trust,
                 Collector(fragments, dht, lease_table_for(store), config.gc),
             )
@@ -264,7 +264,7 @@ async def serve_node(
                 nursery.start_soon(_leave, leaving, leave_within, drained, nursery.cancel_scope)
             async for signum in _with_early_stop(signals, early):
                 if signum == signal.SIGHUP:
-                    reload_trust(config, mesh_node)
+                    reload_on_sighup(config, mesh_node)
                     continue
                 log.info(
                     "received %s: stopping",
@@ -292,7 +292,7 @@ def _start_watches(
     metrics: NodeMetrics,
     config: NodeConfig,
     parent_fd: int | None,
-    expiries: dict[str, datetime],
+    expiries: dict[str, Callable[[], datetime]],
     trust: Callable[[], TrustAnchor],
     collector: Collector,
 ) -> None:

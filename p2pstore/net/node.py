@@ -24,6 +24,7 @@ import trio
 from p2pstore import __version__
 from p2pstore.core.admission import Admission, AdmissionSettings
 from p2pstore.errors import (
+    IdentityError,
     P2PStoreError,
     PeerRefused,
     PeerUnreachable,
@@ -154,6 +155,7 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._listeners: list[PeerListener] = []
         self._dialing: dict[bytes, trio.Event] = {}
+        self._renewal_hooks: list[Callable[[NodeCredentials], None]] = []
         self.allowed_versions: frozenset[int] | None = None
         """The wire versions the mesh policy allows (None: any), see :meth:`allow_versions`."""
         self._handlers: dict[type[Message], Handler] = {
@@ -219,6 +221,27 @@ class Node:
                     extra={"event": "peer_revoked", "peer": session.peer.node_id.hex()},
                 )
                 self._spawn(session.close, "certificate revoked")
+
+    def renew_credentials(self, credentials: NodeCredentials) -> None:
+        """Present a renewed certificate of the same key, datacenter and region from now on
+        (new sessions, records and receipts); sessions already up keep the old one.  Raises
+        :class:`IdentityError` if it certifies another node: that is a new node, so restart."""
+        old, new = self.identity, credentials.identity
+        if (new.node_id, new.datacenter, new.region, new.role) != (
+            old.node_id, old.datacenter, old.region, old.role
+        ):  # fmt: skip
+            raise IdentityError(
+                f"the certificate is for {new.describe()}, this node is {old.describe()}: "
+                "a new key, datacenter or region makes a new node; restart it to switch"
+            )
+        self.transport.reload_credentials(credentials)
+        self.credentials, self.identity = credentials, new
+        for hook in self._renewal_hooks:
+            hook(credentials)
+
+    def on_renewal(self, hook: Callable[[NodeCredentials], None]) -> None:
+        """Call ``hook`` with the new credentials after each :meth:`renew_credentials`."""
+        self._renewal_hooks.append(hook)
 
     def allow_versions(self, versions: Collection[int]) -> None:
         """The mesh policy's wire versions (empty: any): offered from now on, and sessions
