@@ -14,13 +14,14 @@ from storage_mesh import StorageMesh
 from test_net_client import get_bytes, put_bytes
 
 from p2pstore.core.ca_records import policy_record, revocation_record
+from p2pstore.core.contact import Contact
 from p2pstore.core.mesh_policy import MeshPolicy
 from p2pstore.core.records import RecordKind, ca_record_key
 from p2pstore.core.rules import SHIPPED_RULES
 from p2pstore.errors import PeerTooOld, PeerUnreachable
 from p2pstore.net.mesh_trust import publish_ca_record
 from p2pstore.wire import PREVIOUS_VERSION as OLD_VERSION
-from p2pstore.wire import PROTOCOL_VERSION, Store
+from p2pstore.wire import PROTOCOL_VERSION, FindNodeReply, FindValue, Store
 
 OLD = 2
 """The index of the node of the previous release in each mesh below."""
@@ -74,6 +75,20 @@ async def test_a_mixed_mesh_stores_and_reads_across_versions(net, clock, caplog)
         held = [bool(m.dht.holder.local_records(RecordKind.REVOCATION, key)) for m in mesh.nodes]
         assert not held[OLD]
         assert any(held)
+        # Lookups for it ask the old node for closer nodes instead, and do not count it failed.
+        for member in mesh.nodes:
+            if member.index != OLD:
+                found = await member.dht.find_records(RecordKind.REVOCATION, key)
+                assert [r.sequence for r in found] == [record.sequence]
+                assert old_id in {c.id for c in member.dht.table.contacts()}
+        # Asked for it, the old node is asked for closer nodes instead, and not counted failed.
+        old = mesh.nodes[OLD]
+        contact = Contact(old_id, old.node.address, old.datacenter, "FR-IDF")
+        send, receive = trio.open_memory_channel[tuple](1)
+        await new.dht._query(contact, FindValue(kind=int(RecordKind.REVOCATION), key=key), send)
+        (asked, outcome) = await receive.receive()
+        assert asked == contact and isinstance(outcome, FindNodeReply)
+        assert "FindValue" in {r.kind for r in skipped(caplog)}  # type: ignore[attr-defined]
         nursery.cancel_scope.cancel()
     assert all(r.peer == old_id.hex() for r in skipped(caplog))  # type: ignore[attr-defined]
 
