@@ -72,6 +72,17 @@ class RemoteError(P2PStoreError):
         return self.kind is not None and issubclass(self.kind, kind)
 
 
+class PeerTooOld(RemoteError):
+    """A request was not sent: the wire version settled with the peer predates it (a node of
+    the previous release).  Handled as the peer's ``unsupported`` refusal, which is what it
+    would have answered; ``needed`` and ``settled`` are the two versions."""
+
+    def __init__(self, message: str, *, needed: int, settled: int) -> None:
+        super().__init__(message, code="unsupported")
+        self.needed = needed
+        self.settled = settled
+
+
 class IntegrityError(P2PStoreError):
     """Bytes do not match the id or authentication tag that vouches for them."""
 

@@ -237,8 +237,8 @@ def renew(directory: Path, certificate_path: Path, out: Path | None, days: int) 
     """Certify the same key again (same node id, datacenter and region) for --days from now.
 
     Needs only the node's current certificate (public). The node keeps its id, fragments and
-    records: install the new certificate in place of the old one and restart the node. The old
-    one stays valid until it expires.
+    records: install the new certificate in place of the old one and send the node SIGHUP (no
+    restart). The old one stays valid until it expires.
     """
     authority = _load(directory)
     certificate = renew_certificate(
@@ -319,9 +319,12 @@ def publish(directory: Path, client_config: Path) -> None:
     Every node fetches it when it joins and every [identity] trust_refresh, and passes a newer
     list on to its peers at once: revoked identities lose their sessions, their records and
     receipts stop counting, and stewards repair their fragments elsewhere. Run it after every
-    revoke, and at least monthly (the record lives 40 days).
+    revoke, and at least monthly: it re-signs crl.pem first (a new number, the next update 30
+    days ahead), so the list in force never goes stale (the record lives 40 days).
     """
-    _publish(revocation_record(_load(directory), time.time()), "revocation list", client_config)
+    authority = _load(directory)
+    authority.refresh_revocation_list(now=_now())
+    _publish(revocation_record(authority, time.time()), "revocation list", client_config)
 
 
 @ca.command("policy")

@@ -2,7 +2,8 @@
 
 Certificates are valid a year by default and the mesh CA's ten; a node whose certificate expired
 is refused by every peer, so the warning starts ``EXPIRY_WARNING`` ahead (renewal is one command
-on the CA machine, ``p2pstore ca renew``, and a restart of the node) and repeats daily.
+on the CA machine, ``p2pstore ca renew``, and SIGHUP to the node) and repeats daily.  Both read
+the certificate in use at each look, so a renewed one taken on SIGHUP counts at once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 import trio
 from prometheus_client import CollectorRegistry, Gauge
 
-from p2pstore.identity import NodeCredentials, TrustAnchor
+from p2pstore.identity import TrustAnchor
+from p2pstore.net.node import Node
 
 log = logging.getLogger("p2pstore.node")
 
@@ -32,10 +34,12 @@ def days_left_if_expiring(
     return left / timedelta(days=1) if left <= window else None
 
 
+Expiries = dict[str, Callable[[], datetime]]
+"""The end of each watched certificate (``node``, ``ca``), read when needed."""
+
+
 def register_expiry_metric(
-    registry: CollectorRegistry,
-    certificates: dict[str, datetime],
-    wall_clock: Callable[[], float],
+    registry: CollectorRegistry, certificates: Expiries, wall_clock: Callable[[], float]
 ) -> None:
     """``p2pstore_certificate_expiry_seconds{certificate}``: seconds until each certificate
     (``node``, ``ca``) expires, read at each scrape (negative once expired)."""
@@ -47,20 +51,21 @@ def register_expiry_metric(
         registry=registry,
     )
     for label, not_after in certificates.items():
-        gauge.labels(label).set_function(_seconds_until(not_after.timestamp(), wall_clock))
+        gauge.labels(label).set_function(_seconds_until(not_after, wall_clock))
 
 
-def _seconds_until(moment: float, wall_clock: Callable[[], float]) -> Callable[[], float]:
-    return lambda: moment - wall_clock()
+def _seconds_until(
+    moment: Callable[[], datetime], wall_clock: Callable[[], float]
+) -> Callable[[], float]:
+    return lambda: moment().timestamp() - wall_clock()
 
 
-async def warn_before_expiry(
-    certificates: dict[str, datetime], wall_clock: Callable[[], float]
-) -> None:
+async def warn_before_expiry(certificates: Expiries, wall_clock: Callable[[], float]) -> None:
     """Log ``certificate_expiring`` once a day for each certificate within 30 days of its end."""
     while True:
         now = datetime.fromtimestamp(wall_clock(), UTC)
-        for label, not_after in certificates.items():
+        for label, end in certificates.items():
+            not_after = end()
             days = days_left_if_expiring(not_after, now)
             if days is None:
                 continue
@@ -71,7 +76,8 @@ async def warn_before_expiry(
                 what,
                 "expired" if days < 0 else "expires",
                 f"{-days:.0f} days ago" if days < 0 else f"in {days:.1f} days",
-                "ask the mesh CA to renew it (p2pstore ca renew), install it and restart"
+                "ask the mesh CA to renew it (p2pstore ca renew), install it in place of the "
+                "old one and send the node SIGHUP"
                 if label == "node"
                 else "the mesh CA operator must renew the CA",
                 extra={
@@ -84,9 +90,8 @@ async def warn_before_expiry(
         await trio.sleep(CHECK_INTERVAL)
 
 
-def expiries(credentials: NodeCredentials, trust: TrustAnchor) -> dict[str, datetime]:
-    """The node's certificates whose expiry is watched: its own and the mesh CA's."""
-    return {
-        "node": credentials.identity.not_after,
-        "ca": trust.ca_certificate.not_valid_after_utc,
-    }
+def expiries(node: Node, trust: TrustAnchor) -> Expiries:
+    """The node's certificates whose expiry is watched: its own (the one in use) and the mesh
+    CA's."""
+    ca_end = trust.ca_certificate.not_valid_after_utc
+    return {"node": lambda: node.identity.not_after, "ca": lambda: ca_end}

@@ -82,6 +82,8 @@ class NodeConfig:
     """``[limits] fragment_bytes_per_identity``: what one uploading identity may store here."""
     trust_refresh: float = DEFAULT_TRUST_REFRESH
     """``[identity] trust_refresh``: seconds between fetches of the CA's records from the DHT."""
+    require_fresh_revocation_list: bool = False
+    """``[identity]``: refuse to start when the ``revocation_list`` file is past its next update."""
 
 
 DEFAULT_IDENTITY_SHARE = 0.25
@@ -104,7 +106,7 @@ _SCHEMA: dict[str, dict[str, bool]] = {
     # section -> key -> required
     "node": {"listen": True, "advertise": False, "data_dir": True},
     "identity": dict.fromkeys(("key", "certificate", "ca_certificate"), True)
-    | dict.fromkeys(("revocation_list", "trust_refresh"), False),
+    | dict.fromkeys(("revocation_list", "trust_refresh", "require_fresh_revocation_list"), False),
     "bootstrap": {"peers": False, "seed_file": False},
     "store": {"quota": False},
     "log": {"level": False, "format": False},
@@ -278,6 +280,9 @@ def load_node_config(path: Path) -> NodeConfig:
         limits=read_limits(reader),
         scrub=read_scrub(reader),
         trust_refresh=reader.interval("identity", "trust_refresh", DEFAULT_TRUST_REFRESH),
+        require_fresh_revocation_list=reader.boolean(
+            "identity", "require_fresh_revocation_list", False
+        ),
         gc=read_gc(reader),
     )
 

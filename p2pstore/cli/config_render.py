@@ -48,6 +48,7 @@ def render_node_config(
     scrub: ScrubSettings | None = None,
     trust_refresh: float | None = None,
     gc: CollectionSettings | None = None,
+    require_fresh_revocation_list: bool = False,
 ) -> str:
     """A node.toml with these values (used by the local mesh and the operator's tools);
     ``audits`` as the ``[repair] audit_*`` keys, ``rules`` as ``[rules.NAME]`` tables (give
@@ -69,6 +70,7 @@ def render_node_config(
         lines.append(f"revocation_list = {q(revocation_list)}")
     if trust_refresh is not None:
         lines.append(f"trust_refresh = {float(trust_refresh)!r}")
+    lines += ["require_fresh_revocation_list = true"] if require_fresh_revocation_list else []
     lines += [
         "",
         "[bootstrap]",

@@ -9,7 +9,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -18,11 +18,12 @@ import trio
 
 from p2pstore.cli.certificate_expiry import expiries, register_expiry_metric, warn_before_expiry
 from p2pstore.cli.config import NodeConfig, load_node_config
+from p2pstore.cli.crl_freshness import register_crl_metric, warn_while_stale
 from p2pstore.cli.lifeline import watch_parent
 from p2pstore.cli.logs import configure_logging
 from p2pstore.cli.node_identity import init
 from p2pstore.cli.node_status import status
-from p2pstore.cli.node_trust import apply_policy, load_trust, reload_trust
+from p2pstore.cli.node_trust import apply_policy, load_starting_trust, reload_on_sighup
 from p2pstore.core.contact import Contact
 from p2pstore.core.rules import parse_duration
 from p2pstore.errors import ConfigError, PeerUnreachable, StoreError
@@ -197,7 +198,7 @@ async def serve_node(
     inherited pipe closes (the local mesh that started it died)."""
     _prepare_data_dir(config)
     credentials = NodeCredentials.load(config.key, config.certificate)
-    trust = load_trust(config)
+    trust = load_starting_trust(config)
     host, port = parse_address(config.listen)
     transport, mesh_node = _mesh_node(config, credentials, trust, host, port)
     metrics = mesh_node.metrics
@@ -253,7 +254,8 @@ async def serve_node(
                 metrics,
                 config,
                 parent_fd,
-                expiries(credentials, trust),
+                expiries(mesh_node, trust),
+                lambda: transport.trust,
                 Collector(fragments, dht, lease_table_for(store), config.gc),
             )
             await nursery.start(steward.run)
@@ -262,7 +264,7 @@ async def serve_node(
                 nursery.start_soon(_leave, leaving, leave_within, drained, nursery.cancel_scope)
             async for signum in _with_early_stop(signals, early):
                 if signum == signal.SIGHUP:
-                    reload_trust(config, mesh_node)
+                    reload_on_sighup(config, mesh_node)
                     continue
                 log.info(
                     "received %s: stopping",
@@ -290,7 +292,8 @@ def _start_watches(
     metrics: NodeMetrics,
     config: NodeConfig,
     parent_fd: int | None,
-    expiries: dict[str, datetime],
+    expiries: dict[str, Callable[[], datetime]],
+    trust: Callable[[], TrustAnchor],
     collector: Collector,
 ) -> None:
     """The node's watches over itself: its disk (scrubbing, and freeing what no lease keeps),
@@ -299,6 +302,8 @@ def _start_watches(
     nursery.start_soon(collector.run)
     register_expiry_metric(metrics.registry, expiries, time.time)
     nursery.start_soon(warn_before_expiry, expiries, time.time)
+    register_crl_metric(metrics.registry, trust, time.time)
+    nursery.start_soon(warn_while_stale, trust, time.time)
     if parent_fd is not None:
         nursery.start_soon(watch_parent, parent_fd)
 

@@ -129,6 +129,7 @@ def render_status(document: dict[str, Any]) -> str:
             f"  {str(peer.get('node_id'))[:16]}  {peer.get('role'):<6} "
             f"{peer.get('datacenter')}, {peer.get('region')}  {direction} {peer.get('address')}"
             f"  for {_duration(peer.get('connected_seconds'))}"
+            + (f"  wire v{peer['wire_version']}" if peer.get("wire_version") else "")
         )
     return "\n".join(lines)
 

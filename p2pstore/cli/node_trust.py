@@ -7,11 +7,14 @@ own configuration may only tighten."""
 from __future__ import annotations
 
 import logging
+import ssl
+from datetime import UTC, datetime
 
 from p2pstore.cli.config import NodeConfig
+from p2pstore.cli.crl_freshness import check_file_at_start
 from p2pstore.core.mesh_policy import MeshPolicy, tightened
-from p2pstore.errors import IdentityError
-from p2pstore.identity import TrustAnchor
+from p2pstore.errors import IdentityError, PeerRefused
+from p2pstore.identity import NodeCredentials, TrustAnchor, format_serial
 from p2pstore.net.node import Node
 from p2pstore.net.steward import Steward
 
@@ -21,6 +24,58 @@ log = logging.getLogger("p2pstore.node")
 def load_trust(config: NodeConfig) -> TrustAnchor:
     """The CA certificate and revocation list the node's configuration names."""
     return TrustAnchor.load(config.ca_certificate, config.revocation_list)
+
+
+def load_starting_trust(config: NodeConfig) -> TrustAnchor:
+    """:func:`load_trust` at start: a list past its next update is logged, or refused with
+    ``[identity] require_fresh_revocation_list`` (see :mod:`p2pstore.cli.crl_freshness`)."""
+    trust = load_trust(config)
+    strict = config.require_fresh_revocation_list
+    check_file_at_start(trust, config.revocation_list, datetime.now(UTC), strict=strict)
+    return trust
+
+
+def reload_on_sighup(config: NodeConfig, mesh_node: Node) -> None:
+    """SIGHUP: the revocation list on disk (:func:`reload_trust`), and the node's certificate
+    if it was renewed (:func:`reload_certificate`)."""
+    reload_trust(config, mesh_node)
+    reload_certificate(config, mesh_node)
+
+
+def reload_certificate(config: NodeConfig, mesh_node: Node) -> None:
+    """Present the certificate file's certificate from now on if it is a renewal of the one in
+    use (same key, datacenter and region, signed by the mesh CA, not revoked, valid now and
+    longer); anything else is refused and logged, and the node keeps its certificate."""
+    current = mesh_node.credentials
+    try:
+        renewed = NodeCredentials.load(config.key, config.certificate)
+        if renewed.certificate == current.certificate:
+            return
+        mesh_node.transport.trust.verify(renewed.certificate, datetime.now(UTC))
+        if renewed.identity.not_after <= current.identity.not_after:
+            raise IdentityError(
+                f"{config.certificate} expires on {renewed.identity.not_after:%Y-%m-%d}, no "
+                f"later than the certificate in use ({current.identity.not_after:%Y-%m-%d})"
+            )
+        mesh_node.renew_credentials(renewed)
+    except (IdentityError, PeerRefused, ssl.SSLError) as exc:
+        log.error(
+            "could not take the renewed certificate, keeping the one in use: %s",
+            exc,
+            extra={"event": "certificate_reload_failed"},
+        )
+        return
+    log.info(
+        "presenting the renewed certificate %s (valid until %s) from now on; sessions already "
+        "up keep the old one",
+        format_serial(renewed.identity.serial),
+        renewed.identity.not_after.isoformat(),
+        extra={
+            "event": "certificate_reloaded",
+            "serial": format_serial(renewed.identity.serial),
+            "not_after": renewed.identity.not_after.isoformat(),
+        },
+    )
 
 
 def reload_trust(config: NodeConfig, mesh_node: Node) -> None:

@@ -2,7 +2,7 @@
 
 ```toml
 [policy]
-protocol_versions = [2]     # the wire versions nodes may speak (empty: any)
+protocol_versions = [2, 3]  # the wire versions sessions may settle on (empty: any)
 check_interval = "10m"      # the longest pause between a steward's rounds
 
 [rules.fed]                 # as in node.toml; laid over the shipped rules
@@ -21,6 +21,10 @@ from p2pstore.cli.config import read_toml
 from p2pstore.core.mesh_policy import MeshPolicy
 from p2pstore.core.rules import parse_duration, rules_from_table
 from p2pstore.errors import ConfigError
+from p2pstore.wire.versions import RECORD_KIND_SINCE
+
+CA_RECORDS_SINCE = min(RECORD_KIND_SINCE.values())
+"""The first wire version that carries the CA's records (the policy itself among them)."""
 
 _SECTIONS = {"policy", "rules"}
 _POLICY_KEYS = {"protocol_versions", "check_interval"}
@@ -39,6 +43,12 @@ def read_policy_file(path: Path, sequence: int) -> MeshPolicy:
     versions = section.get("protocol_versions", [])
     if not isinstance(versions, list):
         raise ConfigError(f"{path}: [policy] protocol_versions: a list of integers")
+    if versions and all(isinstance(v, int) and v < CA_RECORDS_SINCE for v in versions):
+        raise ConfigError(
+            f"{path}: [policy] protocol_versions {versions} allow no version from "
+            f"{CA_RECORDS_SINCE} on, the first that carries the CA's records: this policy, and "
+            "every revocation list after it, would stop spreading through the mesh"
+        )
     try:
         interval = parse_duration(section.get("check_interval", 600))
         rules = rules_from_table(document.get("rules", {}), source=str(path))

@@ -63,6 +63,14 @@ class PublishedRecords:
         self.publisher_key = self._signer.public_key_bytes()
         self._records: dict[Slot, _Published] = {}
 
+    def use(self, signer: Signer) -> None:
+        """Sign with ``signer`` from now on (a renewed certificate of the same key): the records
+        carry it from their next republish.  Raises :class:`LocalProtocolError` for another key."""
+        credentials = credentials_of(signer)
+        if credentials.public_key_bytes() != self.publisher_key:
+            raise LocalProtocolError("a renewed certificate must certify the same key")
+        self._signer = credentials
+
     def __len__(self) -> int:
         return len(self._records)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from datetime import datetime
@@ -417,13 +417,20 @@ class MeshCA:
         refreshes the CRL.  Raises :class:`IdentityError` if the serial was never issued by this
         CA, the reason is unknown, this CA has no directory, or the file cannot be written.
         """
+        return self._write_crl(lambda: self.revoke_in_memory(serial, now=now, reason=reason))
+
+    def refresh_revocation_list(self, *, now: datetime) -> Path:
+        """Re-sign ``crl.pem`` with the same revocations, the next number and a next update 30
+        days after ``now`` (``ca publish`` does, so the list in force never goes stale)."""
+        return self._write_crl(lambda: self._sign_crl(as_utc(now), number=self._next_crl_number()))
+
+    def _write_crl(self, sign: Callable[[], x509.CertificateRevocationList]) -> Path:
         if self.directory is None:
             raise IdentityError("this mesh CA lives in memory; use revoke_in_memory()")
-        crl_path = self.directory / CRL_FILE
         with self._locked():
-            self.revoke_in_memory(serial, now=now, reason=reason)
-            replace_file(crl_path, self.revocation_list_pem(), PUBLIC_FILE_MODE)
-        return crl_path
+            self._crl = sign()
+            replace_file(self.directory / CRL_FILE, self.revocation_list_pem(), PUBLIC_FILE_MODE)
+        return self.directory / CRL_FILE
 
     def revoke_in_memory(
         self, serial: int, *, now: datetime, reason: str | None = None

@@ -287,6 +287,7 @@ def status_document(
                 "address": view.address,
                 "outbound": view.outbound,
                 "connected_seconds": round(now - view.connected_since, 1),
+                "wire_version": view.version,
             }
             for view in node.peers()
         ],

@@ -27,14 +27,12 @@ from p2pstore.core.capacity import FreeSpace
 from p2pstore.core.contact import Contact
 from p2pstore.core.lookup import Lookup, LookupResult
 from p2pstore.core.record_store import RecordStore
-from p2pstore.core.records import (
-    RecordKind,
-    verify_record,
-)
+from p2pstore.core.records import RecordKind, verify_record
 from p2pstore.core.routing import RoutingTable, UpdateKind
 from p2pstore.errors import (
     ConfigError,
     PeerRefused,
+    PeerTooOld,
     PeerUnreachable,
     RecordRejected,
     RemoteError,
@@ -354,10 +352,14 @@ class Dht:
         send: trio.MemorySendChannel[tuple[Contact, _Outcome]],
     ) -> None:
         outcome: _Outcome
+        peer, timeout = (contact.id, contact.address), self.settings.rpc_timeout
         try:
-            outcome = await self.node.call(
-                contact.id, contact.address, request, timeout=self.settings.rpc_timeout
-            )
+            try:
+                outcome = await self.node.call(*peer, request, timeout=timeout)
+            except PeerTooOld:  # a record kind its version does not know: it still shows the way
+                if not isinstance(request, FindValue):
+                    raise
+                outcome = await self.node.call(*peer, FindNode(target=request.key), timeout=timeout)
         except RPC_FAILURES as exc:
             outcome = exc
         await send.send((contact, outcome))

@@ -96,7 +96,6 @@ class FragmentService:
         self.store = store
         self.node = node
         self.wall_clock = wall_clock
-        self._certificate = node.credentials.certificate_der()
         self._node_id = node.identity.node_id
         self._metrics = node.metrics
         self._metrics.watch_store(store.usage)
@@ -277,9 +276,9 @@ class FragmentService:
             now = self.wall_clock()
             stated = [f for query in message.queries for f in query.fragment_ids]
             await self._run(self.leases.stated, stated, now + self.initial_lease_ttl)
-        return StateFragmentsReply(
-            receipts=tuple(r.encode() for r in receipts), certificate=self._certificate
-        )
+        encoded = tuple(r.encode() for r in receipts)
+        certificate = self.node.credentials.certificate_der()  # a renewed one, too
+        return StateFragmentsReply(receipts=encoded, certificate=certificate)
 
     async def free(
         self, fragment_ids: Sequence[bytes], still_due: Callable[[bytes], bool]

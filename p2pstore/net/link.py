@@ -14,7 +14,7 @@ from typing import Protocol
 import trio
 
 from p2pstore.errors import ConfigError, PeerRefused
-from p2pstore.identity import PeerIdentity, Role, TrustAnchor, short_id
+from p2pstore.identity import NodeCredentials, PeerIdentity, Role, TrustAnchor, short_id
 from p2pstore.net.address import parse_address
 
 
@@ -68,6 +68,10 @@ class Transport(Protocol):
 
     def reload_trust(self, trust: TrustAnchor) -> None:
         """Admit peers by ``trust`` from now on (a newer revocation list)."""
+        ...
+
+    def reload_credentials(self, credentials: NodeCredentials) -> None:
+        """Present ``credentials`` on the links made from now on (a renewed certificate)."""
         ...
 
     @property

@@ -295,6 +295,9 @@ class MemoryTransport:
     def reload_trust(self, trust: TrustAnchor) -> None:
         self.trust = trust
 
+    def reload_credentials(self, credentials: NodeCredentials) -> None:
+        self.credentials = credentials
+
     async def listen(
         self, handler: LinkHandler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:

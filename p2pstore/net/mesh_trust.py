@@ -161,6 +161,7 @@ class MeshTrust:
 
     def _adopt_policy(self, policy: MeshPolicy) -> None:
         self.policy = policy
+        self.dht.node.allow_versions(policy.protocol_versions)
         if self._on_policy is not None:
             self._on_policy(policy)
         log.warning(

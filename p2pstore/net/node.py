@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,6 +24,7 @@ import trio
 from p2pstore import __version__
 from p2pstore.core.admission import Admission, AdmissionSettings
 from p2pstore.errors import (
+    IdentityError,
     P2PStoreError,
     PeerRefused,
     PeerUnreachable,
@@ -37,8 +38,9 @@ from p2pstore.net.link import FrameLink, Transport, source_of
 from p2pstore.net.metrics import OK, MeteredLink, NodeMetrics, bounded_code
 from p2pstore.net.refusals import RefusalLog
 from p2pstore.net.session import BUSY, Session, SessionSettings, busy_reply, retrying_busy
+from p2pstore.net.version_policy import version_refusal, warn_unspoken
 from p2pstore.wire import (
-    PROTOCOL_VERSION,
+    SPOKEN_VERSIONS,
     ErrorReply,
     Hello,
     Message,
@@ -47,7 +49,9 @@ from p2pstore.wire import (
     Pong,
     StatusReply,
     StatusRequest,
+    make_hello,
 )
+from p2pstore.wire.versions import offer
 
 log = logging.getLogger("p2pstore.node")
 
@@ -85,6 +89,8 @@ class NodeSettings:
     """Sessions one client identity may hold here (a few ``p2pstore put`` at once)."""
     max_sessions_per_address: int = 64
     """Inbound sessions (greeting included) from one source address (IPv6: one /64)."""
+    protocol_versions: tuple[int, ...] = SPOKEN_VERSIONS
+    """Wire versions offered at Hello (a test offers one to act as a node of that release)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +101,8 @@ class PeerView:
     address: str
     outbound: bool
     connected_since: float
+    version: int = 0
+    """The wire protocol version settled with the peer."""
 
 
 class Node:
@@ -147,6 +155,9 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._listeners: list[PeerListener] = []
         self._dialing: dict[bytes, trio.Event] = {}
+        self._renewal_hooks: list[Callable[[NodeCredentials], None]] = []
+        self.allowed_versions: frozenset[int] | None = None
+        """The wire versions the mesh policy allows (None: any), see :meth:`allow_versions`."""
         self._handlers: dict[type[Message], Handler] = {
             Ping: self._on_ping,
             StatusRequest: self._on_status,
@@ -211,6 +222,36 @@ class Node:
                 )
                 self._spawn(session.close, "certificate revoked")
 
+    def renew_credentials(self, credentials: NodeCredentials) -> None:
+        """Present a renewed certificate of the same key, datacenter and region from now on
+        (new sessions, records and receipts); sessions already up keep the old one.  Raises
+        :class:`IdentityError` if it certifies another node: that is a new node, so restart."""
+        old, new = self.identity, credentials.identity
+        if (new.node_id, new.datacenter, new.region, new.role) != (
+            old.node_id, old.datacenter, old.region, old.role
+        ):  # fmt: skip
+            raise IdentityError(
+                f"the certificate is for {new.describe()}, this node is {old.describe()}: "
+                "a new key, datacenter or region makes a new node; restart it to switch"
+            )
+        self.transport.reload_credentials(credentials)
+        self.credentials, self.identity = credentials, new
+        for hook in self._renewal_hooks:
+            hook(credentials)
+
+    def on_renewal(self, hook: Callable[[NodeCredentials], None]) -> None:
+        """Call ``hook`` with the new credentials after each :meth:`renew_credentials`."""
+        self._renewal_hooks.append(hook)
+
+    def allow_versions(self, versions: Collection[int]) -> None:
+        """The mesh policy's wire versions (empty: any): offered from now on, and sessions
+        settled on another one are closed, saying why."""
+        self.allowed_versions = frozenset(versions) or None
+        warn_unspoken(self.allowed_versions, self.settings.protocol_versions)
+        for session in [*self._sessions.values(), *self._clients]:
+            if version_refusal(session, self.allowed_versions) is not None:
+                self._spawn(session.close, "wire protocol version not allowed by the mesh policy")
+
     def handle(self, message_type: type[Message], handler: Handler) -> None:
         """Answer requests of ``message_type`` with ``handler`` (one handler per type)."""
         if message_type in self._handlers:
@@ -235,6 +276,7 @@ class Node:
                     address=(hello.listen_address if hello else "") or session.link.remote_address,
                     outbound=session.link.outbound,
                     connected_since=self._since[node_id],
+                    version=session.version,
                 )
             )
         return views
@@ -425,6 +467,10 @@ class Node:
         outcome = _SessionOutcome.FAILED_GREETING
         try:
             await session.greet()
+            refused = version_refusal(session, self.allowed_versions)
+            if refused is not None:
+                await session.close(refused)
+                return _SessionOutcome.REFUSED
             clients = (s.peer for s in self._clients)
             excess = None if link.outbound else self._caps.client_excess(link.peer, clients)
             if excess is not None:
@@ -542,10 +588,10 @@ class Node:
         self._changed = trio.Event()
 
     def _hello(self) -> Hello:
-        return Hello(
-            protocol_version=PROTOCOL_VERSION,
-            listen_address=self.address,
-            software=f"p2pstore/{__version__}",
+        return make_hello(
+            offer(self.settings.protocol_versions, self.allowed_versions),
+            self.address,
+            f"p2pstore/{__version__}",
         )
 
     async def _dispatch(self, peer: PeerIdentity, message: Message) -> Message:

@@ -16,12 +16,18 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from p2pstore.core.announcements import Announcement
+from p2pstore.core.announcements import Announcement, decode_announcement
 from p2pstore.core.contact import Contact
 from p2pstore.core.published import PublishedRecords
 from p2pstore.core.records import RecordKind
-from p2pstore.errors import PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError
-from p2pstore.identity import short_id
+from p2pstore.errors import (
+    PeerRefused,
+    PeerTooOld,
+    PeerUnreachable,
+    RemoteError,
+    RemoteProtocolError,
+)
+from p2pstore.identity import NodeCredentials, short_id
 from p2pstore.wire import SignedRecord, Store, StoreReply
 
 if TYPE_CHECKING:
@@ -42,8 +48,11 @@ class Publisher:
     def __init__(self, dht: Dht) -> None:
         self._dht = dht
         self.records = PublishedRecords(dht.node.credentials)
+        dht.node.on_renewal(self._renewed)
         self._free_bytes: FreeBytes | None = None
         self._changed = trio.Event()
+        self._fresh: list[SignedRecord] = []
+        """Records to send at the next republish whatever their period (a new announcement)."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Send every record again when the core says it is due, until cancelled."""
@@ -89,9 +98,25 @@ class Publisher:
             slot = (int(RecordKind.ANNOUNCEMENT), bytes(self._dht.node_id))
             values[slot] = self._announcement(self._free_bytes())
         due = self.records.due(self._dht.wall_clock(), values=values)
+        fresh, self._fresh = self._fresh, []
+        due += [r for r in fresh if r not in due]
         for record in due:
             await self.store_on_closest(record)
         return len(due)
+
+    def _renewed(self, credentials: NodeCredentials) -> None:
+        """A renewed certificate: records carry it from their next republish, and the
+        announcement, whose value carries it too, is signed again and sent at once."""
+        self.records.use(credentials)
+        node_id = bytes(self._dht.node_id)
+        held = self.records.get(int(RecordKind.ANNOUNCEMENT), node_id)
+        if held is None:
+            return
+        free = decode_announcement(held.value).free_bytes
+        value = self._announcement(self._free_bytes() if self._free_bytes else free)
+        now = self._dht.wall_clock()
+        self._fresh.append(self.records.publish(RecordKind.ANNOUNCEMENT, node_id, value, now))
+        self._changed.set()
 
     def _announcement(self, free_bytes: int) -> bytes:
         node = self._dht.node
@@ -125,6 +150,8 @@ class Publisher:
             reply = await dht.node.call(
                 contact.id, contact.address, Store(record=record), timeout=dht.settings.rpc_timeout
             )
+        except PeerTooOld:
+            return False  # a kind its version does not know (said once by its session)
         except RPC_FAILURES as exc:
             dht.table.record_failure(contact.id, trio.current_time())
             log.debug("storing on %s failed: %s", short_id(contact.id), exc)

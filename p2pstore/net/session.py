@@ -1,6 +1,8 @@
 """Many concurrent requests over one authenticated link.
 
-Strategy: both ends send ``Hello`` first and check the protocol version.  After that every frame
+Strategy: both ends send ``Hello`` first and settle on the highest protocol version both offer
+(:mod:`p2pstore.wire.versions`); nothing is sent that the settled version does not know, and a
+request the settled version does not know is answered ``unsupported``.  After that every frame
 is an envelope: a REQUEST carries an id the answer repeats in its RESPONSE, so any number of
 requests share the link in any order; NOTICEs (``Goodbye``) need no answer.  Every request has a
 deadline.  Inbound requests run in tasks of this session, at most ``max_inbound`` at once; past
@@ -26,6 +28,7 @@ import trio
 
 from p2pstore.errors import (
     P2PStoreError,
+    PeerTooOld,
     PeerUnreachable,
     RemoteError,
     RemoteProtocolError,
@@ -35,6 +38,7 @@ from p2pstore.errors import (
 from p2pstore.identity import PeerIdentity, short_id
 from p2pstore.net.link import FrameLink
 from p2pstore.wire import (
+    PROTOCOL_VERSION,
     Envelope,
     ErrorReply,
     Goodbye,
@@ -45,6 +49,8 @@ from p2pstore.wire import (
     check_protocol_version,
     decode_envelope,
     encode_envelope,
+    required_version,
+    spoken_by,
 )
 
 log = logging.getLogger("p2pstore.net")
@@ -54,6 +60,12 @@ RequestHandler = Callable[[PeerIdentity, Message], Awaitable[Message]]
 
 RefusalHook = Callable[[str, str], None]
 """Told ``(reason, what happened)`` when the session refuses its peer under a bound."""
+
+_SKIPPED = {
+    "request": "not sent",
+    "answer": "refused as unsupported",
+    "reply": "replaced by an unsupported refusal",
+}
 
 MAX_REQUEST_ID = 2**32 - 1
 ERROR_TEXT_LIMIT = 512
@@ -155,7 +167,10 @@ class Session:
         self.link = link
         self.settings = settings or SessionSettings()
         self.peer_hello: Hello | None = None
+        self.version = 0
+        """The wire version settled with the peer (0 until greeted)."""
         self._hello = hello
+        self._skipped: set[str] = set()
         self._handler = handler
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.cycle(range(1, MAX_REQUEST_ID + 1))
@@ -275,6 +290,7 @@ class Session:
         """
         if self._closed:
             raise PeerUnreachable(f"session with {self.describe()} is closed")
+        self._check_version(message, "request")
         deadline = self.settings.request_timeout if timeout is None else timeout
         request_id = next(self._ids)
         while request_id in self._pending:
@@ -323,7 +339,7 @@ class Session:
             raise RemoteProtocolError(
                 f"{self.describe()} sent {type(envelope.message).__name__} before Hello"
             )
-        check_protocol_version(envelope.message)
+        self.version = check_protocol_version(envelope.message, spoken_by(self._hello))
         self.peer_hello = envelope.message
 
     async def _receive_loop(self, nursery: trio.Nursery) -> None:
@@ -376,6 +392,30 @@ class Session:
             "flight)"
         )
 
+    def _check_version(self, message: Message, doing: str) -> None:
+        """Raise :class:`PeerTooOld` if ``message`` is newer than the settled version (to
+        send, or to answer: an older peer has no business sending it); logged once per type."""
+        if self.version >= PROTOCOL_VERSION:
+            return
+        needed = required_version(message)
+        if needed <= self.version:
+            return
+        kind = type(message).__name__
+        if kind not in self._skipped:
+            self._skipped.add(kind)
+            log.info(
+                "%s speaks wire protocol version %d: %s (version %d) %s; said once per session",
+                self.describe(), self.version, kind, needed, _SKIPPED[doing],
+                extra={"event": "older_peer_skipped", "peer": self.peer.node_id.hex(),
+                       "kind": kind, "version": self.version, "doing": doing},
+            )  # fmt: skip
+        raise PeerTooOld(
+            f"{self.describe()} speaks wire protocol version {self.version}, {kind} needs "
+            f"version {needed}",
+            needed=needed,
+            settled=self.version,
+        )
+
     def _refuse(self, reason: str, describe: str) -> None:
         if self._on_refusal is not None:
             self._on_refusal(reason, describe)
@@ -383,7 +423,11 @@ class Session:
     async def _answer(self, request_id: int, message: Message) -> None:
         try:
             try:
+                self._check_version(message, "answer")
                 reply = await self._handler(self.peer, message)
+                self._check_version(reply, "reply")
+            except PeerTooOld as exc:
+                reply = ErrorReply(code=exc.code, message=str(exc)[:ERROR_TEXT_LIMIT])
             except P2PStoreError as exc:
                 reply = ErrorReply(code=error_code(exc), message=str(exc)[:ERROR_TEXT_LIMIT])
             await self._respond(request_id, reply)

@@ -136,6 +136,7 @@ class TlsTransport:
             self.settings.receive_budget, self.settings.receive_budget_per_peer
         )
         self.handshakes = HandshakeDoor(self.settings.handshake_limits(), self.refusals)
+        self._ca_certificate_path = ca_certificate_path
         self._server_context, self._client_context = make_ssl_contexts(
             credentials, ca_certificate_path
         )
@@ -152,6 +153,13 @@ class TlsTransport:
     def reload_trust(self, trust: TrustAnchor) -> None:
         """Use a new revocation list for the connections made from now on."""
         self.trust = trust
+
+    def reload_credentials(self, credentials: NodeCredentials) -> None:
+        """Present ``credentials`` (read again from their files) in the handshakes from now on;
+        links already made keep theirs.  Raises what :func:`make_ssl_contexts` raises."""
+        contexts = make_ssl_contexts(credentials, self._ca_certificate_path)
+        self._server_context, self._client_context = contexts
+        self.credentials = credentials
 
     def levels(self) -> dict[str, float]:
         """How full the transport's bounds are (for the node's metrics)."""

@@ -63,10 +63,19 @@ from .messages import (
     Pong,
     StatusReply,
     StatusRequest,
-    check_protocol_version,
     message,
 )
 from .schema import Bound, Record, record
+from .versions import (
+    PREVIOUS_VERSION,
+    SPOKEN_VERSIONS,
+    check_protocol_version,
+    make_hello,
+    policy_refusal,
+    required_version,
+    settle,
+    spoken_by,
+)
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -80,7 +89,9 @@ __all__ = [
     "MAX_RECORD_VALUE",
     "MAX_REQUEST_ID",
     "MESSAGE_TYPES",
+    "PREVIOUS_VERSION",
     "PROTOCOL_VERSION",
+    "SPOKEN_VERSIONS",
     "AuditChallenge",
     "AuditProofReply",
     "Bound",
@@ -132,6 +143,11 @@ __all__ = [
     "encode_entry",
     "encode_envelope",
     "frame_header",
+    "make_hello",
     "message",
+    "policy_refusal",
     "record",
+    "required_version",
+    "settle",
+    "spoken_by",
 ]

@@ -16,13 +16,14 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Annotated, ClassVar, Final, TypeVar
 
-from p2pstore.errors import RemoteProtocolError
-
 from .schema import Bound, Record, record, schema_of
 
-PROTOCOL_VERSION: Final = 2
-"""2: fragment ids are Merkle roots with audits, records carry certificates, placements are
-holders' receipts.  A version-1 node is refused at Hello (its ids and records mean other things)."""
+PROTOCOL_VERSION: Final = 3
+"""3: stewards renew leases (``RenewLeases``), the CA publishes revocation lists and the mesh
+policy as records (kinds 4 and 5).  A node also speaks version 2 (fragment ids are Merkle roots
+with audits, records carry certificates, placements are holders' receipts) with a peer that
+offers no more, never sending it what version 2 does not know (see ``versions.py``).  Version 1
+is refused at Hello (its ids and records mean other things)."""
 MAX_TYPE_CODE: Final = 0xFFFF
 NODE_ID_LENGTH: Final = 20
 MAX_PADDING: Final = 16 * 1024 * 1024
@@ -87,7 +88,8 @@ class Hello(Message):
     """The first message each side sends on a new connection (a notice).
 
     Its code and fields must never change, so that any two versions can decode each other's
-    ``Hello`` and refuse each other clearly with ``check_protocol_version``.
+    ``Hello`` and settle on a version or refuse each other clearly (``versions.py``): the
+    versions offered ride in ``software``, and ``protocol_version`` is the oldest of them.
     """
 
     protocol_version: int
@@ -101,19 +103,6 @@ class Goodbye(Message):
     """A graceful close: the sender will send nothing more on this connection (a notice)."""
 
     reason: str
-
-
-def check_protocol_version(hello: Hello) -> None:
-    """Accept a peer's ``Hello`` only if it speaks our ``PROTOCOL_VERSION``.
-
-    Raises ``RemoteProtocolError`` naming both versions otherwise.
-    """
-    if hello.protocol_version != PROTOCOL_VERSION:
-        raise RemoteProtocolError(
-            f"peer speaks wire protocol version {hello.protocol_version} "
-            f"({hello.software!r}), this node speaks {PROTOCOL_VERSION}: "
-            "run the same p2pstore release on both nodes"
-        )
 
 
 # --- liveness and errors ---------------------------------------------------------------------

@@ -123,6 +123,7 @@ def test_the_status_summary_reads_well():
                 "address": "10.0.0.2:7400",
                 "outbound": True,
                 "connected_seconds": 7300.0,
+                "wire_version": 3,
             }
         ],
         "routing_table": {"contacts": 12},
@@ -156,3 +157,4 @@ def test_the_status_summary_reads_well():
     assert "12 contacts in the routing table, 4 records held (2.0 KiB), 1 published" in text
     assert "1 nodes connected, 2 client sessions" in text
     assert "cdcdcdcdcdcdcdcd  node   dc-nancy-1, FR-GES  to 10.0.0.2:7400  for 2h01m" in text
+    assert "for 2h01m  wire v3" in text

@@ -311,9 +311,11 @@ def test_the_renderer_writes_only_known_keys():
         limits=dict.fromkeys(LIMIT_KEYS, 4), audits=AuditSettings(0.5, 60, 7.5),
         scrub=ScrubSettings(batch_bytes=3 * 2**30, interval=2.5), trust_refresh=60,
         gc=CollectionSettings(grace_period=60.0, sweep_interval=5.0, enabled=True),
+        require_fresh_revocation_list=True,
     )  # fmt: skip
     document = tomllib.loads(text)
     assert document["identity"]["trust_refresh"] == 60.0
+    assert document["identity"]["require_fresh_revocation_list"] is True
     gc = read_gc(ConfigReader(Path("x.toml"), document))
     assert gc == CollectionSettings(60.0, 5.0, enabled=True)
     assert set(document.pop("rules")) == {"gov"}

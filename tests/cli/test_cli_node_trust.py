@@ -70,3 +70,8 @@ def test_a_policy_sets_the_stewards_rules_and_local_ones_only_tighten(tmp_path, 
     policy_file.write_text("[policy]\nprotocol_versions = 2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="protocol_versions"):
         read_policy_file(policy_file, 8)
+    policy_file.write_text("[policy]\nprotocol_versions = [2]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="would stop spreading"):
+        read_policy_file(policy_file, 9)
+    policy_file.write_text("[policy]\nprotocol_versions = [3]\n", encoding="utf-8")
+    assert read_policy_file(policy_file, 10).protocol_versions == (3,)

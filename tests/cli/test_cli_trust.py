@@ -103,7 +103,7 @@ async def test_put_under_a_rule_the_mesh_policy_does_not_know_is_refused(tmp_pat
     source.write_bytes(os.urandom(4096))
     policy_file = tmp_path / "policy.toml"
     policy_file.write_text(
-        '[policy]\nprotocol_versions = [2]\ncheck_interval = "5s"\n\n'
+        '[policy]\nprotocol_versions = [2, 3]\ncheck_interval = "5s"\n\n'
         + "\n".join(render_rules(LOCAL_RULES)),
         encoding="utf-8",
     )

@@ -64,11 +64,14 @@ class StorageMesh:
         dht: DhtSettings = DHT,
         identity_quota: int | None = None,
         trust_refresh: float | None = None,
+        versions: dict[int, tuple[int, ...]] | None = None,
     ) -> None:
         """``steward``: run a steward on every node (with ``rules`` added to the shipped ones).
         ``identity_quota``: fragment bytes one identity may store on a node (default: the
         store's, a quarter of its quota).  ``trust_refresh``: run a :class:`MeshTrust` on every
-        node, fetching the CA's records at that interval."""
+        node, fetching the CA's records at that interval.  ``versions``: the wire versions node
+        ``index`` offers (default: this release's), e.g. ``(2,)`` for a node of the previous
+        release."""
         self.net = net
         self.dht_settings = dht
         self.epoch = net.now.timestamp()
@@ -88,7 +91,10 @@ class StorageMesh:
             dc = index % (datacenters or count)
             region = regions[dc % len(regions)]
             credentials = net.credentials(datacenter=f"dc-{dc}", region=region)
-            node = Node(credentials, net.transport(credentials), settings=self._node_settings())
+            offered = (versions or {}).get(index)
+            node = Node(
+                credentials, net.transport(credentials), settings=self._node_settings(offered)
+            )
             dht = self._dht(node, index)
             quota = (quotas or {}).get(index, 1 << 30)
             if self.memory:
@@ -115,8 +121,11 @@ class StorageMesh:
                 member.mesh_trust = MeshTrust(dht, interval=trust_refresh)
             self.nodes.append(member)
 
-    def _node_settings(self) -> NodeSettings:
-        return NodeSettings(session=SessionSettings(hello_timeout=5, request_timeout=10))
+    def _node_settings(self, versions: tuple[int, ...] | None = None) -> NodeSettings:
+        session = SessionSettings(hello_timeout=5, request_timeout=10)
+        if versions is None:
+            return NodeSettings(session=session)
+        return NodeSettings(session=session, protocol_versions=versions)
 
     def wall_clock(self) -> float:
         """Unix time: in memory virtual, from when the harness's certificates were issued (so
@@ -167,13 +176,15 @@ class StorageMesh:
         nursery: trio.Nursery,
         settings: ClientSettings | None = None,
         credentials: NodeCredentials | None = None,
+        versions: tuple[int, ...] | None = None,
     ) -> Client:
-        """A client node (client certificate, no listening port) joined through live nodes."""
+        """A client node (client certificate, no listening port) joined through live nodes,
+        offering ``versions`` (default: this release's)."""
         credentials = credentials or self.net.credentials(
             datacenter="office", region="FR-GES", role=Role.CLIENT
         )
         transport = self.net.transport(credentials)
-        node = Node(credentials, transport, listen=False, settings=self._node_settings())
+        node = Node(credentials, transport, listen=False, settings=self._node_settings(versions))
         self.client_nodes.append(node)
         dht = self._dht(node, 1000 + len(self.nodes))
         await nursery.start(node.run)

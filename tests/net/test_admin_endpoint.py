@@ -28,7 +28,7 @@ from p2pstore.net.metrics import AUDIT_HOLDER_SERIES, NodeMetrics
 from p2pstore.net.node import Node
 from p2pstore.net.steward import Steward
 from p2pstore.store import MemoryFragmentStore
-from p2pstore.wire import AuditProofReply
+from p2pstore.wire import PROTOCOL_VERSION, AuditProofReply
 
 SETTINGS = AdminSettings(read_timeout=5.0, write_timeout=10.0, max_connections=4)
 
@@ -272,9 +272,10 @@ async def test_status_health_and_metrics_of_a_node(autojump_clock):
         assert (document["datacenter"], document["region"]) == ("dc-1", "FR-GES")
         assert document["address"] == "a"
         assert document["joined"] is True
-        assert [(p["node_id"], p["datacenter"], p["role"]) for p in document["peers"]] == [
-            (other.identity.node_id.hex(), "dc-2", "node")
-        ]
+        assert [
+            (p["node_id"], p["datacenter"], p["role"], p["wire_version"])
+            for p in document["peers"]
+        ] == [(other.identity.node_id.hex(), "dc-2", "node", PROTOCOL_VERSION)]
         assert document["routing_table"]["contacts"] == len(dht.table) == 1
         assert document["store"]["fragments"] == 0
         assert document["store"]["quota_bytes"] == 10_000
