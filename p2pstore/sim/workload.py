@@ -56,6 +56,7 @@ class Workload:
                 sim.counters.puts_failed += 1
                 continue
             sim.storage.store(number, holders)
+            sim.stewards.stored(number, owner)
         self._next(Event.PUT, self.spec.puts_per_hour)
         self._next(Event.GET, self.spec.gets_per_hour)
 
@@ -142,6 +143,7 @@ class Workload:
             sim.counters.puts_failed += 1
             return
         sim.storage.store(number, holders)
+        sim.stewards.stored(number, client)
 
     def _on_get(self, _: int, __: int) -> None:
         sim = self.sim
