@@ -28,8 +28,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from p2pstore.core.holders import Exclusion, Holdings, LocalEvidence, Placement
+from p2pstore.core.holders import Holdings
 from p2pstore.core.placement import Candidate
+from p2pstore.core.placement_view import Exclusion, LocalEvidence, Placement
 from p2pstore.core.repair_plan import (
     LIVE_UNKNOWN,
     ChunkAssessment,

@@ -45,8 +45,9 @@ from p2pstore.codec import decode_manifest
 from p2pstore.codec.manifest import object_id_of
 from p2pstore.core.audit import AuditPlanner, AuditSettings, Evidence, WatchedFragment
 from p2pstore.core.contact import Contact
-from p2pstore.core.holders import Exclusion, Holdings, LocalEvidence
+from p2pstore.core.holders import Holdings
 from p2pstore.core.placement import Candidate
+from p2pstore.core.placement_view import Exclusion, LocalEvidence
 from p2pstore.core.protocol import CHECK_INTERVAL, MAX_CLOSER, PLACEMENT_REFRESH, QUERY_TIMEOUT
 from p2pstore.core.records import RecordKind, manifest_key
 from p2pstore.core.repair_plan import FailureDetector, Verdict
