@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from p2pstore.cli.object_commands import (
+from p2pstore.cli.object_status import (
     chunk_state,
     health,
     live_text,
