@@ -227,8 +227,9 @@ class Simulation:
             chosen = peers.sample_live(self._candidate_rng, self.scenario.placement.sample)
             if include_self and peer not in chosen:
                 chosen.append(peer)
-        allows = self.rule.allows_region
-        return [peers.candidate(p) for p in chosen if allows(peers.region_name(p))]
+        # every peer known, as the node's client offers them: placement itself keeps the
+        # rule's regions (core.placement.eligible), so no second filter here
+        return [peers.candidate(p) for p in chosen]
 
     def publish(self, publisher: int, key: bytes, kinds: tuple[RecordKind, ...]) -> float:
         """``publisher`` publishes its records of ``kinds`` under ``key``: each a lookup of the
