@@ -90,7 +90,7 @@ from p2pstore.cli.devnet import run_node_process
 from p2pstore.cli.local_mesh import DevnetNode, create_mesh, free_loopback_ports
 from p2pstore.codec import ObjectEncoder, ReadCap, rebuild_fragments
 from p2pstore.codec.fragments import HEADER_BYTES
-from p2pstore.core.holders import Placement
+from p2pstore.core.placement_view import Placement
 from p2pstore.core.records import manifest_key
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import P2PStoreError

@@ -22,7 +22,8 @@ from rich.console import Console
 from p2pstore.cli.config_sections import parse_size
 from p2pstore.cli.devnet import Observer, launch_local_mesh
 from p2pstore.cli.local_mesh import LOCAL_CHECK_INTERVAL, LOCAL_GRACE_PERIOD, DevnetNode
-from p2pstore.cli.object_commands import health, status_table, transfer_bar
+from p2pstore.cli.object_commands import transfer_bar
+from p2pstore.cli.object_status import health, status_table
 from p2pstore.core.rules import DEFAULT_RULE_NAME, find_rule
 from p2pstore.errors import ConfigError, P2PStoreError
 from p2pstore.net.client import Client, ClientSettings, PutResult

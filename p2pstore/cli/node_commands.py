@@ -22,25 +22,26 @@ from p2pstore.cli.crl_freshness import register_crl_metric, warn_while_stale
 from p2pstore.cli.lifeline import watch_parent
 from p2pstore.cli.logs import configure_logging
 from p2pstore.cli.node_identity import init
+from p2pstore.cli.node_state import keep_state_saved, load_saved_contacts, restore_records
 from p2pstore.cli.node_status import status
 from p2pstore.cli.node_trust import apply_policy, load_starting_trust, reload_on_sighup
 from p2pstore.core.contact import Contact
 from p2pstore.core.rules import parse_duration
-from p2pstore.errors import ConfigError, PeerUnreachable, StoreError
+from p2pstore.errors import ConfigError, PeerUnreachable
 from p2pstore.identity import NodeCredentials, TrustAnchor, short_id
 from p2pstore.net.address import parse_address
 from p2pstore.net.admin import AdminServer, node_pages
 from p2pstore.net.bucket_book import BucketBook
 from p2pstore.net.buckets import BucketService
 from p2pstore.net.collection import Collector
-from p2pstore.net.contact_book import SAVE_INTERVAL, ContactBook, contacts_worth_saving
+from p2pstore.net.contact_book import ContactBook, contacts_worth_saving
 from p2pstore.net.departure import Departure, DrainOutcome
 from p2pstore.net.dht import Dht
 from p2pstore.net.fragments import FragmentService
 from p2pstore.net.mesh_trust import MeshTrust
 from p2pstore.net.metrics import NodeMetrics
 from p2pstore.net.node import Node
-from p2pstore.net.record_book import OldRecordsFile, RecordBook
+from p2pstore.net.record_book import RecordBook
 from p2pstore.net.refusals import RefusalLog
 from p2pstore.net.scrubber import Scrubber
 from p2pstore.net.steward import Steward, StewardSettings
@@ -211,9 +212,9 @@ async def serve_node(
         wall_clock=time.time,
     )
     book = ContactBook(config.data_dir)
-    saved = _load_saved_contacts(book)
+    saved = load_saved_contacts(book)
     records = RecordBook(config.data_dir, dht.settings.max_records, dht.settings.max_record_bytes)
-    _restore_records(records, dht)
+    restore_records(records, dht)
     identity = credentials.identity
     log.info(
         "starting node %s (%s, %s), %d revoked certificates known",
@@ -247,7 +248,7 @@ async def serve_node(
                 on_policy=functools.partial(apply_policy, config, steward),
             )  # hears peers from now on
             nursery.start_soon(_join_and_announce, config, dht, store, saved, trusting)
-            nursery.start_soon(_keep_state_saved, book, records, dht)
+            nursery.start_soon(keep_state_saved, book, records, dht)
             _start_watches(
                 nursery,
                 store,
@@ -401,63 +402,6 @@ def _add_process_metrics(metrics: NodeMetrics) -> None:
     ProcessCollector(registry=metrics.registry)
     PlatformCollector(registry=metrics.registry)
     GCCollector(registry=metrics.registry)
-
-
-async def _keep_state_saved(book: ContactBook, records: RecordBook, dht: Dht) -> None:
-    """Save the routing table's contacts and the records held every ``SAVE_INTERVAL`` (in a
-    worker thread: an fsync never stalls the node), so even a kill -9 loses little."""
-    while True:
-        await trio.sleep(SAVE_INTERVAL)
-        await book.save_logged(contacts_worth_saving(dht.table), in_thread=True)
-        await records.save_logged(dht.store, dht.wall_clock(), in_thread=True)
-
-
-def _restore_records(book: RecordBook, dht: Dht) -> None:
-    """Hold again the records the last run saved (an unreadable file is logged, never fatal)."""
-    try:
-        loaded = book.load()
-    except OldRecordsFile as exc:
-        log.warning("not loading the saved records: %s", exc, extra={"event": "records_outdated"})
-        return
-    except StoreError as exc:
-        log.warning(
-            "ignoring the saved records: %s",
-            exc,
-            extra={"event": "records_unreadable"},
-        )
-        return
-    started = time.monotonic()
-    kept = dht.restore(loaded.records)
-    dropped = len(loaded.records) - kept + loaded.malformed
-    if kept or dropped:
-        log.info(
-            "holding again %d DHT records saved by the last run (%d expired, invalid, "
-            "revoked or over their publisher's quota, dropped), verified in %.1fs",
-            kept,
-            dropped,
-            time.monotonic() - started,
-            extra={"event": "records_loaded", "records": kept, "dropped": dropped},
-        )
-
-
-def _load_saved_contacts(book: ContactBook) -> list[Contact]:
-    """The contacts saved by the last run (an unreadable file is logged, never fatal)."""
-    try:
-        saved = book.load()
-    except StoreError as exc:
-        log.warning(
-            "ignoring the saved contacts, joining through the bootstrap peers only: %s",
-            exc,
-            extra={"event": "contacts_unreadable"},
-        )
-        return []
-    if saved:
-        log.info(
-            "%d contacts saved by the last run will be dialled to rejoin",
-            len(saved),
-            extra={"event": "contacts_loaded", "contacts": len(saved)},
-        )
-    return saved
 
 
 async def _join_and_announce(

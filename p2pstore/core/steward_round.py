@@ -28,8 +28,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from p2pstore.core.holders import Exclusion, Holdings, LocalEvidence, Placement
+from p2pstore.core.holders import Holdings
 from p2pstore.core.placement import Candidate
+from p2pstore.core.placement_view import Exclusion, LocalEvidence, Placement
 from p2pstore.core.repair_plan import (
     LIVE_UNKNOWN,
     ChunkAssessment,
@@ -140,6 +141,18 @@ class ObjectRound:
             return (holder, position) in failed or (local is not None and local(holder, position))
 
         return exclude
+
+    def named(self, now: float, trust: TrustAnchor, exclude: Exclusion) -> frozenset[object]:
+        """The (holder, position) pairs the steward's placement record names now: what
+        :class:`~p2pstore.core.steward_records.StewardRecords` compares to the last one sent."""
+        holdings = self.holdings
+        view = holdings.view(now, trust, exclude=exclude)
+        return frozenset(
+            (h.node_id, holdings.position(index, share))
+            for index in range(holdings.chunk_count)
+            for share in range(holdings.n)
+            for h in view.holders_of(index, share)
+        )
 
     def due(self, index: int) -> bool:
         """Whether chunk ``index`` needs work: a repair, or a move off a leaving holder."""

@@ -16,19 +16,24 @@ rebuilt shares that fit, the simulator gave up).  Both drivers -- the node's ``C
 * :class:`RepairPlacement`: the two together for one chunk's repair -- where its rebuilt shares
   go, and where one goes next when its store fails (the node's repairer and the simulator's
   stewards both hold one per chunk they repair).
+* :class:`PutPlacement`: the same for one chunk of a put, which must place all n shares: a
+  failed holder joins the object's excluded set (its later chunks skip it) and the share goes
+  to the next holder the rendezvous picks beside the others, within the budget.  The
+  simulator's workload holds one per chunk; the node's ``Client`` does the same steps inline
+  (``store_with_fallback``) until its split moves it onto this class.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from p2pstore.core.placement import Candidate, choose_holder
+from p2pstore.core.placement import Candidate, choose_holder, place_chunk
 from p2pstore.core.protocol import STORE_ATTEMPTS
 from p2pstore.core.repair_plan import place_repairs
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import LocalProtocolError, PlacementError
 
-__all__ = ["STORE_ATTEMPTS", "RepairPlacement", "StoreAttempts", "place_what_fits"]
+__all__ = ["STORE_ATTEMPTS", "PutPlacement", "RepairPlacement", "StoreAttempts", "place_what_fits"]
 
 
 class StoreAttempts:
@@ -171,3 +176,53 @@ class RepairPlacement:
             return self.reselect(share)
         except PlacementError:
             return None
+
+
+class PutPlacement:
+    """Where one chunk of a put goes, and where a share goes next when its store fails.
+
+    ``placed`` starts as :func:`place_chunk` chose (raises :class:`PlacementError` if the rule
+    cannot be met); ``excluded`` is the object's set, shared by its chunks."""
+
+    __slots__ = ("_attempts", "_candidates", "_ids", "_rule", "_size", "excluded", "placed")
+
+    def __init__(
+        self,
+        fragment_ids: Sequence[bytes],
+        candidates: Sequence[Candidate],
+        rule: CodingRule,
+        *,
+        excluded: set[bytes],
+        fragment_size: int = 0,
+        budget: int = STORE_ATTEMPTS,
+    ) -> None:
+        self._ids = fragment_ids
+        self._candidates = candidates
+        self._rule = rule
+        self._size = fragment_size
+        self._attempts = StoreAttempts(budget)
+        self.excluded = excluded
+        self.placed = list(
+            place_chunk(
+                fragment_ids, candidates, rule, excluded=excluded, fragment_size=fragment_size
+            )
+        )
+
+    def failed(self, share: int) -> Candidate | None:
+        """The store of ``share`` failed on its holder (now excluded): the next holder beside
+        the others, or None once the share spent its attempts or nothing fits (the put fails)."""
+        self.excluded.add(self.placed[share].node_id)
+        if not self._attempts.failed(share):
+            return None
+        try:
+            self.placed[share] = choose_holder(
+                self._ids[share],
+                self._candidates,
+                self._rule,
+                taken=[h for s, h in enumerate(self.placed) if s != share],
+                excluded=self.excluded,
+                fragment_size=self._size,
+            )
+        except PlacementError:
+            return None
+        return self.placed[share]

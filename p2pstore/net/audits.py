@@ -7,7 +7,7 @@ thinks alive, and :meth:`Auditor.run` wakes at the planner's ``next_deadline()``
 be sent at once, so waiting for a slot never makes an answer late) and judges the answers.
 
 What a failure costs (the issue's rule): the fragment counts lost at once, without grace, in the
-steward's :class:`~p2pstore.core.holders.LocalEvidence`, so its next round repairs it elsewhere
+steward's :class:`LocalEvidence`, so its next round repairs it elsewhere
 and no longer relays the holder's receipt for it.  A holder caught with a wrong proof, "not
 found" or a refusal is challenged again at once (:meth:`AuditPlanner.hasten`), so one that kept
 nothing loses all its fragments in as many answers; so is one that did not answer in time and
@@ -43,8 +43,8 @@ from p2pstore.core.audit import (
     HolderAudits,
     WatchedFragment,
 )
-from p2pstore.core.holders import LocalEvidence
 from p2pstore.core.placement import Candidate
+from p2pstore.core.placement_view import LocalEvidence
 from p2pstore.errors import PeerRefused, PeerUnreachable, RemoteError, RemoteProtocolError
 from p2pstore.identity import short_id
 from p2pstore.net.node import Node

@@ -9,8 +9,10 @@ against the contact, which is dropped only after repeated failures.  Records car
 proof (signature, publisher's mesh certificate, expiry, kind rules), so holders can pass them on
 and readers check them whoever served them; what one publisher may hold here is bounded by the
 store, and a revocation list reloaded by the node drops a revoked publisher's records.
-Refresh and expiry run on trio's clock; our own records are sent again by the
-:class:`Publisher` when the core says they are due.
+When to probe contacts, refresh buckets and ping before evicting is the core's
+:class:`~p2pstore.core.dht_upkeep.DhtUpkeep` (the simulator replays the same rounds): this
+driver sleeps until its next deadline and sends what it names.  Expiry runs on trio's clock;
+our own records are sent again by the :class:`Publisher` when the core says they are due.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ import trio
 
 from p2pstore.core.capacity import FreeSpace
 from p2pstore.core.contact import Contact
+from p2pstore.core.dht_upkeep import DEFAULT_REFRESH_INTERVAL, DhtUpkeep, Met
 from p2pstore.core.lookup import Lookup, LookupResult
 from p2pstore.core.record_store import RecordStore
 from p2pstore.core.records import RecordKind, verify_record
-from p2pstore.core.routing import RoutingTable, UpdateKind
+from p2pstore.core.routing import RoutingTable
 from p2pstore.errors import (
     ConfigError,
     PeerRefused,
@@ -65,7 +68,7 @@ class DhtSettings:
     alpha: int = 3
     rpc_timeout: float = 5.0
     max_failures: int = 3
-    refresh_interval: float = 3600.0
+    refresh_interval: float = DEFAULT_REFRESH_INTERVAL
     expire_interval: float = 60.0
     probe_concurrency: int = 16
     max_records: int = 100_000
@@ -108,6 +111,10 @@ class Dht:
             max_failures=self.settings.max_failures,
             now=trio.current_time(),
         )
+        self.upkeep = DhtUpkeep(
+            self.table, now=trio.current_time(), refresh_interval=self.settings.refresh_interval
+        )
+        """When this node probes, refreshes and pings (the core's decisions; see ``run``)."""
         self.store = RecordStore(
             self.settings.max_records,
             self.settings.max_record_bytes,
@@ -149,10 +156,15 @@ class Dht:
         """Keep the table and the records fresh until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self._every, self.settings.refresh_interval, self.refresh)
+            nursery.start_soon(self._keep_up)
             await nursery.start(self.publisher.run)
             nursery.start_soon(self._every, self.settings.expire_interval, self.holder.expire)
             task_status.started()
+
+    async def _keep_up(self) -> None:
+        while True:
+            await trio.sleep_until(self.upkeep.next_deadline())
+            await self.refresh()
 
     @staticmethod
     async def _every(interval: float, job: Callable[[], Awaitable[None]]) -> None:
@@ -201,8 +213,7 @@ class Dht:
                 + "\ncheck the addresses in [bootstrap] and that those nodes are running"
             )
         await self.lookup(self.node_id)
-        now = trio.current_time()
-        for target in self.table.buckets_to_refresh(now, 0.0, self._rng):
+        for target in self.upkeep.joined(trio.current_time(), self._rng):
             await self.lookup(target)
         self.joined = True
         log.info(
@@ -243,46 +254,28 @@ class Dht:
         return reached
 
     async def refresh(self) -> None:
-        """Probe contacts silent since about the last round, then look up a random id in every
-        bucket not used for a refresh interval."""
-        await self._probe_silent_contacts()
-        now = trio.current_time()
-        for target in self.table.buckets_to_refresh(now, self.settings.refresh_interval, self._rng):
-            await self.lookup(target)
-
-    async def _probe_silent_contacts(self) -> None:
-        """Ping every contact not heard from for half a refresh interval, a few at a time.
-
-        Why: a contact is marked stale only by a failed request, and only stale contacts are
-        left out of our FIND_NODE answers.  Without probing, a peer that vanished stays in the
-        answers of every node that never happened to query it, and those dead contacts hide
-        the live peers just beyond the k nearest from everyone's lookups.
-        """
-        now = trio.current_time()
-        silent = []
-        for contact in self.table.contacts():
-            liveness = self.table.liveness(contact.id)
-            # Half an interval: everything not heard from since about the previous round.
-            if (
-                liveness is not None
-                and now - liveness.last_seen >= self.settings.refresh_interval / 2
-            ):
-                silent.append(contact)
+        """Run the upkeep round due now, if one is (see :class:`DhtUpkeep`): probe the
+        contacts silent since about the last round, a few at a time, then look up a random id
+        in every bucket no lookup touched for a refresh interval."""
+        due = self.upkeep.due(trio.current_time(), self._rng)
+        if due is None:
+            return
         limiter = trio.CapacityLimiter(self.settings.probe_concurrency)
         async with trio.open_nursery() as nursery:
-            for contact in silent:
+            for contact in due.probes:
                 nursery.start_soon(self._probe, contact, limiter)
+        for target in due.refresh:
+            await self.lookup(target)
 
     async def _probe(self, contact: Contact, limiter: trio.CapacityLimiter) -> None:
         async with limiter:
-            if await self._answers_ping(contact):
-                self.table.record_success(contact.id, trio.current_time())
-            elif self.table.record_failure(contact.id, trio.current_time()):
-                log.info(
-                    "dropped contact %s: silent through repeated probes",
-                    short_id(contact.id),
-                    extra={"event": "contact_dropped", "peer": contact.id.hex()},
-                )
+            alive = await self._answers_ping(contact)
+        if self.upkeep.probed(contact.id, alive, trio.current_time()):
+            log.info(
+                "dropped contact %s: silent through repeated probes",
+                short_id(contact.id),
+                extra={"event": "contact_dropped", "peer": contact.id.hex()},
+            )
 
     def heard_from(self, peer: PeerIdentity) -> None:
         """A request from a node proves it is alive."""
@@ -449,12 +442,12 @@ class Dht:
         if peer.role is not Role.NODE or not address:
             return
         contact = Contact(peer.node_id, address, peer.datacenter, peer.region)
-        update = self.table.update(contact, trio.current_time())
+        meeting = self.upkeep.met(contact, trio.current_time())
         if self._nursery is None:
             return
-        if update.kind is UpdateKind.PING_NEEDED and update.ping is not None:
-            self._nursery.start_soon(self._check_oldest, update.ping)
-        elif update.kind is UpdateKind.ADDED:
+        if meeting.then is Met.PING_OLDEST and meeting.ping is not None:
+            self._nursery.start_soon(self._check_oldest, meeting.ping)
+        elif meeting.then is Met.HAND_OVER:
             self._nursery.start_soon(self.holder.hand_over, contact)
 
     def peer_down(self, peer: PeerIdentity) -> None:
@@ -470,7 +463,7 @@ class Dht:
 
     async def _check_oldest(self, oldest: Contact) -> None:
         alive = await self._answers_ping(oldest)
-        self.table.ping_result(oldest.id, alive, trio.current_time())
+        self.upkeep.ping_answered(oldest.id, alive, trio.current_time())
 
     async def _answers_ping(self, contact: Contact) -> bool:
         try:

@@ -1,9 +1,9 @@
 """A peer of the mesh: a transport, its sessions, and the handlers that answer requests.
 
 Strategy: the node owns one nursery.  The transport's listener and one dialer per bootstrap peer
-run in it; every authenticated link becomes a :class:`Session` run in the task that received it.
-One session per peer pair: when both sides dial each other at once, both keep the connection
-dialled by the smaller node id, so they agree without talking.  Whatever a peer sends can end
+run in it; every authenticated link becomes a :class:`Session` run in the task that received it,
+kept in the :class:`~p2pstore.net.session_table.SessionTable` (one session per peer pair).
+Whatever a peer sends can end
 that peer's session, never the node: protocol errors and broken links are logged and the session
 is dropped, and the dialers reconnect to bootstrap peers with capped exponential backoff.
 Every peer is bounded: inbound sessions per source address and per client identity, and the
@@ -17,7 +17,6 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import trio
 
@@ -25,7 +24,6 @@ from p2pstore import __version__
 from p2pstore.core.admission import Admission, AdmissionSettings
 from p2pstore.errors import (
     IdentityError,
-    P2PStoreError,
     PeerRefused,
     PeerUnreachable,
     RemoteError,
@@ -34,14 +32,15 @@ from p2pstore.errors import (
 )
 from p2pstore.identity import NodeCredentials, PeerIdentity, Role, TrustAnchor, short_id
 from p2pstore.net.caps import SessionCaps
+from p2pstore.net.dispatch import Dispatcher, Handler
 from p2pstore.net.link import FrameLink, Transport, source_of
 from p2pstore.net.metrics import OK, MeteredLink, NodeMetrics, bounded_code
 from p2pstore.net.refusals import RefusalLog
-from p2pstore.net.session import BUSY, Session, SessionSettings, busy_reply, retrying_busy
+from p2pstore.net.session import Session, SessionSettings, retrying_busy
+from p2pstore.net.session_table import PeerListener, PeerView, SessionTable
 from p2pstore.net.version_policy import version_refusal, warn_unspoken
 from p2pstore.wire import (
     SPOKEN_VERSIONS,
-    ErrorReply,
     Hello,
     Message,
     PeerSummary,
@@ -55,25 +54,12 @@ from p2pstore.wire.versions import offer
 
 log = logging.getLogger("p2pstore.node")
 
-Handler = Callable[[PeerIdentity, Message], Awaitable[Message]]
-
 
 class _SessionOutcome(enum.Enum):
     DUPLICATE = "lost the tie-break against an existing session"
     FAILED_GREETING = "ended before or during its greeting"
     REFUSED = "was over a bound on sessions and closed"
     SERVED = "was registered and served until it ended"
-
-
-class PeerListener(Protocol):
-    """Told when a session with a peer comes up or goes away (e.g. the DHT's routing table),
-    and when the node applies a reloaded revocation list (e.g. the DHT's record store)."""
-
-    def peer_up(self, peer: PeerIdentity, address: str) -> None: ...
-
-    def peer_down(self, peer: PeerIdentity) -> None: ...
-
-    def trust_changed(self, trust: TrustAnchor) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,18 +77,6 @@ class NodeSettings:
     """Inbound sessions (greeting included) from one source address (IPv6: one /64)."""
     protocol_versions: tuple[int, ...] = SPOKEN_VERSIONS
     """Wire versions offered at Hello (a test offers one to act as a node of that release)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PeerView:
-    """What this node knows of one connected peer."""
-
-    identity: PeerIdentity
-    address: str
-    outbound: bool
-    connected_since: float
-    version: int = 0
-    """The wire protocol version settled with the peer."""
 
 
 class Node:
@@ -145,23 +119,18 @@ class Node:
             self.settings.max_sessions_per_client,
             self.refusals,
         )
-        self._sessions: dict[bytes, Session] = {}
-        self._clients: set[Session] = set()
-        """Inbound sessions of clients: never dialled back, so not indexed by id, and one
-        client identity may run several processes (two ``p2pstore put`` at once)."""
-        self._since: dict[bytes, float] = {}
-        self._changed = trio.Event()
+        self._sessions = SessionTable(
+            self.identity.node_id, lambda session, why: self._spawn(session.close, why)
+        )
         self._scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
-        self._listeners: list[PeerListener] = []
         self._dialing: dict[bytes, trio.Event] = {}
         self._renewal_hooks: list[Callable[[NodeCredentials], None]] = []
         self.allowed_versions: frozenset[int] | None = None
         """The wire versions the mesh policy allows (None: any), see :meth:`allow_versions`."""
-        self._handlers: dict[type[Message], Handler] = {
-            Ping: self._on_ping,
-            StatusRequest: self._on_status,
-        }
+        self.dispatcher = Dispatcher(self.admission, self.refusals, self.metrics)
+        self.dispatcher.handle(Ping, self._on_ping)
+        self.dispatcher.handle(StatusRequest, self._on_status)
 
     # -- service ----------------------------------------------------------------------------
 
@@ -203,7 +172,7 @@ class Node:
         """Say goodbye to every peer (bounded by ``stop_timeout``), then end :meth:`run`."""
         with trio.move_on_after(self.settings.stop_timeout):
             async with trio.open_nursery() as nursery:
-                for session in [*self._sessions.values(), *self._clients]:
+                for session in self._sessions.every():
                     nursery.start_soon(session.close, reason)
         if self._scope is not None:
             self._scope.cancel()
@@ -211,9 +180,9 @@ class Node:
     def apply_trust(self, trust: TrustAnchor) -> None:
         """Close the sessions of peers whose certificates ``trust`` now revokes, and tell the
         listeners (the DHT drops the records revoked certificates signed)."""
-        for listener in self._listeners:
+        for listener in self._sessions.listeners:
             listener.trust_changed(trust)
-        for session in [*self._sessions.values(), *self._clients]:
+        for session in self._sessions.every():
             if session.peer.serial in trust.revoked_serials:
                 log.warning(
                     "closing session with %s: its certificate was revoked",
@@ -248,42 +217,32 @@ class Node:
         settled on another one are closed, saying why."""
         self.allowed_versions = frozenset(versions) or None
         warn_unspoken(self.allowed_versions, self.settings.protocol_versions)
-        for session in [*self._sessions.values(), *self._clients]:
+        for session in self._sessions.every():
             if version_refusal(session, self.allowed_versions) is not None:
                 self._spawn(session.close, "wire protocol version not allowed by the mesh policy")
 
     def handle(self, message_type: type[Message], handler: Handler) -> None:
         """Answer requests of ``message_type`` with ``handler`` (one handler per type)."""
-        if message_type in self._handlers:
-            raise ValueError(f"{message_type.__name__} already has a handler")
-        self._handlers[message_type] = handler
+        self.dispatcher.handle(message_type, handler)
+
+    @property
+    def listeners(self) -> list[PeerListener]:
+        """Who hears of sessions coming and going (see :meth:`add_listener`)."""
+        return self._sessions.listeners
 
     def add_listener(self, listener: PeerListener) -> None:
         """Tell ``listener`` about every session that comes up or goes away from now on."""
-        self._listeners.append(listener)
+        self._sessions.listeners.append(listener)
 
     # -- peers ------------------------------------------------------------------------------
 
     def peers(self) -> list[PeerView]:
         """The peers this node has a session with, sorted by node id."""
-        views = []
-        for node_id in sorted(self._sessions):
-            session = self._sessions[node_id]
-            hello = session.peer_hello
-            views.append(
-                PeerView(
-                    identity=session.peer,
-                    address=(hello.listen_address if hello else "") or session.link.remote_address,
-                    outbound=session.link.outbound,
-                    connected_since=self._since[node_id],
-                    version=session.version,
-                )
-            )
-        return views
+        return self._sessions.peers()
 
     async def wait_peers_changed(self) -> None:
         """Return the next time a peer connects or disconnects."""
-        await self._changed.wait()
+        await self._sessions.wait_changed()
 
     async def request(
         self, node_id: bytes, message: Message, *, timeout: float | None = None
@@ -460,7 +419,7 @@ class Node:
         session = Session(
             metered,
             self._hello(),
-            self._dispatch,
+            self.dispatcher.dispatch,
             self.settings.session,
             on_refusal=lambda reason, what: self.refusals.refused(who, reason, what),
         )
@@ -471,12 +430,12 @@ class Node:
             if refused is not None:
                 await session.close(refused)
                 return _SessionOutcome.REFUSED
-            clients = (s.peer for s in self._clients)
+            clients = self._sessions.clients()
             excess = None if link.outbound else self._caps.client_excess(link.peer, clients)
             if excess is not None:
                 await session.close(excess)
                 return _SessionOutcome.REFUSED
-            if not self._register(session):
+            if not self._sessions.register(session, trio.current_time()):
                 await session.close("duplicate connection")
                 return _SessionOutcome.DUPLICATE
             outcome = _SessionOutcome.SERVED
@@ -496,7 +455,7 @@ class Node:
         finally:
             if started is not None:
                 started.set()
-            self._unregister(session)
+            self._sessions.unregister(session)
         if (
             session.close_reason
             and session.close_reason != "duplicate connection"
@@ -525,68 +484,6 @@ class Node:
             extra={"event": "session_error", "peer": session.peer.node_id.hex(), "error": kind},
         )
 
-    def _register(self, session: Session) -> bool:
-        """Add a greeted session; False if it loses the tie-break against an existing one."""
-        node_id = session.peer.node_id
-        if session.peer.role is Role.CLIENT and not session.link.outbound:
-            self._clients.add(session)
-            self._notify_changed()
-            log.info(
-                "client %s connected from %s",
-                session.describe(),
-                session.link.remote_address,
-                extra={"event": "client_connected", "peer": node_id.hex()},
-            )
-            return True
-        existing = self._sessions.get(node_id)
-        if existing is not None and not existing.closed:
-            dialler_wanted = min(node_id, self.identity.node_id)
-            new_dialler = self.identity.node_id if session.link.outbound else node_id
-            old_dialler = self.identity.node_id if existing.link.outbound else node_id
-            if new_dialler != dialler_wanted or old_dialler == dialler_wanted:
-                return False
-            self._spawn(existing.close, "duplicate connection")
-        self._sessions[node_id] = session
-        self._since[node_id] = trio.current_time()
-        self._notify_changed()
-        hello = session.peer_hello
-        address = (hello.listen_address if hello else "") or session.link.remote_address
-        for listener in self._listeners:
-            listener.peer_up(session.peer, address)
-        peer = session.peer
-        log.info(
-            "peer %s (%s, %s) connected %s %s",
-            short_id(node_id),
-            peer.datacenter,
-            peer.region,
-            "to" if session.link.outbound else "from",
-            session.link.remote_address,
-            extra={
-                "event": "peer_connected",
-                "peer": node_id.hex(),
-                "datacenter": peer.datacenter,
-                "region": peer.region,
-            },
-        )
-        return True
-
-    def _unregister(self, session: Session) -> None:
-        if session in self._clients:
-            self._clients.discard(session)
-            self._notify_changed()
-            return
-        node_id = session.peer.node_id
-        if self._sessions.get(node_id) is session:
-            del self._sessions[node_id]
-            del self._since[node_id]
-            self._notify_changed()
-            for listener in self._listeners:
-                listener.peer_down(session.peer)
-
-    def _notify_changed(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
     def _hello(self) -> Hello:
         return make_hello(
             offer(self.settings.protocol_versions, self.allowed_versions),
@@ -594,47 +491,9 @@ class Node:
             f"p2pstore/{__version__}",
         )
 
-    async def _dispatch(self, peer: PeerIdentity, message: Message) -> Message:
-        """Answer one request through its handler, counting it by type and outcome; a request
-        over the peer's share or rate is answered busy without running its handler."""
-        began = trio.current_time()
-        kind = type(message).__name__
-        refusal = self.admission.admit(peer.node_id, message, began)
-        if refusal is not None:
-            self.refusals.refused(peer.node_id.hex(), refusal.reason, refusal.why)
-            self.metrics.record_request(kind, BUSY, 0.0)
-            return busy_reply(refusal.why, refusal.retry_after)
-        outcome = "cancelled"  # until the handler says otherwise
-        reply: Message | None = None
-        try:
-            handler = self._handlers.get(type(message))
-            if handler is None:
-                reply = ErrorReply(
-                    code="unsupported",
-                    message=f"this node does not serve {kind} requests",
-                )
-            else:
-                reply = await handler(peer, message)
-        except P2PStoreError as exc:
-            outcome = type(exc).__name__  # the code the session sends back
-            raise
-        except Exception:
-            outcome = "internal_error"
-            raise
-        else:
-            outcome = reply.code if isinstance(reply, ErrorReply) else OK
-            return reply
-        finally:
-            now = trio.current_time()
-            self.admission.done(peer.node_id, message, reply, now)
-            self.metrics.record_request(kind, outcome, now - began)
-
     def session_counts(self) -> dict[str, int]:
         """Open sessions by the peer's role (``node``, ``client``)."""
-        counts = {role.value: 0 for role in Role}
-        for session in [*self._sessions.values(), *self._clients]:
-            counts[session.peer.role.value] += 1
-        return counts
+        return self._sessions.counts()
 
     async def _on_ping(self, peer: PeerIdentity, message: Message) -> Message:
         assert isinstance(message, Ping)

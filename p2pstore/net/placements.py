@@ -18,8 +18,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from p2pstore.core.holders import Exclusion, Holdings
+from p2pstore.core.holders import Holdings
 from p2pstore.core.placement import Candidate
+from p2pstore.core.placement_view import Exclusion
 from p2pstore.core.receipts import CheckedReceipt, Receipt, decode_receipt
 from p2pstore.core.records import RecordKind, manifest_key
 from p2pstore.core.steward_round import Said

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from p2pstore.core.contact import Contact
+from p2pstore.core.dht_upkeep import closer_to
 from p2pstore.core.record_store import PutResult, RecordStore
 from p2pstore.core.records import CA_KINDS, RejectReason
 from p2pstore.errors import RecordRejected
@@ -103,15 +104,11 @@ class RecordHolder:
 
         Only records our store accepted are offered, so one publisher's share of what we hand
         over is bounded by its quota here, whatever it sent us."""
-        now = self._dht.wall_clock()
-        mine = int.from_bytes(self._dht.node_id, "big")
-        theirs = int.from_bytes(newcomer.id, "big")
-        offered = taken = 0
-        for record in self.store.records_for_refresh(now):
-            key = int.from_bytes(record.key, "big")
-            if theirs ^ key < mine ^ key:
-                offered += 1
-                taken += await self._dht.publisher.store_on(newcomer, record)
+        held = self.store.records_for_refresh(self._dht.wall_clock())
+        handed = closer_to(((r.key, r) for r in held), self._dht.node_id, newcomer.id)
+        offered, taken = len(handed), 0
+        for record in handed:
+            taken += await self._dht.publisher.store_on(newcomer, record)
         log.debug(
             "handed %d DHT records over to %s, which is closer to their keys (%d stored)",
             offered,

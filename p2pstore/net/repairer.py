@@ -24,8 +24,8 @@ import trio
 from p2pstore.codec import Manifest
 from p2pstore.codec.manifest import object_id_of
 from p2pstore.codec.repair import rebuild_fragments
-from p2pstore.core.holders import LocalEvidence, Placement
 from p2pstore.core.placement import Candidate, within_rule
+from p2pstore.core.placement_view import LocalEvidence, Placement
 from p2pstore.core.repair_plan import ChunkAssessment, FailureDetector
 from p2pstore.core.steward_round import ObjectRound, silent_peers
 from p2pstore.core.store_plan import RepairPlacement

@@ -27,8 +27,9 @@ import trio
 
 from p2pstore.codec import Manifest, ReadCap, VerifyCap
 from p2pstore.core.audit import AuditPlanner, AuditSettings, Evidence, WatchedFragment
-from p2pstore.core.holders import Holdings, Placement, Statement
+from p2pstore.core.holders import Holdings
 from p2pstore.core.placement import Candidate
+from p2pstore.core.placement_view import Placement, Statement
 from p2pstore.core.steward_round import Said
 from p2pstore.net.audits import AuditTarget, audit_each, audit_reply_error
 from p2pstore.net.placements import Ask

@@ -45,12 +45,14 @@ from p2pstore.codec import decode_manifest
 from p2pstore.codec.manifest import object_id_of
 from p2pstore.core.audit import AuditPlanner, AuditSettings, Evidence, WatchedFragment
 from p2pstore.core.contact import Contact
-from p2pstore.core.holders import Holdings, LocalEvidence
+from p2pstore.core.holders import Holdings
 from p2pstore.core.placement import Candidate
+from p2pstore.core.placement_view import Exclusion, LocalEvidence
 from p2pstore.core.protocol import CHECK_INTERVAL, MAX_CLOSER, PLACEMENT_REFRESH, QUERY_TIMEOUT
 from p2pstore.core.records import RecordKind, manifest_key
 from p2pstore.core.repair_plan import FailureDetector, Verdict
 from p2pstore.core.rules import SHIPPED_RULES, CodingRule
+from p2pstore.core.steward_records import StewardRecords
 from p2pstore.core.steward_round import Census, Question, RoundClock, Said, contenders, elected
 from p2pstore.errors import (
     IntegrityError,
@@ -176,8 +178,8 @@ class Steward:
         self.rounds = 0
         self._manifests: dict[bytes, Known] = {}
         self._holdings: dict[bytes, Holdings] = {}
-        self._published: dict[bytes, tuple[float, frozenset[tuple[bytes, int]]]] = {}
-        """Per key: when our placement record was last published, and the holders it named."""
+        self._records = StewardRecords(self.settings.placement_refresh)
+        """When our placement records were last published, and the holders they named."""
         self._warned: set[str] = set()
         self._round_done = trio.Event()
         self.renewer: LeaseRenewer | None = None
@@ -265,6 +267,10 @@ class Steward:
                 async with at_once:
                     done = await self.repairer.repair_object(watched, chunks, report.failures)
                 report.repairs.extend(done)
+                if done:  # the repairer published the placement: not again this round
+                    now = self.dht.wall_clock()
+                    key = manifest_key(watched.object_id)
+                    self._records.sent(key, self._named(watched, now)[1], now)
 
             async with trio.open_nursery() as nursery:
                 for watched in due:
@@ -362,7 +368,7 @@ class Steward:
         for kind in (RecordKind.MANIFEST, RecordKind.PLACEMENT):
             self.dht.published.remove(kind, key)
         self._holdings.pop(key, None)
-        self._published.pop(key, None)
+        self._records.forget(key)
         self.evidence.forget(key)
 
     # -- checking ---------------------------------------------------------------------------
@@ -463,28 +469,30 @@ class Steward:
 
     # -- records ----------------------------------------------------------------------------
 
+    def _named(self, watched: Watched, now: float) -> tuple[Exclusion, frozenset[object]]:
+        """What our placement record leaves out, and the holders it names."""
+        exclude = watched.unrelayed(self.evidence)
+        return exclude, watched.named(now, self.dht.trust(), exclude)
+
     async def _renew(self, watched: Watched) -> None:
         """Publish our manifest record once (the DHT renews it), and our placement record
         whenever the holders it names changed or ``placement_refresh`` has passed."""
         key = manifest_key(watched.object_id)
         now = self.dht.wall_clock()
+        published = self.dht.published
         try:
-            if (int(RecordKind.MANIFEST), key) not in self.dht.published:
-                await self.dht.publish_value(RecordKind.MANIFEST, key, watched.manifest_bytes)
-            exclude = watched.unrelayed(self.evidence)
-            view = watched.holdings.view(now, self.dht.trust(), exclude=exclude)
-            named = frozenset(
-                (h.node_id, watched.holdings.position(index, share))
-                for index in range(watched.manifest.chunk_count)
-                for share in range(watched.manifest.n)
-                for h in view.holders_of(index, share)
+            exclude, named = self._named(watched, now)
+            due = self._records.due(
+                key,
+                named,
+                now,
+                manifest_kept=(int(RecordKind.MANIFEST), key) in published,
+                placement_kept=(int(RecordKind.PLACEMENT), key) in published,
             )
-            last = self._published.get(key)
-            fresh = last is not None and now - last[0] < self.settings.placement_refresh
-            own = (int(RecordKind.PLACEMENT), key) in self.dht.published
-            if own and fresh and last is not None and last[1] == named:
-                return
-            await publish_holdings(self.dht, watched.holdings, exclude=exclude)
-            self._published[key] = (now, named)
+            if RecordKind.MANIFEST in due:
+                await self.dht.publish_value(RecordKind.MANIFEST, key, watched.manifest_bytes)
+            if RecordKind.PLACEMENT in due:
+                await publish_holdings(self.dht, watched.holdings, exclude=exclude)
+                self._records.sent(key, named, now)
         except P2PStoreError as exc:
             log.warning("could not publish records of %s: %s", short_id(key), exc)

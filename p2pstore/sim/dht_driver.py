@@ -28,11 +28,12 @@ For long churn runs (``p2pstore.sim.engine``) two cheaper paths exist, both opt-
 * ``bootstrap="converged"`` fills each table as joins would leave it -- for every bucket the
   peer's id implies, up to k random peers of that subtree -- in a fraction of the time of
   ``n`` real joins;
-* ``probe_interval`` replays the trio driver's periodic probing lazily: when a table is next
-  used (it asks, or is asked), each of its contacts is probed once per elapsed interval in
-  one step: a contact found dead gets one failure per probe it would have missed since it
-  went down (at most ``max_failures``, so it is dropped exactly when the real node would have
-  dropped it), a live contact with failures recovers.  Tables nobody uses are not touched,
+* ``probe_interval`` replays the node's upkeep rounds lazily, with the node's own machine
+  (:class:`~p2pstore.core.dht_upkeep.DhtUpkeep`, one per peer, its rounds on the grid of the
+  peer's arrival): when a table is next used (it asks, or is asked), the rounds it missed are
+  run in one step: a contact found dead gets one failure per round since it went down whose
+  probe picked it (at most ``max_failures``, so it is dropped exactly when the real node would
+  have dropped it), a live contact with failures recovers.  Tables nobody uses are not touched,
   and the probe answers of healthy contacts are not replayed (they would only reorder a
   bucket's least-recently-seen list).
 """
@@ -40,12 +41,12 @@ For long churn runs (``p2pstore.sim.engine``) two cheaper paths exist, both opt-
 from __future__ import annotations
 
 import heapq
-import math
 import random
 from bisect import bisect_left
 from collections.abc import Sequence
 
 from p2pstore.core.contact import Contact
+from p2pstore.core.dht_upkeep import DhtUpkeep
 from p2pstore.core.lookup import DEFAULT_ALPHA, Lookup, LookupResult
 from p2pstore.core.routing import DEFAULT_K, DEFAULT_MAX_FAILURES, RoutingTable, UpdateKind
 from p2pstore.errors import ConfigError, LocalProtocolError
@@ -125,6 +126,7 @@ class SimulatedDht:
             raise ConfigError("simulated peers need distinct node ids")
         self._long = [contact.long_id for contact in self.contacts]
         self.tables = [self._new_table(node_id) for node_id in self.ids]
+        self.upkeep = [self._new_upkeep(table) for table in self.tables]
         self.alive = [True] * n
         self.down_since = [0.0] * n
         self._synced = [0.0] * n
@@ -140,6 +142,12 @@ class SimulatedDht:
 
     def _new_table(self, node_id: NodeId) -> RoutingTable:
         return RoutingTable(node_id, k=self.k, max_failures=self.max_failures, now=self.now)
+
+    def _new_upkeep(self, table: RoutingTable) -> DhtUpkeep | None:
+        interval = self.probe_interval
+        return (
+            None if interval is None else DhtUpkeep(table, now=self.now, refresh_interval=interval)
+        )
 
     def _draw_ids(self, n: int) -> list[NodeId]:
         ids: list[NodeId] = []
@@ -246,6 +254,7 @@ class SimulatedDht:
         self.index[contact.id] = peer
         self._long.append(contact.long_id)
         self.tables.append(self._new_table(contact.id))
+        self.upkeep.append(self._new_upkeep(self.tables[-1]))
         self.alive.append(True)
         self.down_since.append(self.now)
         self._synced.append(self.now)
@@ -266,18 +275,18 @@ class SimulatedDht:
     def catch_up(self, peer: int) -> None:
         """Apply the periodic probes ``peer`` ran since its table was last brought up to date
         (see the module docstring); a no-op without ``probe_interval``."""
-        interval = self.probe_interval
-        if interval is None:
+        upkeep = self.upkeep[peer]
+        if upkeep is None:
             return
         last = self._synced[peer]
-        rounds = math.floor((self.now - last) / interval)
-        if rounds <= 0:
+        now = self.now
+        if upkeep.rounds_between(last, now) <= 0:
             return
         table = self.tables[peer]
         failed = self._failed[peer]
         for other in sorted(failed):
             if self.alive[other]:
-                table.record_success(self.ids[other], self.now)
+                table.record_success(self.ids[other], now)
                 failed.discard(other)
         alive = self.alive
         index = self.index
@@ -286,11 +295,14 @@ class SimulatedDht:
             if alive[other]:
                 continue
             failed.add(other)
-            first = max(1, math.ceil((self.down_since[other] - last) / interval))
-            for _ in range(min(rounds - first + 1, table.max_failures)):
-                if table.record_failure(contact.id, self.now):
+            liveness = table.liveness(contact.id)
+            seen = 0.0 if liveness is None else liveness.last_seen
+            since = max(last, self.down_since[other])  # earlier probes found it up
+            missed = upkeep.rounds_probing(seen, since, now)
+            for _ in range(min(missed, table.max_failures)):
+                if upkeep.probed(contact.id, False, now):
                     break
-        self._synced[peer] = last + rounds * interval
+        self._synced[peer] = now
 
     def _fill_converged(self) -> None:
         """Fill every table as joining would leave it: for each depth of the peer's own id,

@@ -28,6 +28,7 @@ import random
 from collections.abc import Callable
 
 from p2pstore.core.placement import Candidate
+from p2pstore.core.records import RecordKind
 from p2pstore.core.repair_plan import FailureDetector
 from p2pstore.core.steward_round import RoundClock
 from p2pstore.errors import LocalProtocolError
@@ -226,15 +227,28 @@ class Simulation:
             chosen = peers.sample_live(self._candidate_rng, self.scenario.placement.sample)
             if include_self and peer not in chosen:
                 chosen.append(peer)
-        allows = self.rule.allows_region
-        return [peers.candidate(p) for p in chosen if allows(peers.region_name(p))]
+        # every peer known, as the node's client offers them: placement itself keeps the
+        # rule's regions (core.placement.eligible), so no second filter here
+        return [peers.candidate(p) for p in chosen]
 
-    def record_publish_cost(self) -> float:
-        """Messages to publish one record: a lookup for the k closest, then a STORE each."""
-        if self.dht is None:
-            return 0.0
-        per_lookup = self.dht.stats.rpcs_per_lookup or float(self.scenario.dht.k)
-        return per_lookup + self.scenario.dht.k
+    def publish(self, publisher: int, key: bytes, kinds: tuple[RecordKind, ...]) -> float:
+        """``publisher`` publishes its records of ``kinds`` under ``key``: each a lookup of the
+        key, then a ``Store`` to every live peer it reaches among the k closest (counted per
+        kind in ``counters.records``).  Returns the messages sent."""
+        peers = self.peers
+        k = self.scenario.dht.k
+
+        def reached(peer: int) -> bool:
+            return peer != publisher and peers.is_up(peer) and peers.reachable(publisher, peer)
+
+        fanout = len(peers.index.closest(int.from_bytes(key, "big"), k, reached))
+        records = self.counters.records
+        for kind in kinds:
+            records[kind.name] = records.get(kind.name, 0) + fanout
+        per_lookup = float(k)
+        if self.dht is not None:
+            per_lookup = self.dht.stats.rpcs_per_lookup or per_lookup
+        return len(kinds) * (per_lookup + fanout)
 
     # -- outcome ---------------------------------------------------------------------------------
 

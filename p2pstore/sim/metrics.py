@@ -84,6 +84,10 @@ class Counters:
     messages: dict[str, int] = field(default_factory=dict)
     """Requests sent, by wire message type, where the simulator sends discrete ones (a
     repair's fetches and stores to other peers), as the node's ``p2pstore_requests_sent``."""
+    records: dict[str, int] = field(default_factory=dict)
+    """``Store`` requests of records sent, by record kind (``MANIFEST``, ``PLACEMENT``): a
+    client's at a put, a steward's when :class:`~p2pstore.core.steward_records.StewardRecords`
+    says, each to the live peers among the k closest to the key."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,9 @@ when it starts, and one that leaves before it lands gets nothing.  The rebuilt
 fragments then replace the lost holders in the chunk (their old copies, if they come back, are
 dropped), and the steward checks the chunk again.  Bytes counted are the bytes that cross the
 network (a fragment the steward reads from or writes to its own store is counted apart, as
-local bytes); messages are one per fetch and store, plus publishing the new placement record.
+local bytes); messages are one per fetch and store.  A steward publishes the object's records
+when the core's :class:`~p2pstore.core.steward_records.StewardRecords` says (taking an object
+over, a placement that changed), at the checks where it looks at the object.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from p2pstore.core.protocol import MAX_CLOSER
+from p2pstore.core.records import RecordKind
 from p2pstore.core.repair_plan import PeerHealth, Verdict, assess_chunk, healthy
+from p2pstore.core.steward_records import StewardRecords
 from p2pstore.core.steward_round import contenders, elected, silent_peers
 from p2pstore.core.store_plan import RepairPlacement
 from p2pstore.errors import PlacementError
@@ -68,6 +72,8 @@ class Stewards:
         self._next_job = 0
         self._pending: dict[int, float] = {}
         """Chunk -> the time of its next scheduled re-check (one pending per chunk)."""
+        self._records: dict[int, StewardRecords] = {}
+        """Per steward: the placement records it published."""
         self.enabled = sim.scenario.repair.mode != "none"
 
     def handlers(self) -> dict[Event, Callable[[int, int], None]]:
@@ -110,6 +116,35 @@ class Stewards:
                 return peer
         return None
 
+    def stored(self, obj: int, client: int) -> None:
+        """A put landed: the client publishes the object's records, then its steward takes
+        the object on (publishing its own, as the node's steward does at its next round)."""
+        key = self.sim.storage.objects[obj].key
+        self.sim.publish(client, key, (RecordKind.MANIFEST, RecordKind.PLACEMENT))
+        steward = self.steward_of(obj)
+        if steward is not None:
+            self._renew(obj, steward)
+
+    def _renew(self, obj: int, steward: int) -> None:
+        """Publish what the core says ``steward`` owes the object's records now."""
+        sim = self.sim
+        stored = sim.storage.objects[obj]
+        chunks = sim.storage.chunks
+        named = frozenset(
+            (number, share, holder)
+            for number in stored.chunks
+            for share, holder in enumerate(chunks[number].holders)
+        )
+        records = self._records.get(steward)
+        if records is None:
+            records = self._records[steward] = StewardRecords()
+        kept = stored.key in records
+        due = records.due(stored.key, named, sim.now, manifest_kept=kept, placement_kept=kept)
+        if due:
+            sim.counters.maintenance["repair"] += sim.publish(steward, stored.key, due)
+        if RecordKind.PLACEMENT in due:
+            records.sent(stored.key, named, sim.now)
+
     def holder_lost(self, peer: int) -> None:
         """``peer``'s silence reached the grace period: check every chunk it holds."""
         for chunk in list(self.sim.peers.held[peer]):
@@ -147,6 +182,7 @@ class Stewards:
         steward = self.steward_of(chunk.obj)
         if steward is None:
             return
+        self._renew(chunk.obj, steward)
         peers = sim.peers
         plan = assess_chunk(
             [peers.node_id[h] for h in chunk.holders], self._view(steward), sim.rule, sim.now
@@ -275,7 +311,7 @@ class Stewards:
         messages["GetFragment"] = messages.get("GetFragment", 0) + fetches
         messages["PutFragment"] = messages.get("PutFragment", 0) + stores
         # the steward's own store is read and written without a message, as on the node
-        counters.maintenance["repair"] += fetches + stores + sim.record_publish_cost()
+        counters.maintenance["repair"] += fetches + stores
         sim.queue.schedule(done, Event.REPAIR_DONE, job)
 
     def _on_repair_done(self, job_number: int, _: int) -> None:

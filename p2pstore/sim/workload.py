@@ -1,9 +1,9 @@
 """The workload: objects stored at the start, then puts and gets arriving as Poisson streams.
 
 Strategy: a put is what the real client does -- candidates from the putter's view (its routing
-table, by default), :func:`~p2pstore.core.placement.place_chunk` per chunk under the rule, a
-chosen holder that does not answer excluded and its share placed again, within the client's
-budget of holders per fragment (:class:`~p2pstore.core.store_plan.StoreAttempts`) -- with the upload
+table, by default), one :class:`~p2pstore.core.store_plan.PutPlacement` per chunk: the
+rendezvous under the rule, a chosen holder that does not answer excluded for the whole object
+and its share placed again, within the client's budget of holders per fragment -- with the upload
 modelled by the network: the putter's uplink sends ``n`` fragments per chunk, one after
 another.  The object counts as stored when the last fragment lands (holders that went down
 meanwhile are replaced then, as the client's retries would).  The objects of the initial load
@@ -19,9 +19,8 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from p2pstore.core.placement import Candidate, place_chunk
-from p2pstore.core.repair_plan import place_repairs
-from p2pstore.core.store_plan import StoreAttempts
+from p2pstore.core.placement import Candidate
+from p2pstore.core.store_plan import PutPlacement
 from p2pstore.errors import PlacementError
 from p2pstore.sim.events import Event
 from p2pstore.sim.units import HOUR
@@ -56,6 +55,7 @@ class Workload:
                 sim.counters.puts_failed += 1
                 continue
             sim.storage.store(number, holders)
+            sim.stewards.stored(number, owner)
         self._next(Event.PUT, self.spec.puts_per_hour)
         self._next(Event.GET, self.spec.gets_per_hour)
 
@@ -80,35 +80,34 @@ class Workload:
         candidates = sim.candidates(client, include_self=True)
         rows: list[list[int]] = []
         reserved: dict[int, int] = {}
+        excluded: set[bytes] = set()  # the object's, as the client's: later chunks skip them
         for chunk_number in storage.objects[number].chunks:
-            ids = storage.fragment_ids(chunk_number)
             size = storage.chunks[chunk_number].fragment_size
-            excluded: set[bytes] = set()
-
-            def refuses(candidate: Candidate, size: int = size) -> bool:
-                peer = peers.by_node_id[candidate.node_id]
-                return not (
-                    peers.reachable(client, peer) and peers.fits(peer, size, reserved.get(peer, 0))
-                )
-
             try:
-                chosen = list(
-                    place_chunk(ids, candidates, sim.rule, excluded=excluded, fragment_size=size)
+                plan = PutPlacement(
+                    storage.fragment_ids(chunk_number),
+                    candidates,
+                    sim.rule,
+                    excluded=excluded,
+                    fragment_size=size,
                 )
-                attempts = StoreAttempts()  # the client's budget per fragment
-                while bad := [s for s, c in enumerate(chosen) if refuses(c)]:
-                    excluded.update(chosen[s].node_id for s in bad)
-                    sim.counters.failed_stores += len(bad)
-                    if not all([attempts.failed(s) for s in bad]):
-                        return None
-                    kept = [c for s, c in enumerate(chosen) if s not in bad]
-                    again = place_repairs(
-                        bad, ids, kept, candidates, sim.rule, excluded=excluded, fragment_size=size
-                    )
-                    for share, candidate in again.items():
-                        chosen[share] = candidate
             except PlacementError:
                 return None
+            given_up = False  # the client stores every share at once: each spends its budget
+            for share, first in enumerate(list(plan.placed)):
+                holder: Candidate | None = first
+                while holder is not None:
+                    peer = peers.by_node_id[holder.node_id]
+                    if peers.reachable(client, peer) and peers.fits(
+                        peer, size, reserved.get(peer, 0)
+                    ):
+                        break
+                    sim.counters.failed_stores += 1
+                    holder = plan.failed(share)
+                given_up = given_up or holder is None
+            if given_up:
+                return None
+            chosen = plan.placed
             row = [peers.by_node_id[c.node_id] for c in chosen]
             for peer in row:
                 reserved[peer] = reserved.get(peer, 0) + size
@@ -142,6 +141,7 @@ class Workload:
             sim.counters.puts_failed += 1
             return
         sim.storage.store(number, holders)
+        sim.stewards.stored(number, client)
 
     def _on_get(self, _: int, __: int) -> None:
         sim = self.sim

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from p2pstore.cli.object_commands import (
+from p2pstore.cli.object_status import (
     chunk_state,
     health,
     live_text,
@@ -20,8 +20,8 @@ from p2pstore.cli.object_commands import (
 )
 from p2pstore.codec import Manifest
 from p2pstore.codec.manifest import ChunkEntry
-from p2pstore.core.holders import Placement, Statement, placement_of
 from p2pstore.core.placement import Candidate
+from p2pstore.core.placement_view import Placement, Statement, placement_of
 from p2pstore.core.rules import SHIPPED_RULES, CodingRule
 from p2pstore.net.status import ObjectStatus
 

@@ -19,13 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pstore.core.holders import (
-    MAX_RECEIPTS_PER_HOLDER,
-    PLACEMENT_FORMAT,
-    Holdings,
-    LocalEvidence,
-    Placement,
-)
+from p2pstore.core.holders import MAX_RECEIPTS_PER_HOLDER, PLACEMENT_FORMAT, Holdings
+from p2pstore.core.placement_view import LocalEvidence, Placement
 from p2pstore.core.receipts import Receipt, sign_receipt
 from p2pstore.errors import LocalProtocolError
 from p2pstore.identity import MeshCA, Role

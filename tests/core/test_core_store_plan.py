@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 from p2pstore.core.placement import Candidate, within_rule
 from p2pstore.core.repair_plan import place_repairs
 from p2pstore.core.rules import CodingRule
-from p2pstore.core.store_plan import STORE_ATTEMPTS, StoreAttempts, place_what_fits
+from p2pstore.core.store_plan import (
+    STORE_ATTEMPTS,
+    PutPlacement,
+    StoreAttempts,
+    place_what_fits,
+)
 from p2pstore.errors import LocalProtocolError, PlacementError
 
 
@@ -80,3 +85,19 @@ def test_a_repair_with_no_room_at_all_raises_the_placement_error():
     ids = [b"a" * 32, b"b" * 32]
     with pytest.raises(PlacementError):
         place_what_fits([1], ids, [candidate(1, 0)], [candidate(2, 0)], rule)
+
+
+def test_a_put_places_a_failed_share_elsewhere_within_its_budget_and_excludes_the_holder():
+    """A put's chunk: the failed holder is excluded for the object's later chunks, the share
+    goes to another peer beside the others, and after the budget the share (and put) fails."""
+    rule = CodingRule("p", k=2, n=3, repair_threshold=3, max_per_datacenter=1)
+    candidates = [candidate(i, i) for i in range(6)]
+    ids = [bytes([100 + s]) * 32 for s in range(3)]
+    excluded: set[bytes] = set()
+    plan = PutPlacement(ids, candidates, rule, excluded=excluded, budget=2)
+    first = plan.placed[1]
+    second = plan.failed(1)
+    assert second is not None and second != first and first.node_id in excluded
+    assert len({c.node_id for c in plan.placed}) == 3
+    assert plan.failed(1) is None  # two holders tried: the budget
+    assert second.node_id in excluded

@@ -321,7 +321,7 @@ async def test_object_lock_is_enforced_by_the_mesh_replicas(tmp_path: Path) -> N
             checked = 0
             for replica in setup.mesh.nodes:
                 held_index = None
-                for listener in replica.node._listeners:  # type: ignore[attr-defined]
+                for listener in replica.node.listeners:
                     if isinstance(listener, BucketService):
                         held_index = listener.replica.index(bucket)
                 if held_index is None:

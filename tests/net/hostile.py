@@ -99,7 +99,7 @@ class LyingHolder:
         """Turn a running honest node (its fragment service) into a liar from now on: it
         keeps what its store holds but answers every fragment request as a liar would."""
         for message_type in cls.HANDLED:
-            node._handlers.pop(message_type, None)
+            node.dispatcher.handlers.pop(message_type, None)
         return cls(node, **options)
 
     @property

@@ -17,7 +17,7 @@ from test_net_receipts import steward_of
 from test_net_steward import patience, repairs_started, rule_of, steward_settings, timings
 
 from p2pstore.cli.check_command import report_json
-from p2pstore.cli.object_commands import stat_summary, status_table
+from p2pstore.cli.object_status import stat_summary, status_table
 from p2pstore.codec.fragment_ids import LEAF_SIZE, fragment_id
 from p2pstore.core.audit import AuditPlanner, AuditSettings, AuditVerdict, Evidence, WatchedFragment
 from p2pstore.core.rules import SHIPPED_RULES

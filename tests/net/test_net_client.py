@@ -151,7 +151,7 @@ async def test_a_peer_serving_corrupt_fragments_is_caught_and_bypassed(net, cloc
             served.append(message.fragment_id)
             return GetFragmentReply(data=bytes([good[0] ^ 1]) + good[1:])
 
-        liar.node._handlers[GetFragment] = lie  # the peer turns liar after the put
+        liar.node.dispatcher.handlers[GetFragment] = lie  # the peer turns liar after the put
         reader = await mesh.client(nursery)
         with caplog.at_level(logging.WARNING, logger="p2pstore.client"):
             assert await get_bytes(reader, result.read_cap) == data

@@ -189,10 +189,10 @@ async def test_a_holder_that_will_not_sign_is_repaired_at_once(net, clock):
 
         async def sign_as_another(peer, message: Message) -> Message:
             assert isinstance(message, StateFragments)
-            return await other._handlers[StateFragments](peer, message)
+            return await other.dispatcher.handlers[StateFragments](peer, message)
 
-        refusers[0].node._handlers[StateFragments] = refuse
-        refusers[1].node._handlers[StateFragments] = sign_as_another
+        refusers[0].node.dispatcher.handlers[StateFragments] = refuse
+        refusers[1].node.dispatcher.handlers[StateFragments] = sign_as_another
         started = trio.current_time()
         status = await until_whole(mesh, client, result.verify_cap, 1, rule.n, patience(net, 4))
         if net.kind == "memory":

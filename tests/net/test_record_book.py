@@ -215,21 +215,21 @@ async def test_a_node_starts_despite_a_damaged_file_and_saves_its_records_every_
 ):
     import trio
 
-    from p2pstore.cli.node_commands import _keep_state_saved, _restore_records
+    from p2pstore.cli.node_state import keep_state_saved, restore_records
     from p2pstore.net.contact_book import SAVE_INTERVAL, ContactBook
 
     mesh = DhtMesh(2)
     dht = mesh.members[0].dht
     (tmp_path / FILE_NAME).write_bytes(b"\x00 not msgpack records")
     book = RecordBook(tmp_path, max_records=100, max_bytes=BIG)
-    _restore_records(book, dht)  # logged, never fatal
+    restore_records(book, dht)  # logged, never fatal
     (warning,) = [r for r in caplog.records if getattr(r, "event", None) == "records_unreadable"]
     assert FILE_NAME in warning.getMessage() and len(dht.store) == 0
 
     publishers = [member.credentials for member in mesh.members]
     (record,) = records_of(publishers, 1, expires_at=int(wall_clock()) + 3 * 3600)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_keep_state_saved, ContactBook(tmp_path), book, dht)
+        nursery.start_soon(keep_state_saved, ContactBook(tmp_path), book, dht)
         await trio.sleep(SAVE_INTERVAL / 2)
         dht.store.put(record, wall_clock(), trust=mesh.trust)
         with pytest.raises(StoreError):
@@ -254,10 +254,10 @@ async def test_a_file_of_the_previous_format_is_refused_saying_what_happens(
     assert FILE_NAME in message and "version 1" in message and "older p2pstore" in message
     assert "republish" in message
 
-    from p2pstore.cli.node_commands import _restore_records
+    from p2pstore.cli.node_state import restore_records
 
     mesh = DhtMesh(1)
-    _restore_records(book, mesh.members[0].dht)  # logged, never fatal
+    restore_records(book, mesh.members[0].dht)  # logged, never fatal
     (warning,) = [r for r in caplog.records if getattr(r, "event", None) == "records_outdated"]
     assert "republish" in warning.getMessage() and len(mesh.members[0].dht.store) == 0
 

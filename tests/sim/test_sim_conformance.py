@@ -17,6 +17,7 @@ sleep, so the instants differ by design.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import math
@@ -34,6 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2pstore.core.placement import Candidate, within_rule
+from p2pstore.core.records import RecordKind
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import P2PStoreError
 from p2pstore.net.client import ClientSettings
@@ -84,6 +86,8 @@ class Figures:
     repairs: list[Repaired]
     messages: dict[str, int]
     """Repair requests sent to other peers, by message type."""
+    records: dict[str, int]
+    """Records stored on other peers after the kill, by record kind."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,10 @@ def timeline(scenario: Scenario) -> Timeline:
 def simulated(scenario: Scenario) -> Figures:
     simulation = Simulation(scenario)
     simulation.run()
+    # what had been sent by the kill: the same run (same seed, same events) cut there
+    cut = Simulation(dataclasses.replace(scenario, duration=timeline(scenario).kill_at))
+    cut.run()
+    before = cut.counters.records
     outcome = simulation.outcome()
     peers = simulation.peers
     chunks = simulation.storage.chunks
@@ -166,6 +174,11 @@ def simulated(scenario: Scenario) -> Figures:
         rows=rows,
         repairs=[Repaired(silent_since, began, rounds)] * outcome.repair_jobs,
         messages=dict(simulation.counters.messages),
+        records={
+            kind: count - before.get(kind, 0)
+            for kind, count in simulation.counters.records.items()
+            if count > before.get(kind, 0)
+        },
     )
 
 
@@ -197,8 +210,10 @@ async def on_real_nodes(scenario: Scenario, tmp_path: Path) -> Figures:
         ),
     )
     repairs: list[tuple[float, float, list[float], int]] = []
+    stored: Counter[str] = Counter()
     for member in mesh.nodes:
         watch(member.steward, repairs)
+        count_records(member.dht.publisher, stored)
     early = [m for m in mesh.nodes if m.datacenter not in when.late]
     late = [m for m in mesh.nodes if m.datacenter in when.late]
     assert early[0] is mesh.nodes[0]
@@ -216,6 +231,7 @@ async def on_real_nodes(scenario: Scenario, tmp_path: Path) -> Figures:
         assert trio.current_time() < when.kill_at
         await trio.sleep_until(when.kill_at)
         before = requests_sent(mesh)
+        records_before = Counter(stored)
         for member in mesh.nodes:
             if member.datacenter in when.killed:
                 mesh.kill(member)
@@ -229,7 +245,8 @@ async def on_real_nodes(scenario: Scenario, tmp_path: Path) -> Figures:
         await trio.sleep_until(scenario.duration)
         after = requests_sent(mesh)
         messages = {kind: after.get(kind, 0) - before.get(kind, 0) for kind in REPAIR_MESSAGES}
-        figures = await real_figures(client, puts, rule, repairs, messages)
+        records = {kind: n for kind, n in (stored - records_before).items() if n}
+        figures = await real_figures(client, puts, rule, repairs, messages, records)
         nursery.cancel_scope.cancel()
     return figures
 
@@ -263,6 +280,18 @@ def watch(steward, repairs: list[tuple[float, float, list[float], int]]) -> None
     steward.repairer.repair_object = recorded_repair
 
 
+def count_records(publisher, stored: Counter[str]) -> None:
+    """Count every record ``publisher`` stores on another peer, by kind (its own records, a
+    steward's, and those it hands over to a newcomer alike)."""
+    store_on = publisher.store_on
+
+    async def counted(contact, record):
+        stored[RecordKind(record.kind).name] += 1
+        return await store_on(contact, record)
+
+    publisher.store_on = counted
+
+
 REPAIR_MESSAGES = ("GetFragment", "PutFragment")
 
 
@@ -277,7 +306,7 @@ def requests_sent(mesh) -> dict[str, int]:
     return dict(counts)
 
 
-async def real_figures(client, puts, rule: CodingRule, repairs, messages) -> Figures:
+async def real_figures(client, puts, rule: CodingRule, repairs, messages, records) -> Figures:
     rows: list[list[Candidate]] = []
     replaced = 0
     lost = 0
@@ -303,6 +332,7 @@ async def real_figures(client, puts, rule: CodingRule, repairs, messages) -> Fig
         rows=rows,
         repairs=[Repaired(silent, began, tuple(rounds)) for silent, began, rounds, _ in repairs],
         messages={kind: count for kind, count in messages.items() if count},
+        records=records,
     )
 
 
@@ -365,6 +395,8 @@ async def test_the_simulator_and_real_nodes_agree_on_the_conformance_scenario(
     assert_round_semantics(sim, when, rule.grace_period)
     assert_round_semantics(real, when, rule.grace_period)
     assert_same_messages(real, sim, rule.k)
+    assert_record_traffic(sim, scenario)
+    assert_record_traffic(real, scenario)
 
 
 # -- conformance as a property ------------------------------------------------------------------
@@ -484,6 +516,25 @@ def test_the_simulator_and_real_nodes_agree_on_generated_scenarios(case: Case) -
     assert_round_semantics(sim, when, rule.grace_period)
     assert_round_semantics(real, when, rule.grace_period)
     assert_same_messages(real, sim, case.k)
+    assert_record_traffic(sim, scenario)
+    assert_record_traffic(real, scenario)
+
+
+def assert_record_traffic(figures: Figures, scenario: Scenario) -> None:
+    """Records sent after the kill, as the core's :class:`StewardRecords` decides: each
+    repaired object's placement once, after its repair (the repairer's publish; the steward
+    does not send it again that round), plus a manifest and a placement per object whose
+    steward died and was taken over (which object that is depends on the ids: not compared
+    between the sides).  Each record goes to every live peer but its publisher (k > peers)."""
+    when = timeline(scenario)
+    gone = sum(dc.peers for dc in scenario.mesh.datacenters if dc.name in when.killed)
+    fanout = scenario.mesh.peers - gone - 1
+    objects = scenario.workload.objects
+    manifests = figures.records.get("MANIFEST", 0)
+    placements = figures.records.get("PLACEMENT", 0)
+    assert placements - manifests == objects * fanout, figures.records
+    assert manifests <= objects * fanout, figures.records
+    assert set(figures.records) <= {"MANIFEST", "PLACEMENT"}, figures.records
 
 
 def assert_same_messages(real: Figures, sim: Figures, k: int) -> None:
