@@ -67,6 +67,8 @@ class MeshBackend(UploadMethods):
     """A :class:`~p2pstore.gateway.backend.Backend` over the mesh, acting for the tenant
     ``blobs``' client certificate names, with its secret ``tenant_key``."""
 
+    blobs: MeshBlobs
+
     def __init__(
         self,
         blobs: MeshBlobs,
