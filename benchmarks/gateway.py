@@ -188,6 +188,15 @@ async def start_gateway(config: Path, profile: Path | None) -> tuple[trio.Proces
     return process, line.split("serving S3 on ")[1].split()[0]
 
 
+async def kill_on_exit(process: trio.Process) -> None:
+    """However the run ends (an error, Ctrl-C), the gateway process ends with it."""
+    try:
+        await trio.sleep_forever()
+    finally:
+        if process.returncode is None:
+            process.kill()
+
+
 async def stop_gateway(gateway: trio.Process) -> None:
     """SIGINT: a clean exit, so a profile is written."""
     gateway.send_signal(signal.SIGINT)
@@ -233,6 +242,7 @@ async def benchmark(
             )
         )
         gateway, url = await start_gateway(gateway_config, profile)
+        nursery.start_soon(kill_on_exit, gateway)
         meter = CpuMeter(gateway.pid, node_pids)
         s3 = boto3.client(
             "s3",

@@ -5,9 +5,10 @@ entry of the tenant's replicated bucket index (:mod:`p2pstore.net.buckets`), sea
 tenant key before it leaves (:mod:`p2pstore.codec.bucket_keys`), in the form the CLI reads
 (:mod:`p2pstore.gateway.mesh_entries`).  So a bucket made by ``p2pstore bucket create`` is the
 one S3 clients see, and ``p2pstore ls`` lists what they PUT.  Versioning is the index's
-versions; Object Lock retention and legal holds are RETAIN entries, which the index joins so
-that a date only grows and a hold stays, and an ERASE takes effect only once they allow it --
-judged by every replica and reader, whatever this gateway (or a stolen key) asks.  The gateway
+versions; Object Lock retention and legal holds are RETAIN entries (a hold lifted, a RELEASE),
+which the index joins so that a date only grows and a hold follows the latest decision, and an
+ERASE takes effect only once they allow it -- judged by every replica and reader, whatever this
+gateway (or a stolen key) asks.  The gateway
 refuses what the mesh would ignore anyway (a shorter date, an early version delete), so the
 client gets S3's ``AccessDenied`` instead of a silent no-op.
 
@@ -410,23 +411,20 @@ class MeshBackend(UploadMethods):
                 "AccessDenied", "a compliance retention date can be extended, not shortened",
                 resource=key,
             )  # fmt: skip
-        if legal_hold is False and view.legal_hold:
-            raise S3Error(
-                "AccessDenied",
-                "a legal hold in the mesh is permanent: no key can lift it (the index keeps "
-                "any hold a tenant key set)",
-                resource=key,
-            )
+        entries = []
         if retain > view.retain_until or (legal_hold and not view.legal_hold):
-            entry = self._sign(
+            entries.append(self._sign(
                 keys, view.name, Op.RETAIN, self._now_ms(), version=view.version,
                 retain_until=max(retain, view.retain_until), legal_hold=bool(legal_hold),
-            )  # fmt: skip
-            await self._push(keys, [entry])
+            ))  # fmt: skip
+        if legal_hold is False and view.legal_hold:  # the latest decision on a hold counts
+            entries.append(
+                self._sign(keys, view.name, Op.RELEASE, self._now_ms(), version=view.version)
+            )
+        await self._push(keys, entries)
+        held = view.legal_hold if legal_hold is None else legal_hold
         return dataclasses.replace(
-            info,
-            retain_until=float(max(retain, view.retain_until)) or None,
-            legal_hold=view.legal_hold or bool(legal_hold),
+            info, retain_until=float(max(retain, view.retain_until)) or None, legal_hold=held
         )
 
     async def list_objects(
