@@ -221,7 +221,9 @@ async def test_s3_and_the_cli_share_buckets_ranges_multipart_and_versions(
             listed = await s3.list_object_versions(Bucket="mesh", Prefix="v")
             assert [v["VersionId"] for v in listed["Versions"]] == [v2]
 
-            # Entries verified by an earlier read are not verified again.
+            # A request asks each replica for its summary only: nothing is read whole or
+            # verified again while nobody else writes (the gateway's own writes join its copy);
+            # another writer's entry is read from the replicas that changed, verified once.
             verified: list[object] = []
             verify = buckets_module.verify_entry
 
@@ -230,10 +232,17 @@ async def test_s3_and_the_cli_share_buckets_ranges_multipart_and_versions(
                 return verify(*args, **kwargs)
 
             monkeypatch.setattr(buckets_module, "verify_entry", counted_verify)
+            cache = setup.backend.cache
+            reads = cache.replica_reads
             await s3.head_object(Bucket="mesh", Key="mp")
-            assert verified == []
             await s3.put_object(Bucket="mesh", Key="w", Body=b"w")
             await s3.head_object(Bucket="mesh", Key="mp")
+            assert verified == [] and cache.replica_reads == reads
+            await cli.put("mesh", "from-laptop", io.BytesIO(b"l"), 1, rule=RULE_3_OF_6)
+            verified.clear()  # what the laptop itself read and checked
+            body, _ = await s3.get_bytes(Bucket="mesh", Key="from-laptop")
+            assert body == b"l"
+            assert 0 < cache.replica_reads - reads <= SETTINGS.replicas
             assert 0 < len(verified) <= SETTINGS.replicas  # only the new entry, once a replica
             monkeypatch.undo()
 
