@@ -152,7 +152,7 @@ async def joined(client_config: Path, nodes: int) -> None:
     from p2pstore.errors import P2PStoreError
 
     everyone = CodingRule("probe", k=1, n=1, repair_threshold=1)
-    with trio.fail_after(90):
+    with trio.fail_after(180):
         while True:
             try:
                 async with connected_client(load_client_config(client_config)) as client:

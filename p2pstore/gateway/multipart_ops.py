@@ -84,11 +84,11 @@ async def upload_part(call: Call) -> Response:
     number = _part_number(call)
     upload = await _upload(call)
     size = call.body.require_size(MAX_PUT)
+    promised = etag.expected_md5(call.header("content-md5"))
     writer = call.backend.part_writer(size, call.body.hashes)
     if writer is None:  # no room in the spool: a blob of its own
         blob, digest = await _store_checked(call, MAX_PUT)
     else:
-        promised = etag.expected_md5(call.header("content-md5"))
         call.body.take_hashes()  # the writer hashes what it writes, in its worker thread
         try:
             while piece := await call.body.read(PIECE):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +35,7 @@ SPOOLED = "spool:"
 """The prefix of a spooled part's blob ref; the rest is its file's name."""
 BATCH = 1 << 20
 """Bytes gathered before one hop to a worker thread writes and hashes them."""
+_PART_NAME = re.compile(r"[0-9a-f]{32}")
 
 
 class Hashes(Protocol):
@@ -58,13 +60,14 @@ class PartSpool:
         self.threads = trio.CapacityLimiter(max(2, os.cpu_count() or 2))
 
     def keep_only(self, names: Iterable[str]) -> None:
-        """Remove every file but ``names`` (those parts still name) and count what stays."""
+        """Remove every part file but ``names`` (those parts still name) and count what stays;
+        a file not named as parts are is left alone, whatever the directory holds."""
         kept = set(names)
         self.used = 0
         for path in self.directory.iterdir():
             if path.name in kept:
                 self.used += path.stat().st_size
-            else:
+            elif _PART_NAME.fullmatch(path.name) and path.is_file():
                 path.unlink(missing_ok=True)
 
     def writer(self, size: int, hashes: Hashes) -> PartWriter | None:

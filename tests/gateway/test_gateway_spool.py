@@ -57,11 +57,13 @@ async def test_spooled_parts_live_as_long_as_their_upload_and_survive_a_restart(
     names = sorted(b.ref.removeprefix(SPOOLED) for b in (again, kept))
     assert spooled_files(spool) == names
     assert uploads.spool.used == 1010
-    (spool / "cut-by-a-crash").write_bytes(b"half")
+    (spool / ("ab" * 16)).write_bytes(b"half")  # a write cut by a crash
+    (spool / "notes.txt").write_bytes(b"not ours")
     uploads.close()
 
     uploads = UploadStore(tmp_path / "uploads.sqlite", clock=lambda: 1000.0, spool=spool)
-    assert spooled_files(spool) == names  # the file no part names is gone
+    assert spooled_files(spool) == sorted([*names, "notes.txt"])  # the cut part file is gone
+    (spool / "notes.txt").unlink()
     assert uploads.spool.used == 1010
     reader = uploads.spool.reader([p.blob for p in uploads.parts(upload)])
     assert reader.read() == b"x" * 1000 + b"y" * 10
