@@ -5,7 +5,7 @@ key: objects, names and metadata are encrypted before they leave, and buckets ar
 bucket indexes in the mesh, the ones ``p2pstore bucket``/``cp``/``ls`` use.  Its
 ``gateway.toml`` names where to listen, the client config it reaches the mesh with (which names
 the tenant key), and two SQLite files it keeps (mode 0600): the access keys, and the multipart
-uploads in progress.
+uploads in progress, whose parts wait in a spool directory (mode 0700) until completed.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import trio
 
 from p2pstore.cli.client_config import ClientConfig, connected_client, load_client_config
 from p2pstore.cli.config import ConfigReader, read_toml
+from p2pstore.cli.config_sections import parse_size
 from p2pstore.core.rules import CodingRule, find_rule
 from p2pstore.errors import ConfigError
 from p2pstore.gateway.keys import ENTROPY_BYTES, AccessKeyStore, new_key
+from p2pstore.gateway.uploads import SPOOL_LIMIT
 
 if TYPE_CHECKING:
     from p2pstore.gateway.app import S3App
@@ -41,6 +43,8 @@ _SCHEMA: dict[str, dict[str, bool]] = {
         "domains": False,
         "keys": False,
         "uploads": False,
+        "spool": False,
+        "spool_limit": False,
         "rule": False,
     },
 }
@@ -54,6 +58,8 @@ client = "client/client.toml"    # the identity (and tenant_key) it reaches the 
 # domains = ["s3.example.org"]   # BUCKET.s3.example.org addresses a bucket (virtual-host style)
 # keys = "gateway-keys.sqlite"   # access keys (p2pstore gateway key create)
 # uploads = "gateway-uploads.sqlite" # multipart uploads in progress (names live in the mesh)
+# spool = "gateway-spool"        # their parts until completed (plaintext: the gateway's disk)
+# spool_limit = "16 GiB"         # past it, parts go to the mesh one by one (slower)
 # rule = "standard"              # coding rule of new objects (default: the client's)
 """
 
@@ -68,6 +74,8 @@ class GatewayConfig:
     domains: tuple[str, ...]
     keys: Path
     uploads: Path
+    spool: Path
+    spool_limit: int
     rule: CodingRule
 
 
@@ -97,8 +105,25 @@ def load_gateway_config(path: Path) -> GatewayConfig:
         domains=tuple(domains),
         keys=reader.path_value("gateway", "keys") or path.parent / "gateway-keys.sqlite",
         uploads=reader.path_value("gateway", "uploads") or path.parent / "gateway-uploads.sqlite",
+        spool=reader.path_value("gateway", "spool") or path.parent / "gateway-spool",
+        spool_limit=_spool_limit(reader),
         rule=rule,
     )
+
+
+def _spool_limit(reader: ConfigReader) -> int:
+    value = reader.get("gateway", "spool_limit")
+    if value is None:
+        return SPOOL_LIMIT
+    if type(value) is int and value >= 0:
+        return value
+    if not isinstance(value, str):
+        problem = f'expected a size such as "16 GiB", got {value!r}'
+        raise reader.error("[gateway] spool_limit", problem)
+    try:
+        return parse_size(value)
+    except ConfigError as exc:
+        raise reader.error("[gateway] spool_limit", str(exc)) from exc
 
 
 async def serve_gateway(config: GatewayConfig, *, ready: trio.Event | None = None) -> None:
@@ -116,7 +141,9 @@ async def serve_gateway(config: GatewayConfig, *, ready: trio.Event | None = Non
     keys = AccessKeyStore(config.keys)
     settings = ClientSettings(chunk_size=config.client.chunk_size)
     async with connected_client(config.client, settings=settings) as client:
-        uploads = UploadStore(config.uploads, clock=time.time)
+        uploads = UploadStore(
+            config.uploads, clock=time.time, spool=config.spool, spool_limit=config.spool_limit
+        )
         backend = MeshBackend(MeshBlobs(client, config.rule), tenant_key, uploads)
         app = S3App(
             backend,

@@ -7,13 +7,14 @@ tenant, so no other tenant can write into it, while the token (a keyed hash of t
 name) hides the name from the replicas.  Every rule is a pure function of the entry, ``now``
 and the mesh CA, so any replica or reader checks any entry whoever relayed it.
 
-Four ops, each about one ``(name, version)``:
+Five ops, each about one ``(name, version)``:
 
 * PUT writes a version (``payload``: the sealed name, read cap, size and metadata);
 * MARKER writes a delete marker (a version that says "deleted from here on");
 * ERASE asks for one version to go for good; it takes effect only once the version's
   retention has passed and no legal hold is on it (:mod:`p2pstore.core.bucket_index`);
-* RETAIN extends a version's retention date or sets a legal hold.
+* RETAIN extends a version's retention date or sets a legal hold;
+* RELEASE lifts a legal hold (S3's legal hold OFF); it never touches the retention date.
 
 A written version's id is the hash of what it says (bucket, name, op, timestamp, payload):
 versions are self-certifying, so even a stolen tenant key cannot overwrite an old version's
@@ -76,6 +77,7 @@ class Op(enum.IntEnum):
     MARKER = 2
     ERASE = 3
     RETAIN = 4
+    RELEASE = 5
 
 
 class EntryReason(enum.StrEnum):
@@ -174,7 +176,7 @@ def sign_entry(
 ) -> BucketEntry:
     """Sign an entry for the tenant ``signer``'s certificate acts for.
 
-    ``version`` is computed for PUT and MARKER, and required for ERASE and RETAIN.  Raises
+    ``version`` is computed for PUT and MARKER, and required for the other ops.  Raises
     :class:`LocalProtocolError` if the signer acts for no tenant or the entry breaks a rule
     that does not depend on time.
     """
@@ -227,10 +229,10 @@ def shape_problem(entry: BucketEntry) -> str | None:
         ),
         "a PUT carries its sealed name and read cap": op is Op.PUT and not entry.payload,
         f"a {op.name} entry carries no payload": (
-            op in (Op.ERASE, Op.RETAIN) and bool(entry.payload)
+            op in (Op.ERASE, Op.RETAIN, Op.RELEASE) and bool(entry.payload)
         ),
-        "an ERASE entry sets no retention": (
-            op is Op.ERASE and bool(entry.retain_until or entry.legal_hold)
+        f"an {op.name} entry sets no retention": (
+            op in (Op.ERASE, Op.RELEASE) and bool(entry.retain_until or entry.legal_hold)
         ),
         "a RETAIN entry sets a retention date or a legal hold": (
             op is Op.RETAIN and not (entry.retain_until or entry.legal_hold)

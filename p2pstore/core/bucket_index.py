@@ -10,7 +10,10 @@ fixed total order:
   candidates differ only in who signed; the smallest digest wins -- a deterministic tie-break;
 * the retention: the largest ``retain_until``, then the smallest digest, whoever signed --
   so retention is extended by any tenant key and shortened by none;
-* the legal hold: any entry setting it (smallest digest);
+* the legal hold: the latest hold decision -- a RETAIN setting it or a RELEASE lifting it --
+  by ``(timestamp, smallest digest)``: S3's legal hold is switched on and off, so the last word
+  counts (a timestamp is at most the verifier's clock plus its skew: a key cannot pre-empt
+  later decisions by much).  Retention stays the one thing no key can shorten;
 * the erasure request: any ERASE (smallest digest).
 
 An entry that wins no slot adds nothing and is dropped; what is kept is the union of the slot
@@ -78,6 +81,13 @@ def _better_write(new: VerifiedEntry, old: VerifiedEntry | None) -> bool:
     return old is None or new.digest < old.digest
 
 
+def _later(new: VerifiedEntry, old: VerifiedEntry | None) -> bool:
+    if old is None:
+        return True
+    a, b = new.entry.timestamp, old.entry.timestamp
+    return a > b or (a == b and new.digest < old.digest)
+
+
 def _better_retention(new: VerifiedEntry, old: VerifiedEntry | None) -> bool:
     if old is None:
         return True
@@ -127,7 +137,7 @@ class BucketIndex:
             slots.write = verified
         if entry.retain_until and _better_retention(verified, slots.retention):
             slots.retention = verified
-        if entry.legal_hold and _better_write(verified, slots.hold):
+        if (entry.legal_hold or op is Op.RELEASE) and _later(verified, slots.hold):
             slots.hold = verified
         if op is Op.ERASE and _better_write(verified, slots.erase):
             slots.erase = verified
@@ -224,7 +234,7 @@ def _view(slots: _Slots) -> VersionView | None:
         timestamp=entry.timestamp,
         payload=entry.payload,
         retain_until=0 if slots.retention is None else slots.retention.entry.retain_until,
-        legal_hold=slots.hold is not None,
+        legal_hold=slots.hold is not None and slots.hold.entry.op == Op.RETAIN,
         erase_requested=slots.erase is not None,
     )
 

@@ -48,7 +48,10 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     stream: Callable[[Write], Awaitable[None]] | None = None
-    """Writes the body when set (``Content-Length`` is then in ``headers``)."""
+    """Writes the body when set (``Content-Length`` is then in ``headers``, unless ``late``)."""
+    late: bool = False
+    """The status and headers go with the stream's first write, so it may still set them;
+    with no ``Content-Length`` the body is sent chunked."""
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Call:
     body: RequestBody
     backend: Backend
     settings: GatewaySettings
+    request_id: str = ""
 
     @property
     def tenant(self) -> str:
@@ -86,7 +90,7 @@ class Call:
 Handler = Callable[[Call], Awaitable[Response]]
 
 
-def _leaf(error: BaseException) -> BaseException:
+def leaf_error(error: BaseException) -> BaseException:
     """The first non-group exception of a (nested) group, as trio's nurseries raise them."""
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
@@ -128,13 +132,14 @@ class S3App:
             found = self._route(request)
             operation = found.operation
             call = self._authorise(request, found, receive)
+            call.request_id = request_id
             handler = self.handlers.get(operation)
             if handler is None:
                 raise S3Error("NotImplemented", f"{operation} is not implemented by this gateway")
             response = await handler(call)
             self.metrics.bytes_in.inc(call.body.received)
         except (P2PStoreError, BaseExceptionGroup) as error:
-            leaf = _leaf(error)
+            leaf = leaf_error(error)
             if not isinstance(leaf, P2PStoreError):
                 raise
             if not isinstance(leaf, S3Error):
@@ -180,22 +185,37 @@ class S3App:
         return Call(found, request, key, body, self.backend, self.settings)
 
     async def _send(self, send: Any, response: Response) -> None:
-        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
-        if response.stream is None:
-            headers.append((b"content-length", str(len(response.body)).encode()))
-        if response.body and not any(k == b"content-type" for k, _ in headers):
-            headers.append((b"content-type", b"application/xml"))
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        started = False
+
+        async def start() -> None:
+            nonlocal started
+            started = True
+            headers = [
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers
+            ]
+            if response.stream is None:
+                headers.append((b"content-length", str(len(response.body)).encode()))
+            if response.body and not any(k == b"content-type" for k, _ in headers):
+                headers.append((b"content-type", b"application/xml"))
+            status = response.status
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+
+        if not response.late:
+            await start()
         if response.stream is None:
             await send({"type": "http.response.body", "body": response.body})
             self.metrics.bytes_out.inc(len(response.body))
             return
 
         async def write(data: bytes) -> None:
+            if not started:
+                await start()
             await send({"type": "http.response.body", "body": data, "more_body": True})
             self.metrics.bytes_out.inc(len(data))
 
         await response.stream(write)  # an error here drops the connection: a short body
+        if not started:
+            await start()
         await send({"type": "http.response.body", "body": b""})
 
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+if TYPE_CHECKING:
+    from p2pstore.gateway.spool import Hashes, PartWriter
 
 NULL_VERSION = "null"
 """The version id of an object written while versioning was never enabled or is suspended."""
@@ -184,9 +187,18 @@ class Backend(Protocol):
         """``NoSuchUpload`` unless this upload is in progress for this key."""
         ...
 
+    def part_writer(self, size: int, hashes: Hashes) -> PartWriter | None:
+        """Somewhere to spool a part of ``size`` bytes (``hashes`` take every byte written),
+        or None when there is no room: the part is then stored as a blob (:meth:`store`)."""
+        ...
+
     async def put_part(self, upload: Upload, number: int, blob: Blob, md5: bytes) -> None: ...
 
     async def parts(self, upload: Upload) -> list[Part]: ...
+
+    async def assemble(self, parts: Sequence[Part]) -> list[Blob]:
+        """The blobs an upload's chosen ``parts`` become, in order: spooled ones stored."""
+        ...
 
     async def finish_upload(self, upload: Upload) -> None:
         """Forget an upload (completed or aborted)."""
@@ -203,6 +215,13 @@ class Backend(Protocol):
 class BlobStore(Protocol):
     """Where the bytes go: the mesh (:class:`~p2pstore.gateway.blobs.MeshBlobs`) or memory."""
 
+    max_blob: int
+    """The largest blob :meth:`store_file` takes."""
+
     async def store(self, body: Body, size: int) -> Blob: ...
+
+    async def store_file(self, source: BinaryIO, size: int) -> Blob:
+        """Store ``size`` bytes of a blocking file, read from a worker thread."""
+        ...
 
     async def read(self, blob: Blob, start: int, stop: int, write: Write) -> None: ...

@@ -14,10 +14,12 @@ import io
 import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import BinaryIO
 
 import trio
 
 from p2pstore.codec import ObjectDecoder, ReadCap
+from p2pstore.codec.manifest import max_object_size
 from p2pstore.codec.segments import pack_segments, unpack_segments
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import P2PStoreError
@@ -71,6 +73,7 @@ class MeshBlobs:
             raise ValueError("the gateway streams bodies from the client's encoding threads")
         self.client = client
         self.rule = rule
+        self.max_blob = max_object_size(client.settings.chunk_size, rule.n)
         self._lists: OrderedDict[str, list[tuple[str, int]]] = OrderedDict()
 
     async def store(self, body: Body, size: int) -> Blob:
@@ -87,6 +90,18 @@ class MeshBlobs:
             raise
         if await body.read(1):
             raise S3Error("IncompleteBody", "the body is longer than declared")
+        return Blob(result.read_cap.to_string(), size)
+
+    async def store_file(self, source: BinaryIO, size: int) -> Blob:
+        if size == 0:
+            return Blob("", 0)
+        try:
+            result = await self.client.put(source, size, self.rule)
+        except BaseExceptionGroup as group:  # what reading the source raised, in a nursery
+            found, _ = group.split(S3Error)
+            if found is not None:
+                raise _first(found) from None
+            raise
         return Blob(result.read_cap.to_string(), size)
 
     async def segment_list(self, segments: Sequence[Blob]) -> tuple[str, int]:
@@ -159,12 +174,28 @@ class MeshBlobs:
                 nursery.start_soon(fetch_one, index)
 
 
+def _first(group: BaseException) -> BaseException:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
+
+
 class MemoryBlobs:
     """Blobs in a dict: for tests of everything above the mesh."""
+
+    max_blob = 1 << 40
 
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
         self._ids = itertools.count()
+
+    async def store_file(self, source: BinaryIO, size: int) -> Blob:
+        data = await trio.to_thread.run_sync(source.read, size + 1)
+        if len(data) != size:
+            raise S3Error("InternalError", f"{len(data)} bytes were read, not {size}")
+        ref = f"mem-{next(self._ids)}"
+        self.data[ref] = data
+        return Blob(ref, size)
 
     async def store(self, body: Body, size: int) -> Blob:
         pieces, got = [], 0

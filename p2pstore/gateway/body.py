@@ -5,6 +5,8 @@ reading the socket when its queue is full, so a fast client cannot make the gate
 Every byte is counted and hashed on the way (MD5 for the ETag, SHA-256 when the signature
 covers the payload, a checksum the client declared); :meth:`RequestBody.finish` reads to the
 end and raises if anything does not match, and handlers call it *before* a name is committed.
+A consumer that writes the bytes from a worker thread may take the hashing there too
+(:meth:`RequestBody.take_hashes`), off the thread that serves every request.
 """
 
 from __future__ import annotations
@@ -40,6 +42,22 @@ class _Crc32:
         return self.value.to_bytes(4, "big")
 
 
+class BodyHashes:
+    """Every hash a body is checked by, updated together, in order."""
+
+    def __init__(self, md5: Any, sha256: Any | None, checksum: Any | None) -> None:
+        self.md5 = md5
+        self.sha256 = sha256
+        self.checksum = checksum
+
+    def update(self, piece: bytes) -> None:
+        self.md5.update(piece)
+        if self.sha256 is not None:
+            self.sha256.update(piece)
+        if self.checksum is not None:
+            self.checksum.update(piece)
+
+
 class RequestBody:
     """The body of one request; ``size`` is the decoded length the client declared."""
 
@@ -53,8 +71,8 @@ class RequestBody:
         else:
             declared = request.header("content-length")
         self.size: int | None = int(declared) if declared and declared.isdigit() else None
-        self.md5 = hashlib.md5()  # noqa: S324 - S3's ETag, not a security check
-        self._sha256 = hashlib.sha256() if auth.payload not in _MARKERS else None
+        md5 = hashlib.md5()  # noqa: S324 - S3's ETag, not a security check
+        sha256 = hashlib.sha256() if auth.payload not in _MARKERS else None
         self._checksum_name = next(
             (f"x-amz-checksum-{n}" for n in _CHECKSUMS if request.header(f"x-amz-checksum-{n}")),
             None,
@@ -64,14 +82,26 @@ class RequestBody:
         if self._checksum_name is None and trailer and trailer.startswith("x-amz-checksum-"):
             self._checksum_name = trailer.strip().lower()
         algorithm = (self._checksum_name or "").removeprefix("x-amz-checksum-")
-        self._checksum: Any = (
+        checksum: Any = (
             _Crc32() if algorithm == "crc32" else
             hashlib.new(algorithm) if algorithm in ("sha1", "sha256") else None
         )  # fmt: skip
+        self.hashes = BodyHashes(md5, sha256, checksum)
+        self._hashed_outside = False
         self.received = 0
         self._pending: list[bytes] = []
         self._ended = False
         self._finished = False
+
+    @property
+    def md5(self) -> Any:
+        return self.hashes.md5
+
+    def take_hashes(self) -> BodyHashes:
+        """From now on :meth:`read` hashes nothing: the caller passes every piece it read to
+        the returned hashes, in order, before it calls :meth:`finish` (which checks them)."""
+        self._hashed_outside = True
+        return self.hashes
 
     def require_size(self, limit: int) -> int:
         if self.size is None:
@@ -99,7 +129,8 @@ class RequestBody:
         while not self._pending and not self._ended:
             await self._more()
         if not self._pending:
-            self._check_end()
+            if not self._hashed_outside:
+                self._check_end()
             return b""
         piece = self._pending[0]
         if len(piece) > limit:
@@ -110,11 +141,8 @@ class RequestBody:
         self.received += len(piece)
         if self.size is not None and self.received > self.size:
             raise S3Error("IncompleteBody", "the body is longer than its declared length")
-        self.md5.update(piece)
-        if self._sha256 is not None:
-            self._sha256.update(piece)
-        if self._checksum is not None:
-            self._checksum.update(piece)
+        if not self._hashed_outside:
+            self.hashes.update(piece)
         return piece
 
     async def read_all(self, limit: int) -> bytes:
@@ -129,8 +157,10 @@ class RequestBody:
 
     async def finish(self) -> None:
         """Read to the end and check length, payload hash and checksum."""
+        self._hashed_outside = False  # what is left, if anything, is hashed here
         while await self.read(1 << 20):
             pass
+        self._check_end()
 
     def _check_end(self) -> None:
         if self._finished:
@@ -139,7 +169,8 @@ class RequestBody:
             raise S3Error(
                 "IncompleteBody", f"the body ended after {self.received} of {self.size} bytes"
             )
-        if self._sha256 is not None and self._sha256.hexdigest() != self._auth.payload:
+        sha256 = self.hashes.sha256
+        if sha256 is not None and sha256.hexdigest() != self._auth.payload:
             raise S3Error(
                 "XAmzContentSHA256Mismatch",
                 "the provided x-amz-content-sha256 header does not match what was computed",
@@ -147,10 +178,11 @@ class RequestBody:
         declared = self._checksum_header
         if declared is None and self._decoder is not None and self._checksum_name:
             declared = self._decoder.trailers.get(self._checksum_name)
+        checksum = self.hashes.checksum
         if (
-            self._checksum is not None
+            checksum is not None
             and declared is not None
-            and base64.b64encode(self._checksum.digest()).decode() != declared
+            and base64.b64encode(checksum.digest()).decode() != declared
         ):
             raise S3Error("BadDigest", f"the {self._checksum_name} you specified did not match")
         self._finished = True

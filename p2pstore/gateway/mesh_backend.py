@@ -5,16 +5,18 @@ entry of the tenant's replicated bucket index (:mod:`p2pstore.net.buckets`), sea
 tenant key before it leaves (:mod:`p2pstore.codec.bucket_keys`), in the form the CLI reads
 (:mod:`p2pstore.gateway.mesh_entries`).  So a bucket made by ``p2pstore bucket create`` is the
 one S3 clients see, and ``p2pstore ls`` lists what they PUT.  Versioning is the index's
-versions; Object Lock retention and legal holds are RETAIN entries, which the index joins so
-that a date only grows and a hold stays, and an ERASE takes effect only once they allow it --
-judged by every replica and reader, whatever this gateway (or a stolen key) asks.  The gateway
+versions; Object Lock retention and legal holds are RETAIN entries (a hold lifted, a RELEASE),
+which the index joins so that a date only grows and a hold follows the latest decision, and an
+ERASE takes effect only once they allow it -- judged by every replica and reader, whatever this
+gateway (or a stolen key) asks.  The gateway
 refuses what the mesh would ignore anyway (a shorter date, an early version delete), so the
 client gets S3's ``AccessDenied`` instead of a silent no-op.
 
-What stays here: multipart uploads in progress (:mod:`p2pstore.gateway.uploads`), and a
-bucket's settings cached for ``settings_ttl`` seconds (a change made elsewhere is seen that
-late).  Each other request reads the bucket's index from its replicas: listing a bucket costs
-its whole index, as for ``p2pstore ls`` (an incrementally synced local copy is the follow-up).
+What stays here: multipart uploads in progress (:mod:`p2pstore.gateway.uploads`), a bucket's
+settings cached for ``settings_ttl`` seconds (a change made elsewhere is seen that late), and a
+copy of each bucket's index kept in step with its replicas (:mod:`p2pstore.net.bucket_cache`):
+a request asks each replica for its summary digest, and reads whole again only a replica that
+changed -- by another writer, since this gateway's own writes join the copy as they are pushed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from p2pstore.codec.bucket_keys import SALT_BYTES, BucketKeys, EntryPayload
-from p2pstore.core.bucket_entries import Op, VerifiedEntry, bucket_id, sign_entry
+from p2pstore.core.bucket_entries import Op, bucket_id, sign_entry
 from p2pstore.core.bucket_index import BucketIndex, VersionView
 from p2pstore.errors import IntegrityError, LocalProtocolError, P2PStoreError, PutFailed
 from p2pstore.gateway.backend import (
@@ -51,12 +53,13 @@ from p2pstore.gateway.mesh_entries import (
 )
 from p2pstore.gateway.s3errors import S3Error
 from p2pstore.gateway.uploads import UploadMethods, UploadStore
+from p2pstore.net.bucket_cache import BucketCache
 from p2pstore.net.buckets import BucketService
 from p2pstore.wire import BucketEntry
 
 Opened = tuple[VersionView, EntryPayload]
 MAX_VERIFIED = 100_000
-"""Verified entries kept across reads (about 1 KB each), by bucket, least recently read first."""
+"""Verified entries kept across reads (about 1 KB each), least recently read bucket first."""
 
 
 def _name(item: tuple[str, VersionView, EntryPayload]) -> str:
@@ -66,6 +69,8 @@ def _name(item: tuple[str, VersionView, EntryPayload]) -> str:
 class MeshBackend(UploadMethods):
     """A :class:`~p2pstore.gateway.backend.Backend` over the mesh, acting for the tenant
     ``blobs``' client certificate names, with its secret ``tenant_key``."""
+
+    blobs: MeshBlobs
 
     def __init__(
         self,
@@ -90,6 +95,7 @@ class MeshBackend(UploadMethods):
             )
         self.tenant = tenant
         self.service = service or BucketService(self.client.dht)
+        self.cache = BucketCache(self.service, max_entries=MAX_VERIFIED)
         self.uploads = uploads
         self.clock = clock
         self.entropy = entropy
@@ -101,7 +107,6 @@ class MeshBackend(UploadMethods):
         """bucket -> (until, its live names sorted): a listing with a delimiter asks again
         past each common prefix, which must not cost an index read each."""
         self._last_ms = 0
-        self._verified: dict[bytes, dict[bytes, VerifiedEntry]] = {}
 
     def close(self) -> None:
         self.uploads.close()
@@ -127,17 +132,8 @@ class MeshBackend(UploadMethods):
             raise S3Error("InvalidArgument", str(error), resource=key[:100]) from None
 
     async def _fetch(self, keys: BucketKeys) -> BucketIndex:
-        """The bucket's index from its replicas; entries verified by an earlier read are not
-        verified again (an Ed25519 check each: about 4,000 a second on one core)."""
-        bucket = bucket_id(self.tenant, keys.bucket_token)
-        known = self._verified.pop(bucket, None)
-        index = (await self.service.fetch(bucket, known=known)).index
-        self._verified[bucket] = {e.digest: e for e in index.entries()}
-        while (
-            sum(len(v) for v in self._verified.values()) > MAX_VERIFIED and len(self._verified) > 1
-        ):
-            del self._verified[next(iter(self._verified))]  # the least recently read bucket
-        return index
+        """The bucket's index as its replicas hold it (through the cache)."""
+        return await self.cache.index(bucket_id(self.tenant, keys.bucket_token))
 
     def _opened(self, keys: BucketKeys, views: Sequence[VersionView]) -> list[Opened]:
         """Each view with its payload opened; one a tenant machine sealed badly is skipped."""
@@ -168,7 +164,7 @@ class MeshBackend(UploadMethods):
         if not entries:
             return
         self._listings.pop(keys.name, None)  # read your own writes
-        if await self.service.push(bucket_id(self.tenant, keys.bucket_token), entries) == 0:
+        if await self.cache.push(bucket_id(self.tenant, keys.bucket_token), entries) == 0:
             raise PutFailed(
                 "no replica of the bucket index took the entry: is the mesh reachable?",
                 chunk=None,
@@ -408,23 +404,20 @@ class MeshBackend(UploadMethods):
                 "AccessDenied", "a compliance retention date can be extended, not shortened",
                 resource=key,
             )  # fmt: skip
-        if legal_hold is False and view.legal_hold:
-            raise S3Error(
-                "AccessDenied",
-                "a legal hold in the mesh is permanent: no key can lift it (the index keeps "
-                "any hold a tenant key set)",
-                resource=key,
-            )
+        entries = []
         if retain > view.retain_until or (legal_hold and not view.legal_hold):
-            entry = self._sign(
+            entries.append(self._sign(
                 keys, view.name, Op.RETAIN, self._now_ms(), version=view.version,
                 retain_until=max(retain, view.retain_until), legal_hold=bool(legal_hold),
-            )  # fmt: skip
-            await self._push(keys, [entry])
+            ))  # fmt: skip
+        if legal_hold is False and view.legal_hold:  # the latest decision on a hold counts
+            entries.append(
+                self._sign(keys, view.name, Op.RELEASE, self._now_ms(), version=view.version)
+            )
+        await self._push(keys, entries)
+        held = view.legal_hold if legal_hold is None else legal_hold
         return dataclasses.replace(
-            info,
-            retain_until=float(max(retain, view.retain_until)) or None,
-            legal_hold=view.legal_hold or bool(legal_hold),
+            info, retain_until=float(max(retain, view.retain_until)) or None, legal_hold=held
         )
 
     async def list_objects(

@@ -1,22 +1,29 @@
 """The handlers of multipart uploads: create, upload a part (from the body or copied from an
 object), complete, abort, and list parts and uploads in progress.
 
-A part is stored as an object of its own when it arrives; completing an upload commits the
-parts' blobs under the name in order, copying nothing.  A copied part (UploadPartCopy) streams
-the source's range from the mesh into a new blob through a bounded channel, so the gateway
-holds a few pieces of it at a time whatever its size.
+A part is spooled to the gateway's disk when it arrives (:mod:`p2pstore.gateway.spool`; an
+object of its own in the mesh when the spool is full); completing an upload stores the spooled
+parts in the mesh as one object and commits the blobs under the name, in order.  That can take
+as long as a put of the whole object, so past ``KEEPALIVE_AFTER`` seconds the answer starts as
+S3's does: status 200 and the XML declaration at once, a space every ``KEEPALIVE_EVERY``
+seconds (clients' read timeouts do not fire), then the result, or an ``<Error>`` document,
+which S3 clients read as the error it is.  A copied part (UploadPartCopy) streams the source's
+range from the mesh into the spool (or, through a bounded channel, into a new blob), so the
+gateway holds a few pieces of it at a time whatever its size.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 
 import trio
 
+from p2pstore.errors import P2PStoreError
 from p2pstore.gateway import etag
-from p2pstore.gateway.app import Call, Handler, Response
-from p2pstore.gateway.backend import ObjectInfo, ObjectMeta, Upload
+from p2pstore.gateway.app import Call, Handler, Response, leaf_error
+from p2pstore.gateway.backend import Blob, ObjectInfo, ObjectMeta, Part, Upload, Write
 from p2pstore.gateway.object_ops import (
     MAX_PARTS,
     MAX_PUT,
@@ -28,11 +35,24 @@ from p2pstore.gateway.object_ops import (
     read_object,
 )
 from p2pstore.gateway.s3errors import S3Error
-from p2pstore.gateway.s3xml import MAX_XML_BYTES, Tree, iso8601, parse_complete_multipart, render
+from p2pstore.gateway.s3xml import (
+    MAX_XML_BYTES,
+    XML_DECLARATION,
+    Tree,
+    error_document,
+    iso8601,
+    parse_complete_multipart,
+    render,
+)
+
+log = logging.getLogger(__name__)
 
 MAX_UPLOADS = 1000
 PIPE_PIECES = 4
 """Pieces of a copied range in flight between the reader and the store."""
+KEEPALIVE_AFTER = 10.0
+KEEPALIVE_EVERY = 10.0
+PIECE = 1 << 20
 
 
 async def create_multipart_upload(call: Call) -> Response:
@@ -63,7 +83,23 @@ async def _upload(call: Call) -> Upload:
 async def upload_part(call: Call) -> Response:
     number = _part_number(call)
     upload = await _upload(call)
-    blob, digest = await _store_checked(call, MAX_PUT)
+    size = call.body.require_size(MAX_PUT)
+    promised = etag.expected_md5(call.header("content-md5"))
+    writer = call.backend.part_writer(size, call.body.hashes)
+    if writer is None:  # no room in the spool: a blob of its own
+        blob, digest = await _store_checked(call, MAX_PUT)
+    else:
+        call.body.take_hashes()  # the writer hashes what it writes, in its worker thread
+        try:
+            while piece := await call.body.read(PIECE):
+                await writer.write(piece)
+            blob = await writer.close()
+            await call.body.finish()
+            digest = call.body.md5.digest()
+            etag.check_md5(promised, digest)
+        except BaseException:
+            writer.discard()
+            raise
     await call.backend.put_part(upload, number, blob, digest)
     return Response(headers=[("ETag", etag.single_part(digest))])
 
@@ -90,21 +126,68 @@ async def complete_multipart_upload(call: Call) -> Response:
         {n: (p.blob.size, p.md5) for n, p in parts.items()},
     )
     chosen = [parts[p.number] for p in named]
+    response = Response(headers=[("Content-Type", "application/xml")], late=True)
+
+    async def complete(write: Write) -> None:
+        done = trio.Event()
+        answer: list[bytes] = []
+
+        async def work() -> None:
+            try:
+                answer.append(await _complete(call, upload, chosen, response))
+            except (P2PStoreError, BaseExceptionGroup) as error:
+                answer.append(_error_answer(error, response, call))
+            done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(work)
+            with trio.move_on_after(KEEPALIVE_AFTER):
+                await done.wait()
+            if not done.is_set():  # from now on the status is 200, whatever happens
+                response.status = 200
+                await write(XML_DECLARATION)
+                while not done.is_set():
+                    with trio.move_on_after(KEEPALIVE_EVERY):
+                        await done.wait()
+                    if not done.is_set():
+                        await write(b" ")
+                answer[0] = answer[0].removeprefix(XML_DECLARATION)
+        await write(answer[0])
+
+    response.stream = complete
+    return response
+
+
+async def _complete(call: Call, upload: Upload, chosen: list[Part], response: Response) -> bytes:
     tag = etag.multipart([p.md5 for p in chosen])
     meta = ObjectMeta(tag, upload.meta.content_type, upload.meta.metadata)
-    info = await call.backend.commit(
-        call.tenant, call.bucket, call.object_key, [p.blob for p in chosen], meta
-    )
+    segments = await call.backend.assemble(chosen)
+    info = await call.backend.commit(call.tenant, call.bucket, call.object_key, segments, meta)
     await call.backend.finish_upload(upload)
+    response.headers += _version_header(info)  # sent only if the answer had not begun
     tree: list[Tree] = [
         ("Location", f"/{call.bucket}/{call.object_key}"),
         ("Bucket", call.bucket),
         ("Key", call.object_key),
         ("ETag", tag),
     ]
-    return Response(
-        headers=_version_header(info), body=render("CompleteMultipartUploadResult", tree)
-    )
+    return render("CompleteMultipartUploadResult", tree)
+
+
+def _error_answer(error: BaseException, response: Response, call: Call) -> bytes:
+    """The ``<Error>`` document (and status, if not yet sent) for a failed completion."""
+    leaf = leaf_error(error)
+    if not isinstance(leaf, P2PStoreError):
+        raise error
+    if not isinstance(leaf, S3Error):
+        log.warning(
+            "CompleteMultipartUpload failed below the gateway: %s",
+            leaf,
+            extra={"event": "gateway_backend_error", "operation": "CompleteMultipartUpload"},
+        )
+        leaf = S3Error("ServiceUnavailable", f"the mesh could not serve this: {leaf}")
+    response.status = leaf.status
+    return error_document(leaf, call.request_id)
 
 
 async def abort_multipart_upload(call: Call) -> Response:
@@ -182,15 +265,9 @@ def _check_source(call: Call, source: ObjectInfo) -> None:
         raise S3Error("PreconditionFailed", "x-amz-copy-source-if-none-match matches")
 
 
-async def upload_part_copy(call: Call) -> Response:
-    number = _part_number(call)
-    upload = await _upload(call)
-    bucket, key, version = _copy_source(call)
-    source = await call.backend.head(call.tenant, bucket, key, version)
-    _check_source(call, source)
-    start, stop = _copy_range(call.header("x-amz-copy-source-range"), source.size)
-    if stop - start > MAX_PUT:
-        raise S3Error("InvalidRequest", f"a part is at most {MAX_PUT} bytes")
+async def _copy_to_blob(
+    call: Call, source: ObjectInfo, start: int, stop: int
+) -> tuple[Blob, bytes]:
     send, receive = trio.open_memory_channel[bytes](PIPE_PIECES)
     pipe = _Pipe(receive)
 
@@ -202,7 +279,29 @@ async def upload_part_copy(call: Call) -> Response:
         nursery.start_soon(feed)
         blob = await call.backend.store(pipe, stop - start)
         nursery.cancel_scope.cancel()  # the reader is done, or the store refused early
-    digest = pipe.md5.digest()
+    return blob, pipe.md5.digest()
+
+
+async def upload_part_copy(call: Call) -> Response:
+    number = _part_number(call)
+    upload = await _upload(call)
+    bucket, key, version = _copy_source(call)
+    source = await call.backend.head(call.tenant, bucket, key, version)
+    _check_source(call, source)
+    start, stop = _copy_range(call.header("x-amz-copy-source-range"), source.size)
+    if stop - start > MAX_PUT:
+        raise S3Error("InvalidRequest", f"a part is at most {MAX_PUT} bytes")
+    md5 = hashlib.md5()  # noqa: S324 -- S3's ETag
+    writer = call.backend.part_writer(stop - start, md5)
+    if writer is None:
+        blob, digest = await _copy_to_blob(call, source, start, stop)
+    else:
+        try:
+            await read_object(call, source, start, stop, writer.write)
+            blob, digest = await writer.close(), md5.digest()
+        except BaseException:
+            writer.discard()
+            raise
     await call.backend.put_part(upload, number, blob, digest)
     tree: list[Tree] = [("LastModified", iso8601(source.modified)),
                         ("ETag", etag.single_part(digest))]  # fmt: skip

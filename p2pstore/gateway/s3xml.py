@@ -70,9 +70,12 @@ def error_document(error: S3Error, request_id: str) -> bytes:
     return _document(element)
 
 
+XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
 def _document(element: ET.Element) -> bytes:
     text: bytes = ET.tostring(element, encoding="utf-8", xml_declaration=False)
-    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + text
+    return XML_DECLARATION + text
 
 
 def _local(tag: str) -> str:

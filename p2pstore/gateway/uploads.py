@@ -1,27 +1,33 @@
 """Multipart uploads in progress: the gateway's own state, in a SQLite file beside its keys.
 
 Strategy: an upload in progress is between one client and this gateway -- its parts are
-already objects of the mesh, but no name points at them until CompleteMultipartUpload commits
+files of the gateway's spool (:mod:`p2pstore.gateway.spool`), or objects of the mesh when the
+spool had no room, and no name points at them until CompleteMultipartUpload stores and commits
 them into the bucket index (:mod:`p2pstore.gateway.mesh_backend`).  Nothing of it needs to be
 shared, so it stays here, in a file that survives a restart (a client resumes its upload), and
 bounded: at most ``max_uploads`` in progress per tenant (``SlowDown`` beyond), 10,000 parts
 each (S3's limit, checked by the handlers), and an upload begun more than ``max_age`` seconds
-ago is forgotten at the next creation (S3 leaves that to a lifecycle rule; the parts' objects are
-then referenced by nothing, and lapse with their leases).
+ago is forgotten at the next creation (S3 leaves that to a lifecycle rule; its spooled files
+go, its parts' objects are referenced by nothing and lapse with their leases).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from p2pstore.gateway.backend import Blob, BucketInfo, ObjectMeta, Part, Upload
+from p2pstore.gateway.backend import Blob, BlobStore, BucketInfo, ObjectMeta, Part, Upload
 from p2pstore.gateway.s3errors import S3Error
+from p2pstore.gateway.spool import SPOOLED, Hashes, PartSpool, PartWriter, is_spooled
 
 WEEK = 7 * 86_400.0
+SPOOL_LIMIT = 16 * 1024**3
+"""Bytes of parts spooled at once by default; past it parts go to the mesh one by one."""
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS uploads (
@@ -45,8 +51,9 @@ def meta_from_json(text: str) -> ObjectMeta:
 
 
 class UploadStore:
-    """Uploads and their parts at ``path`` (``:memory:`` in tests); ``clock`` gives seconds
-    since the epoch."""
+    """Uploads and their parts at ``path`` (``:memory:`` in tests), parts' bytes in the
+    directory ``spool`` (a temporary one, removed at :meth:`close`, if None); ``clock`` gives
+    seconds since the epoch."""
 
     def __init__(
         self,
@@ -56,6 +63,8 @@ class UploadStore:
         entropy: Callable[[int], bytes] = os.urandom,
         max_uploads: int = 10_000,
         max_age: float = WEEK,
+        spool: Path | None = None,
+        spool_limit: int = SPOOL_LIMIT,
     ) -> None:
         if isinstance(path, Path) and not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -67,9 +76,17 @@ class UploadStore:
         self.entropy = entropy
         self.max_uploads = max_uploads
         self.max_age = max_age
+        self._temporary = spool is None
+        directory = Path(tempfile.mkdtemp(prefix="p2pstore-spool-")) if spool is None else spool
+        self.spool = PartSpool(directory, limit=spool_limit, entropy=entropy)
+        refs = self._db.execute("SELECT ref FROM parts WHERE substr(ref, 1, ?) = ?",
+                                (len(SPOOLED), SPOOLED))  # fmt: skip
+        self.spool.keep_only(ref.removeprefix(SPOOLED) for (ref,) in refs)
 
     def close(self) -> None:
         self._db.close()
+        if self._temporary:
+            shutil.rmtree(self.spool.directory, ignore_errors=True)
 
     def create(self, tenant: str, bucket: str, key: str, meta: ObjectMeta) -> Upload:
         """Start an upload.  Raises ``SlowDown`` when the tenant has ``max_uploads``."""
@@ -124,10 +141,19 @@ class UploadStore:
         return row is not None
 
     def put_part(self, upload: Upload, number: int, blob: Blob, md5: bytes) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?)",
-            (upload.upload_id, number, blob.ref, blob.size, md5, self.clock()),
-        )
+        """Record a part; the one it replaces, if spooled, goes."""
+        with self._db:
+            self._db.execute("BEGIN")
+            old = self._db.execute(
+                "SELECT ref, size FROM parts WHERE upload_id = ? AND number = ?",
+                (upload.upload_id, number),
+            ).fetchone()
+            self._db.execute(
+                "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?)",
+                (upload.upload_id, number, blob.ref, blob.size, md5, self.clock()),
+            )
+        if old is not None:
+            self.spool.remove(Blob(old[0], old[1]))
 
     def parts(self, upload: Upload) -> list[Part]:
         rows = self._db.execute(
@@ -138,28 +164,33 @@ class UploadStore:
         return [Part(n, Blob(ref, size), md5, modified) for n, ref, size, md5, modified in rows]
 
     def finish(self, upload: Upload) -> None:
-        """Forget an upload (completed or aborted)."""
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM parts WHERE upload_id = ?", (upload.upload_id,))
-            self._db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload.upload_id,))
+        """Forget an upload (completed or aborted), and its spooled files."""
+        self._forget([upload.upload_id])
 
     def _forget_before(self, when: float) -> None:
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute(
-                "DELETE FROM parts WHERE upload_id IN "
-                "(SELECT upload_id FROM uploads WHERE initiated < ?)",
-                (when,),
-            )
-            self._db.execute("DELETE FROM uploads WHERE initiated < ?", (when,))
+        rows = self._db.execute("SELECT upload_id FROM uploads WHERE initiated < ?", (when,))
+        self._forget([upload_id for (upload_id,) in rows])
+
+    def _forget(self, upload_ids: list[str]) -> None:
+        for upload_id in upload_ids:
+            with self._db:
+                self._db.execute("BEGIN")
+                files = self._db.execute(
+                    "SELECT ref, size FROM parts WHERE upload_id = ?", (upload_id,)
+                ).fetchall()
+                self._db.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
+                self._db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+            for ref, size in files:
+                self.spool.remove(Blob(ref, size))
 
 
 class UploadMethods:
     """The multipart methods of a :class:`~p2pstore.gateway.backend.Backend`, for one that
-    keeps its uploads in ``self.uploads`` and checks buckets with ``self.bucket``."""
+    keeps its uploads in ``self.uploads``, its bytes in ``self.blobs`` and checks buckets with
+    ``self.bucket``."""
 
     uploads: UploadStore
+    blobs: BlobStore
 
     async def bucket(self, tenant: str, name: str) -> BucketInfo:
         raise NotImplementedError
@@ -178,8 +209,36 @@ class UploadMethods:
         await self.bucket(tenant, bucket)
         return self.uploads.in_progress(tenant, bucket, prefix, after, limit)
 
+    def part_writer(self, size: int, hashes: Hashes) -> PartWriter | None:
+        return self.uploads.spool.writer(size, hashes)
+
     async def put_part(self, upload: Upload, number: int, blob: Blob, md5: bytes) -> None:
         self.uploads.put_part(upload, number, blob, md5)
+
+    async def assemble(self, parts: Sequence[Part]) -> list[Blob]:
+        """Each run of spooled parts stored as one blob (several past the largest blob the
+        store takes); a part already stored stays as it is."""
+        out: list[Blob] = []
+        run: list[Blob] = []
+        for blob in [p.blob for p in parts] + [Blob("", -1)]:  # a sentinel ends the last run
+            if run and not (
+                is_spooled(blob) and sum(b.size for b in run) + blob.size <= self.blobs.max_blob
+            ):
+                out.append(await self._store_run(run))
+                run = []
+            if is_spooled(blob):
+                run.append(blob)
+            elif blob.size >= 0:
+                out.append(blob)
+        return out
+
+    async def _store_run(self, run: list[Blob]) -> Blob:
+        size = sum(b.size for b in run)
+        reader = self.uploads.spool.reader(run)
+        try:
+            return await self.blobs.store_file(reader, size)
+        finally:
+            reader.close()
 
     async def parts(self, upload: Upload) -> list[Part]:
         return self.uploads.parts(upload)

@@ -42,6 +42,8 @@ from p2pstore.wire import (
 )
 
 log = logging.getLogger("p2pstore.buckets")
+PAST_EVERY_DIGEST = b"\xff" * 33
+"""A pull cursor above every entry digest (32 bytes): its page is empty, its summary whole."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,12 +200,20 @@ class BucketService:
         result = await self.dht.lookup(bucket)
         return list(result.closest[: self.settings.replicas])
 
-    async def push(self, bucket: bytes, entries: Sequence[BucketEntry]) -> int:
-        """Send ``entries`` to every replica of ``bucket``; return how many replicas took them
-        all.  An entry a replica refuses for a reason that is the entry's fault is logged."""
+    async def push(
+        self,
+        bucket: bytes,
+        entries: Sequence[BucketEntry],
+        *,
+        contacts: Sequence[Contact] | None = None,
+    ) -> int:
+        """Send ``entries`` to every replica of ``bucket`` (``contacts``, if the caller knows
+        them); return how many replicas took them all.  An entry a replica refuses for a reason
+        that is the entry's fault is logged."""
         if not entries:
             return 0
-        contacts = await self.replicas(bucket)
+        if contacts is None:
+            contacts = await self.replicas(bucket)
         took = 0
 
         async def one(contact: Contact) -> None:
@@ -225,31 +235,56 @@ class BucketService:
         verified again (only its signer's revocation is checked anew)."""
         outcome = FetchOutcome(BucketIndex(bucket))
         contacts = await self.replicas(bucket)
-        now, trust = self.dht.wall_clock(), self.dht.trust()
 
         async def one(contact: Contact) -> None:
-            pulled = await self._pull_all(contact, bucket, b"")
-            if pulled is None:
+            read = await self.read_replica(contact, bucket, known=known, refused=outcome.refused)
+            if read is None:
                 outcome.failed.append(contact.id)
                 return
             outcome.answered.append(contact.id)
-            for entry in pulled:
-                seen = known.get(entry_digest(entry)) if known else None
-                if seen is not None and seen.bucket == bucket and not _revoked(seen, trust):
-                    outcome.index.add(seen)
-                    continue
-                try:
-                    verified = verify_entry(entry, now, trust=trust)
-                except EntryRejected as error:
-                    outcome.refused.append(error)
-                    continue
-                if verified.bucket == bucket:
-                    outcome.index.add(verified)
+            outcome.index.merge(read.entries())
 
         async with trio.open_nursery() as nursery:
             for contact in contacts:
                 nursery.start_soon(one, contact)
         return outcome
+
+    async def read_replica(
+        self,
+        contact: Contact,
+        bucket: bytes,
+        *,
+        known: Mapping[bytes, VerifiedEntry] | None = None,
+        refused: list[EntryRejected] | None = None,
+    ) -> BucketIndex | None:
+        """What one replica holds of ``bucket``, every entry verified here (or found in
+        ``known``, see :meth:`fetch`); None if it could not be reached.  Entries that do not
+        verify are left out (and appended to ``refused``)."""
+        pulled = await self._pull_all(contact, bucket, b"")
+        if pulled is None:
+            return None
+        now, trust = self.dht.wall_clock(), self.dht.trust()
+        index = BucketIndex(bucket)
+        for entry in pulled:
+            seen = known.get(entry_digest(entry)) if known else None
+            if seen is not None and seen.bucket == bucket and not _revoked(seen, trust):
+                index.add(seen)
+                continue
+            try:
+                verified = verify_entry(entry, now, trust=trust)
+            except EntryRejected as error:
+                if refused is not None:
+                    refused.append(error)
+                continue
+            if verified.bucket == bucket:
+                index.add(verified)
+        return index
+
+    async def summary_of(self, contact: Contact, bucket: bytes) -> bytes | None:
+        """The summary digest of what ``contact`` holds of ``bucket`` (a pull of the empty page
+        past every digest: one small round trip), or None if it could not be reached."""
+        page = await self._pull_page(contact, bucket, PAST_EVERY_DIGEST)
+        return None if page is None else page.summary
 
     # -- replicas ----------------------------------------------------------------------------
 

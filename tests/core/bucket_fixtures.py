@@ -50,7 +50,7 @@ def signed(
     payload: bytes = b"sealed",
     **fields,
 ) -> BucketEntry:
-    if op in (Op.ERASE, Op.RETAIN):
+    if op in (Op.ERASE, Op.RETAIN, Op.RELEASE):
         payload = b""
     return sign_entry(
         signer,

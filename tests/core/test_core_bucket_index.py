@@ -1,4 +1,5 @@
-"""The bucket index CRDT: merge is a join, retention only grows, nothing valid can be hidden."""
+"""The bucket index CRDT: merge is a join, retention only grows, a legal hold follows the last
+decision, nothing valid can be hidden."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ def entries(draw: st.DrawFn) -> VerifiedEntry:
     timestamp = draw(st.integers(0, 4)) * 1000
     payload = draw(st.sampled_from([b"p1", b"p2"])) if op in (Op.PUT, Op.MARKER) else b""
     retain = draw(st.sampled_from([0, 0, 10, 20, 30]))
-    hold = draw(st.booleans()) if op is not Op.ERASE else False
-    if op is Op.ERASE:
+    hold = draw(st.booleans()) if op not in (Op.ERASE, Op.RELEASE) else False
+    if op in (Op.ERASE, Op.RELEASE):
         retain = 0
     if op is Op.RETAIN and not (retain or hold):
         retain = 10
@@ -101,16 +102,30 @@ def test_merge_is_commutative_associative_and_idempotent(xs, ys, zs):
 @settings(max_examples=200)
 @given(lists, lists, st.sampled_from([0, 5, 15, 25, 40]))
 def test_retention_only_grows_whatever_is_merged(xs, extra, now):
-    """Adding entries (any key, any op) never shortens retention nor erases a protected
-    version: the ransomware rule, as a property of the merge."""
+    """Adding entries (any key, any op) never shortens retention nor erases a version its
+    retention protects: the ransomware rule, as a property of the merge."""
     small, big = index_of(xs), index_of(xs + extra)
     for name in small.names():
         after = {v.version: v for v in big.versions(name, now)}
         for view in small.versions(name, now):
-            if view.protected(now):
+            if now < view.retain_until:
                 assert view.version in after
                 assert after[view.version].retain_until >= view.retain_until
-                assert after[view.version].legal_hold >= view.legal_hold
+
+
+@settings(max_examples=200)
+@given(lists)
+def test_a_legal_hold_is_the_latest_decision_on_it(items):
+    index = index_of(items)
+    decisions: dict[tuple[bytes, bytes], list[VerifiedEntry]] = {}
+    for item in items:
+        if item.entry.legal_hold or item.op is Op.RELEASE:
+            decisions.setdefault((item.entry.name, item.entry.version), []).append(item)
+    for name in index.names():
+        for view in index.versions(name, 0):
+            said = decisions.get((name, view.version), [])
+            last = min(said, key=lambda e: (-e.entry.timestamp, e.digest), default=None)
+            assert view.legal_hold == (last is not None and last.op is Op.RETAIN)
 
 
 @settings(max_examples=200)
@@ -196,6 +211,27 @@ def test_a_legal_hold_keeps_a_version_past_its_date():
     )
     assert list(index.erased(T0 + 10**9)) == []
     assert index.current(token("a.txt"), T0 + 10**9).legal_hold
+
+
+def test_a_lifted_hold_lets_the_erasure_through_but_never_the_retention_date():
+    index = BucketIndex(BUCKET)
+    put = verified(signed(Op.PUT, at=T0 - 60))
+    version = put.entry.version
+    index.merge(
+        [
+            put,
+            verified(signed(Op.RETAIN, version=version, legal_hold=True, at=T0 - 50)),
+            verified(signed(Op.RETAIN, version=version, retain_until=T0 + 100, at=T0 - 45)),
+            verified(signed(Op.ERASE, version=version, at=T0 - 40)),
+            verified(signed(Op.RELEASE, version=version, at=T0 - 30)),
+        ]
+    )
+    view = index.current(token("a.txt"), T0)
+    assert view is not None and not view.legal_hold and view.retain_until == T0 + 100
+    assert list(index.erased(T0 + 99)) == []  # the date still holds it
+    assert [v.version for v in index.erased(T0 + 100)] == [version]
+    index.merge([verified(signed(Op.RETAIN, version=version, legal_hold=True, at=T0 - 20))])
+    assert list(index.erased(T0 + 10**9)) == []  # put on again: kept again
 
 
 def test_pages_cover_every_entry_once_in_digest_order():

@@ -87,3 +87,17 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     loaded = load_gateway_config(config)
     assert loaded.domains == ("s3.example.org",) and loaded.region == "us-east-1"
     assert loaded.uploads == tmp_path / "gateway-uploads.sqlite"
+    assert loaded.spool == tmp_path / "gateway-spool"
+    assert loaded.spool_limit == 16 * 2**30
+
+
+def test_spool_settings(tmp_path: Path) -> None:
+    config = gateway_config(tmp_path, 'spool = "/var/spool/s3"\nspool_limit = "2 GiB"\n')
+    loaded = load_gateway_config(config)
+    assert loaded.spool == Path("/var/spool/s3") and loaded.spool_limit == 2 * 2**30
+    for bad in ('"lots"', "1.5", "-1"):
+        text = config.read_text().replace('spool_limit = "2 GiB"', f"spool_limit = {bad}")
+        config.write_text(text)
+        with pytest.raises(ConfigError, match=r"\[gateway\] spool_limit"):
+            load_gateway_config(config)
+        config.write_text(text.replace(f"spool_limit = {bad}", 'spool_limit = "2 GiB"'))
