@@ -10,17 +10,16 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
 from pathlib import Path
 
 import click
 import trio
 
-from p2pstore.cli.certificate_expiry import expiries, register_expiry_metric, warn_before_expiry
+from p2pstore.cli.certificate_expiry import expiries
 from p2pstore.cli.config import NodeConfig, load_node_config
-from p2pstore.cli.lifeline import watch_parent
 from p2pstore.cli.logs import configure_logging
 from p2pstore.cli.node_identity import init
+from p2pstore.cli.node_services import collector_for, start_buckets, start_watches
 from p2pstore.cli.node_status import status
 from p2pstore.cli.node_trust import apply_policy, load_trust, reload_trust
 from p2pstore.core.contact import Contact
@@ -29,9 +28,6 @@ from p2pstore.errors import ConfigError, PeerUnreachable, StoreError
 from p2pstore.identity import NodeCredentials, TrustAnchor, short_id
 from p2pstore.net.address import parse_address
 from p2pstore.net.admin import AdminServer, node_pages
-from p2pstore.net.bucket_book import BucketBook
-from p2pstore.net.buckets import BucketService
-from p2pstore.net.collection import Collector
 from p2pstore.net.contact_book import SAVE_INTERVAL, ContactBook, contacts_worth_saving
 from p2pstore.net.departure import Departure, DrainOutcome
 from p2pstore.net.dht import Dht
@@ -41,11 +37,9 @@ from p2pstore.net.metrics import NodeMetrics
 from p2pstore.net.node import Node
 from p2pstore.net.record_book import OldRecordsFile, RecordBook
 from p2pstore.net.refusals import RefusalLog
-from p2pstore.net.scrubber import Scrubber
 from p2pstore.net.steward import Steward, StewardSettings
 from p2pstore.net.tls import TlsTransport
 from p2pstore.store import DiskFragmentStore
-from p2pstore.store.leases import lease_table_for
 
 log = logging.getLogger("p2pstore.node")
 
@@ -226,7 +220,7 @@ async def serve_node(
         async with trio.open_nursery() as nursery:
             await nursery.start(mesh_node.run)
             await nursery.start(dht.run)
-            await nursery.start(BucketService(dht, book=BucketBook(config.data_dir, 10**6)).run)
+            buckets = await start_buckets(nursery, config, dht)
             steward = Steward(
                 dht,
                 config.rules,
@@ -247,14 +241,14 @@ async def serve_node(
             )  # hears peers from now on
             nursery.start_soon(_join_and_announce, config, dht, store, saved, trusting)
             nursery.start_soon(_keep_state_saved, book, records, dht)
-            _start_watches(
+            start_watches(
                 nursery,
                 store,
                 metrics,
                 config,
                 parent_fd,
                 expiries(credentials, trust),
-                Collector(fragments, dht, lease_table_for(store), config.gc),
+                collector_for(config, fragments, store, buckets, steward),
             )
             await nursery.start(steward.run)
             if leave_within is not None:
@@ -282,25 +276,6 @@ async def serve_node(
         log.info("node stopped", extra={"event": "stopped"})
         if stopped is not None:
             stopped.set()
-
-
-def _start_watches(
-    nursery: trio.Nursery,
-    store: DiskFragmentStore,
-    metrics: NodeMetrics,
-    config: NodeConfig,
-    parent_fd: int | None,
-    expiries: dict[str, datetime],
-    collector: Collector,
-) -> None:
-    """The node's watches over itself: its disk (scrubbing, and freeing what no lease keeps),
-    its certificates' expiry, and the local mesh that started it if any."""
-    nursery.start_soon(Scrubber(store, metrics, config.scrub).run)
-    nursery.start_soon(collector.run)
-    register_expiry_metric(metrics.registry, expiries, time.time)
-    nursery.start_soon(warn_before_expiry, expiries, time.time)
-    if parent_fd is not None:
-        nursery.start_soon(watch_parent, parent_fd)
 
 
 async def _leave(

@@ -358,9 +358,7 @@ def stat_summary(
 def audit_json(status: ObjectStatus, evidence: Evidence) -> dict[str, Any]:
     """One holder's audit in ``stat --json``: who, which fragment, the verdict and evidence."""
     challenge = evidence.challenge
-    holder = next(
-        (h for h in status.placement.holders() if h.node_id == challenge.holder), None
-    )
+    holder = next((h for h in status.placement.holders() if h.node_id == challenge.holder), None)
     chunk, share = fragment_position(status.manifest, challenge.fragment_id)
     return {
         "node_id": challenge.holder.hex(),
