@@ -10,8 +10,8 @@ per publisher and key).  The object's steward (:class:`MeshReferences`, the
 1. reads every publisher's REFERENCES record for the object (the union: a holder or relay can
    hide a record only if every other shows nothing) and verifies each reference itself;
 2. remembers what it verified (a record that expires or is hidden later takes nothing away),
-   and republishes the references not shown dead as its own record, so they outlive the
-   client's record;
+   and, as the object's elected steward, republishes the references not shown dead as its own
+   record, so they outlive the client's record (the nodes backing it up read, never publish);
 3. at most every ``recheck`` seconds per reference, asks the bucket's replicas for the
    entries about the referenced version (``BucketVersionQuery``), verifies them, and lets
    ``core.reference_evidence`` judge: live, dead only on the tenant's signed words (an
@@ -109,7 +109,9 @@ class MeshReferences:
         self.settings = settings or ReferenceSettings()
         self._objects: dict[bytes, _Object] = {}
 
-    async def liveness(self, object_id: bytes, now: float) -> Liveness | None:
+    async def liveness(
+        self, object_id: bytes, now: float, *, publish: bool = True
+    ) -> Liveness | None:
         known = self._objects.setdefault(object_id, _Object())
         known.asked_at = now
         self._forget_stale(now)
@@ -121,7 +123,8 @@ class MeshReferences:
             if one.assessment is None or due or not is_bucket_reference(one.reference):
                 await self._check(one, now)
         verdict = combine(k.assessment for k in known.references.values() if k.assessment)
-        await self._republish(object_id, known)
+        if publish:
+            await self._republish(object_id, known)
         return verdict
 
     def proofs(self, object_id: bytes) -> list[RetentionProof]:
