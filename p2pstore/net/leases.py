@@ -87,6 +87,7 @@ class LeaseRenewer:
         to without stewarding them (1: only its own)."""
         self.dht = dht
         self.width = width
+        self._backups: dict[bytes, tuple[Manifest, Holdings]] = {}
         self.source = source
         self.collector = collector
         self.ttl = ttl
@@ -134,6 +135,7 @@ class LeaseRenewer:
         of the ``width`` closest to: their placement from the records it holds."""
         found: list[tuple[bytes, Manifest, Placement, bool]] = []
         me, trust = self.dht.node_id, self.dht.trust()
+        cached, self._backups = self._backups, {}
         for record in self.dht.store.records_for_refresh(now):
             if record.kind != RecordKind.MANIFEST:
                 continue
@@ -141,20 +143,23 @@ class LeaseRenewer:
             closer = [c.id for c in self.dht.table.closest(key, self.width, include_stale=False)]
             if not eligible(me, key, closer, self.width):
                 continue
-            object_id = object_id_of(record.value)
-            if object_id in stewarded:
+            known = cached.get(key)
+            if known is None:
+                object_id = object_id_of(record.value)
+                try:
+                    manifest = decode_manifest(record.value, object_id)
+                except (IntegrityError, RemoteProtocolError):
+                    continue
+                known = (manifest, Holdings(object_id, [c.fragment_ids for c in manifest.chunks]))
+            manifest, holdings = known
+            if holdings.object_id in stewarded:
                 continue
-            try:
-                manifest = decode_manifest(record.value, object_id)
-            except (IntegrityError, RemoteProtocolError):
-                continue
-            holdings = Holdings(object_id, [c.fragment_ids for c in manifest.chunks])
-            await read_holdings(
-                self.dht, holdings, self.dht.store.get(int(RecordKind.PLACEMENT), key, now)
-            )
+            self._backups[key] = known  # read again next round: only new records cost checks
+            placements = self.dht.store.get(int(RecordKind.PLACEMENT), key, now)
+            await read_holdings(self.dht, holdings, placements)
             holdings.prune(now)
             if len(holdings):
-                found.append((object_id, manifest, holdings.view(now, trust), False))
+                found.append((holdings.object_id, manifest, holdings.view(now, trust), False))
         return found
 
     async def _send(
