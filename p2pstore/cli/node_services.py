@@ -19,7 +19,7 @@ from p2pstore.net.dht import Dht
 from p2pstore.net.fragments import FragmentService
 from p2pstore.net.leases import LeaseRenewer
 from p2pstore.net.metrics import NodeMetrics
-from p2pstore.net.references import MeshReferences
+from p2pstore.net.references import MeshReferences, ReferenceSettings
 from p2pstore.net.scrubber import Scrubber
 from p2pstore.net.steward import Steward
 from p2pstore.store import DiskFragmentStore
@@ -43,7 +43,10 @@ def collector_for(
     """The holder's collector, and the steward's renewals of what the mesh's references keep."""
     dht = buckets.dht
     collector = Collector(fragments, dht, lease_table_for(store), config.gc)
-    steward.renewer = LeaseRenewer(dht, MeshReferences(dht, buckets=buckets), collector=collector)
+    recheck = min(ReferenceSettings().recheck, config.repair_check_interval)
+    references = MeshReferences(dht, ReferenceSettings(recheck=recheck), buckets=buckets)
+    lease = config.gc.initial_lease
+    steward.renewer = LeaseRenewer(dht, references, collector=collector, ttl=lease)
     return collector
 
 
