@@ -29,6 +29,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 import trio
 
@@ -41,6 +42,7 @@ from p2pstore.core.references import (
     Liveness,
     ReferenceRejected,
     is_bucket_reference,
+    sign_reference,
     signed_bytes,
     verify_reference,
 )
@@ -287,6 +289,17 @@ def _evict_dead(known: _Object) -> bool:
             del known.references[digest]
             return True
     return False
+
+
+KEEP: Final = 100 * 365 * 86400.0
+"""How long a bare ``put`` (no bucket names it) keeps its object: a lease reference the
+uploader signs for about a century, so a read cap alone stays as durable as before."""
+
+
+async def keep(dht: Dht, object_id: bytes, *, now: float, seconds: float = KEEP) -> int:
+    """Sign and publish a lease reference keeping ``object_id`` for ``seconds``."""
+    reference = sign_reference(dht.node.credentials, object_id, now=now, expires=now + seconds)
+    return await publish_reference(dht, reference, now=now)
 
 
 async def publish_reference(dht: Dht, reference: Reference, *, now: float) -> int:

@@ -7,14 +7,16 @@ from __future__ import annotations
 import io
 import random
 
+import pytest
 import trio
 from storage_mesh import RULE_3_OF_6, StorageMesh
 from test_net_bucket_client import SETTINGS, read, tenant
+from test_net_client import put_bytes
 from test_net_collection import QUIET, gc_settings, held, sweep_all, with_collectors
 
 from p2pstore.net.buckets import BucketService
 from p2pstore.net.leases import LeaseRenewer
-from p2pstore.net.references import MeshReferences, ReferenceSettings
+from p2pstore.net.references import MeshReferences, ReferenceSettings, keep
 from p2pstore.net.steward import StewardSettings
 
 SECRET = b"s" * 32
@@ -44,13 +46,6 @@ def referencing_mesh(net, count: int = 6):
         sources.append(source)
     cycle = ttl + settings.grace_period + 2 * steward.check_interval + references.recheck + 1
     return mesh, collectors, sources, cycle
-
-
-def fragments_of(info_cap: str) -> set[bytes]:
-    from p2pstore.codec import parse_capability
-
-    cap = parse_capability(info_cap)
-    return {cap.object_id}
 
 
 async def put(buckets, bucket: str, key: str, data: bytes, secret: bytes | None = None):
@@ -104,3 +99,22 @@ async def test_deleting_every_name_frees_the_space_on_every_holder(net, clock):
             assert all(m.service.store.usage().bytes_used == 0 for m in mesh.nodes)
             assert await alice.objects("photos") == []
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("net", ["memory"], indirect=True)
+async def test_a_bare_put_is_kept_by_its_lease_reference_until_it_expires(net, clock):
+    mesh, collectors, _, cycle = referencing_mesh(net)
+    async with trio.open_nursery() as nursery:
+        await mesh.start(nursery)
+        client = await mesh.client(nursery)
+        kept = await put_bytes(client, random.Random(4).randbytes(50_000))
+        await keep(client.dht, kept.read_cap.object_id, now=mesh.wall_clock(), seconds=3 * cycle)
+        await put_bytes(client, random.Random(5).randbytes(50_000))  # nobody keeps this one
+        await trio.sleep(2 * cycle)
+        assert await sweep_all(collectors) == 6, "only the unreferenced put goes"
+        placed = {f for c in kept.manifest.chunks for f in c.fragment_ids}
+        assert {f for ids in held(mesh).values() for f in ids} == placed
+        await trio.sleep(2 * cycle)  # the lease reference expired a cycle ago
+        assert await sweep_all(collectors) == 6
+        assert total(mesh) == 0
+        nursery.cancel_scope.cancel()
