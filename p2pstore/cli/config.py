@@ -118,7 +118,7 @@ _SCHEMA: dict[str, dict[str, bool]] = {
         "audit_timeout": False,
     },
     "scrub": {"interval": False, "batch": False},
-    "gc": {"enabled": False, "grace_period": False, "sweep_interval": False},
+    "gc": {"enabled": False, "grace_period": False, "sweep_interval": False, "lease": False},
     "limits": {**dict.fromkeys(LIMIT_KEYS, False), "fragment_bytes_per_identity": False},
 }
 

@@ -121,6 +121,7 @@ def render_node_config(
             f"enabled = {'true' if gc.enabled else 'false'}",
             f"grace_period = {float(gc.grace_period)!r}",
             f"sweep_interval = {float(gc.sweep_interval)!r}",
+            f"lease = {float(gc.initial_lease)!r}",
             "",
         ]
     lines += render_rules(rules or {})
@@ -154,6 +155,7 @@ def write_local_node_config(
     repair_check_interval: float | None = None,
     limits: Mapping[str, int | float | str] | None = None,
     scrub: ScrubSettings | None = None,
+    gc: CollectionSettings | None = None,
 ) -> Path:
     """Write ``node_dir/node.toml`` for the local-mesh layout: the node's ``node.key`` and
     ``node.crt`` beside it, the CA's ``ca.crt`` and ``crl.pem`` in ``../ca``, data in ``data``.
@@ -175,6 +177,7 @@ def write_local_node_config(
             repair_check_interval=repair_check_interval,
             limits=limits,
             scrub=scrub,
+            gc=gc,
         ),
         encoding="utf-8",
     )

@@ -54,10 +54,11 @@ def read_scrub(reader: ConfigReader) -> ScrubSettings:
 
 
 def read_gc(reader: ConfigReader) -> CollectionSettings:
-    """``[gc] enabled``, ``grace_period`` and ``sweep_interval`` (durations > 0)."""
+    """``[gc] enabled``, ``grace_period``, ``sweep_interval`` and ``lease`` (durations > 0)."""
     defaults = CollectionSettings()
     return CollectionSettings(
         grace_period=reader.interval("gc", "grace_period", DEFAULT_GRACE),
         sweep_interval=reader.interval("gc", "sweep_interval", defaults.sweep_interval),
         enabled=reader.boolean("gc", "enabled", defaults.enabled),
+        initial_lease=reader.interval("gc", "lease", defaults.initial_lease),
     )

@@ -9,19 +9,17 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import click
 import trio
 
-from p2pstore.cli.certificate_expiry import expiries, register_expiry_metric, warn_before_expiry
+from p2pstore.cli.certificate_expiry import expiries
 from p2pstore.cli.config import NodeConfig, load_node_config
-from p2pstore.cli.crl_freshness import register_crl_metric, warn_while_stale
-from p2pstore.cli.lifeline import watch_parent
 from p2pstore.cli.logs import configure_logging
 from p2pstore.cli.node_identity import init
+from p2pstore.cli.node_services import collector_for, start_buckets, start_watches
 from p2pstore.cli.node_state import keep_state_saved, load_saved_contacts, restore_records
 from p2pstore.cli.node_status import status
 from p2pstore.cli.node_trust import apply_policy, load_starting_trust, reload_on_sighup
@@ -31,9 +29,6 @@ from p2pstore.errors import ConfigError, PeerUnreachable
 from p2pstore.identity import NodeCredentials, TrustAnchor, short_id
 from p2pstore.net.address import parse_address
 from p2pstore.net.admin import AdminServer, node_pages
-from p2pstore.net.bucket_book import BucketBook
-from p2pstore.net.buckets import BucketService
-from p2pstore.net.collection import Collector
 from p2pstore.net.contact_book import ContactBook, contacts_worth_saving
 from p2pstore.net.departure import Departure, DrainOutcome
 from p2pstore.net.dht import Dht
@@ -43,11 +38,9 @@ from p2pstore.net.metrics import NodeMetrics
 from p2pstore.net.node import Node
 from p2pstore.net.record_book import RecordBook
 from p2pstore.net.refusals import RefusalLog
-from p2pstore.net.scrubber import Scrubber
 from p2pstore.net.steward import Steward, StewardSettings
 from p2pstore.net.tls import TlsTransport
 from p2pstore.store import DiskFragmentStore
-from p2pstore.store.leases import lease_table_for
 
 log = logging.getLogger("p2pstore.node")
 
@@ -228,7 +221,7 @@ async def serve_node(
         async with trio.open_nursery() as nursery:
             await nursery.start(mesh_node.run)
             await nursery.start(dht.run)
-            await nursery.start(BucketService(dht, book=BucketBook(config.data_dir, 10**6)).run)
+            buckets = await start_buckets(nursery, config, dht)
             steward = Steward(
                 dht,
                 config.rules,
@@ -249,7 +242,7 @@ async def serve_node(
             )  # hears peers from now on
             nursery.start_soon(_join_and_announce, config, dht, store, saved, trusting)
             nursery.start_soon(keep_state_saved, book, records, dht)
-            _start_watches(
+            start_watches(
                 nursery,
                 store,
                 metrics,
@@ -257,7 +250,7 @@ async def serve_node(
                 parent_fd,
                 expiries(mesh_node, trust),
                 lambda: transport.trust,
-                Collector(fragments, dht, lease_table_for(store), config.gc),
+                collector_for(config, fragments, store, buckets, steward),
             )
             await nursery.start(steward.run)
             if leave_within is not None:
@@ -285,28 +278,6 @@ async def serve_node(
         log.info("node stopped", extra={"event": "stopped"})
         if stopped is not None:
             stopped.set()
-
-
-def _start_watches(
-    nursery: trio.Nursery,
-    store: DiskFragmentStore,
-    metrics: NodeMetrics,
-    config: NodeConfig,
-    parent_fd: int | None,
-    expiries: dict[str, Callable[[], datetime]],
-    trust: Callable[[], TrustAnchor],
-    collector: Collector,
-) -> None:
-    """The node's watches over itself: its disk (scrubbing, and freeing what no lease keeps),
-    its certificates' expiry, and the local mesh that started it if any."""
-    nursery.start_soon(Scrubber(store, metrics, config.scrub).run)
-    nursery.start_soon(collector.run)
-    register_expiry_metric(metrics.registry, expiries, time.time)
-    nursery.start_soon(warn_before_expiry, expiries, time.time)
-    register_crl_metric(metrics.registry, trust, time.time)
-    nursery.start_soon(warn_while_stale, trust, time.time)
-    if parent_fd is not None:
-        nursery.start_soon(watch_parent, parent_fd)
 
 
 async def _leave(

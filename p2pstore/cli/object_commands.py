@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,7 @@ from p2pstore.codec.capability import CapabilityError
 from p2pstore.core.rules import CodingRule, find_rule
 from p2pstore.errors import ConfigError
 from p2pstore.net.client import PutResult
+from p2pstore.net.references import keep
 from p2pstore.net.status import ObjectStatus
 
 config_option = click.option(
@@ -150,9 +152,11 @@ async def _put(
         size = os.fstat(source.fileno()).st_size
         async with connected_client(config, storing_under=rule) as client:
             with transfer_bar(size, f"put {file.name}", quiet=quiet) as progress:
-                return await client.put(
+                put = await client.put(
                     source, size, rule, convergence_secret=secret, progress=progress
                 )
+            await keep(client.dht, put.read_cap.object_id, now=time.time())  # no name keeps it
+            return put
 
 
 @click.command()

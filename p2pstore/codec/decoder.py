@@ -81,9 +81,7 @@ def verified_primaries(
     if (coder.k, coder.n) != (manifest.k, manifest.n):
         raise LocalProtocolError("the erasure coder does not match the manifest's k and n")
     chosen = sorted(fragments)[: manifest.k]
-    blocks = {
-        s: check_fragment_of(manifest, index, s, fragments[s], hashed=hashed) for s in chosen
-    }
+    blocks = {s: check_fragment_of(manifest, index, s, fragments[s], hashed=hashed) for s in chosen}
     return coder.decode(blocks)
 
 
@@ -115,9 +113,7 @@ class ObjectDecoder:
         for a corrupt fragment, a wrong key or a chunk that fails authentication.
         """
         entry = chunk_entry(self.manifest, index)
-        primaries = verified_primaries(
-            self.manifest, index, fragments, self._coder, hashed=hashed
-        )
+        primaries = verified_primaries(self.manifest, index, fragments, self._coder, hashed=hashed)
         padded = b"".join(primaries)
         if any(padded[entry.ciphertext_size :]):
             raise IntegrityError(f"chunk {index} has non-zero padding: corrupted chunk")

@@ -203,6 +203,11 @@ class BucketIndex:
         views.sort(key=lambda v: (v.timestamp, v.version), reverse=True)
         return views
 
+    def entries_of(self, name: bytes, version: bytes) -> list[VerifiedEntry]:
+        """The entries kept about one version (its slot winners; empty if none)."""
+        slots = self._slots.get(name, {}).get(version)
+        return [] if slots is None else list(slots.winners())
+
     def current(self, name: bytes, now: float) -> VersionView | None:
         """The name's newest non-erased version (possibly a delete marker), or None."""
         versions = self.versions(name, now)

@@ -137,6 +137,20 @@ def eligible(
     return True
 
 
+RENEWERS: Final = 3
+"""Nodes that renew an object's leases: the ones fewer than this many known nodes are closer
+to its key than (the elected steward and its next closest), so one hostile renewer that stops
+changes nothing while another renews."""
+
+
+def keeper(fragment_id: bytes, holders: Iterable[bytes]) -> bytes | None:
+    """The one holder of a share whose copy is leased (the closest to the fragment id): every
+    renewer picks the same, and a surplus copy -- left on a holder that returned after a
+    repair rebuilt the share elsewhere, or by two stewards repairing at once -- lapses."""
+    target = int.from_bytes(fragment_id[:20], "big")
+    return min(holders, key=lambda h: int.from_bytes(h, "big") ^ target, default=None)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class LeaseBounds:
     """How much of a holder's store one steward's leases may keep alive."""

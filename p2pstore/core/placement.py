@@ -73,8 +73,7 @@ def check_feasible(
     where = f"in {rule.describe_regions()}"
     if len(usable) < rule.n:
         raise PlacementError(
-            f"rule {rule.name} needs {rule.n} peers with room {where}, "
-            f"{len(usable)} are reachable",
+            f"rule {rule.name} needs {rule.n} peers with room {where}, {len(usable)} are reachable",
             rule=rule.name,
             needed=rule.n,
             available=len(usable),

@@ -19,6 +19,9 @@ a size limit, a longest lifetime and a rule tying the key to the value or the pu
 * ANNOUNCEMENT, key = the publisher's own node id; only a node certificate may announce, the
   value must carry the record's certificate and name its datacenter and region (see
   ``announcements``).
+* REFERENCES, key = object id[:20]; the value lists tenant-signed references to that object
+  (``core.references``), each naming it: relays (the client that wrote it, then the object's
+  stewards) publish the ones they verified, and readers verify each again.
 * REVOCATION and POLICY (``CA_KINDS``), key derived from the CA certificate; signed by the CA
   key with the CA certificate in place of a member's, the value a CRL of that CA (or a mesh
   policy) whose number is the record's sequence.
@@ -76,6 +79,7 @@ from p2pstore.identity import (
 )
 from p2pstore.identity.revocation import MAX_CRL_BYTES, ca_publisher, parse_revocation_list
 from p2pstore.wire.dht import MAX_PUBLISHER_CERTIFICATE, MAX_RECORD_VALUE, SignedRecord
+from p2pstore.wire.leases import MAX_REFERENCES_VALUE, decode_references
 
 RECORD_DOMAIN: Final = b"p2pstore-record-v2\0"
 """v2: the publisher's certificate is signed too (v1 records carried none)."""
@@ -102,6 +106,8 @@ class RecordKind(enum.IntEnum):
     """The mesh CA's revocation list, signed by the CA itself (see :func:`ca_record_key`)."""
     POLICY = 5
     """The mesh policy (coding rules, repair pace, protocol versions), signed by the CA."""
+    REFERENCES = 6
+    """Tenants' signed references to the object under the key (what keeps it alive)."""
 
 
 CA_KINDS: Final = frozenset({RecordKind.REVOCATION, RecordKind.POLICY})
@@ -127,6 +133,7 @@ RULES: Final[dict[RecordKind, KindRules]] = {
     RecordKind.ANNOUNCEMENT: KindRules(4 * 1024, HOUR, 15 * 60),
     RecordKind.REVOCATION: KindRules(MAX_CRL_BYTES, 40 * DAY, DAY),
     RecordKind.POLICY: KindRules(MAX_POLICY_BYTES, 40 * DAY, DAY),
+    RecordKind.REFERENCES: KindRules(MAX_REFERENCES_VALUE, 30 * DAY, DAY),
 }
 
 
@@ -447,6 +454,20 @@ def _check_content(kind: RecordKind, key: bytes, value: bytes, publisher: NodeId
             raise RecordRejected(
                 f"manifest stored under key {key.hex()[:16]} hashes to {actual.hex()[:16]}: it is "
                 f"another object's manifest, or corrupt",
+                reason=RejectReason.BAD_KEY,
+            )
+    elif kind is RecordKind.REFERENCES:
+        try:
+            references = decode_references(value)
+        except RemoteProtocolError as error:
+            raise RecordRejected(str(error), reason=RejectReason.BAD_VALUE) from None
+        if not references:
+            raise RecordRejected(
+                "a references record lists one at least", reason=RejectReason.BAD_VALUE
+            )
+        if any(r.object_id[:NODE_ID_BYTES] != key for r in references):
+            raise RecordRejected(
+                f"references stored under key {key.hex()[:16]} name another object",
                 reason=RejectReason.BAD_KEY,
             )
     elif kind is RecordKind.ANNOUNCEMENT and key != publisher:

@@ -117,6 +117,12 @@ class MeshBlobs:
         put = await self.client.put(io.BytesIO(data), len(data), self.rule)
         return put.read_cap.to_string(), len(segments)
 
+    async def caps_of(self, cap: str, parts: int) -> list[str]:
+        """Every object a name's entry keeps: the cap it opens, and its segments' if a list."""
+        if not cap:
+            return []
+        return [cap, *(c for c, _ in await self._segments(cap))] if parts else [cap]
+
     async def _segments(self, cap: str) -> list[tuple[str, int]]:
         if cap in self._lists:
             self._lists.move_to_end(cap)

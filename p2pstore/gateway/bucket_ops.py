@@ -125,9 +125,7 @@ async def _page(call: Call, after: str, skip: str | None) -> Page:
 
 
 def _common(call: Call, page: Page, encode: Encode) -> list[Tree]:
-    entries: list[Tree] = [
-        ("CommonPrefixes", [("Prefix", encode(p))]) for p in page.prefixes
-    ]
+    entries: list[Tree] = [("CommonPrefixes", [("Prefix", encode(p))]) for p in page.prefixes]
     head: list[Tree] = [
         ("Name", call.bucket),
         ("Prefix", encode(call.param("prefix") or "")),
@@ -183,9 +181,7 @@ async def list_objects(call: Call) -> Response:
     delimiter = call.param("delimiter") or ""
     skip = marker if delimiter and marker.endswith(delimiter) else None  # a NextMarker prefix
     page = await _page(call, marker, skip)
-    tree = _common(call, page, encode) + [
-        _entry(o, encode, _owner(call)) for o in page.objects
-    ]
+    tree = _common(call, page, encode) + [_entry(o, encode, _owner(call)) for o in page.objects]
     tree.append(("Marker", encode(marker)))
     if page.truncated and call.param("delimiter"):
         last = max([o.key for o in page.objects] + page.prefixes)
@@ -198,7 +194,10 @@ async def list_object_versions(call: Call) -> Response:
     encode = _encoder(call)
     limit = _max_keys(call)
     versions = await call.backend.list_versions(
-        call.tenant, call.bucket, call.param("prefix") or "", call.param("key-marker") or "",
+        call.tenant,
+        call.bucket,
+        call.param("prefix") or "",
+        call.param("key-marker") or "",
         limit + 1,
     )
     truncated = len(versions) > limit
@@ -233,9 +232,7 @@ async def delete_objects(call: Call) -> Response:
     results: list[Tree] = []
     for item in objects:
         try:
-            deleted = await call.backend.delete(
-                call.tenant, call.bucket, item.key, item.version_id
-            )
+            deleted = await call.backend.delete(call.tenant, call.bucket, item.key, item.version_id)
         except S3Error as error:
             results.append(
                 ("Error", [("Key", item.key), ("Code", error.code), ("Message", error.message)])

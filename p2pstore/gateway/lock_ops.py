@@ -106,7 +106,10 @@ async def put_object_legal_hold(call: Call) -> Response:
     if status not in ("ON", "OFF"):
         raise S3Error("MalformedXML", "<Status> must be ON or OFF")
     await call.backend.retain(
-        call.tenant, call.bucket, call.object_key, call.param("versionId"),
+        call.tenant,
+        call.bucket,
+        call.object_key,
+        call.param("versionId"),
         legal_hold=status == "ON",
     )
     return Response()

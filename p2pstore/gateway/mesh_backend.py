@@ -28,9 +28,11 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
+from p2pstore.codec import ReadCap
 from p2pstore.codec.bucket_keys import SALT_BYTES, BucketKeys, EntryPayload
 from p2pstore.core.bucket_entries import Op, bucket_id, sign_entry
 from p2pstore.core.bucket_index import BucketIndex, VersionView
+from p2pstore.core.references import sign_reference
 from p2pstore.errors import IntegrityError, LocalProtocolError, P2PStoreError, PutFailed
 from p2pstore.gateway.backend import (
     NULL_VERSION,
@@ -55,6 +57,7 @@ from p2pstore.gateway.s3errors import S3Error
 from p2pstore.gateway.uploads import UploadMethods, UploadStore
 from p2pstore.net.bucket_cache import BucketCache
 from p2pstore.net.buckets import BucketService
+from p2pstore.net.references import publish_reference
 from p2pstore.wire import BucketEntry
 
 Opened = tuple[VersionView, EntryPayload]
@@ -159,6 +162,17 @@ class MeshBackend(UploadMethods):
         sealed = keys.seal(payload, op=int(op), salt=self.entropy(SALT_BYTES))
         name = keys.name_token(payload.name)
         return self._sign(keys, name, op, now, payload=sealed, retain_until=retain_until)
+
+    async def _refer(self, keys: BucketKeys, entry: BucketEntry, caps: Sequence[str]) -> None:
+        """Tell the stewards of each object the version names that it does, before the PUT
+        exists: an object nobody references is collected (``net.references``)."""
+        now = self.clock()
+        for cap in caps:
+            reference = sign_reference(
+                self.credentials, ReadCap.parse(cap).object_id, now=now,
+                bucket_token=keys.bucket_token, name=entry.name, version=entry.version,
+            )  # fmt: skip
+            await publish_reference(self.client.dht, reference, now=now)
 
     async def _push(self, keys: BucketKeys, entries: list[BucketEntry]) -> None:
         if not entries:
@@ -306,6 +320,7 @@ class MeshBackend(UploadMethods):
             entry = self._sealed(keys, payload, Op.PUT, now, retain)
         except LocalProtocolError as error:
             raise S3Error("MetadataTooLarge", f"the metadata does not fit: {error}") from None
+        await self._refer(keys, entry, await self.blobs.caps_of(cap, parts))
         await self._push(keys, [entry])
         if null:  # the null version it replaces goes; under versioning never enabled, all go
             doomed = [v for v, p in replaced if info.versioning == "" or is_null(p)]

@@ -146,9 +146,7 @@ async def audit_each(
     async def one(challenge: Challenge) -> None:
         planner.drop(challenge.holder)  # one challenge each
         try:
-            evidence = await challenge_holder(
-                node, addresses[challenge.holder], challenge, planner
-            )
+            evidence = await challenge_holder(node, addresses[challenge.holder], challenge, planner)
         except (PeerUnreachable, PeerRefused):
             return  # not audited: it could not be reached
         if evidence is not None:

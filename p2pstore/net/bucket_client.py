@@ -28,10 +28,12 @@ from p2pstore.codec.segments import METADATA_KEY as SEGMENTS_KEY
 from p2pstore.codec.segments import unpack_segments
 from p2pstore.core.bucket_entries import Op, bucket_id, sign_entry
 from p2pstore.core.bucket_index import BucketIndex, VersionView
+from p2pstore.core.references import sign_reference
 from p2pstore.core.rules import CodingRule
 from p2pstore.errors import BucketNotFound, IntegrityError, P2PStoreError, PutFailed
 from p2pstore.net.buckets import BucketService, BucketSettings
 from p2pstore.net.client import Client
+from p2pstore.net.references import publish_reference
 from p2pstore.wire import BucketEntry
 
 DAY = 86400
@@ -175,7 +177,9 @@ class TenantBuckets:
         now = self._now_ms()
         payload = EntryPayload(key, result.read_cap.to_string(), size, now)
         retain = _retain_until(now, info.retention_days)
-        entry = await self._write(keys, payload, Op.PUT, now, retain_until=retain)
+        entry = self._sign(keys, payload, Op.PUT, now, retain_until=retain)
+        await self._refer(keys, entry, result.read_cap.object_id)
+        await self._push(keys, [entry])
         if index is not None:
             await self._erase_versions(keys, index, keys.name_token(key))
         return ObjectInfo(key, size, now, entry.version.hex(), payload.cap, retain, False)
@@ -256,8 +260,15 @@ class TenantBuckets:
     async def _write(
         self, keys: BucketKeys, payload: EntryPayload, op: Op, now: int, *, retain_until: int = 0
     ) -> BucketEntry:
+        entry = self._sign(keys, payload, op, now, retain_until=retain_until)
+        await self._push(keys, [entry])
+        return entry
+
+    def _sign(
+        self, keys: BucketKeys, payload: EntryPayload, op: Op, now: int, *, retain_until: int = 0
+    ) -> BucketEntry:
         sealed = keys.seal(payload, op=int(op), salt=self._entropy(SALT_BYTES))
-        entry = sign_entry(
+        return sign_entry(
             self.client.dht.node.credentials,
             bucket_token=keys.bucket_token,
             name=keys.name_token(payload.name),
@@ -266,8 +277,19 @@ class TenantBuckets:
             payload=sealed,
             retain_until=retain_until,
         )
-        await self._push(keys, [entry])
-        return entry
+
+    async def _refer(self, keys: BucketKeys, entry: BucketEntry, object_id: bytes) -> None:
+        """Tell the object's stewards, before the PUT exists, that this version names it: a
+        version whose reference is lost would be collected although named."""
+        reference = sign_reference(
+            self.client.dht.node.credentials,
+            object_id,
+            now=self._clock(),
+            bucket_token=keys.bucket_token,
+            name=entry.name,
+            version=entry.version,
+        )
+        await publish_reference(self.client.dht, reference, now=self._clock())
 
     async def _push(self, keys: BucketKeys, entries: list[BucketEntry]) -> None:
         if entries and await self.service.push(self._bucket_id(keys), entries) == 0:

@@ -38,8 +38,11 @@ from p2pstore.wire import (
     BucketPullReply,
     BucketPush,
     BucketPushReply,
+    BucketVersionQuery,
+    BucketVersionReply,
     Message,
 )
+from p2pstore.wire.buckets import MAX_VERSION_ENTRIES
 
 log = logging.getLogger("p2pstore.buckets")
 PAST_EVERY_DIGEST = b"\xff" * 33
@@ -95,6 +98,7 @@ class BucketService:
         self._restored = book is None
         self.node.handle(BucketPush, self._on_push)
         self.node.handle(BucketPull, self._on_pull)
+        self.node.handle(BucketVersionQuery, self._on_version_query)
         self.node.add_listener(self)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -411,6 +415,18 @@ class BucketService:
         return BucketPullReply(
             entries=tuple(e.entry for e in page), cursor=cursor, summary=index.summary()
         )
+
+    def version_entries(self, bucket: bytes, name: bytes, version: bytes) -> list[BucketEntry]:
+        """The entries held about one version of a name (for a steward checking a reference)."""
+        index = self.replica.index(bucket)
+        if index is None:
+            return []
+        return [e.entry for e in index.entries_of(name, version)][:MAX_VERSION_ENTRIES]
+
+    async def _on_version_query(self, peer: PeerIdentity, message: Message) -> Message:
+        assert isinstance(message, BucketVersionQuery)
+        entries = self.version_entries(message.bucket, message.name, message.version)
+        return BucketVersionReply(entries=tuple(entries))
 
     # -- node listener -----------------------------------------------------------------------
 

@@ -40,8 +40,10 @@ async def weigh_by_free_space(dht: Dht, candidates: Sequence[Candidate]) -> list
             except RecordRejected:
                 continue
             said = info.announcement
-            if said is not None and info.publisher == node_id and (
-                best is None or info.sequence > best[0]
+            if (
+                said is not None
+                and info.publisher == node_id
+                and (best is None or info.sequence > best[0])
             ):
                 best = (info.sequence, said.free_bytes, float(info.valid_until))
         if best is None:  # nothing announced: ask again after one announcement period

@@ -62,9 +62,9 @@ class CollectionSettings:
     steward_share: int = STEWARD_SHARE
     width: int = STEWARD_WIDTH
     enabled: bool = False
-    """Whether sweeps free anything (``[gc] enabled``).  Off by default until stewards read
-    the tenants' references from the mesh (``net.leases``' ReferenceSource): with it on and no
-    steward renewing, every fragment a put stores goes after the initial lease and the grace."""
+    """Whether sweeps free anything (``[gc] enabled``).  Off by default until every writer
+    signs references (``net.references``): bucket puts do, a bare ``put`` and the gateway not
+    yet, and what nobody references goes after the initial lease and the grace."""
     initial_lease: float = LEASE_TTL
     """Seconds a fragment is kept after the put that stored it, before any steward renews."""
 

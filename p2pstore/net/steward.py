@@ -365,7 +365,7 @@ class Steward:
         return self.leaving_peers | ({self.dht.node_id} if self.leaving else set())
 
     def _stop_renewing(self, key: bytes) -> None:
-        for kind in (RecordKind.MANIFEST, RecordKind.PLACEMENT):
+        for kind in (RecordKind.MANIFEST, RecordKind.PLACEMENT, RecordKind.REFERENCES):
             self.dht.published.remove(kind, key)
         self._holdings.pop(key, None)
         self._records.forget(key)

@@ -197,9 +197,7 @@ class TlsLink:
             with trio.move_on_at(deadline):
                 return await self._stream.receive_some(RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise PeerUnreachable(
-                f"connection to {self._describe()} broke: {_cause(exc)}"
-            ) from exc
+            raise PeerUnreachable(f"connection to {self._describe()} broke: {_cause(exc)}") from exc
         announced = self._decoder.announced
         self._refuse("partial_frame_timeout", f"a frame took more than {self._partial_timeout:g}s")
         raise RemoteProtocolError(

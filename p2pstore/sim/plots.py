@@ -79,9 +79,7 @@ def _shade(axes: Axes, info: PlotInfo) -> list[Patch]:
         if stop <= start:  # for good: a line
             axes.axvline(start / DAY, color=color, linewidth=0.8, linestyle=":")
         else:
-            axes.axvspan(
-                start / DAY, stop / DAY, color=color, alpha=0.18, hatch=hatch, linewidth=0
-            )
+            axes.axvspan(start / DAY, stop / DAY, color=color, alpha=0.18, hatch=hatch, linewidth=0)
         label = "partition" if kind == "partition" else "outage (shaded)"
         seen.setdefault(label, Patch(color=color, alpha=0.3, hatch=hatch, label=label))
     return list(seen.values())

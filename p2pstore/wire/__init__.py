@@ -12,6 +12,8 @@ from .buckets import (
     BucketPullReply,
     BucketPush,
     BucketPushReply,
+    BucketVersionQuery,
+    BucketVersionReply,
     decode_entry,
     encode_entry,
 )
@@ -47,6 +49,7 @@ from .framing import DEFAULT_MAX_FRAME, FRAME_HEADER, FrameDecoder, frame_header
 from .leases import (
     LeaseItem,
     Reference,
+    ReferenceList,
     RenewLeases,
     RenewLeasesReply,
     RetentionProof,
@@ -100,6 +103,8 @@ __all__ = [
     "BucketPullReply",
     "BucketPush",
     "BucketPushReply",
+    "BucketVersionQuery",
+    "BucketVersionReply",
     "ContactInfo",
     "Envelope",
     "ErrorReply",
@@ -125,6 +130,7 @@ __all__ = [
     "PutFragmentReply",
     "Record",
     "Reference",
+    "ReferenceList",
     "ReleaseFragments",
     "ReleaseFragmentsReply",
     "RenewLeases",

@@ -157,3 +157,26 @@ class BucketPullReply(Message):
     )
     cursor: bytes = dataclasses.field(metadata={"max_len": MAX_CURSOR})
     summary: bytes = dataclasses.field(metadata={"max_len": MAX_CURSOR})
+
+
+MAX_VERSION_ENTRIES: Final = 8
+"""Entries a replica keeps about one version: its write, retention, hold and erasure winners."""
+
+
+@message(54)
+@dataclasses.dataclass(frozen=True, slots=True)
+class BucketVersionQuery(Message):
+    """Ask a replica for the entries it holds about one version of one name (a steward checks
+    that a tenant's reference to an object is still live, without reading the whole bucket)."""
+
+    bucket: NodeId
+    name: Token
+    version: VersionId
+
+
+@message(55)
+@dataclasses.dataclass(frozen=True, slots=True)
+class BucketVersionReply(Message):
+    """The entries a replica holds about the version asked for (none: it knows nothing)."""
+
+    entries: tuple[BucketEntry, ...] = dataclasses.field(metadata={"max_len": MAX_VERSION_ENTRIES})

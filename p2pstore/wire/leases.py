@@ -15,11 +15,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Final
 
+import msgpack
+
+from p2pstore.errors import LocalProtocolError, RemoteProtocolError
+
 from .buckets import BucketEntry
 from .dht import MAX_PUBLISHER_CERTIFICATE, PUBLIC_KEY_LENGTH, SIGNATURE_LENGTH
 from .fragments import MAX_IDS_PER_QUERY, FragmentId
 from .messages import Message, NodeId, message
-from .schema import Bound, Record, record
+from .schema import Bound, Record, decode_record, record, schema_of
 
 OBJECT_ID_LENGTH: Final = 32
 MAX_LEASE_OBJECTS: Final = 256
@@ -28,6 +32,9 @@ MAX_RETENTION_PROOFS: Final = 64
 """Retention proofs one renewal carries (a steward sends each once per holder, then on change)."""
 MAX_REFERENCE_BYTES: Final = MAX_PUBLISHER_CERTIFICATE + 512
 MAX_TIME_MS: Final = 1 << 62
+MAX_REFERENCES_PER_RECORD: Final = 64
+"""References one REFERENCES record carries (one live one is enough to keep an object)."""
+MAX_REFERENCES_VALUE: Final = MAX_REFERENCES_PER_RECORD * (MAX_REFERENCE_BYTES + 256)
 
 Reason = Annotated[str, Bound(max_len=512)]
 TimeMs = Annotated[int, Bound(min=0, max=MAX_TIME_MS)]
@@ -71,6 +78,60 @@ class Reference(Record):
     signature: bytes = dataclasses.field(
         metadata={"min_len": SIGNATURE_LENGTH, "max_len": SIGNATURE_LENGTH}
     )
+
+
+@record
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReferenceList(Record):
+    """The value of a REFERENCES record: references to the object under the record's key."""
+
+    references: tuple[Reference, ...] = dataclasses.field(
+        metadata={"max_len": MAX_REFERENCES_PER_RECORD}
+    )
+
+
+def encode_references(references: tuple[Reference, ...]) -> bytes:
+    """A REFERENCES record's value.  Raises :class:`LocalProtocolError` beyond the bounds."""
+    try:
+        listed = ReferenceList(references=references)
+    except (TypeError, ValueError) as exc:
+        raise LocalProtocolError(f"cannot encode references: {exc}") from exc
+    fields = [schema_of(Reference).values(r) for r in listed.references]
+    packed: bytes = msgpack.packb([fields], use_bin_type=True)
+    return packed
+
+
+def decode_references(data: bytes) -> tuple[Reference, ...]:
+    """Decode a REFERENCES record's value.
+
+    Raises :class:`RemoteProtocolError` (and nothing else) if it is too long, not msgpack,
+    has trailing bytes or a field of the wrong type or size."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise RemoteProtocolError(f"a reference list is bytes, not {type(data).__name__}")
+    if len(data) > MAX_REFERENCES_VALUE:
+        raise RemoteProtocolError(f"a reference list of {len(data)} bytes is over the limit")
+    try:
+        raw = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=False,
+            strict_map_key=True,
+            max_str_len=len(data),
+            max_bin_len=len(data),
+            max_array_len=max(MAX_REFERENCES_PER_RECORD, len(schema_of(Reference).names)),
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except msgpack.exceptions.ExtraData:
+        raise RemoteProtocolError("trailing bytes after a reference list") from None
+    except UnicodeDecodeError as exc:
+        raise RemoteProtocolError(f"invalid UTF-8 in a reference list: {exc.reason}") from None
+    except (ValueError, TypeError, OverflowError, msgpack.exceptions.UnpackException) as exc:
+        raise RemoteProtocolError(f"a reference list is not valid msgpack: {exc}") from None
+    if type(raw) is not tuple:
+        raise RemoteProtocolError("a reference list is a msgpack array")
+    listed: ReferenceList = decode_record(ReferenceList, raw)
+    return listed.references
 
 
 @record

@@ -28,7 +28,16 @@ from p2pstore.core.records import (
 )
 from p2pstore.errors import LocalProtocolError, RemoteProtocolError
 from p2pstore.identity import MeshCA, Role, TrustAnchor, node_id_from_public_key
-from p2pstore.wire import Envelope, Kind, SignedRecord, Store, decode_envelope, encode_envelope
+from p2pstore.wire import (
+    Envelope,
+    Kind,
+    Reference,
+    SignedRecord,
+    Store,
+    decode_envelope,
+    encode_envelope,
+)
+from p2pstore.wire.leases import encode_references
 
 T0 = 1_772_366_400  # 2026-03-01 12:00 UTC
 NOW_DT = datetime.fromtimestamp(T0, UTC)
@@ -94,8 +103,30 @@ def rejected(record, now=T0, trust=TRUST):
     return caught.value
 
 
+REFERENCED = hashlib.sha256(b"a referenced object").digest()
+
+
+def references_value(object_id=REFERENCED) -> bytes:
+    """A REFERENCES value (holders check its shape and key; readers verify each reference)."""
+    reference = Reference(
+        object_id=object_id,
+        tenant="acme",
+        bucket_token=b"b" * 32,
+        name=b"n" * 32,
+        version=b"v" * 16,
+        issued_ms=5,
+        expires_ms=0,
+        signer_key=b"k" * 32,
+        certificate=b"c" * 600,
+        signature=b"s" * 64,
+    )
+    return encode_references((reference,))
+
+
 def good_record(kind, value=b"x" * 100, sequence=5, ttl=600):
-    if kind is RecordKind.MANIFEST:
+    if kind is RecordKind.REFERENCES:
+        key, value = manifest_key(REFERENCED), references_value()
+    elif kind is RecordKind.MANIFEST:
         key = manifest_key(hashlib.sha256(value).digest())
     elif kind is RecordKind.PLACEMENT:
         key = PLACEMENT_KEY
@@ -231,7 +262,7 @@ def test_a_placement_at_its_size_limit_is_accepted():
     assert verify_record(record, T0, trust=TRUST).kind is RecordKind.PLACEMENT
 
 
-@pytest.mark.parametrize("kind", [0, 6, 17, 255])
+@pytest.mark.parametrize("kind", [0, 7, 17, 255])
 def test_unknown_kinds_are_refused(kind):
     with pytest.raises(LocalProtocolError, match="unknown"):
         sign_record(KEY, kind, PLACEMENT_KEY, b"v", sequence=1, expires_at=T0 + 60)
@@ -253,6 +284,19 @@ def test_a_manifest_is_accepted_only_under_its_own_object_id(value, other):
         with pytest.raises(LocalProtocolError, match="hashes to"):
             sign_record(KEY, RecordKind.MANIFEST, key, other, sequence=1, expires_at=T0 + 60)
         assert rejected(forge(KEY, RecordKind.MANIFEST, key, other)).reason is RejectReason.BAD_KEY
+
+
+def test_references_are_accepted_only_under_the_key_of_the_object_they_name():
+    record = good_record(RecordKind.REFERENCES)
+    assert verify_record(record, T0, trust=TRUST).kind is RecordKind.REFERENCES
+    other = references_value(hashlib.sha256(b"another object").digest())
+    assert rejected(forge(NODE, RecordKind.REFERENCES, record.key, other)).reason is (
+        RejectReason.BAD_KEY
+    )
+    for junk in (b"", b"\x91\x90", b"not msgpack", encode_references(())):
+        assert rejected(forge(NODE, RecordKind.REFERENCES, record.key, junk)).reason is (
+            RejectReason.BAD_VALUE
+        )
 
 
 def test_an_empty_manifest_is_refused():
@@ -285,6 +329,8 @@ def content(kind, publisher_id):
         return manifest_key(hashlib.sha256(b"junk").digest()), b"junk"
     if kind is RecordKind.ANNOUNCEMENT:
         return publisher_id, announcement().encode()
+    if kind is RecordKind.REFERENCES:
+        return manifest_key(REFERENCED), references_value()
     return PLACEMENT_KEY, b"every share on a node that holds nothing"
 
 

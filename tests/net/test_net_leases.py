@@ -23,7 +23,9 @@ class Names:
     def __init__(self) -> None:
         self.names: dict[bytes, set[str]] = {}
 
-    async def liveness(self, object_id: bytes, now: float) -> Liveness | None:
+    async def liveness(
+        self, object_id: bytes, now: float, *, publish: bool = True
+    ) -> Liveness | None:
         await trio.lowlevel.checkpoint()
         names = self.names.get(object_id)
         if names is None:

@@ -131,3 +131,32 @@ def test_too_many_objects_or_a_wrong_key_are_refused_both_ways():
     )
     with pytest.raises(RemoteProtocolError, match="steward_key"):
         decode_envelope(payload)
+
+
+def test_a_reference_list_round_trips_within_its_bound():
+    from p2pstore.wire.leases import (
+        MAX_REFERENCES_PER_RECORD,
+        MAX_REFERENCES_VALUE,
+        decode_references,
+        encode_references,
+    )
+
+    full = (REFERENCE,) * MAX_REFERENCES_PER_RECORD
+    assert decode_references(encode_references(full)) == full
+    assert len(encode_references(full)) <= MAX_REFERENCES_VALUE
+    with pytest.raises(LocalProtocolError):
+        encode_references((REFERENCE,) * (MAX_REFERENCES_PER_RECORD + 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000) | st.builds(msgpack.packb, st.recursive(
+    st.none() | st.integers(-(2**63), 2**64 - 1) | st.binary(max_size=40) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=12), max_leaves=40)))  # fmt: skip
+def test_hostile_reference_lists_give_one_typed_error(data):
+    from p2pstore.wire.leases import decode_references
+
+    try:
+        decoded = decode_references(data)
+    except RemoteProtocolError:
+        return
+    assert all(isinstance(r, Reference) for r in decoded)
