@@ -19,11 +19,12 @@ from typing import Annotated, ClassVar, Final, TypeVar
 from .schema import Bound, Record, record, schema_of
 
 PROTOCOL_VERSION: Final = 3
-"""3: stewards renew leases (``RenewLeases``), the CA publishes revocation lists and the mesh
-policy as records (kinds 4 and 5).  A node also speaks version 2 (fragment ids are Merkle roots
-with audits, records carry certificates, placements are holders' receipts) with a peer that
-offers no more, never sending it what version 2 does not know (see ``versions.py``).  Version 1
-is refused at Hello (its ids and records mean other things)."""
+"""3: stewards renew leases (``RenewLeases``) and ask bucket replicas about one version, the CA
+publishes revocation lists and the mesh policy as records (kinds 4 and 5), tenants publish
+references (kind 6), bucket entries may release a legal hold.  A node also speaks version 2
+(fragment ids are Merkle roots with audits, records carry certificates, placements are holders'
+receipts) with a peer that offers no more, never sending it what version 2 does not know (see
+``versions.py``).  Version 1 is refused at Hello (its ids and records mean other things)."""
 MAX_TYPE_CODE: Final = 0xFFFF
 NODE_ID_LENGTH: Final = 20
 MAX_PADDING: Final = 16 * 1024 * 1024

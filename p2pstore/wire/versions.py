@@ -22,6 +22,7 @@ from typing import Final
 
 from p2pstore.errors import RemoteProtocolError
 
+from .buckets import BucketPullReply, BucketPush, BucketVersionQuery, BucketVersionReply
 from .dht import FindValue, FindValueReply, Store
 from .leases import RenewLeases, RenewLeasesReply
 from .messages import PROTOCOL_VERSION, Hello, Message
@@ -35,13 +36,22 @@ MAX_VERSION: Final = 0xFFFF
 OFFER_PREFIX: Final = "wire="
 
 MESSAGE_SINCE: Final[Mapping[int, int]] = MappingProxyType(
-    {RenewLeases.TYPE: 3, RenewLeasesReply.TYPE: 3}
+    {
+        RenewLeases.TYPE: 3,
+        RenewLeasesReply.TYPE: 3,
+        BucketVersionQuery.TYPE: 3,
+        BucketVersionReply.TYPE: 3,
+    }
 )
 """The version that introduced each message newer than ``PREVIOUS_VERSION``'s set; every other
 registered message is known to both spoken versions."""
-RECORD_KIND_SINCE: Final[Mapping[int, int]] = MappingProxyType({4: 3, 5: 3})
+RECORD_KIND_SINCE: Final[Mapping[int, int]] = MappingProxyType({4: 3, 5: 3, 6: 3})
 """Record kinds (``core.records.RecordKind``) newer than the previous version: the CA's
-revocation list (4) and mesh policy (5).  A version-2 holder refuses them as unknown kinds."""
+revocation list (4) and mesh policy (5), tenants' references (6).  A version-2 holder refuses
+them as unknown kinds."""
+ENTRY_OP_SINCE: Final[Mapping[int, int]] = MappingProxyType({5: 3})
+"""Bucket entry ops (``core.bucket_entries.Op``) newer than the previous version: RELEASE (5),
+which a version-2 replica refuses."""
 
 
 def settle(ours: Iterable[int], theirs: Iterable[int]) -> int | None:
@@ -128,6 +138,9 @@ def required_version(message: Message) -> int:
         kinds = (message.kind,)
     elif isinstance(message, FindValueReply):
         kinds = (record.kind for record in message.records)
+    elif isinstance(message, BucketPush | BucketPullReply):
+        ops = (ENTRY_OP_SINCE.get(entry.op, PREVIOUS_VERSION) for entry in message.entries)
+        return max([needed, *ops])
     else:
         return needed
     return max([needed, *(RECORD_KIND_SINCE.get(kind, PREVIOUS_VERSION) for kind in kinds)])

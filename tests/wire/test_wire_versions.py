@@ -6,12 +6,14 @@ own Hello must pass the version-2 release's check (three fields, protocol versio
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_wire_buckets import ENTRY
 
 from p2pstore.errors import RemoteProtocolError
 from p2pstore.wire import (
@@ -19,6 +21,8 @@ from p2pstore.wire import (
     PREVIOUS_VERSION,
     PROTOCOL_VERSION,
     SPOKEN_VERSIONS,
+    BucketPullReply,
+    BucketPush,
     Envelope,
     FindValue,
     FindValueReply,
@@ -117,11 +121,15 @@ def record(kind: int) -> SignedRecord:
         (Store(record=record(1)), 2),
         (Store(record=record(4)), 3),
         (Store(record=record(5)), 3),
+        (Store(record=record(6)), 3),
         (FindValue(kind=3, key=bytes(20)), 2),
         (FindValue(kind=4, key=bytes(20)), 3),
         (FindValueReply(records=(record(1), record(5)), contacts=()), 3),
         (FindValueReply(records=(record(2),), contacts=()), 2),
         (RenewLeasesReply(applied=0, refused=()), 3),
+        (BucketPush(bucket=bytes(20), entries=(ENTRY,)), 2),
+        (BucketPush(bucket=bytes(20), entries=(ENTRY, dataclasses.replace(ENTRY, op=5))), 3),
+        (BucketPullReply(entries=(dataclasses.replace(ENTRY, op=5),), cursor=b"", summary=b""), 3),
     ],
 )
 def test_what_each_message_needs(message, needed) -> None:
@@ -135,7 +143,7 @@ def test_every_message_newer_than_version_2_is_marked_so() -> None:
     assert v2_codes <= set(MESSAGE_TYPES)
     for code in MESSAGE_TYPES:
         assert (MESSAGE_SINCE.get(code, PREVIOUS_VERSION) == PREVIOUS_VERSION) == (code in v2_codes)
-    assert {RenewLeases.TYPE, RenewLeasesReply.TYPE} == set(MESSAGE_SINCE)
+    assert {RenewLeases.TYPE, RenewLeasesReply.TYPE, 54, 55} == set(MESSAGE_SINCE)
 
 
 versions = st.frozensets(st.integers(1, 0xFFFF), min_size=1, max_size=MAX_OFFERED)
