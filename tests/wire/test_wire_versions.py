@@ -204,3 +204,14 @@ def test_any_software_string_is_read_or_refused_cleanly(software, version) -> No
 def test_malformed_offers_are_refused(software) -> None:
     with pytest.raises(RemoteProtocolError):
         spoken_by(Hello(protocol_version=2, listen_address="", software=software))
+
+
+def test_every_record_kind_and_entry_op_newer_than_version_2_is_marked_so() -> None:
+    """Version 2 knew record kinds 1-3 and bucket entry ops 1-4 (aa5ebdb); a newer one not in
+    the tables would be sent to a version-2 peer, which refuses it."""
+    from p2pstore.core.bucket_entries import Op
+    from p2pstore.core.records import RecordKind
+    from p2pstore.wire.versions import ENTRY_OP_SINCE, RECORD_KIND_SINCE
+
+    assert {int(k) for k in RecordKind} - {1, 2, 3} == set(RECORD_KIND_SINCE)
+    assert {int(op) for op in Op} - {1, 2, 3, 4} == set(ENTRY_OP_SINCE)
