@@ -129,12 +129,7 @@ class Stewards:
         """Publish what the core says ``steward`` owes the object's records now."""
         sim = self.sim
         stored = sim.storage.objects[obj]
-        chunks = sim.storage.chunks
-        named = frozenset(
-            (number, share, holder)
-            for number in stored.chunks
-            for share, holder in enumerate(chunks[number].holders)
-        )
+        named = frozenset({stored.placement_version})  # changes exactly when a holder does
         records = self._records.get(steward)
         if records is None:
             records = self._records[steward] = StewardRecords()

@@ -44,7 +44,17 @@ class Chunk:
 class StoredObject:
     """One object: its DHT key, size, chunks, and its place in the counters."""
 
-    __slots__ = ("at_risk", "chunks", "key", "long_key", "lost", "lost_at", "size", "stored")
+    __slots__ = (
+        "at_risk",
+        "chunks",
+        "key",
+        "long_key",
+        "lost",
+        "lost_at",
+        "placement_version",
+        "size",
+        "stored",
+    )
 
     def __init__(self, key: bytes, size: int, chunks: range) -> None:
         self.key = key
@@ -56,6 +66,8 @@ class StoredObject:
         self.lost_at: float | None = None
         self.at_risk = [0, 0]
         """Chunks below the repair threshold, and below k, in live fragments."""
+        self.placement_version = 0
+        """Bumped whenever a holder is replaced: what the steward's placement record names."""
 
 
 class Storage:
@@ -156,6 +168,7 @@ class Storage:
         if chunk_number in self.peers.held[peer]:
             raise LocalProtocolError(f"peer {peer} already holds a share of chunk {chunk_number}")
         chunk.holders[share] = peer
+        self.objects[chunk.obj].placement_version += 1
         self._gain(chunk_number, chunk, share, peer)
         if self.peers.held[old].get(chunk_number) == share:
             del self.peers.held[old][chunk_number]

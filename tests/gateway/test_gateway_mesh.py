@@ -20,8 +20,6 @@ import pytest
 import trio
 from botocore.exceptions import ClientError
 from gateway_harness import Gateway, running_gateway
-from net_harness import NetHarness
-from storage_mesh import RULE_3_OF_6, StorageMesh
 
 from p2pstore.codec.bucket_keys import BucketKeys
 from p2pstore.core.bucket_entries import Op, bucket_id, sign_entry
@@ -33,6 +31,8 @@ from p2pstore.net import buckets as buckets_module
 from p2pstore.net.bucket_client import TenantBuckets
 from p2pstore.net.buckets import BucketService, BucketSettings
 from p2pstore.net.client import Client, ClientSettings
+from p2pstore.testing.net_harness import NetHarness
+from p2pstore.testing.storage_mesh import RULE_3_OF_6, StorageMesh
 
 CHUNK = 64 * 1024
 MiB = 1024 * 1024

@@ -9,13 +9,13 @@ import hashlib
 import msgpack
 import pytest
 import trio
-from storage_mesh import StorageMesh
 
 from p2pstore.core.bucket_entries import Op, bucket_id, sign_entry
 from p2pstore.errors import StoreError
 from p2pstore.identity import Role
 from p2pstore.net.bucket_book import FILE_NAME, BucketBook
 from p2pstore.net.buckets import BucketService, BucketSettings
+from p2pstore.testing.storage_mesh import StorageMesh
 
 TOKEN = hashlib.sha256(b"photos").digest()
 BUCKET = bucket_id("acme", TOKEN)

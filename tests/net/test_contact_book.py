@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 import msgpack
 import pytest
 import trio
-from dht_mesh import DhtMesh, wall_clock
 
 from p2pstore.core.contact import Contact
 from p2pstore.core.routing import RoutingTable
@@ -23,6 +22,7 @@ from p2pstore.net.contact_book import (
 )
 from p2pstore.net.dht import Dht
 from p2pstore.net.node import Node
+from p2pstore.testing.dht_mesh import DhtMesh, wall_clock
 
 
 def contact(index: int) -> Contact:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import prometheus_client
 import pytest
 import trio
-from dht_mesh import DhtMesh
 
 from p2pstore.codec.fragment_ids import fragment_id
 from p2pstore.errors import RemoteError
@@ -15,6 +14,7 @@ from p2pstore.net.metrics import NodeMetrics, bounded_code
 from p2pstore.net.node import Node
 from p2pstore.net.scrubber import Scrubber, ScrubSettings
 from p2pstore.store import DiskFragmentStore, MemoryFragmentStore, ScrubReport
+from p2pstore.testing.dht_mesh import DhtMesh
 from p2pstore.wire import ErrorReply, HasFragments, Message
 
 QUOTA = 64 * 1024

@@ -11,7 +11,6 @@ import pytest
 import trio
 from hostile import LyingHolder
 from rich.console import Console
-from storage_mesh import StorageMesh
 from test_net_client import get_bytes, put_bytes
 from test_net_receipts import steward_of
 from test_net_steward import patience, repairs_started, rule_of, steward_settings, timings
@@ -29,6 +28,7 @@ from p2pstore.net.node import Node
 from p2pstore.net.repairer import Known
 from p2pstore.net.steward import Steward
 from p2pstore.store import DiskFragmentStore, MemoryFragmentStore
+from p2pstore.testing.storage_mesh import StorageMesh
 from p2pstore.wire import AuditChallenge, AuditProofReply, HasFragments, HasFragmentsReply
 
 QUOTA = 1 << 20

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from conftest import NetHarness
 from test_net_transport import HELLO
 
 from p2pstore.core.admission import AdmissionSettings
@@ -17,6 +16,7 @@ from p2pstore.identity import PeerIdentity, Role
 from p2pstore.net.memory import PIPE_CAPACITY
 from p2pstore.net.node import Node, NodeSettings
 from p2pstore.net.session import Session, SessionSettings, retry_after
+from p2pstore.testing.net_harness import NetHarness
 from p2pstore.wire import (
     Envelope,
     FindNode,

@@ -7,7 +7,6 @@ import io
 
 import pytest
 import trio
-from storage_mesh import RULE_3_OF_6, StorageMesh
 
 from p2pstore.codec import parse_capability
 from p2pstore.codec.bucket_keys import BucketKeys
@@ -15,6 +14,7 @@ from p2pstore.errors import BucketNotFound
 from p2pstore.identity import Role
 from p2pstore.net.bucket_client import BucketNotEmpty, TenantBuckets
 from p2pstore.net.buckets import BucketService, BucketSettings
+from p2pstore.testing.storage_mesh import RULE_3_OF_6, StorageMesh
 
 SETTINGS = BucketSettings(replicas=3, rpc_timeout=5.0, anti_entropy_interval=3600.0)
 TENANT_KEY = bytes(range(32))

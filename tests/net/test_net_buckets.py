@@ -8,11 +8,11 @@ import dataclasses
 import hashlib
 
 import trio
-from storage_mesh import StorageMesh
 
 from p2pstore.core.bucket_entries import Op, bucket_id, sign_entry
 from p2pstore.identity import PeerIdentity, Role
 from p2pstore.net.buckets import BucketService, BucketSettings
+from p2pstore.testing.storage_mesh import StorageMesh
 from p2pstore.wire import BucketPullReply, Message
 
 SETTINGS = BucketSettings(replicas=4, rpc_timeout=5.0, anti_entropy_interval=3600.0)

@@ -9,7 +9,6 @@ import random
 
 import pytest
 import trio
-from storage_mesh import RULE_3_OF_6, StorageMesh
 
 from p2pstore.codec import ReadCap
 from p2pstore.core.records import RecordKind
@@ -22,6 +21,7 @@ from p2pstore.errors import (
     PutFailed,
 )
 from p2pstore.identity import PeerIdentity
+from p2pstore.testing.storage_mesh import RULE_3_OF_6, StorageMesh
 from p2pstore.wire import GetFragment, GetFragmentReply, Message
 
 

@@ -8,7 +8,6 @@ import random
 
 import pytest
 import trio
-from storage_mesh import StorageMesh
 from test_net_client import put_bytes
 
 from p2pstore.core.bucket_entries import Op, sign_entry
@@ -18,6 +17,7 @@ from p2pstore.identity import Role
 from p2pstore.net.collection import CollectionSettings, Collector
 from p2pstore.net.dht import DhtSettings
 from p2pstore.store.leases import lease_table_for
+from p2pstore.testing.storage_mesh import StorageMesh
 from p2pstore.wire import LeaseItem, RenewLeases, RenewLeasesReply, RetentionProof
 
 QUIET = DhtSettings(rpc_timeout=3.0, refresh_interval=86400.0)

@@ -9,13 +9,13 @@ from collections import Counter
 
 import pytest
 import trio
-from dht_mesh import DhtMesh, wall_clock
 
 from p2pstore.core.announcements import decode_announcement
 from p2pstore.core.records import MEMBER_KINDS, RecordKind, sign_record
 from p2pstore.errors import PeerUnreachable
 from p2pstore.net.dht import DhtSettings
 from p2pstore.sim.mesh_dht import republish_rounds
+from p2pstore.testing.dht_mesh import DhtMesh, wall_clock
 
 K = 20
 SLOW_MAINTENANCE = DhtSettings(rpc_timeout=2.0, refresh_interval=3600.0, expire_interval=300.0)

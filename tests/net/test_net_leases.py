@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 
 import trio
-from storage_mesh import StorageMesh
 from test_net_client import put_bytes
 from test_net_collection import QUIET, gc_settings, held, sweep_all, with_collectors
 
@@ -15,6 +14,7 @@ from p2pstore.core.leases import Retention
 from p2pstore.core.references import Liveness
 from p2pstore.net.leases import LeaseRenewer
 from p2pstore.net.steward import StewardSettings
+from p2pstore.testing.storage_mesh import StorageMesh
 
 
 class Names:

@@ -15,7 +15,7 @@ from p2pstore.wire import Ping, Pong
 
 @pytest.fixture
 def net(tmp_path):
-    from conftest import NetHarness
+    from p2pstore.testing.net_harness import NetHarness
 
     return NetHarness("memory", tmp_path)
 

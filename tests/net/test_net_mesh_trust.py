@@ -9,7 +9,6 @@ import random
 from datetime import UTC, datetime
 
 import trio
-from storage_mesh import StorageMesh
 from test_net_client import get_bytes, put_bytes
 from test_net_receipts import steward_of
 from test_net_steward import (
@@ -24,6 +23,7 @@ from p2pstore.core.ca_records import policy_record, revocation_record
 from p2pstore.core.mesh_policy import MeshPolicy
 from p2pstore.core.rules import SHIPPED_RULES, CodingRule
 from p2pstore.net.mesh_trust import publish_ca_record
+from p2pstore.testing.storage_mesh import StorageMesh
 
 
 def refresh_interval(net) -> float:

@@ -13,11 +13,11 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hostile import flood_fragments, flood_records, forge_record, junk_fragments, junk_manifests
-from storage_mesh import DHT, RULE_3_OF_6, StorageMesh
 
 from p2pstore.core.records import RecordKind, manifest_key, sign_record
 from p2pstore.errors import PutFailed
 from p2pstore.net.dht import DhtSettings
+from p2pstore.testing.storage_mesh import DHT, RULE_3_OF_6, StorageMesh
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -21,7 +21,6 @@ from hostile import (
     store_placement_everywhere,
     throwaway_key,
 )
-from storage_mesh import StorageMesh
 from test_net_client import get_bytes, put_bytes
 from test_net_steward import (
     assert_within,
@@ -40,6 +39,7 @@ from p2pstore.errors import NotEnoughFragments
 from p2pstore.net.node import Node
 from p2pstore.net.repairer import Known
 from p2pstore.net.steward import Steward
+from p2pstore.testing.storage_mesh import StorageMesh
 from p2pstore.wire import ErrorReply, Message, StateFragments
 
 SECRET = b"s" * 32

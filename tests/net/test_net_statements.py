@@ -7,7 +7,6 @@ import hashlib
 
 import pytest
 import trio
-from storage_mesh import StorageMesh
 from test_net_fragments import QUOTA, client_node, fragment
 
 from p2pstore.core.holders import Holdings
@@ -19,6 +18,7 @@ from p2pstore.net.fragments import FragmentService, store_fragment
 from p2pstore.net.node import Node
 from p2pstore.net.placements import Ask
 from p2pstore.store import DiskFragmentStore, MemoryFragmentStore
+from p2pstore.testing.storage_mesh import StorageMesh
 from p2pstore.wire import PositionQuery, StateFragments, StateFragmentsReply
 
 OBJECT = hashlib.sha256(b"an object").digest()

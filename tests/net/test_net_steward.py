@@ -7,7 +7,6 @@ import random
 
 import pytest
 import trio
-from storage_mesh import StorageMesh
 from test_net_client import get_bytes, put_bytes
 
 from p2pstore.core.placement import within_rule
@@ -16,6 +15,7 @@ from p2pstore.core.rules import CodingRule
 from p2pstore.net.departure import Departure
 from p2pstore.net.scrubber import Scrubber, ScrubSettings
 from p2pstore.net.steward import StewardSettings
+from p2pstore.testing.storage_mesh import StorageMesh
 
 FR = frozenset({"FR-GES", "FR-IDF"})
 

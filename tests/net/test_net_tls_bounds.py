@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from conftest import NetHarness
 from test_net_tls_only import (
     DEADLINE,
     HELLO_PAYLOAD,
@@ -24,6 +23,7 @@ from p2pstore.net.address import parse_address
 from p2pstore.net.budget import ReceiveBudget
 from p2pstore.net.refusals import RefusalLog
 from p2pstore.net.tls import RECEIVE_SIZE, TlsLink, TlsSettings, TlsTransport
+from p2pstore.testing.net_harness import NetHarness
 from p2pstore.wire import FRAME_HEADER, Goodbye, decode_envelope
 
 MiB = 1024 * 1024

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from conftest import NetHarness
 
 from p2pstore.errors import PeerUnreachable
 from p2pstore.net.tls_link import SMALL_FRAME, TlsLink
+from p2pstore.testing.net_harness import NetHarness
 from p2pstore.wire import FrameDecoder, frame_header
 
 MiB = 1024 * 1024

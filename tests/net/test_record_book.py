@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from dht_mesh import EPOCH, FAST_DHT, DhtMesh, wall_clock
 from hostile import forge_record, junk_manifests
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,6 +24,7 @@ from p2pstore.core.records import RecordKind, sign_record
 from p2pstore.errors import StoreError
 from p2pstore.identity import MeshCA, NodeCredentials
 from p2pstore.net.record_book import FILE_NAME, FORMAT, VERSION, OldRecordsFile, RecordBook
+from p2pstore.testing.dht_mesh import EPOCH, FAST_DHT, DhtMesh, wall_clock
 from p2pstore.wire import SignedRecord
 from p2pstore.wire.schema import schema_of
 

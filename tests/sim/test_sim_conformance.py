@@ -18,16 +18,13 @@ sleep, so the instants differ by design.)"""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import io
 import math
 import random
-import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import trio
 import trio.testing
@@ -42,23 +39,13 @@ from p2pstore.net.client import ClientSettings
 from p2pstore.net.steward import StewardSettings
 from p2pstore.sim import Simulation, load_scenario, scenario_from_dict
 from p2pstore.sim.scenario import Scenario, applied_rule
+from p2pstore.testing.net_harness import NetHarness
+from p2pstore.testing.storage_mesh import StorageMesh
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE.parent.parent / "simulations" / "conformance.toml"
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    """A helper module of the net tests (the net harness, the storage mesh), by file."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-NET_HARNESS = _load("_conformance_net_harness", HERE.parent / "net" / "conftest.py")
-STORAGE_MESH = _load("_conformance_storage_mesh", HERE.parent / "net" / "storage_mesh.py")
 
 
 @dataclass(frozen=True)
@@ -198,8 +185,8 @@ async def on_real_nodes(scenario: Scenario, tmp_path: Path) -> Figures:
     ]
     assert scenario.workload.object_size.kind == "fixed"
     size = int(scenario.workload.object_size.a)
-    mesh = STORAGE_MESH.StorageMesh(
-        NET_HARNESS.NetHarness("memory", tmp_path),
+    mesh = StorageMesh(
+        NetHarness("memory", tmp_path),
         count,
         datacenters=len(datacenters),
         regions=tuple(dc.region for dc in datacenters),

@@ -4,6 +4,7 @@ under the mock clock.  Used by the data-path tests."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from p2pstore.net.mesh_trust import MeshTrust
 from p2pstore.net.node import Node, NodeSettings
 from p2pstore.net.session import SessionSettings
 from p2pstore.net.steward import Steward, StewardSettings
-from p2pstore.store import DiskFragmentStore, MemoryFragmentStore
+from p2pstore.store import DiskFragmentStore, FragmentStore, MemoryFragmentStore
+from p2pstore.testing.net_harness import NetHarness
 
 DHT = DhtSettings(rpc_timeout=3.0, refresh_interval=600.0)
 SMALL_CHUNKS = ClientSettings(chunk_size=64 * 1024, fragment_timeout=10.0, hedge_after=3.0)
@@ -52,7 +54,7 @@ class StorageMesh:
 
     def __init__(
         self,
-        net,
+        net: NetHarness,
         count: int,
         *,
         quotas: dict[int, int] | None = None,
@@ -95,8 +97,9 @@ class StorageMesh:
             node = Node(
                 credentials, net.transport(credentials), settings=self._node_settings(offered)
             )
-            dht = self._dht(node, index)
+            node_dht = self._dht(node, index)
             quota = (quotas or {}).get(index, 1 << 30)
+            store: FragmentStore
             if self.memory:
                 store = MemoryFragmentStore(quota, identity_quota=identity_quota)
                 service = FragmentService(node, store, in_threads=False, wall_clock=self.wall_clock)
@@ -105,10 +108,10 @@ class StorageMesh:
                     net.tmp_path / f"store-{index}", quota, identity_quota=identity_quota
                 )
                 service = FragmentService(node, store)
-            member = StorageNode(index, credentials, node, dht, service)
+            member = StorageNode(index, credentials, node, node_dht, service)
             if steward is not None:
                 member.steward = Steward(
-                    dht,
+                    node_dht,
                     {**SHIPPED_RULES, **{rule.name: rule for rule in rules}},
                     store=service.store,
                     settings=steward,
@@ -118,7 +121,7 @@ class StorageMesh:
                     ),
                 )
             if trust_refresh is not None:
-                member.mesh_trust = MeshTrust(dht, interval=trust_refresh)
+                member.mesh_trust = MeshTrust(node_dht, interval=trust_refresh)
             self.nodes.append(member)
 
     def _node_settings(self, versions: tuple[int, ...] | None = None) -> NodeSettings:
@@ -160,7 +163,9 @@ class StorageMesh:
             for member in members:
                 joins.start_soon(member.dht.join, [self.nodes[0].node.address])
 
-    async def _run(self, member: StorageNode, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def _run(
+        self, member: StorageNode, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         with member.scope:
             async with trio.open_nursery() as nursery:
                 await nursery.start(member.node.run)
@@ -197,7 +202,7 @@ class StorageMesh:
             self.client_trusts.append(mesh_trust)
         base = settings or self.client_settings
         if self.memory:
-            base = ClientSettings(**{**_fields(base), "in_threads": False})
+            base = dataclasses.replace(base, in_threads=False)
         return Client(dht, settings=base)
 
     def revoke(self, member: StorageNode) -> None:
@@ -207,7 +212,7 @@ class StorageMesh:
         self.net.ca.revoke(member.credentials.identity.serial, now=now)
         self.trust = self.net.trust()
         for node in [m.node for m in self.nodes] + self.client_nodes:
-            node.transport.reload_trust(self.trust)  # type: ignore[attr-defined]
+            node.transport.reload_trust(self.trust)
             node.apply_trust(self.trust)
 
     def kill(self, member: StorageNode) -> None:
@@ -219,7 +224,3 @@ class StorageMesh:
 
     def by_id(self, node_id: bytes) -> StorageNode:
         return next(m for m in self.nodes if m.node_id == node_id)
-
-
-def _fields(settings: ClientSettings) -> dict[str, object]:
-    return {name: getattr(settings, name) for name in settings.__slots__}
