@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 
 import trio
-from storage_mesh import StorageMesh
 from test_net_buckets import (
     BUCKET,
     SETTINGS,
@@ -20,6 +19,7 @@ from test_net_buckets import (
 from p2pstore.identity import PeerIdentity
 from p2pstore.net.bucket_cache import BucketCache
 from p2pstore.net.buckets import BucketService
+from p2pstore.testing.storage_mesh import StorageMesh
 from p2pstore.wire import BucketPullReply, Message
 
 

@@ -8,7 +8,6 @@ import random
 
 import pytest
 import trio
-from storage_mesh import StorageMesh
 from test_net_bucket_client import SETTINGS, read, tenant
 from test_net_client import put_bytes
 from test_net_collection import QUIET, gc_settings, held, sweep_all, with_collectors
@@ -22,6 +21,7 @@ from p2pstore.net.fragments import store_fragment
 from p2pstore.net.leases import LeaseRenewer
 from p2pstore.net.references import MeshReferences, ReferenceSettings
 from p2pstore.net.steward import StewardSettings
+from p2pstore.testing.storage_mesh import StorageMesh
 
 HOUR = 3600.0
 RULE = CodingRule("test-3-of-6", k=3, n=6, repair_threshold=6, grace_period=1200.0)

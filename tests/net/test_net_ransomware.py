@@ -11,7 +11,6 @@ import random
 
 import pytest
 import trio
-from storage_mesh import RULE_3_OF_6, StorageMesh
 from test_net_bucket_client import SETTINGS, tenant
 from test_net_collection import QUIET, gc_settings, held, renew, sweep_all, with_collectors
 from test_net_references import put
@@ -25,6 +24,7 @@ from p2pstore.net.buckets import BucketService
 from p2pstore.net.leases import LeaseRenewer
 from p2pstore.net.references import MeshReferences, ReferenceSettings
 from p2pstore.net.steward import StewardSettings
+from p2pstore.testing.storage_mesh import RULE_3_OF_6, StorageMesh
 from p2pstore.wire import RetentionProof
 
 HOUR = 3600.0

@@ -9,7 +9,6 @@ import random
 
 import pytest
 import trio
-from storage_mesh import RULE_3_OF_6, StorageMesh
 from test_net_bucket_client import SETTINGS, read, tenant
 from test_net_client import put_bytes
 from test_net_collection import QUIET, gc_settings, held, sweep_all, with_collectors
@@ -18,6 +17,7 @@ from p2pstore.net.buckets import BucketService
 from p2pstore.net.leases import LeaseRenewer
 from p2pstore.net.references import MeshReferences, ReferenceSettings, keep
 from p2pstore.net.steward import StewardSettings
+from p2pstore.testing.storage_mesh import RULE_3_OF_6, StorageMesh
 
 SECRET = b"s" * 32
 

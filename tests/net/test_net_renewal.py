@@ -8,7 +8,6 @@ from datetime import timedelta
 import pytest
 import trio
 from cryptography.hazmat.primitives import serialization
-from storage_mesh import StorageMesh
 
 from p2pstore.core.announcements import Announcement, decode_announcement
 from p2pstore.core.published import PublishedRecords
@@ -17,6 +16,7 @@ from p2pstore.errors import IdentityError, LocalProtocolError
 from p2pstore.identity import NodeCredentials
 from p2pstore.identity.signing_request import renew_certificate
 from p2pstore.net.node import Node
+from p2pstore.testing.storage_mesh import StorageMesh
 
 
 def renewed(net, credentials: NodeCredentials, days: int = 365) -> NodeCredentials:

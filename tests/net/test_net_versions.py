@@ -10,7 +10,6 @@ import random
 
 import pytest
 import trio
-from storage_mesh import StorageMesh
 from test_net_client import get_bytes, put_bytes
 
 from p2pstore.core.ca_records import policy_record, revocation_record
@@ -20,6 +19,7 @@ from p2pstore.core.records import RecordKind, ca_record_key
 from p2pstore.core.rules import SHIPPED_RULES
 from p2pstore.errors import PeerTooOld, PeerUnreachable
 from p2pstore.net.mesh_trust import publish_ca_record
+from p2pstore.testing.storage_mesh import StorageMesh
 from p2pstore.wire import PREVIOUS_VERSION as OLD_VERSION
 from p2pstore.wire import PROTOCOL_VERSION, FindNodeReply, FindValue, Store
 
