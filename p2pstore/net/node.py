@@ -37,16 +37,20 @@ from p2pstore.net.link import FrameLink, Transport, source_of
 from p2pstore.net.metrics import OK, MeteredLink, NodeMetrics, bounded_code
 from p2pstore.net.refusals import RefusalLog
 from p2pstore.net.session import Session, SessionSettings, retrying_busy
-from p2pstore.net.session_table import PeerListener, PeerView, SessionTable
+from p2pstore.net.session_table import (
+    PeerListener,
+    PeerView,
+    SessionTable,
+    log_session_error,
+    status_reply,
+)
 from p2pstore.net.version_policy import version_refusal, warn_unspoken
 from p2pstore.wire import (
     SPOKEN_VERSIONS,
     Hello,
     Message,
-    PeerSummary,
     Ping,
     Pong,
-    StatusReply,
     StatusRequest,
     make_hello,
 )
@@ -443,7 +447,7 @@ class Node:
                 started.set()
             await session.serve()
         except (RemoteProtocolError, PeerUnreachable) as error:
-            self._log_session_error(session, error)
+            log_session_error(session, error)
         except Exception:
             # The boundary between one peer and the whole node: a bug triggered by one peer's
             # input must not take the datacenter's node down with it.
@@ -471,19 +475,6 @@ class Node:
             )  # fmt: skip
         return outcome
 
-    def _log_session_error(
-        self, session: Session, error: RemoteProtocolError | PeerUnreachable
-    ) -> None:
-        kind = type(error).__name__
-        log.warning(
-            "session with %s at %s ended: %s: %s",
-            session.describe(),
-            session.link.remote_address,
-            kind,
-            error,
-            extra={"event": "session_error", "peer": session.peer.node_id.hex(), "error": kind},
-        )
-
     def _hello(self) -> Hello:
         return make_hello(
             offer(self.settings.protocol_versions, self.allowed_versions),
@@ -500,20 +491,4 @@ class Node:
         return Pong(nonce=message.nonce, received=len(message.padding))
 
     async def _on_status(self, peer: PeerIdentity, message: Message) -> Message:
-        return StatusReply(
-            node_id=self.identity.node_id,
-            datacenter=self.identity.datacenter,
-            region=self.identity.region,
-            listen_address=self.address,
-            peers=tuple(
-                PeerSummary(
-                    node_id=view.identity.node_id,
-                    datacenter=view.identity.datacenter,
-                    region=view.identity.region,
-                    address=view.address,
-                    connected=True,
-                )
-                for view in self.peers()
-                if view.identity.role is Role.NODE
-            ),
-        )
+        return status_reply(self.identity, self.address, self.peers())

@@ -17,8 +17,10 @@ from typing import Protocol
 
 import trio
 
+from p2pstore.errors import PeerUnreachable, RemoteProtocolError
 from p2pstore.identity import PeerIdentity, Role, TrustAnchor, short_id
 from p2pstore.net.session import Session
+from p2pstore.wire import PeerSummary, StatusReply
 
 log = logging.getLogger("p2pstore.node")
 
@@ -167,3 +169,37 @@ class SessionTable:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+
+def status_reply(identity: PeerIdentity, address: str, peers: list[PeerView]) -> StatusReply:
+    """A node's answer to a status request: who it is and the nodes it has sessions with."""
+    return StatusReply(
+        node_id=identity.node_id,
+        datacenter=identity.datacenter,
+        region=identity.region,
+        listen_address=address,
+        peers=tuple(
+            PeerSummary(
+                node_id=view.identity.node_id,
+                datacenter=view.identity.datacenter,
+                region=view.identity.region,
+                address=view.address,
+                connected=True,
+            )
+            for view in peers
+            if view.identity.role is Role.NODE
+        ),
+    )
+
+
+def log_session_error(session: Session, error: RemoteProtocolError | PeerUnreachable) -> None:
+    """Say why a session ended on an error (``session_error``)."""
+    kind = type(error).__name__
+    log.warning(
+        "session with %s at %s ended: %s: %s",
+        session.describe(),
+        session.link.remote_address,
+        kind,
+        error,
+        extra={"event": "session_error", "peer": session.peer.node_id.hex(), "error": kind},
+    )
