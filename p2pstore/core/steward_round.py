@@ -11,11 +11,15 @@ drivers of these decisions; they move messages and time and decide nothing thems
   its routing table's live contacts with pings; the simulator its index of live peers.
 * **schedule** -- :class:`RoundClock`: rounds fall at ``phase + j * interval``, whatever a
   round's length, so neither driver drifts; a retry is the next round.
-* **census** -- :class:`Census`: one batched question per holder (``questions``), every
-  answer folded in (``answered``: the failure detector hears or misses the holder, leaving
-  holders are noted), then per share the holder counted on (``count``: live, then leaving,
-  silent, lost, and last a holder whose answer failed) and every chunk assessed (``assess``:
-  :func:`~p2pstore.core.repair_plan.assess_chunk`) -- the chunks due a repair or a move out.
+* **census** -- :class:`Census`: one round at one instant.  One batched question per holder
+  (``questions``), every answer folded in (``answered``: the failure detector hears or misses
+  the holder, leaving holders are noted), then per share the holder counted on (``count``:
+  live, then leaving, silent, lost, and last a holder whose answer failed) and every chunk
+  assessed (``assess``: :func:`~p2pstore.core.repair_plan.assess_chunk`) -- the chunks due a
+  repair or a move out.  Answers are dated by the round, not by their arrival: a holder's
+  silence begins at the round that missed it, as the simulator has it, so holders that fail
+  together count lost together, at the round their grace period ends on
+  (:meth:`RoundClock.judged_at`).
 * **repair placement** -- :class:`~p2pstore.core.store_plan.RepairPlacement`: rebuilt shares
   placed as many as fit the rule, a failed store moved to the next holder within the budget.
 """
@@ -73,6 +77,10 @@ def silent_peers(candidates: Iterable[Candidate], health: HealthView) -> set[byt
 
 # -- schedule ---------------------------------------------------------------------------------
 
+ROUND_SLACK = 1e-9
+"""The fraction of an interval after a round's instant that still counts as that round: sums
+of a phase, whole intervals and a grace period of whole intervals land within it of a round."""
+
 
 @dataclass(frozen=True, slots=True)
 class RoundClock:
@@ -88,13 +96,20 @@ class RoundClock:
     def at_or_after(self, at: float) -> float:
         """The first round at or after ``at`` (a time within a billionth of a round after one
         counts as that round, so a grace period of whole rounds ends on a round)."""
-        rounds = math.ceil((at - self.phase) / self.interval - 1e-9)
+        rounds = math.ceil((at - self.phase) / self.interval - ROUND_SLACK)
         return max(at, self.phase + rounds * self.interval)
 
     def after(self, at: float) -> float:
         """The first round strictly after ``at`` (the next one, for a driver that just ran one)."""
         following = self.at_or_after(at)
         return following if following > at else self.at_or_after(at + self.interval / 2)
+
+    def judged_at(self, at: float) -> float:
+        """The instant the round at ``at`` judges its holders at: the last that counts as that
+        round (see :meth:`at_or_after`).  A silence that began on a round and lasts a grace
+        period of whole rounds has then run out on the round it ends on, whatever the float
+        rounding of the two sums."""
+        return at + self.interval * ROUND_SLACK
 
 
 # -- census -----------------------------------------------------------------------------------
@@ -197,26 +212,39 @@ R = TypeVar("R", bound=ObjectRound)
 
 class Census(Generic[R]):
     """One round over ``objects``: the questions to send, the answers, the counting and the
-    assessment.  Pure: the detector and the set of leaving peers are the steward's own, and
-    the driver passes every time in."""
+    assessment.  Pure: the detector and the set of leaving peers are the steward's own.
+
+    ``at`` is the round's instant, and every answer of the round is dated ``at``: a holder's
+    silence begins at the round that missed it, not when its question timed out (that moment
+    shifts with the pacing, the timeouts and the election before the questions, so of holders
+    that died together one could reach its grace period a round after the others, leaving a
+    chunk repaired up to its threshold only).  Statuses are judged at ``judged_at`` (the
+    round clock's :meth:`RoundClock.judged_at`; ``at`` itself for a check outside rounds)."""
 
     def __init__(
         self,
         objects: Sequence[R],
         detector: FailureDetector,
         leaving_peers: set[bytes],
+        at: float,
+        judged_at: float | None = None,
     ) -> None:
         self.objects = list(objects)
         self.detector = detector
         self.leaving_peers = leaving_peers
+        self.at = at
+        self.judged_at = at if judged_at is None else judged_at
+        if self.judged_at < at:
+            raise LocalProtocolError("a round cannot judge its holders before it began")
 
-    def questions(self, now: float, batch: int) -> list[Question]:
+    def questions(self, batch: int) -> list[Question]:
         """One question per holder about all its shares of the round's objects, split into
         batches of ``batch`` positions.  A holder counted lost is not asked about a share that
         another holder keeps: its fragment was replaced, and its receipt lapses on its own."""
         wanted: dict[bytes, list[Slot]] = {}
         holders: dict[bytes, Candidate] = {}
         status = self.detector.status
+        now = self.judged_at
         for number, watched in enumerate(self.objects):
             grace = watched.rule.grace_period
             placement = watched.placement
@@ -239,13 +267,16 @@ class Census(Generic[R]):
             for start in range(0, len(slots), batch)
         ]
 
-    def answered(self, question: Question, said: Said, now: float) -> None:
-        """Fold in how ``question``'s holder answered at ``now``."""
+    def answered(self, question: Question, said: Said) -> None:
+        """Fold in how ``question``'s holder answered, as of the round's instant."""
         holder = question.holder
         if said is Said.SILENT:
-            self.detector.missed(holder.node_id, now)
+            # never silent since before its last answer (one heard after ``at`` elsewhere)
+            heard = self.detector.health(holder.node_id).last_heard
+            since = self.at if heard is None else max(self.at, heard)
+            self.detector.missed(holder.node_id, since)
             return
-        self.detector.heard(holder.node_id, now)
+        self.detector.heard(holder.node_id, self.at)
         if said is Said.LEAVING:
             self.leaving_peers.add(holder.node_id)
         else:
@@ -255,17 +286,17 @@ class Census(Generic[R]):
             for position in positions:
                 answers[(holder.node_id, position)] = said
 
-    def count(self, now: float, wall: float, trust: TrustAnchor, evidence: LocalEvidence) -> None:
+    def count(self, wall: float, trust: TrustAnchor, evidence: LocalEvidence) -> None:
         """After the answers: each object's view again, and per share the holder counted on,
-        with the reports and moves that follow.  ``now`` is the detector's clock, ``wall``
-        the receipts' (Unix seconds)."""
+        with the reports and moves that follow.  ``wall`` is the receipts' clock (Unix
+        seconds)."""
         for watched in self.objects:
             exclude = evidence.exclusion(watched.object_id)
             view = watched.holdings.view(wall, trust, exclude=exclude)
             gone = watched.holdings.gone(wall, trust, exclude=exclude)
-            self._count_on(watched, view, gone, now)
+            self._count_on(watched, view, gone, self.judged_at)
 
-    def assess(self, now: float) -> list[R]:
+    def assess(self) -> list[R]:
         """Assess every chunk; returns the objects with a chunk due work (see
         :meth:`ObjectRound.due`)."""
         due: list[R] = []
@@ -276,7 +307,7 @@ class Census(Generic[R]):
                     [h.node_id if h is not None else None for h in row],
                     health,
                     watched.rule,
-                    now,
+                    self.judged_at,
                     reports={s: r for (c, s), r in watched.reports.items() if c == index},
                 )
                 for index, row in enumerate(watched.placement.chunks)

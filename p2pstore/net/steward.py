@@ -14,8 +14,8 @@ their messages and time.  At each tick of the core's :class:`RoundClock` (every
 3. sends the :class:`Census`'s questions (one batched ``StateFragments`` per holder, paced to
    ``queries_per_second``) and folds each answer in: a fresh signed receipt renews the
    holder's place ("held" keeps it, "missing" removes it), silence makes it missed in the
-   :class:`FailureDetector`, an answer that is not a valid receipt counts as "missing" for
-   this round;
+   :class:`FailureDetector` as of the round's instant (however late its question timed out),
+   an answer that is not a valid receipt counts as "missing" for this round;
 4. has the census count and assess every chunk, and repairs those due
    (:mod:`p2pstore.net.repairer`: fetch k survivors, rebuild with the verify cap's manifest
    alone, place with the core's :class:`~p2pstore.core.store_plan.RepairPlacement`, store,
@@ -176,6 +176,8 @@ class Steward:
             concurrency=self.settings.audit_concurrency,
         )
         self.rounds = 0
+        self.clock = RoundClock(self.settings.check_interval)
+        """When rounds fall (its phase drawn when :meth:`run` starts)."""
         self._manifests: dict[bytes, Known] = {}
         self._holdings: dict[bytes, Holdings] = {}
         self._records = StewardRecords(self.settings.placement_refresh)
@@ -196,21 +198,24 @@ class Steward:
             task_status.started()
             interval = self.settings.check_interval
             # A phase of its own, drawn once: stewards' rounds do not all fall at one instant.
-            clock = RoundClock(interval, trio.current_time() + self.rng.uniform(0, interval))
+            self.clock = RoundClock(interval, trio.current_time() + self.rng.uniform(0, interval))
             while True:
-                await trio.sleep_until(clock.after(trio.current_time()))
-                await self.check_round()
+                at = self.clock.after(trio.current_time())
+                await trio.sleep_until(at)
+                await self.check_round(at)
 
     async def wait_round(self) -> None:
         """Return after the next round ends (tests and the demo watch repairs with it)."""
         await self._round_done.wait()
 
-    async def check_round(self) -> RoundReport:
-        """Check every object this node stewards now; repair what needs it."""
+    async def check_round(self, at: float | None = None) -> RoundReport:
+        """Check every object this node stewards now; repair what needs it.  ``at``: the
+        round's instant on the clock (default: now), which dates the holders' answers."""
+        at = trio.current_time() if at is None else at
         keys = await self._stewarded_keys()
         self.node.metrics.stewarded_objects.set(len(keys))
         report = await self.check_objects(
-            [self._manifests[key] for key in keys], renew_records=True
+            [self._manifests[key] for key in keys], renew_records=True, at=at
         )
         self.auditor.watch(self._audit_targets(report), trio.current_time())
         if self.renewer is not None:  # leases of the objects still referenced
@@ -238,27 +243,31 @@ class Steward:
         renew_records: bool = False,
         grace_period: float | None = None,
         audit: bool = False,
+        at: float | None = None,
     ) -> RoundReport:
         """Check the holders of ``objects`` (batched per holder) and, with
         ``repair``, rebuild every chunk below its threshold.  ``grace_period`` overrides the
         rules' (``p2pstore check --repair`` passes 0: the operator decided); ``audit``
         challenges every holder that signed for a fragment once, now, and counts the fragment
-        lost if it fails.  Raises nothing for a peer's failure: those are in the report's
-        ``failures``."""
+        lost if it fails.  ``at``: the round's instant (default: now; see :class:`Census`).
+        Raises nothing for a peer's failure: those are in the report's ``failures``."""
+        at = trio.current_time() if at is None else at
         report = RoundReport()
         for known in objects:
             watched = await self._watch(known, grace_period, report)
             if watched is not None:
                 report.objects.append(watched)
-        census = Census(report.objects, self.detector, self.leaving_peers)
+        census = Census(
+            report.objects, self.detector, self.leaving_peers, at, self.clock.judged_at(at)
+        )
         await self._query_holders(census, report)
         wall, trust = self.dht.wall_clock(), self.dht.trust()
-        census.count(trio.current_time(), wall, trust, self.evidence)
+        census.count(wall, trust, self.evidence)
         if audit:
             planner = AuditPlanner(self.settings.audits, self.rng, audit_reply_error)
             report.audits = await self.auditor.spot(self._audit_targets(report), planner)
-            census.count(trio.current_time(), self.dht.wall_clock(), trust, self.evidence)
-        due = census.assess(trio.current_time())
+            census.count(self.dht.wall_clock(), trust, self.evidence)
+        due = census.assess()
         if repair and due:
             at_once = trio.CapacityLimiter(self.settings.repairs_at_once)
             chunks = trio.CapacityLimiter(self.settings.chunk_repairs_at_once)
@@ -427,7 +436,7 @@ class Steward:
         slots_free = trio.Semaphore(self.settings.query_concurrency)
         gap = 1.0 / self.settings.queries_per_second
         async with trio.open_nursery() as nursery:
-            for question in census.questions(trio.current_time(), MAX_IDS_PER_QUERY):
+            for question in census.questions(MAX_IDS_PER_QUERY):
                 await slots_free.acquire()
                 report.queries += 1
                 nursery.start_soon(self._ask, census, question, report, slots_free)
@@ -443,7 +452,7 @@ class Steward:
         holder = question.holder
         try:
             if holder.node_id == self.dht.node_id and self.leaving:
-                census.answered(question, Said.LEAVING, trio.current_time())
+                census.answered(question, Said.LEAVING)
                 return
             positions = question.positions(census.objects)
             asks = [Ask(census.objects[n].holdings, p) for n, p in positions.items()]
@@ -454,7 +463,7 @@ class Steward:
                     f"holder {short_id(holder.node_id)} ({holder.datacenter}) did not sign "
                     f"for its fragments, counted missing: {answer.problem}"
                 )
-            census.answered(question, answer.said, trio.current_time())
+            census.answered(question, answer.said)
         finally:
             slots_free.release()
 

@@ -7,11 +7,20 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pstore.core.holders import Holdings, placement_of
 from p2pstore.core.placement import Candidate, within_rule
 from p2pstore.core.protocol import STORE_ATTEMPTS
-from p2pstore.core.repair_plan import FailureDetector
+from p2pstore.core.repair_plan import ChunkAssessment, FailureDetector, Verdict
 from p2pstore.core.rules import CodingRule
-from p2pstore.core.steward_round import RoundClock, contenders, elected, silent_peers
+from p2pstore.core.steward_round import (
+    Census,
+    ObjectRound,
+    RoundClock,
+    Said,
+    contenders,
+    elected,
+    silent_peers,
+)
 from p2pstore.core.store_plan import RepairPlacement
 
 ids = st.lists(st.binary(min_size=20, max_size=20), min_size=1, max_size=12, unique=True)
@@ -112,3 +121,80 @@ def test_the_node_and_the_simulator_read_one_set_of_protocol_constants():
     assert steward.placement_refresh == protocol.PLACEMENT_REFRESH
     assert steward.query_timeout == protocol.QUERY_TIMEOUT
     assert ClientSettings().store_attempts == protocol.STORE_ATTEMPTS
+
+
+OBJECT = hashlib.sha256(b"object").digest()
+
+
+def census_round(
+    clock: RoundClock,
+    at: float,
+    detector: FailureDetector,
+    rule: CodingRule,
+    holders: list[Candidate],
+    dead: set[bytes],
+    order: list[int],
+) -> ChunkAssessment:
+    """One round at ``at`` over an object of one chunk, a share per holder: the ``dead`` ones
+    answer nothing, the others state; the answers come in ``order``."""
+    ids = [hashlib.sha256(bytes([share])).digest() for share in range(rule.n)]
+    watched = ObjectRound(
+        OBJECT, rule, placement_of(OBJECT, rule.n, [holders]), Holdings(OBJECT, [ids])
+    )
+    census = Census([watched], detector, set(), at, clock.judged_at(at))
+    questions = census.questions(1024)
+    assert len(questions) == rule.n
+    for number in order:
+        question = questions[number]
+        census.answered(question, Said.SILENT if question.holder.node_id in dead else Said.STATED)
+    census.assess()
+    return watched.assessments[0]
+
+
+@given(
+    st.floats(0.5, 3600.0),
+    st.floats(0.0, 1e6),
+    st.integers(1, 30),
+    st.floats(0.0, 1e6),
+    st.permutations(range(6)),
+)
+def test_holders_silent_in_one_round_are_lost_together_on_the_round_their_grace_ends(
+    interval, phase, rounds, killed_at, order
+):
+    """Whatever the phase, the interval and the order the answers come in, holders that die
+    together fall silent as of one round and all count lost at the round a grace period of
+    whole rounds ends on -- none before, none a round later (one late would be left out of
+    the repair, and the chunk left at its threshold)."""
+    clock = RoundClock(interval, phase)
+    rule = CodingRule(
+        "t-3-of-6",
+        k=3,
+        n=6,
+        repair_threshold=5,
+        regions=frozenset({"FR-GES"}),
+        grace_period=rounds * interval,
+    )
+    holders = [candidate(i, i) for i in range(rule.n)]
+    dead = {h.node_id for h in holders[3:]}
+    detector = FailureDetector()
+    first = at = clock.after(killed_at)
+    for _ in range(rounds):
+        assessment = census_round(clock, at, detector, rule, holders, dead, order)
+        assert assessment.verdict is Verdict.AT_RISK and assessment.lost == ()
+        at = clock.after(at)
+    assessment = census_round(clock, at, detector, rule, holders, dead, order)
+    assert assessment.verdict is Verdict.NEEDS_REPAIR
+    assert assessment.rebuild == (3, 4, 5)
+    assert {detector.health(node_id).silent_since for node_id in dead} == {first}
+
+
+def test_a_round_dates_a_silence_no_earlier_than_the_holders_last_answer():
+    """An answer heard after the round's instant (another check meanwhile) is not undone: the
+    silence begins then, and the detector's time order holds."""
+    rule = CodingRule("t-2-of-4", k=2, n=4, repair_threshold=3, regions=frozenset({"FR-GES"}))
+    holders = [candidate(i, i) for i in range(rule.n)]
+    detector = FailureDetector()
+    detector.heard(holders[0].node_id, 65.0)
+    clock = RoundClock(60.0)
+    census_round(clock, 60.0, detector, rule, holders, {holders[0].node_id}, [0, 1, 2, 3])
+    assert detector.health(holders[0].node_id).silent_since == 65.0

@@ -139,6 +139,46 @@ async def test_every_steward_round_is_counted_on_schedule(net, clock):
 
 
 @MEMORY_ONLY
+async def test_holders_that_die_together_fall_silent_in_one_round_and_are_rebuilt_at_once(
+    net, clock
+):
+    """A holder's silence is dated by the steward's round that missed it, not by when its
+    question timed out (later for holders asked later: here a second apart), so holders that
+    die together reach the grace period in the same round: one repair rebuilds all three.
+    Dated by the timeouts, the last one asked was lost a round after the others in about one
+    run in three (on a float tie at its grace period's end), and the chunk stayed at its
+    threshold, one short of n, for good."""
+    _, interval = timings(net)
+    rule = rule_of(net)  # 3-of-6, repaired below 5 live
+    settings = StewardSettings(check_interval=interval, query_timeout=2.0, queries_per_second=1.0)
+    mesh = StorageMesh(net, 9, steward=settings, rules=(rule,))
+    async with trio.open_nursery() as nursery:
+        await mesh.start(nursery)
+        client = await mesh.client(nursery)
+        result = await put_bytes(client, random.Random(4).randbytes(50_000), rule)  # one chunk
+        dead = [h.node_id for h in result.placement.chunks[0][:3]]
+        for node_id in dead:
+            mesh.kill(mesh.by_id(node_id))
+        killed_at = trio.current_time()
+        await until_whole(mesh, client, result.verify_cap, 1, rule.n, bound=patience(net, 3))
+        live = [m for m in mesh.nodes if m.node_id not in mesh.dead]
+        repairers = [
+            m
+            for m in live
+            if m.node.metrics.value("p2pstore_repairs_total", outcome="finished") > 0
+        ]
+        assert len(repairers) == 1
+        assert repairers[0].node.metrics.value("p2pstore_repairs_total", outcome="finished") == 1
+        steward = repairers[0].steward
+        sinces = {steward.detector.health(node_id).silent_since for node_id in dead}
+        assert len(sinces) == 1, f"holders that died together fell silent at {sinces}"
+        (since,) = sinces
+        assert since is not None and killed_at < since <= killed_at + interval
+        assert steward.clock.at_or_after(since) == since, "silence dated off the round grid"
+        nursery.cancel_scope.cancel()
+
+
+@MEMORY_ONLY
 async def test_an_outage_shorter_than_the_grace_period_repairs_nothing(net, clock):
     grace, interval = timings(net)
     rule = rule_of(net)

@@ -246,9 +246,9 @@ def watch(steward, repairs: list[tuple[float, float, list[float], int]]) -> None
     check_round = steward.check_round
     repair_object = steward.repairer.repair_object
 
-    async def timed_round():
+    async def timed_round(at=None):
         rounds.append(trio.current_time())
-        return await check_round()
+        return await check_round(at)
 
     async def recorded_repair(watched, limiter, failures):
         began = trio.current_time()
