@@ -7,8 +7,9 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pstore.core.holders import Holdings, placement_of
+from p2pstore.core.holders import Holdings
 from p2pstore.core.placement import Candidate, within_rule
+from p2pstore.core.placement_view import placement_of
 from p2pstore.core.protocol import STORE_ATTEMPTS
 from p2pstore.core.repair_plan import ChunkAssessment, FailureDetector, Verdict
 from p2pstore.core.rules import CodingRule
