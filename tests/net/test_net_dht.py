@@ -34,9 +34,10 @@ def _quiet_logs(caplog):
 
 
 async def test_lookups_find_the_true_k_closest_and_survive_vanishing_peers(clock):
-    """300 peers: >= 99% exact lookups; after 30% vanish without warning, >= 95% find the k
-    closest live peers within one refresh interval."""
-    mesh = DhtMesh(300, seed=11)
+    """200 peers: >= 99% exact lookups; after 30% vanish without warning, >= 95% find the k
+    closest live peers within one refresh interval.  (200, not 300: the same claims at a third
+    of the CI time; the simulator's benchmarks cover thousands of peers.)"""
+    mesh = DhtMesh(200, seed=11)
     rng = random.Random(5)
     with trio.fail_after(24 * 3600):  # virtual time: a hang is a failure, not a stalled CI
         async with trio.open_nursery() as nursery:
@@ -51,7 +52,7 @@ async def test_lookups_find_the_true_k_closest_and_survive_vanishing_peers(clock
                 exact += [c.id for c in result.closest] == mesh.oracle(target, K, asker=member)
             assert exact / lookups >= 0.99, f"{exact}/{lookups} exact lookups"
 
-            for member in rng.sample(mesh.members[1:], 90):
+            for member in rng.sample(mesh.members[1:], 60):
                 mesh.vanish(member)
             # Within one refresh interval: every node's refresh meets the silent peers.
             await trio.sleep(mesh.settings.refresh_interval + 60)
